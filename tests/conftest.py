@@ -1,0 +1,55 @@
+"""Shared fixtures: the real CT scans in ../shared/data (skipped with a reason when absent)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("LIVERCTL_TEST_DATA", REPO.parent / "shared" / "data"))
+
+
+def _need(path: Path) -> Path:
+    if not path.exists():
+        pytest.skip(f"real CT test data not found at {path} (set LIVERCTL_TEST_DATA to the shared/data folder)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    return _need(SHARED_DATA)
+
+
+@pytest.fixture(scope="session")
+def ct_path(shared_data: Path) -> Path:
+    """Abdominal CT, 122x101x30 voxels at 3 mm, LPS, int16 HU."""
+    return _need(shared_data / "ct-example" / "ct.nii.gz")
+
+
+@pytest.fixture(scope="session")
+def liver_path(shared_data: Path) -> Path:
+    """Liver mask (uint8 0/1) of ct_path, 39,350 voxels."""
+    return _need(shared_data / "ct-example" / "liver.nii.gz")
+
+
+@pytest.fixture(scope="session")
+def multiorgan_path(shared_data: Path) -> Path:
+    """117-class TotalSegmentator label map of ct_path (liver = 5, spleen = 1, kidneys = 2/3)."""
+    return _need(shared_data / "ct-example" / "multiorgan.nii.gz")
+
+
+@pytest.fixture(scope="session")
+def dicom_dir(shared_data: Path) -> Path:
+    """A 20-slice CT DICOM series, 512x512, 0.977 mm in-plane, 2 mm slices (empty SeriesInstanceUID)."""
+    return _need(shared_data / "ct-dicom-series")
+
+
+@pytest.fixture
+def cli_env(monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """Environment for running the CLI in a subprocess without progress bars."""
+    env = dict(os.environ)
+    env["LIVERCTL_NO_PROGRESS"] = "1"
+    env.pop("LIVERCTL_DEBUG", None)
+    return env
