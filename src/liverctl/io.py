@@ -272,7 +272,9 @@ def _choose_series(folder: Path, series_uid: str | None) -> DicomSeries:
     if len(found) > 1 and found[0].n_slices == found[1].n_slices:
         tied = [s for s in found if s.n_slices == found[0].n_slices]
         listing = "; ".join(f"{s.label} ({s.n_slices} slices)" for s in tied)
-        raise InputError(f"{folder} holds several series with {found[0].n_slices} slices, choose one with --series UID: {listing}")
+        raise InputError(
+            f"{folder} holds several series with {found[0].n_slices} slices, choose one with --series UID: {listing}"
+        )
     return found[0]
 
 
@@ -336,7 +338,9 @@ def read_image(path: str | os.PathLike[str], *, series_uid: str | None = None) -
     except RuntimeError as exc:
         raise InputError(f"cannot read {p}: {_itk_message(exc)}") from None
     if image.GetNumberOfComponentsPerPixel() != 1:
-        raise ImageFormatError(f"{p} has {image.GetNumberOfComponentsPerPixel()} components per voxel; liverctl needs a scalar 3D volume")
+        raise ImageFormatError(
+            f"{p} has {image.GetNumberOfComponentsPerPixel()} components per voxel; liverctl needs a scalar 3D volume"
+        )
     if image.GetDimension() == 4 and image.GetSize()[3] == 1:
         image = image[:, :, :, 0]
     if image.GetDimension() != 3:
@@ -357,7 +361,9 @@ def as_label_array(array: np.ndarray, source: str = "label map") -> np.ndarray:
         if not np.isfinite(array).all():
             raise LabelError(f"{source} holds NaN or infinite values")
         if not np.array_equal(array, np.round(array)):
-            raise LabelError(f"{source} holds fractional values (e.g. {_first_fraction(array):g}); a label map must hold whole numbers")
+            raise LabelError(
+                f"{source} holds fractional values (e.g. {_first_fraction(array):g}); a label map must hold whole numbers"
+            )
     elif not np.issubdtype(array.dtype, np.integer):
         raise LabelError(f"{source} has unsupported voxel type {array.dtype}")
     lo, hi = (array.min(), array.max()) if array.size else (0, 0)

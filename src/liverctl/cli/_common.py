@@ -25,7 +25,7 @@ def err(message: str) -> None:
     sys.stderr.flush()
 
 
-def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
     err(f"liverctl: warning: {' '.join(str(message).split())}")
 
 
@@ -61,7 +61,7 @@ def cli_command(func: F) -> F:
         except MemoryError:
             err("liverctl: error: out of memory")
             raise typer.Exit(2) from None
-        except Exception as exc:  # noqa: BLE001 - the last line of defence against tracebacks
+        except Exception as exc:
             if os.environ.get("LIVERCTL_DEBUG"):
                 raise
             msg = " ".join(str(exc).split()) or type(exc).__name__
@@ -82,7 +82,14 @@ def progress_bar(enabled: bool = True) -> Iterator[Callable[[str, int, int | Non
         yield None
         return
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     console = Console(stderr=True)
     progress = Progress(
