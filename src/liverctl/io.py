@@ -14,9 +14,12 @@ so an interrupted or failed write never leaves a half-written file.
 from __future__ import annotations
 
 import contextlib
+import gzip
 import math
 import os
+import struct
 import tempfile
+import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -320,6 +323,76 @@ def _checked(image: Image, path: Path) -> Image:
     return image
 
 
+def _nifti_data_end(header: bytes) -> int | None:
+    """Bytes a NIfTI-1/2 file must hold (header + voxel data), from its header; ``None`` if unknown."""
+    for endian in "<>":
+        if len(header) >= 348 and struct.unpack(endian + "i", header[:4])[0] == 348:
+            minimum = 352
+            dims = struct.unpack(endian + "8h", header[40:56])
+            bitpix = struct.unpack(endian + "h", header[72:74])[0]
+            offset = int(struct.unpack(endian + "f", header[108:112])[0])
+            break
+        if len(header) >= 540 and struct.unpack(endian + "i", header[:4])[0] == 540:
+            bitpix = struct.unpack(endian + "h", header[14:16])[0]
+            dims = struct.unpack(endian + "8q", header[16:80])
+            offset = struct.unpack(endian + "q", header[168:176])[0]
+            minimum = 544
+            break
+    else:
+        return None
+    ndim = dims[0]
+    if not 1 <= ndim <= 7 or bitpix <= 0:
+        return None
+    voxels = math.prod(max(int(d), 1) for d in dims[1 : ndim + 1])
+    return max(offset, minimum) + voxels * bitpix // 8
+
+
+def _gzip_length(path: Path) -> int:
+    """Uncompressed length of a gzip file, by streaming it; raises EOFError if it is cut short."""
+    total = 0
+    with open(path, "rb") as fh:
+        d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        while chunk := fh.read(1 << 20):
+            total += len(d.decompress(chunk))
+            while d.eof and d.unused_data:  # concatenated gzip members
+                rest = d.unused_data
+                d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+                total += len(d.decompress(rest))
+        if not d.eof:
+            raise EOFError("compressed stream ends early")
+    return total
+
+
+def _check_nifti_complete(path: Path) -> None:
+    """ITK zero-fills the missing part of a truncated NIfTI file without a word: catch it.
+
+    Plain ``.nii``: the file must be as long as its header says. ``.nii.gz``: the gzip
+    trailer's length must match; if it does not, the stream is decompressed (not stored)
+    to tell a truncated file from an unusual but complete one.
+    """
+    suffix = image_suffix(path)
+    try:
+        if suffix == ".nii":
+            with open(path, "rb") as fh:
+                expected = _nifti_data_end(fh.read(540))
+            size = path.stat().st_size
+        elif suffix == ".nii.gz":
+            with gzip.open(path, "rb") as fh:
+                expected = _nifti_data_end(fh.read(540))
+            with open(path, "rb") as fh:
+                fh.seek(-4, os.SEEK_END)
+                trailer = struct.unpack("<I", fh.read(4))[0]
+            if expected is None or trailer == expected % (1 << 32):
+                return
+            size = _gzip_length(path)
+        else:
+            return
+    except (OSError, EOFError, zlib.error, struct.error) as exc:
+        raise InputError(f"cannot read {path}: truncated or corrupt file ({exc})") from None
+    if expected is not None and size < expected:
+        raise InputError(f"cannot read {path}: truncated file ({size} of {expected} bytes)")
+
+
 def read_image(path: str | os.PathLike[str], *, series_uid: str | None = None) -> Image:
     """Read a 3D image file or a DICOM series folder.
 
@@ -337,6 +410,7 @@ def read_image(path: str | os.PathLike[str], *, series_uid: str | None = None) -
         image = sitk.ReadImage(str(p))
     except RuntimeError as exc:
         raise InputError(f"cannot read {p}: {_itk_message(exc)}") from None
+    _check_nifti_complete(p)
     if image.GetNumberOfComponentsPerPixel() != 1:
         raise ImageFormatError(
             f"{p} has {image.GetNumberOfComponentsPerPixel()} components per voxel; liverctl needs a scalar 3D volume"
