@@ -363,7 +363,7 @@ def _gzip_length(path: Path) -> int:
     return total
 
 
-def _check_nifti_complete(path: Path) -> None:
+def check_complete(path: Path) -> None:
     """ITK zero-fills the missing part of a truncated NIfTI file without a word: catch it.
 
     Plain ``.nii``: the file must be as long as its header says. ``.nii.gz``: the gzip
@@ -410,7 +410,7 @@ def read_image(path: str | os.PathLike[str], *, series_uid: str | None = None) -
         image = sitk.ReadImage(str(p))
     except RuntimeError as exc:
         raise InputError(f"cannot read {p}: {_itk_message(exc)}") from None
-    _check_nifti_complete(p)
+    check_complete(p)
     if image.GetNumberOfComponentsPerPixel() != 1:
         raise ImageFormatError(
             f"{p} has {image.GetNumberOfComponentsPerPixel()} components per voxel; liverctl needs a scalar 3D volume"
