@@ -1,0 +1,116 @@
+"""`liverctl weights list | download | verify | path`: the pretrained-weights registry."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from liverctl.cli import app
+from liverctl.cli._common import cli_command, err, progress_bar
+
+weights_app = typer.Typer(
+    name="weights",
+    help="Pretrained weights: list the registry (weights.toml), download, verify sha256, print cached paths.",
+    no_args_is_help=True,
+    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+app.add_typer(weights_app, name="weights")
+
+
+def _table(rows: list[list[str]]) -> str:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows)
+
+
+@weights_app.command("list", help="List the models of the registry, their pin and cache status.")
+@cli_command
+def list_(
+    as_json: bool = typer.Option(False, "--json", help="Print every field as JSON."),
+) -> None:
+    from liverctl import hub
+
+    rows = hub.list_weights()
+    if as_json:
+        typer.echo(json.dumps([r.to_dict() for r in rows], indent=2))
+        return
+    table = [["NAME", "ARCH", "SPACING", "REPO", "FILE", "REVISION", "SHA256", "CACHED"]]
+    for r in rows:
+        e = r.entry
+        table.append(
+            [
+                e.name + (" *" if r.default else ""),
+                e.architecture,
+                "x".join(f"{s:g}" for s in e.spacing),
+                e.repo_id or "(local)",
+                str(e.local_path) if e.local else e.filename,
+                e.revision[:12] if e.revision_is_commit else (e.revision or "-"),
+                {"sha256": "pinned", "recorded": "tofu-recorded", "tofu": "tofu", "none": "unpinned"}[r.pin],
+                "yes" if r.cached else "no",
+            ]
+        )
+    typer.echo(_table(table))
+    err("* = default model; tofu = no pin in weights.toml, the first download is trusted and recorded")
+
+
+@weights_app.command("download", help="Download a model's weights into the Hugging Face cache and check sha256.")
+@cli_command
+def download(
+    name: str | None = typer.Argument(
+        None, help="Model name from `liverctl weights list` (default: the default model)."
+    ),
+    all_: bool = typer.Option(False, "--all", help="Download every model of the registry."),
+    force: bool = typer.Option(False, "--force", help="Download again even if cached."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar on stderr."),
+) -> None:
+    from liverctl import hub
+
+    if all_ and name:
+        from liverctl.errors import ConfigError
+
+        raise ConfigError("give either a model NAME or --all, not both")
+    names = hub.load_registry().names() if all_ else [name]
+    with progress_bar(progress) as callback:
+        for n in names:
+            path = hub.download(n, force=force, progress=callback)
+            typer.echo(str(path))
+
+
+@weights_app.command("verify", help="Check cached weights against their sha256 (exit 1 on a mismatch).")
+@cli_command
+def verify(
+    name: str | None = typer.Argument(None, help="Model name (default: every model of the registry)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the results as JSON."),
+) -> None:
+    from liverctl import hub
+
+    results = [hub.verify(name)] if name else hub.verify_all()
+    if as_json:
+        typer.echo(json.dumps([r.to_dict() for r in results], indent=2))
+    else:
+        for r in results:
+            line = f"{r.name}: {r.status}"
+            if r.sha256:
+                line += f" sha256={r.sha256}"
+            if r.status == "mismatch":
+                line += f" expected={r.expected} ({r.expected_from})"
+            typer.echo(line)
+    failed = [r for r in results if r.status == "mismatch" or (name and r.status == "not-cached")]
+    for r in failed:
+        what = "sha256 mismatch" if r.status == "mismatch" else "not downloaded"
+        err(f"liverctl: error: weights '{r.name}': {what}; run `liverctl weights download {r.name} --force`")
+    if failed:
+        raise typer.Exit(1)
+
+
+@weights_app.command("path", help="Print the path of a model's cached weights file (no network).")
+@cli_command
+def path(
+    name: str | None = typer.Argument(None, help="Model name (default: the default model)."),
+) -> None:
+    from liverctl import hub
+
+    found: Path = hub.weights_path(name)
+    typer.echo(str(found))
