@@ -17,6 +17,7 @@ import contextlib
 import gzip
 import math
 import os
+import stat
 import struct
 import tempfile
 import zlib
@@ -212,10 +213,21 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     tmp = Path(tmp_name)
     try:
         yield tmp
+        if tmp.exists():
+            os.chmod(tmp, _new_file_mode(target))  # mkstemp made it 0600
         os.replace(tmp, target)
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def _new_file_mode(target: Path) -> int:
+    """The mode ``open(target, "w")`` would give: the target's own, else 0666 minus the umask."""
+    with contextlib.suppress(OSError):
+        return stat.S_IMODE(target.stat().st_mode)
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return 0o666 & ~umask
 
 
 def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
@@ -247,7 +259,7 @@ class DicomSeries:
 
     @property
     def label(self) -> str:
-        return self.uid or "<no SeriesInstanceUID>"
+        return self.uid or '<no SeriesInstanceUID> (--series "")'
 
 
 def list_dicom_series(folder: str | os.PathLike[str]) -> list[DicomSeries]:
@@ -305,6 +317,9 @@ def _itk_message(exc: BaseException) -> str:
     for ln in lines:
         if "Description:" in ln:
             return ln.split("Description:", 1)[1].strip()
+    for ln in lines:
+        if ln.startswith("sitk::ERROR:"):
+            return ln[len("sitk::ERROR:") :].strip()
     for ln in reversed(lines):
         if not ln.startswith(("sitk::ERROR", "/")):
             return ln
@@ -465,9 +480,23 @@ def write_image(image: Image, path: str | os.PathLike[str], *, compress: bool = 
     p = Path(path)
     if image_suffix(p) is None:
         raise InputError(f"unknown image format for {p}; use one of {', '.join(IMAGE_SUFFIXES)}")
+    compress = compress and image_suffix(p) != ".nii"
+    if image_suffix(p) in (".mhd", ".nhdr"):
+        # Header + separate data file: write both under their final names in a temporary
+        # folder beside the target, then move the data file(s) first and the header last.
+        p.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix=f".{p.name}.", dir=p.parent) as tmpdir:
+            tmp = Path(tmpdir) / p.name
+            try:
+                sitk.WriteImage(image.to_sitk(), str(tmp), useCompression=compress)
+            except RuntimeError as exc:
+                raise InputError(f"cannot write {p}: {_itk_message(exc)}") from None
+            for f in sorted(Path(tmpdir).iterdir(), key=lambda f: f.name == p.name):
+                os.replace(f, p.parent / f.name)
+        return p
     with atomic_path(p) as tmp:
         try:
-            sitk.WriteImage(image.to_sitk(), str(tmp), useCompression=compress and image_suffix(p) != ".nii")
+            sitk.WriteImage(image.to_sitk(), str(tmp), useCompression=compress)
         except RuntimeError as exc:
             raise InputError(f"cannot write {p}: {_itk_message(exc)}") from None
     return p
