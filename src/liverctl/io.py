@@ -378,22 +378,28 @@ def _gzip_length(path: Path) -> int:
     return total
 
 
-def check_complete(path: Path) -> None:
+def check_complete(path: str | os.PathLike[str]) -> None:
     """ITK zero-fills the missing part of a truncated NIfTI file without a word: catch it.
 
     Plain ``.nii``: the file must be as long as its header says. ``.nii.gz``: the gzip
     trailer's length must match; if it does not, the stream is decompressed (not stored)
     to tell a truncated file from an unusual but complete one.
     """
+    path = Path(path)
     suffix = image_suffix(path)
+    short = InputError(f"cannot read {path}: truncated file (shorter than a NIfTI header)")
     try:
         if suffix == ".nii":
             with open(path, "rb") as fh:
-                expected = _nifti_data_end(fh.read(540))
+                header = fh.read(540)
+            expected = _nifti_data_end(header)
             size = path.stat().st_size
         elif suffix == ".nii.gz":
             with gzip.open(path, "rb") as fh:
-                expected = _nifti_data_end(fh.read(540))
+                header = fh.read(540)
+            if len(header) < 348:
+                raise short
+            expected = _nifti_data_end(header)
             with open(path, "rb") as fh:
                 fh.seek(-4, os.SEEK_END)
                 trailer = struct.unpack("<I", fh.read(4))[0]
@@ -404,6 +410,8 @@ def check_complete(path: Path) -> None:
             return
     except (OSError, EOFError, zlib.error, struct.error) as exc:
         raise InputError(f"cannot read {path}: truncated or corrupt file ({exc})") from None
+    if len(header) < 348:
+        raise short
     if expected is not None and size < expected:
         raise InputError(f"cannot read {path}: truncated file ({size} of {expected} bytes)")
 
