@@ -1,0 +1,158 @@
+"""DI2IN-AN: deep image-to-image network and its adversarial discriminator (METHODS §2).
+
+Generator (:class:`DI2IN`, ``di2in``)
+    Encoder of 3x3x3 convolutions only (the first convolution of every level after level 0
+    has stride 2; no pooling); decoder of 3x3x3 convolutions and trilinear 2x
+    upsampling; encoder features are concatenated into the decoder at every level; batch
+    norm + LeakyReLU after every convolution. Deep supervision: every decoder level k has
+    a side branch (1x1x1 convolution to ``out_channels``) upsampled trilinearly to full
+    size, and the final output is a 1x1x1 convolution over all side outputs
+    concatenated. In training mode ``forward`` returns ``[final, side_0, side_1, ...]``
+    (all full size; side_k comes from decoder level k) so the loss can be
+    ``sum_i w_i * l_i + w_final * l_final`` (``loss_weights``: all 1, as in the paper);
+    in eval mode only ``final``.
+
+Discriminator (:class:`DI2INDiscriminator`, ``di2in_discriminator``)
+    A 3D CNN that scores a label map (probabilities, or a one-hot reference) as real
+    (reference, logit > 0) or fake (prediction): strided 3x3x3 convolutions with batch norm
+    (none on the first) and LeakyReLU(0.2), global average pooling and a linear layer to
+    one logit per sample. Pass ``in_channels = out_channels (+ image channels)`` to
+    condition it on the image as well. Not used at inference.
+
+Both output logits; DI2IN uses sigmoid + BCE, hence ``out_channels=1`` by default.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from liverctl.errors import ConfigError
+from liverctl.models.registry import register
+
+__all__ = ["DI2IN", "DI2INDiscriminator"]
+
+
+def _cbl(cin: int, cout: int, stride: int = 1, slope: float = 0.01, norm: bool = True) -> nn.Sequential:
+    layers: list[nn.Module] = [nn.Conv3d(cin, cout, 3, stride=stride, padding=1, bias=not norm)]
+    if norm:
+        layers.append(nn.BatchNorm3d(cout))
+    layers.append(nn.LeakyReLU(slope, inplace=True))
+    return nn.Sequential(*layers)
+
+
+@register("di2in", spatial_dims=3)
+class DI2IN(nn.Module):
+    """DI2IN generator: convolutional 3D encoder-decoder with deep-supervision side outputs.
+
+    Args:
+        in_channels: input channels.
+        out_channels: output channels (1 for liver vs background with BCE).
+        base_features: features at level 0.
+        max_features: cap on the features of any level.
+        n_levels: levels 0..n_levels-1 (the input size must be a multiple of
+            ``2**(n_levels-1)``).
+        deep_supervision: return the side outputs too in training mode.
+    """
+
+    spatial_dims = 3
+
+    def __init__(
+        self,
+        in_channels: int = 1,
+        out_channels: int = 1,
+        base_features: int = 32,
+        max_features: int = 512,
+        n_levels: int = 5,
+        deep_supervision: bool = True,
+    ) -> None:
+        super().__init__()
+        if n_levels < 2:
+            raise ConfigError(f"n_levels must be >= 2, got {n_levels}")
+        if min(in_channels, out_channels, base_features, max_features) < 1:
+            raise ConfigError("in_channels, out_channels, base_features and max_features must be >= 1")
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.n_levels = n_levels
+        self.deep_supervision = deep_supervision
+        self.min_input_multiple = 2 ** (n_levels - 1)
+        f = [min(base_features * 2**k, max_features) for k in range(n_levels)]
+        self.features = f
+        self.encoder = nn.ModuleList(
+            [
+                nn.Sequential(
+                    _cbl(in_channels if k == 0 else f[k - 1], f[k], stride=1 if k == 0 else 2), _cbl(f[k], f[k])
+                )
+                for k in range(n_levels)
+            ]
+        )
+        # decoder.<k>: level k, input = upsampled level k+1 features concatenated with encoder level k
+        self.decoder = nn.ModuleList(
+            [nn.Sequential(_cbl(f[k + 1] + f[k], f[k]), _cbl(f[k], f[k])) for k in range(n_levels - 1)]
+        )
+        self.side = nn.ModuleList([nn.Conv3d(f[k], out_channels, 1) for k in range(n_levels - 1)])
+        self.fuse = nn.Conv3d((n_levels - 1) * out_channels, out_channels, 1)
+        # METHODS §2: total loss = sum_i w_i * l_i + w_final * l_final with every w = 1
+        self.loss_weights = (1.0,) * n_levels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
+        if x.ndim != 5 or any(s % self.min_input_multiple for s in x.shape[2:]):
+            raise ConfigError(
+                f"DI2IN expects (B, C, D, H, W) with sizes a multiple of {self.min_input_multiple}, got {tuple(x.shape)}"
+            )
+        size = x.shape[2:]
+        skips = []
+        for enc in self.encoder:
+            x = enc(x)
+            skips.append(x)
+        x = skips.pop()
+        sides: list[torch.Tensor] = []
+        for k in range(self.n_levels - 2, -1, -1):
+            x = F.interpolate(x, scale_factor=2.0, mode="trilinear", align_corners=False)
+            x = self.decoder[k](torch.cat([x, skips[k]], dim=1))
+            s = self.side[k](x)
+            if k > 0:
+                s = F.interpolate(s, size=size, mode="trilinear", align_corners=False)
+            sides.append(s)
+        sides = sides[::-1]  # side_0 (full-size level) first
+        final = self.fuse(torch.cat(sides, dim=1))
+        if self.deep_supervision and self.training:
+            return [final, *sides]
+        return final
+
+
+@register("di2in_discriminator", spatial_dims=3)
+class DI2INDiscriminator(nn.Module):
+    """DI2IN-AN discriminator: label map (+ optional image) → one real/fake logit per sample.
+
+    Args:
+        in_channels: channels of the label map (+ image) it scores.
+        base_features: features of the first convolution, doubling per layer.
+        n_layers: number of stride-2 convolutions.
+        max_features: cap on the features of any layer.
+    """
+
+    spatial_dims = 3
+    min_input_multiple = 1  # global pooling: any size works
+
+    def __init__(
+        self, in_channels: int = 1, base_features: int = 32, n_layers: int = 4, max_features: int = 256
+    ) -> None:
+        super().__init__()
+        if n_layers < 1 or min(in_channels, base_features, max_features) < 1:
+            raise ConfigError("in_channels, base_features, max_features and n_layers must be >= 1")
+        self.in_channels = in_channels
+        layers: list[nn.Module] = []
+        cin = in_channels
+        for i in range(n_layers):
+            cout = min(base_features * 2**i, max_features)
+            layers.append(_cbl(cin, cout, stride=2, slope=0.2, norm=i > 0))
+            cin = cout
+        self.features = nn.Sequential(*layers)
+        self.classifier = nn.Linear(cin, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of shape (B, 1): > 0 means "looks like a reference annotation"."""
+        if x.ndim != 5:
+            raise ConfigError(f"the discriminator expects (B, C, D, H, W), got {tuple(x.shape)}")
+        return self.classifier(self.features(x).mean(dim=(2, 3, 4)))
