@@ -176,12 +176,12 @@ def _copy_series_with_uid(src: Path, dst: Path, uid: str) -> None:
 
 def test_dicom_series_without_series_uid(dicom_dir: Path) -> None:
     (series,) = list_dicom_series(dicom_dir)
-    assert series.uid == "" and series.n_slices == 20 and series.label == "<no SeriesInstanceUID> (--series \"\")"
+    assert series.uid == "" and series.n_slices == 20 and series.label == '<no SeriesInstanceUID> (--series "")'
     image = read_image(dicom_dir, series_uid="")
     np.testing.assert_array_equal(image.array, read_image(dicom_dir).array)
     with pytest.raises(InputError, match="not found") as info:
         read_image(dicom_dir, series_uid="1.2.3")
-    assert "available: <no SeriesInstanceUID> (--series \"\") (20 slices)" in str(info.value)
+    assert 'available: <no SeriesInstanceUID> (--series "") (20 slices)' in str(info.value)
     assert_one_line(info.value)
     with pytest.raises(InputError, match="DICOM folders"):
         read_image(dicom_dir / sorted(os.listdir(dicom_dir))[0], series_uid="1.2.3")
@@ -196,7 +196,9 @@ def test_two_series_of_equal_length_are_ambiguous(dicom_dir: Path, tmp_path: Pat
     assert [(s.uid, s.n_slices) for s in found] == [("", 20), (uid, 20)]
     with pytest.raises(InputError, match="several series") as info:
         read_image(folder)
-    assert "<no SeriesInstanceUID> (--series \"\") (20 slices)" in str(info.value) and f"{uid} (20 slices)" in str(info.value)
+    assert '<no SeriesInstanceUID> (--series "") (20 slices)' in str(info.value) and f"{uid} (20 slices)" in str(
+        info.value
+    )
     assert_one_line(info.value)
     with pytest.raises(InputError, match="available") as info:
         read_image(folder, series_uid="9.9")
