@@ -1,0 +1,193 @@
+"""Where the network runs: device choice, mixed precision, pinned memory and threads.
+
+This is the one module of liverctl that talks to ``torch.cuda`` (and ``torch.backends.mps``).
+Everything else asks it: :func:`resolve_device` turns a user's ``"auto"``, ``"cpu"``,
+``"cuda"``, ``"cuda:1"`` or ``"mps"`` into a :class:`torch.device` (or a one-line
+:class:`~liverctl.errors.ConfigError`), :func:`autocast` opens the right mixed-precision
+context, :func:`pin_memory_for` and :func:`to_device` move host tensors to an accelerator
+with pinned memory and non-blocking copies, and :func:`synchronize` makes wall-clock timings
+of asynchronous devices honest.
+
+Precision policy (``precision="auto"``): CUDA runs the network under float16 autocast (the
+usual choice for segmentation networks, as nnU-Net does); CPU and MPS run in float32, because
+CPU autocast is slower than float32 on most CPUs and changes results. ``"bf16"`` is allowed
+on CPU and CUDA, ``"fp16"`` on CUDA and MPS, ``"fp32"`` everywhere.
+
+>>> from liverctl.device import resolve_device, autocast
+>>> dev = resolve_device("cpu")
+>>> with autocast(dev, "fp32"):
+...     pass
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+from liverctl.errors import ConfigError
+
+Precision = Literal["auto", "fp32", "fp16", "bf16"]
+PRECISIONS: tuple[str, ...] = ("auto", "fp32", "fp16", "bf16")
+_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def cuda_available() -> bool:
+    """Whether torch sees at least one CUDA device."""
+    return torch.cuda.is_available()
+
+
+def mps_available() -> bool:
+    """Whether torch can use Apple's Metal (MPS) backend."""
+    backend = getattr(torch.backends, "mps", None)
+    return bool(backend is not None and backend.is_available())
+
+
+def resolve_device(spec: str | torch.device | None = "auto") -> torch.device:
+    """Turn a device request into a :class:`torch.device`.
+
+    Args:
+        spec: ``"auto"`` (or ``None``: CUDA when available, else the CPU), ``"cpu"``,
+            ``"cuda"``, ``"cuda:N"``, ``"mps"`` or a :class:`torch.device`.
+
+    Raises:
+        ConfigError: the string is no device, or it names an accelerator this machine lacks.
+    """
+    if isinstance(spec, torch.device):
+        text = str(spec)
+    else:
+        text = "auto" if spec is None else str(spec).strip().lower()
+    if text == "auto":
+        return torch.device("cuda") if cuda_available() else torch.device("cpu")
+    try:
+        device = torch.device(text)
+    except (RuntimeError, ValueError):
+        raise ConfigError(f"unknown device {spec!r}: use auto, cpu, cuda, cuda:N or mps") from None
+    if device.type == "cpu":
+        return torch.device("cpu")
+    if device.type == "cuda":
+        if not cuda_available():
+            raise ConfigError(f"device {text!r} requested but CUDA is not available (use --device cpu or auto)")
+        count = torch.cuda.device_count()
+        if device.index is not None and device.index >= count:
+            raise ConfigError(f"device {text!r} requested but only {count} CUDA device(s) exist")
+        return device
+    if device.type == "mps":
+        if not mps_available():
+            raise ConfigError(f"device {text!r} requested but Apple MPS is not available (use --device cpu or auto)")
+        return torch.device("mps")
+    raise ConfigError(f"unsupported device {spec!r}: use auto, cpu, cuda, cuda:N or mps")
+
+
+def resolve_precision(device: torch.device, precision: str = "auto") -> str:
+    """The precision actually used on ``device``: ``"fp32"``, ``"fp16"`` or ``"bf16"``.
+
+    Raises:
+        ConfigError: unknown precision, or one the device cannot run (fp16 on the CPU,
+            bf16 on MPS).
+    """
+    precision = str(precision).lower()
+    if precision not in PRECISIONS:
+        raise ConfigError(f"unknown precision {precision!r}: use one of {', '.join(PRECISIONS)}")
+    if precision == "auto":
+        return "fp16" if device.type == "cuda" else "fp32"
+    if precision == "fp16" and device.type == "cpu":
+        raise ConfigError("precision fp16 is not supported on the CPU: use fp32 or bf16")
+    if precision == "bf16" and device.type == "mps":
+        raise ConfigError("precision bf16 is not supported on MPS: use fp32 or fp16")
+    return precision
+
+
+@contextlib.contextmanager
+def autocast(device: torch.device, precision: str = "auto") -> Iterator[str]:
+    """Mixed-precision context for running a network on ``device``.
+
+    Yields the resolved precision (``"fp32"``, ``"fp16"`` or ``"bf16"``). ``"fp32"`` is a
+    no-op context; otherwise :func:`torch.autocast` with the matching dtype is entered.
+    """
+    resolved = resolve_precision(device, precision)
+    if resolved == "fp32":
+        yield resolved
+        return
+    with torch.autocast(device_type=device.type, dtype=_DTYPES[resolved]):
+        yield resolved
+
+
+def pin_memory_for(device: torch.device) -> bool:
+    """Whether host tensors bound for ``device`` should live in pinned (page-locked) memory."""
+    return device.type == "cuda"
+
+
+def to_device(tensor: torch.Tensor, device: torch.device, non_blocking: bool | None = None) -> torch.Tensor:
+    """Move ``tensor`` to ``device``; host-to-CUDA copies go through pinned memory, non-blocking.
+
+    Args:
+        tensor: any tensor.
+        device: target device.
+        non_blocking: ``None`` = non-blocking exactly when the copy is host -> CUDA.
+    """
+    if tensor.device == device:
+        return tensor
+    if non_blocking is None:
+        non_blocking = pin_memory_for(device) and tensor.device.type == "cpu"
+    if non_blocking and tensor.device.type == "cpu" and pin_memory_for(device) and not tensor.is_pinned():
+        tensor = tensor.pin_memory()
+    return tensor.to(device, non_blocking=non_blocking)
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for queued work on ``device`` (a no-op on the CPU); use before reading a clock."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
+
+
+def set_current_device(device: torch.device) -> None:
+    """Make ``device`` the current CUDA device of this process (a no-op for other devices)."""
+    if device.type == "cuda" and device.index is not None:
+        torch.cuda.set_device(device)
+
+
+def set_threads(n: int | None) -> None:
+    """Set torch's intra-op CPU threads (``None`` or 0 leaves torch's default)."""
+    if n is None or n == 0:
+        return
+    if n < 0:
+        raise ConfigError(f"threads must be >= 0, got {n}")
+    torch.set_num_threads(int(n))
+
+
+def describe(device: torch.device) -> str:
+    """A short human description, e.g. ``"cpu (2 threads)"`` or ``"cuda:0 (NVIDIA H100)"``."""
+    if device.type == "cuda":
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        return f"cuda:{index} ({torch.cuda.get_device_name(index)})"
+    if device.type == "cpu":
+        return f"cpu ({torch.get_num_threads()} threads)"
+    return str(device)
+
+
+@dataclass(frozen=True)
+class DeviceConfig:
+    """Where and how a network runs; options that travel together.
+
+    Attributes:
+        device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"mps"``.
+        precision: ``"auto"``, ``"fp32"``, ``"fp16"`` or ``"bf16"`` (see the module docs).
+        threads: CPU threads for torch (``None`` = torch's default).
+    """
+
+    device: str = "auto"
+    precision: str = "auto"
+    threads: int | None = None
+
+    def resolve(self) -> torch.device:
+        """Validate everything, apply ``threads`` and return the :class:`torch.device`."""
+        device = resolve_device(self.device)
+        resolve_precision(device, self.precision)
+        set_threads(self.threads)
+        return device
