@@ -1,0 +1,277 @@
+"""DI2IN-AN adversarial training (Yang et al., MICCAI 2017, METHODS §2): :func:`train_di2in_an`.
+
+Generator: ``di2in`` with one output channel (liver vs background, sigmoid). Its
+segmentation loss is deep-supervised binary cross-entropy: ``sum_i w_i * BCE(side_i) +
+w_final * BCE(final)`` with every weight 1 (the model's ``loss_weights``); the target is
+"liver" (every liver-like class: liver, tumour, lesion).
+
+Discriminator: ``di2in_discriminator`` scores a label map as reference (1) or prediction
+(0). As in the paper it sees the label map only (the reference one-hot foreground, or the
+generator's sigmoid probabilities); ``disc_with_image=True`` concatenates the image patch
+as a second channel (a common conditional-GAN variant).
+
+Schedule, per iteration ``g`` of ``epochs * iterations_per_epoch``:
+
+- ``g < pretrain_iterations``: one generator step on the segmentation loss alone;
+- after that: ``d_steps`` (k_D = 10) discriminator steps, each on ``d_batch_size`` (8)
+  patches: BCE of D on the references (target 1) and on the generator's predictions
+  (target 0), the generator in eval mode without gradients (so discriminator steps never
+  change the generator, batch-norm statistics included); then ``g_steps`` (k_G = 1)
+  generator steps on ``batch_size`` patches (4 in the paper) with loss = segmentation BCE
+  + ``adv_weight`` (lambda = 0.01) * ``BCE(D(G(x)), 1)``, the non-saturating form
+  ``-log D(G(x))``. The discriminator's parameters get no gradient in generator steps and
+  its batch-norm statistics are restored afterwards, so generator steps change only the
+  generator.
+
+Optimizers (the paper leaves them open): Adam for the generator (lr ``config.lr`` or 3e-4,
+weight decay ``config.weight_decay``) and Adam with betas (0.5, 0.999) (DCGAN) and the same
+lr for the discriminator; generator gradients clipped to norm 12 as in the main loop. The
+paper resamples to 3 mm isotropic voxels (a preprocessing choice: ``preprocess --spacing 3``).
+
+The discriminator is not used at inference: ``model.safetensors`` holds the generator and
+``weights.toml`` says ``decision = "sigmoid"``, ``liver_channel = 0``.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from liverctl.errors import ConfigError
+from liverctl.progress import ProgressCallback
+from liverctl.training.config import TrainConfig
+from liverctl.training.data import TrainingData
+from liverctl.training.loop import TrainResult, make_batch_fn, open_run, seed_int, validate_dice
+from liverctl.training.recipe import RecipeRun, backward_step
+
+__all__ = ["discriminator_loss", "generator_adversarial_loss", "segmentation_bce", "train_di2in_an"]
+
+_COLUMNS = ("segmentation_bce", "adversarial", "discriminator")
+
+
+def segmentation_bce(
+    outputs: torch.Tensor | Sequence[torch.Tensor], target: torch.Tensor, weights: Sequence[float] | None = None
+) -> torch.Tensor:
+    """Deep-supervised BCE: ``sum_i weights[i] * BCE(outputs[i], target)`` (weights 1 by
+    default); ``outputs`` are (B, 1, z, y, x) logits, ``target`` (B, z, y, x) 0/1."""
+    outs = [outputs] if isinstance(outputs, torch.Tensor) else list(outputs)
+    w = list(weights) if weights is not None else [1.0] * len(outs)
+    if len(w) != len(outs):
+        raise ValueError(f"{len(w)} loss weights for {len(outs)} outputs")
+    t = target.float()[:, None]
+    return sum(wi * F.binary_cross_entropy_with_logits(o.float(), t) for wi, o in zip(w, outs, strict=True))
+
+
+def discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+    """BCE of the discriminator: references labelled 1, predictions 0 (mean over both)."""
+    logits = torch.cat([real_logits, fake_logits]).float()
+    target = torch.cat([torch.ones_like(real_logits), torch.zeros_like(fake_logits)]).float()
+    return F.binary_cross_entropy_with_logits(logits, target)
+
+
+def generator_adversarial_loss(fake_logits: torch.Tensor) -> torch.Tensor:
+    """The non-saturating adversarial term ``mean(-log D(G(x)))`` = ``BCE(D(G(x)), 1)``."""
+    return F.binary_cross_entropy_with_logits(fake_logits.float(), torch.ones_like(fake_logits).float())
+
+
+def run(
+    datasets: Sequence[Any],
+    out: Path,
+    config: TrainConfig,
+    state: dict[str, Any] | None,
+    progress: ProgressCallback | None,
+) -> TrainResult:
+    """The DI2IN-AN run behind :func:`train_di2in_an` and ``train(config.method="di2in-an")``."""
+    from liverctl.device import autocast
+    from liverctl.models import build_model
+
+    config = dataclasses.replace(config, method="di2in-an")
+    if config.architecture == "unet3d":
+        config.architecture = "di2in"
+    data = TrainingData(datasets, folds=config.folds, fold=config.fold, names=config.dataset_names or None)
+    if not config.dataset_names:
+        config.dataset_names = list(data.names)
+    runner = RecipeRun(out, config, state, _COLUMNS)
+    device = runner.device
+
+    kwargs = dict(config.arch_kwargs)
+    kwargs.setdefault("in_channels", 1)
+    kwargs["out_channels"] = 1
+    torch.manual_seed(config.seed)
+    gen = build_model(config.architecture, **kwargs)
+    multiple = int(getattr(gen, "min_input_multiple", 1) or 1)
+    if any(p % multiple for p in config.patch_size):
+        raise ConfigError(
+            f"patch size {tuple(config.patch_size)} must be a multiple of {multiple} for {config.architecture}"
+        )
+    d_kwargs = dict(config.disc_kwargs)
+    d_kwargs["in_channels"] = 1 + (kwargs["in_channels"] if config.disc_with_image else 0)
+    torch.manual_seed(seed_int(config.seed, 1))
+    disc = build_model("di2in_discriminator", **d_kwargs)
+    if state is None and config.init_checkpoint:
+        from liverctl.training.loop import load_init_weights
+
+        load_init_weights(gen, config.init_checkpoint)
+    gen.to(device)
+    disc.to(device)
+    lr0 = config.lr if config.lr is not None else 3e-4
+    opt_g = torch.optim.Adam(gen.parameters(), lr=lr0, weight_decay=config.weight_decay)
+    opt_d = torch.optim.Adam(disc.parameters(), lr=lr0, betas=(0.5, 0.999))
+    scaler_g, scaler_d = runner.scaler(), runner.scaler()
+    if state is not None:
+        gen.load_state_dict(state["model"])
+        disc.load_state_dict(state["discriminator"])
+        opt_g.load_state_dict(state["optimizer"])
+        opt_d.load_state_dict(state["optimizer_d"])
+        for sc, key in ((scaler_g, "scaler"), (scaler_d, "scaler_d")):
+            if sc is not None and state.get(key):
+                sc.load_state_dict(state[key])
+    runner.write_config(datasets)
+
+    g_batch = make_batch_fn(data, config)
+    d_batch = make_batch_fn(
+        data, dataclasses.replace(config, batch_size=config.d_batch_size, seed=seed_int(config.seed, 11))
+    )
+    liver = torch.tensor(data.liver_channels)
+    weights = getattr(gen, "loss_weights", None)
+
+    def d_input(maps: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([maps, x], 1) if config.disc_with_image else maps
+
+    def d_step(index: int) -> float:
+        x, y, _ = d_batch(index)
+        x = x.to(device)
+        real = torch.isin(y, liver).float()[:, None].to(device)
+        gen.eval()
+        with torch.no_grad(), autocast(device, runner.precision):
+            fake = torch.sigmoid(gen(x).float())
+        disc.train()
+        torch.manual_seed(seed_int(config.seed, 0, index, 2))
+        with autocast(device, runner.precision):
+            logits = disc(torch.cat([d_input(real, x), d_input(fake, x)]))
+        loss = discriminator_loss(logits[: len(x)], logits[len(x) :])
+        backward_step(loss, opt_d, None, scaler_d, clip=None)
+        return float(loss.detach())
+
+    def g_step(index: int, adversarial: bool) -> tuple[float, float, float]:
+        x, y, _ = g_batch(index)
+        x = x.to(device)
+        target = torch.isin(y, liver).to(device)
+        gen.train()
+        torch.manual_seed(seed_int(config.seed, 0, index, 1))
+        with autocast(device, runner.precision):
+            outputs = gen(x)
+        seg = segmentation_bce(outputs, target, weights if not isinstance(outputs, torch.Tensor) else None)
+        adv = seg.new_zeros(())
+        saved = [b.detach().clone() for b in disc.buffers()]
+        try:
+            if adversarial:
+                final = outputs if isinstance(outputs, torch.Tensor) else outputs[0]
+                disc.train()
+                for p in disc.parameters():
+                    p.requires_grad_(False)
+                with autocast(device, runner.precision):
+                    fake_logits = disc(d_input(torch.sigmoid(final.float()), x))
+                adv = generator_adversarial_loss(fake_logits)
+            loss = seg + config.adv_weight * adv
+            backward_step(loss, opt_g, list(gen.parameters()), scaler_g)
+        finally:  # D's parameters got no gradient; its batch-norm statistics are put back
+            for p in disc.parameters():
+                p.requires_grad_(True)
+            with torch.no_grad():
+                for b, s in zip(disc.buffers(), saved, strict=True):
+                    b.copy_(s)
+        return float(loss.detach()), float(seg.detach()), float(adv.detach())
+
+    def step(g: int) -> dict[str, float]:
+        if g < config.pretrain_iterations:
+            loss, seg, _ = g_step(g * config.g_steps, adversarial=False)
+            return {"loss": loss, "segmentation_bce": seg}
+        d_losses = [d_step(g * config.d_steps + j) for j in range(config.d_steps)]
+        results = [g_step(g * config.g_steps + j, adversarial=True) for j in range(config.g_steps)]
+        n = len(results)
+        return {
+            "loss": sum(r[0] for r in results) / n,
+            "segmentation_bce": sum(r[1] for r in results) / n,
+            "adversarial": sum(r[2] for r in results) / n,
+            "discriminator": sum(d_losses) / len(d_losses),
+        }
+
+    validating = bool(any(data.val) and config.val_every)
+
+    def validate() -> float:
+        gen.eval()
+        value = validate_dice(gen, data, config, device, progress, sigmoid=True)
+        gen.train()
+        return value
+
+    def parts() -> dict[str, Any]:
+        return {
+            "model": gen.state_dict(),
+            "discriminator": disc.state_dict(),
+            "optimizer": opt_g.state_dict(),
+            "optimizer_d": opt_d.state_dict(),
+            "scaler": scaler_g.state_dict() if scaler_g is not None else None,
+            "scaler_d": scaler_d.state_dict() if scaler_d is not None else None,
+        }
+
+    runner.run(
+        step,
+        parts,
+        lambda: {"model": gen.state_dict()},
+        lambda: float(opt_g.param_groups[0]["lr"]),
+        validate if validating else None,
+        progress,
+    )
+
+    exported: nn.Module = gen
+    best = runner.load_best()
+    if best is not None:
+        exported = copy.deepcopy(gen)
+        exported.load_state_dict(best)
+    model_path, toml_path = runner.export(
+        exported,
+        data,
+        architecture=config.architecture,
+        kwargs=kwargs,
+        labels={"liver": 0},
+        liver_channel=0,
+        decision="sigmoid",
+        description="DI2IN generator trained with liverctl train --method di2in-an (sigmoid liver map)",
+    )
+    return runner.result(gen, model_path, toml_path, data, validating)
+
+
+def train_di2in_an(
+    datasets: Sequence[Any],
+    output_dir: str | os.PathLike[str],
+    config: TrainConfig | None = None,
+    *,
+    progress: ProgressCallback | None = None,
+    resume: bool = False,
+) -> TrainResult:
+    """Train DI2IN-AN (module docs): a ``di2in`` generator, adversarially refined.
+
+    Args:
+        datasets: ``liverctl preprocess`` folders or dataset objects.
+        output_dir: the run folder (as :func:`liverctl.training.train`).
+        config: the options (``method`` is set to ``"di2in-an"``); with ``resume`` the
+            saved ones, except ``device``, ``precision`` and ``num_workers``.
+        progress: ``progress("training", iteration, total)`` and ``("validation", ...)``.
+        resume: continue from ``output_dir/last.pt`` (saved at every epoch end).
+
+    Returns:
+        A :class:`~liverctl.training.loop.TrainResult` (``model``: the generator).
+    """
+    out = Path(output_dir)
+    cfg = dataclasses.replace(config, method="di2in-an") if config is not None else TrainConfig(method="di2in-an")
+    cfg, state = open_run(out, cfg, resume)
+    return run(datasets, out, cfg, state, progress)

@@ -1,0 +1,224 @@
+"""The options of one training run, kept together in :class:`TrainConfig`."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from liverctl.errors import ConfigError
+
+__all__ = ["TrainConfig"]
+
+_OPTIMIZERS = ("adam", "sgd")
+_SCHEDULERS = ("plateau", "poly")
+_SAMPLERS = ("dos", "rsd", "rs")
+_LOSSES = ("dice_ce", "tal")
+METHODS = ("he2021", "sdnet", "di2in-an", "hdenseunet")
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run (defaults: METHODS §1 / nnU-Net).
+
+    Attributes:
+        architecture: registry name of the network (:func:`liverctl.models.build_model`).
+        arch_kwargs: extra constructor arguments (``in_channels``, ``out_channels``,
+            ``dcm_from_level`` and ``n_datasets`` are set by the trainer).
+        patch_size: training patch (z, y, x) in voxels of the preprocessed data.
+        batch_size: patches per iteration (per process under DDP).
+        epochs: maximum number of epochs (METHODS: ~400).
+        iterations_per_epoch: iterations per epoch (METHODS: 250).
+        optimizer: ``"adam"`` (lr 3e-4, METHODS §1) or ``"sgd"`` (momentum 0.99, Nesterov,
+            lr 1e-2, nnU-Net).
+        lr: initial learning rate; ``None`` = 3e-4 for Adam, 1e-2 for SGD.
+        weight_decay: L2 weight decay (3e-5, nnU-Net).
+        scheduler: ``"plateau"`` (ReduceLROnPlateau on the epoch's mean training loss,
+            factor 0.2, patience 30 epochs) or ``"poly"`` (``lr0 * (1 - epoch/epochs)^0.9``).
+        plateau_patience, plateau_factor, poly_exponent: scheduler parameters.
+        stop_window, stop_min_improvement, stop_min_lr: stop rule (plateau only): stop when
+            the best epoch training loss of the last ``stop_window`` (60) epochs is not
+            lower by at least ``stop_min_improvement`` (5e-3) than the best before them
+            and the learning rate is below ``stop_min_lr`` (1e-6).
+        val_every: run validation every N epochs (and after the last); 0 disables it.
+        folds, fold: k-fold cross-validation (``None`` = train on all cases, no validation).
+        sampler: ``"dos"``, ``"rsd"`` or ``"rs"`` (hybrid training, METHODS §1).
+        dcm_from_level: GELN_DCM, dataset-wise encoder levels >= N (``None`` = shared).
+        loss: ``"dice_ce"`` or ``"tal"`` (target adaptive loss for datasets with different
+            label sets, METHODS §5).
+        foreground_fraction: fraction of each batch centred on foreground (1/3).
+        augment: apply the augmentation of :mod:`liverctl.training.augmentation`.
+        seed: seeds model initialisation and, with the iteration number, all randomness
+            of every iteration.
+        device, precision: see :mod:`liverctl.device` (CUDA: float16 autocast + GradScaler).
+        num_workers: threads preparing batches ahead of the network (0 = in the loop).
+        checkpoint_every: also write ``last.pt`` every N iterations inside an epoch
+            (0 = only at epoch ends).
+        init_checkpoint: start from these weights (pre-train -> fine-tune protocol).
+        finetune_lr: learning rate when ``init_checkpoint`` is given (METHODS: 1e-6);
+            ``None`` keeps ``lr``.
+        val_overlap: sliding-window overlap for validation.
+        dataset_names: names of the datasets, in the order given (DCM branch names);
+            filled from the preprocessed folders when empty.
+        method: the training recipe: ``"he2021"`` (METHODS §1, :func:`~liverctl.training.train`'s
+            own loop), ``"sdnet"`` (§3, :mod:`~liverctl.training.semisupervised`),
+            ``"di2in-an"`` (§2, :mod:`~liverctl.training.adversarial`) or ``"hdenseunet"``
+            (§4, :mod:`~liverctl.training.staged`). The recipes use ``epochs *
+            iterations_per_epoch`` iterations; the options below only matter to their recipe.
+        unlabelled: SD-Net: preprocessed folders used as unlabelled data (labels ignored).
+        labelled_fraction: SD-Net: keep this fraction of the training cases labelled and use
+            the rest as unlabelled (0.2 = the paper's 20:80 split); ``None`` = all labelled.
+        second_architecture: SD-Net: the second network (``resvnet``; the first is
+            ``architecture``, ``vnet`` by default).
+        sharpen_temperature: SD-Net: pseudo-label sharpening temperature T (0.1).
+        unsup_weight: SD-Net: weight of the unsupervised MSE term (1).
+        lr_step: SD-Net: divide the learning rate by 10 every N iterations (200).
+        pretrain_iterations: DI2IN-AN: generator-only iterations before the adversarial phase.
+        d_steps, g_steps: DI2IN-AN: discriminator / generator steps per adversarial iteration
+            (k_D = 10, k_G = 1).
+        d_batch_size: DI2IN-AN: patches per discriminator step (8; the generator uses
+            ``batch_size``, 4 in the paper).
+        adv_weight: DI2IN-AN: lambda of the adversarial term (0.01).
+        disc_with_image: DI2IN-AN: the discriminator sees the image concatenated to the label
+            map (the paper's discriminator sees the label map only: ``False``).
+        disc_kwargs: DI2IN-AN: extra arguments of ``di2in_discriminator``.
+        stage_iterations: H-DenseUNet: iterations of stage 1 (2D) and stage 2 (3D + HFF, 2D
+            frozen); stage 3 (joint) gets the rest. ``None`` = thirds of the run.
+        class_weights: H-DenseUNet: cross-entropy class weights; ``None`` = (0.78, 0.65,
+            8.57) for 3 classes (background, liver, tumour; the authors' code), else all 1.
+    """
+
+    architecture: str = "unet3d"
+    arch_kwargs: dict[str, Any] = field(default_factory=dict)
+    patch_size: tuple[int, int, int] = (128, 128, 128)
+    batch_size: int = 2
+    epochs: int = 400
+    iterations_per_epoch: int = 250
+    optimizer: str = "adam"
+    lr: float | None = None
+    weight_decay: float = 3e-5
+    scheduler: str = "plateau"
+    plateau_patience: int = 30
+    plateau_factor: float = 0.2
+    poly_exponent: float = 0.9
+    stop_window: int = 60
+    stop_min_improvement: float = 5e-3
+    stop_min_lr: float = 1e-6
+    val_every: int = 10
+    folds: int | None = None
+    fold: int = 0
+    sampler: str = "dos"
+    dcm_from_level: int | None = None
+    loss: str = "dice_ce"
+    foreground_fraction: float = 1 / 3
+    augment: bool = True
+    seed: int = 0
+    device: str = "auto"
+    precision: str = "auto"
+    num_workers: int = 0
+    checkpoint_every: int = 50
+    init_checkpoint: str | None = None
+    finetune_lr: float | None = None
+    val_overlap: float = 0.25
+    dataset_names: list[str] = field(default_factory=list)
+    method: str = "he2021"
+    unlabelled: list[str] = field(default_factory=list)
+    labelled_fraction: float | None = None
+    second_architecture: str = "resvnet"
+    sharpen_temperature: float = 0.1
+    unsup_weight: float = 1.0
+    lr_step: int = 200
+    pretrain_iterations: int = 0
+    d_steps: int = 10
+    g_steps: int = 1
+    d_batch_size: int = 8
+    adv_weight: float = 0.01
+    disc_with_image: bool = False
+    disc_kwargs: dict[str, Any] = field(default_factory=dict)
+    stage_iterations: tuple[int, int] | None = None
+    class_weights: list[float] | None = None
+
+    def __post_init__(self) -> None:
+        self.patch_size = tuple(int(p) for p in self.patch_size)  # type: ignore[assignment]
+        if self.stage_iterations is not None:
+            self.stage_iterations = tuple(int(n) for n in self.stage_iterations)  # type: ignore[assignment]
+        self.unlabelled = [str(u) for u in self.unlabelled]
+        self.validate()
+
+    @property
+    def initial_lr(self) -> float:
+        """The learning rate the run starts with."""
+        if self.init_checkpoint and self.finetune_lr is not None:
+            return float(self.finetune_lr)
+        if self.lr is not None:
+            return float(self.lr)
+        return 3e-4 if self.optimizer == "adam" else 1e-2
+
+    def validate(self) -> None:
+        """Raise :class:`ConfigError` (one line) for an invalid option."""
+        if len(self.patch_size) != 3 or min(self.patch_size) < 1:
+            raise ConfigError(f"patch size must be three positive integers (z,y,x), got {self.patch_size}")
+        for name in ("batch_size", "epochs", "iterations_per_epoch"):
+            if int(getattr(self, name)) < 1:
+                raise ConfigError(f"{name.replace('_', ' ')} must be >= 1, got {getattr(self, name)}")
+        if self.optimizer not in _OPTIMIZERS:
+            raise ConfigError(f"optimizer must be one of {', '.join(_OPTIMIZERS)}, got {self.optimizer!r}")
+        if self.scheduler not in _SCHEDULERS:
+            raise ConfigError(f"scheduler must be one of {', '.join(_SCHEDULERS)}, got {self.scheduler!r}")
+        if self.sampler not in _SAMPLERS:
+            raise ConfigError(f"sampler must be one of {', '.join(_SAMPLERS)}, got {self.sampler!r}")
+        if self.loss not in _LOSSES:
+            raise ConfigError(f"loss must be one of {', '.join(_LOSSES)}, got {self.loss!r}")
+        for name in ("lr", "finetune_lr"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise ConfigError(f"{name.replace('_', ' ')} must be > 0, got {value}")
+        if self.folds is not None:
+            if self.folds < 2:
+                raise ConfigError(f"--folds must be >= 2, got {self.folds}")
+            if not 0 <= self.fold < self.folds:
+                raise ConfigError(f"--fold must be in 0..{self.folds - 1} for {self.folds} folds, got {self.fold}")
+        if self.val_every < 0 or self.checkpoint_every < 0 or self.num_workers < 0:
+            raise ConfigError("val_every, checkpoint_every and num_workers must be >= 0")
+        if not 0 <= self.foreground_fraction <= 1:
+            raise ConfigError(f"foreground fraction must be in [0, 1], got {self.foreground_fraction}")
+        if self.dcm_from_level is not None and self.dcm_from_level < 0:
+            raise ConfigError(f"--dcm-from-level must be >= 0, got {self.dcm_from_level}")
+        if self.method not in METHODS:
+            raise ConfigError(f"method must be one of {', '.join(METHODS)}, got {self.method!r}")
+        if self.method != "he2021" and self.dcm_from_level is not None:
+            raise ConfigError(f"--dcm-from-level is part of the he2021 recipe, not of --method {self.method}")
+        if self.labelled_fraction is not None and not 0 < self.labelled_fraction < 1:
+            raise ConfigError(f"--labelled-fraction must be in (0, 1), got {self.labelled_fraction}")
+        if not self.sharpen_temperature > 0:
+            raise ConfigError(f"sharpen temperature must be > 0, got {self.sharpen_temperature}")
+        if self.unsup_weight < 0 or self.adv_weight < 0:
+            raise ConfigError("unsup_weight and adv_weight must be >= 0")
+        for name in ("lr_step", "d_steps", "g_steps", "d_batch_size"):
+            if int(getattr(self, name)) < 1:
+                raise ConfigError(f"{name.replace('_', ' ')} must be >= 1, got {getattr(self, name)}")
+        if self.pretrain_iterations < 0:
+            raise ConfigError(f"pretrain iterations must be >= 0, got {self.pretrain_iterations}")
+        if self.stage_iterations is not None and (len(self.stage_iterations) != 2 or min(self.stage_iterations) < 0):
+            raise ConfigError(
+                f"stage iterations must be two numbers >= 0 (stages 1 and 2), got {self.stage_iterations}"
+            )
+        if self.class_weights is not None and (not self.class_weights or min(self.class_weights) < 0):
+            raise ConfigError(f"class weights must be >= 0, got {self.class_weights}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able dict (tuples become lists)."""
+        data = dataclasses.asdict(self)
+        data["patch_size"] = list(self.patch_size)
+        if self.stage_iterations is not None:
+            data["stage_iterations"] = list(self.stage_iterations)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        """Inverse of :meth:`to_dict`; unknown keys are a :class:`ConfigError`."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"unknown training options: {', '.join(unknown)}")
+        return cls(**data)

@@ -1,0 +1,360 @@
+"""SD-Net semi-supervised training (Huang et al. 2024, METHODS §3): :func:`train_sdnet`.
+
+Two *different* 3D networks, ``vnet`` (A) and ``resvnet`` (B) by default
+(``config.architecture`` / ``config.second_architecture``), are trained together. Each
+iteration takes ``batch_size`` labelled patches (foreground oversampling and augmentation as
+in :func:`~liverctl.training.train`) and ``batch_size`` unlabelled patches (random centres,
+same augmentation; labels never read), 2 + 2 by default, and runs both networks on the
+concatenated batch. The loss (:func:`sdnet_losses`) is
+
+- supervised, on the labelled half: Dice + cross-entropy of A and of B
+  (:class:`~liverctl.training.losses.DiceCELoss`), plus the "adaptive mask" term: on the
+  voxels where A's and B's arg-max labels disagree, the MSE of each network's foreground
+  probability (``1 - p_background``) to the reference foreground (0/1)
+  (:func:`~liverctl.training.losses.masked_mse`). METHODS only says "an MSE term restricted
+  to the voxels where the two networks disagree"; we take the reference as its target so
+  the term supervises exactly the voxels the networks are unsure about;
+- unsupervised, on the unlabelled half: the network with the lower soft Dice loss on the
+  labelled half (ties: A) is the teacher; its foreground probabilities, sharpened with
+  ``T = sharpen_temperature`` (0.1), ``p^(1/T) / (p^(1/T) + (1-p)^(1/T))``, and detached,
+  are the target of the other network's foreground probabilities under MSE
+  (:func:`~liverctl.training.losses.consistency_mse`), weighted ``unsup_weight`` (1).
+
+Optimizer (the paper): one SGD over both networks, momentum 0.9, weight decay 1e-4,
+lr 0.01 (``config.lr`` overrides it) divided by 10 every ``lr_step`` (200) iterations;
+gradients clipped to norm 12 as in the main loop. The paper runs 1200 iterations (best at
+about 1000): ``epochs * iterations_per_epoch``.
+
+Unlabelled data: ``config.unlabelled`` folders (``liverctl preprocess`` outputs whose
+labels are ignored, e.g. preprocessed with ``--window sdnet`` for the paper's HU window
+0..400), ``unlabelled=`` dataset objects, and/or ``config.labelled_fraction``: each labelled
+dataset's training cases are shuffled with the run's seed and only the first
+``max(1, round(fraction * n))`` keep their labels (0.2 = the paper's 20:80 experiment).
+
+Export: the network with the higher validation Dice at the best epoch (without validation:
+A from the epoch with the lowest training loss) as ``model.safetensors`` + ``weights.toml``.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import os
+import types
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from liverctl.errors import ConfigError, DatasetError
+from liverctl.progress import ProgressCallback
+from liverctl.training.augmentation import Augmentation, choose_center, extract_patch
+from liverctl.training.config import TrainConfig
+from liverctl.training.data import TrainingData
+from liverctl.training.loop import TrainResult, make_batch_fn, open_run, seed_int, validate_dice
+from liverctl.training.losses import DiceCELoss, consistency_mse, masked_mse, soft_dice_loss
+from liverctl.training.recipe import RecipeRun, backward_step
+
+__all__ = ["labelled_split", "sdnet_losses", "sdnet_lr", "train_sdnet"]
+
+_COLUMNS = ("supervised", "disagreement_mse", "unsupervised_mse", "teacher_b")
+
+
+def sdnet_lr(lr0: float, iteration: int, step: int = 200) -> float:
+    """The learning rate of iteration ``iteration`` (0-based): ``lr0 / 10^(iteration // step)``."""
+    return lr0 * 0.1 ** (iteration // step)
+
+
+def labelled_split(names: Sequence[str], fraction: float, seed: int) -> tuple[list[str], list[str]]:
+    """``(labelled, unlabelled)``: the sorted ``names`` shuffled with ``seed``; the first
+    ``max(1, round(fraction * n))`` are labelled (both lists sorted).
+
+    Raises:
+        ConfigError: nothing would be left unlabelled.
+    """
+    ordered = sorted(names)
+    n_lab = max(1, round(fraction * len(ordered)))
+    if n_lab >= len(ordered):
+        raise ConfigError(f"--labelled-fraction {fraction} of {len(ordered)} training cases leaves no unlabelled case")
+    perm = np.random.default_rng([int(seed), 7]).permutation(len(ordered))
+    lab = sorted(ordered[i] for i in perm[:n_lab])
+    return lab, sorted(ordered[i] for i in perm[n_lab:])
+
+
+def sdnet_losses(
+    logits_a: torch.Tensor,
+    logits_b: torch.Tensor,
+    labels: torch.Tensor,
+    n_labelled: int,
+    temperature: float = 0.1,
+    unsup_weight: float = 1.0,
+) -> dict[str, torch.Tensor]:
+    """The SD-Net loss of one batch (module docs).
+
+    Args:
+        logits_a, logits_b: (B, K, z, y, x) outputs of the two networks; the first
+            ``n_labelled`` samples are labelled, the rest unlabelled.
+        labels: (n_labelled, z, y, x) class indices of the labelled samples.
+
+    Returns:
+        ``loss`` (to minimise), ``supervised``, ``disagreement_mse``, ``unsupervised_mse``,
+        ``dice_a`` / ``dice_b`` (soft Dice losses on the labelled half) and ``teacher``
+        (0: A teaches B, 1: B teaches A).
+    """
+    n = int(n_labelled)
+    labels = labels.long()
+    la, lb = logits_a.float(), logits_b.float()
+    pa, pb = la.softmax(1), lb.softmax(1)
+    dice_ce = DiceCELoss()
+    supervised = dice_ce(la[:n], labels) + dice_ce(lb[:n], labels)
+    fa, fb = 1 - pa[:, 0], 1 - pb[:, 0]  # foreground probability
+    ref = (labels > 0).float()
+    disagree = pa[:n].argmax(1) != pb[:n].argmax(1)
+    disagreement = masked_mse(fa[:n], ref, disagree) + masked_mse(fb[:n], ref, disagree)
+    with torch.no_grad():
+        dice_a = soft_dice_loss(pa[:n], labels)
+        dice_b = soft_dice_loss(pb[:n], labels)
+    teacher = 0 if float(dice_a) <= float(dice_b) else 1
+    if la.shape[0] > n:
+        if teacher == 0:
+            unsup = consistency_mse(fb[n:], fa[n:], temperature)
+        else:
+            unsup = consistency_mse(fa[n:], fb[n:], temperature)
+    else:
+        unsup = la.new_zeros(())
+    loss = supervised + disagreement + unsup_weight * unsup
+    return {
+        "loss": loss,
+        "supervised": supervised,
+        "disagreement_mse": disagreement,
+        "unsupervised_mse": unsup,
+        "dice_a": dice_a,
+        "dice_b": dice_b,
+        "teacher": torch.tensor(teacher),
+    }
+
+
+class _Subset:
+    """Some cases of a dataset object (same plan, same loader)."""
+
+    def __init__(self, dataset: Any, names: Sequence[str], name: str) -> None:
+        self.dataset, self.names, self.name, self.plan = dataset, sorted(names), name, dataset.plan
+
+    @property
+    def cases(self) -> list[Any]:
+        return [types.SimpleNamespace(name=n) for n in self.names]
+
+    def load(self, name: str, mmap: bool = True) -> Any:
+        return self.dataset.load(name, mmap=mmap)
+
+
+def _unlabelled_batch_fn(pool: list[tuple[TrainingData, int, str]], config: TrainConfig):
+    """``g -> (B, 1, z, y, x)`` unlabelled patches of iteration ``g`` (random centres)."""
+    augment = Augmentation() if config.augment else None
+    patch = config.patch_size
+
+    def batch(g: int) -> torch.Tensor:
+        rng = np.random.default_rng([config.seed, 1_000_003, g])
+        out = []
+        for _ in range(config.batch_size):
+            data, d, name = pool[int(rng.integers(0, len(pool)))]
+            image, _ = data.load_arrays(d, name)
+            zeros = np.broadcast_to(np.zeros((), np.uint8), image.shape)
+            img, lab = extract_patch(image, zeros, choose_center(image.shape, rng, None), patch)
+            img_t = torch.from_numpy(img)
+            if augment is not None:
+                img_t, _ = augment(img_t, torch.from_numpy(lab.astype(np.int64)), rng)
+            out.append(img_t)
+        return torch.stack(out)[:, None].contiguous()
+
+    return batch
+
+
+def _build(name: str, config: TrainConfig, n_classes: int, seed: int) -> tuple[nn.Module, dict[str, Any]]:
+    from liverctl.models import build_model
+
+    kwargs = dict(config.arch_kwargs)
+    kwargs.setdefault("in_channels", 1)
+    kwargs["out_channels"] = n_classes
+    torch.manual_seed(seed)
+    model = build_model(name, **kwargs)
+    multiple = int(getattr(model, "min_input_multiple", 1) or 1)
+    if any(p % multiple for p in config.patch_size):
+        raise ConfigError(f"patch size {tuple(config.patch_size)} must be a multiple of {multiple} for {name}")
+    return model, kwargs
+
+
+def run(
+    datasets: Sequence[Any],
+    out: Path,
+    config: TrainConfig,
+    state: dict[str, Any] | None,
+    progress: ProgressCallback | None,
+    unlabelled: Sequence[Any] | None = None,
+) -> TrainResult:
+    """The SD-Net run behind :func:`train_sdnet` and ``train(config.method="sdnet")``."""
+    config = dataclasses.replace(config, method="sdnet")
+    if config.architecture == "unet3d":
+        config.architecture = "vnet"
+    full = TrainingData(datasets, folds=config.folds, fold=config.fold, names=config.dataset_names or None, scan=False)
+    if not config.dataset_names:
+        config.dataset_names = list(full.names)
+    labelled_names, unlabelled_names = [], []
+    for names in full.train:
+        if config.labelled_fraction is None:
+            labelled_names.append(list(names))
+            unlabelled_names.append([])
+        else:
+            lab, unl = labelled_split(names, config.labelled_fraction, config.seed)
+            labelled_names.append(lab)
+            unlabelled_names.append(unl)
+    lab_data = TrainingData(
+        [_Subset(ds, labelled_names[d], full.names[d]) for d, ds in enumerate(full.datasets)], names=full.names
+    )
+    pool: list[tuple[TrainingData, int, str]] = [
+        (full, d, n) for d, names in enumerate(unlabelled_names) for n in names
+    ]
+    extra = [*config.unlabelled, *(unlabelled or [])]
+    if extra:
+        unl = TrainingData(extra, loss="tal", scan=False)
+        pool += [(unl, d, n) for d, names in enumerate(unl.train) for n in names]
+    if not pool:
+        raise DatasetError("SD-Net needs unlabelled data: --unlabelled PREP or --labelled-fraction F")
+
+    runner = RecipeRun(out, config, state, _COLUMNS)
+    device = runner.device
+    net_a, kwargs = _build(config.architecture, config, lab_data.n_classes, config.seed)
+    net_b, _ = _build(config.second_architecture, config, lab_data.n_classes, seed_int(config.seed, 1))
+    if state is None and config.init_checkpoint:
+        from liverctl.training.loop import load_init_weights
+
+        load_init_weights(net_a, config.init_checkpoint)
+    nets = [net_a.to(device), net_b.to(device)]
+    params = [p for net in nets for p in net.parameters()]
+    lr0 = config.initial_lr if config.lr is not None or config.init_checkpoint else 0.01
+    optimizer = torch.optim.SGD(params, lr=lr0, momentum=0.9, weight_decay=1e-4)
+    scaler = runner.scaler()
+    if state is not None:
+        nets[0].load_state_dict(state["model"])
+        nets[1].load_state_dict(state["model_b"])
+        optimizer.load_state_dict(state["optimizer"])
+        if scaler is not None and state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
+    runner.write_config(
+        datasets,
+        unlabelled=[str(u) for u in extra],
+        labelled_cases=labelled_names,
+        unlabelled_cases=unlabelled_names,
+    )
+
+    labelled_batch = make_batch_fn(lab_data, config)
+    unlabelled_batch = _unlabelled_batch_fn(pool, config)
+    n_lab = config.batch_size
+    from liverctl.device import autocast
+
+    def step(g: int) -> dict[str, float]:
+        for group in optimizer.param_groups:
+            group["lr"] = sdnet_lr(lr0, g, config.lr_step)
+        x_l, y_l, _ = labelled_batch(g)
+        x = torch.cat([x_l, unlabelled_batch(g)]).to(device)
+        y = y_l.to(device)
+        for net in nets:
+            net.train()
+        torch.manual_seed(seed_int(config.seed, 0, g, 1))
+        with autocast(device, runner.precision):
+            logits_a, logits_b = nets[0](x), nets[1](x)
+        losses = sdnet_losses(logits_a, logits_b, y, n_lab, config.sharpen_temperature, config.unsup_weight)
+        backward_step(losses["loss"], optimizer, params, scaler)
+        return {
+            "loss": float(losses["loss"].detach()),
+            "supervised": float(losses["supervised"].detach()),
+            "disagreement_mse": float(losses["disagreement_mse"].detach()),
+            "unsupervised_mse": float(losses["unsupervised_mse"].detach()),
+            "teacher_b": float(losses["teacher"]),
+        }
+
+    last_val = [float("nan"), float("nan")]
+    validating = bool(any(full.val) and config.val_every)
+
+    def validate() -> float:
+        for k, net in enumerate(nets):
+            net.eval()
+            last_val[k] = validate_dice(net, full, config, device, progress)
+            net.train()
+        return float(np.nanmax(last_val)) if not all(np.isnan(last_val)) else float("nan")
+
+    def better() -> int:
+        return 1 if validating and last_val[1] > last_val[0] else 0
+
+    def parts() -> dict[str, Any]:
+        return {
+            "model": nets[0].state_dict(),
+            "model_b": nets[1].state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scaler": scaler.state_dict() if scaler is not None else None,
+        }
+
+    def best_parts() -> dict[str, Any]:
+        k = better()
+        return {"model": nets[k].state_dict(), "network": k, "val_dice": list(last_val)}
+
+    runner.run(
+        step,
+        parts,
+        best_parts,
+        lambda: sdnet_lr(lr0, runner.g, config.lr_step),
+        validate if validating else None,
+        progress,
+    )
+
+    k, exported = 0, nets[0]
+    if runner.best_path.exists():
+        best = torch.load(runner.best_path, map_location="cpu", weights_only=True)
+        k = int(best.get("network", 0))
+        exported = copy.deepcopy(nets[k])
+        exported.load_state_dict(best["model"])
+    arch = config.architecture if k == 0 else config.second_architecture
+    liver = lab_data.labels.get("liver", lab_data.liver_channels[0])
+    model_path, toml_path = runner.export(
+        exported,
+        full,
+        architecture=arch,
+        kwargs=kwargs,
+        labels=lab_data.labels,
+        liver_channel=int(liver),
+        description=f"SD-Net {'AB'[k]} network ({arch}) trained with liverctl train --method sdnet",
+    )
+    return runner.result(nets[0], model_path, toml_path, full, validating)
+
+
+def train_sdnet(
+    datasets: Sequence[Any],
+    output_dir: str | os.PathLike[str],
+    config: TrainConfig | None = None,
+    *,
+    unlabelled: Sequence[Any] | None = None,
+    progress: ProgressCallback | None = None,
+    resume: bool = False,
+) -> TrainResult:
+    """Train SD-Net (module docs) on labelled ``datasets`` plus unlabelled data.
+
+    Args:
+        datasets: labelled ``liverctl preprocess`` folders or dataset objects.
+        output_dir: the run folder (as :func:`liverctl.training.train`).
+        config: the options (``method`` is set to ``"sdnet"``); with ``resume`` the saved
+            ones, except ``device``, ``precision`` and ``num_workers``.
+        unlabelled: dataset objects or folders whose labels are ignored (added to
+            ``config.unlabelled``; pass them again on ``resume``).
+        progress: ``progress("training", iteration, total)`` and ``("validation", ...)``.
+        resume: continue from ``output_dir/last.pt`` (saved at every epoch end).
+
+    Returns:
+        A :class:`~liverctl.training.loop.TrainResult` (``model``: network A).
+    """
+    out = Path(output_dir)
+    cfg = dataclasses.replace(config, method="sdnet") if config is not None else TrainConfig(method="sdnet")
+    cfg, state = open_run(out, cfg, resume)
+    return run(datasets, out, cfg, state, progress, unlabelled)

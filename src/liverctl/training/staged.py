@@ -1,0 +1,247 @@
+"""H-DenseUNet staged training (Li et al., IEEE TMI 2018, METHODS §4): :func:`train_hdenseunet`.
+
+The ``hdenseunet`` network (a 2D DenseUNet on 3-slice stacks, a 3D DenseUNet and the hybrid
+feature fusion layer, :mod:`liverctl.models.hdenseunet`) is trained in three stages over
+the run's ``epochs * iterations_per_epoch`` iterations (:func:`stage_of`):
+
+1. ``stage_iterations[0]`` iterations: the 2D DenseUNet alone, loss on its logits
+   (``logits_2d``); the 3D part and HFF are not run;
+2. ``stage_iterations[1]`` iterations: the 3D DenseUNet + HFF with the 2D part frozen
+   (``freeze_2d()``: no gradients, and eval mode so its batch-norm statistics stay put: the
+   2D part is bit-identical before and after the stage), loss on the hybrid output;
+3. the rest: everything jointly with ``loss = L(hybrid) + 0.5 * L(2D)`` (the model's
+   ``loss_weights``).
+
+``stage_iterations=None`` gives each stage a third of the run (stage 3 the remainder). The
+loss ``L`` is weighted cross-entropy, class weights ``class_weights`` or, for 3 classes
+(background, liver, tumour), (0.78, 0.65, 8.57) as in the authors' code (all 1 otherwise).
+Optimizer: SGD, momentum 0.9, weight decay 1e-4, lr 0.01 (``config.lr`` overrides it) with
+poly decay ``lr0 * (1 - i / N)^0.9`` restarted at every stage (``i`` the iteration in the
+stage, ``N`` its length); the momentum is reset at each stage start (each stage is a
+training of its own in the paper); gradients clipped to norm 12 as in the main loop.
+
+The paper's HU window -200..250 and the ROI of the coarse liver network are preprocessing
+choices (``preprocess --window liver``; the crop around the liver is the default crop).
+Export: the whole ``hdenseunet`` (eval output: hybrid logits), ``decision = "argmax"``,
+``liver_channel`` = the ``liver`` class.
+"""
+
+from __future__ import annotations
+
+import collections
+import copy
+import dataclasses
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from liverctl.errors import ConfigError
+from liverctl.progress import ProgressCallback
+from liverctl.training.config import TrainConfig
+from liverctl.training.data import TrainingData
+from liverctl.training.loop import TrainResult, make_batch_fn, open_run, seed_int, validate_dice
+from liverctl.training.recipe import RecipeRun, backward_step
+
+__all__ = ["HDENSEUNET_CLASS_WEIGHTS", "poly_lr", "stage_lengths", "stage_of", "train_hdenseunet"]
+
+HDENSEUNET_CLASS_WEIGHTS = (0.78, 0.65, 8.57)
+_COLUMNS = ("stage", "loss_2d", "loss_hybrid")
+
+
+def stage_lengths(config: TrainConfig) -> tuple[int, int, int]:
+    """Iterations of stages 1, 2 and 3 (module docs).
+
+    Raises:
+        ConfigError: ``stage_iterations`` longer than the run.
+    """
+    total = config.epochs * config.iterations_per_epoch
+    n1, n2 = config.stage_iterations if config.stage_iterations is not None else (total // 3, total // 3)
+    if n1 + n2 > total:
+        raise ConfigError(
+            f"stage iterations {n1} + {n2} exceed the run's {total} iterations (epochs x iterations per epoch)"
+        )
+    return int(n1), int(n2), int(total - n1 - n2)
+
+
+def stage_of(g: int, lengths: Sequence[int]) -> tuple[int, int, int]:
+    """``(stage 1..3, iteration in the stage, stage length)`` of global iteration ``g``."""
+    start = 0
+    for s, n in enumerate(lengths, start=1):
+        if g < start + n or s == len(lengths):
+            return s, g - start, n
+        start += n
+    raise AssertionError("unreachable")
+
+
+def poly_lr(lr0: float, i: int, n: int, exponent: float = 0.9) -> float:
+    """Poly decay: ``lr0 * (1 - i / n)^exponent``."""
+    return lr0 * (1 - min(i, n) / max(n, 1)) ** exponent
+
+
+def run(
+    datasets: Sequence[Any],
+    out: Path,
+    config: TrainConfig,
+    state: dict[str, Any] | None,
+    progress: ProgressCallback | None,
+) -> TrainResult:
+    """The H-DenseUNet run behind :func:`train_hdenseunet` and ``train(config.method="hdenseunet")``."""
+    from liverctl.device import autocast
+    from liverctl.models import build_model
+    from liverctl.models.slices import slice_stacks, unstack_slices
+
+    config = dataclasses.replace(config, method="hdenseunet")
+    if config.architecture == "unet3d":
+        config.architecture = "hdenseunet"
+    data = TrainingData(datasets, folds=config.folds, fold=config.fold, names=config.dataset_names or None)
+    if not config.dataset_names:
+        config.dataset_names = list(data.names)
+    lengths = stage_lengths(config)
+    k = data.n_classes
+    weights = config.class_weights
+    if weights is None:
+        weights = list(HDENSEUNET_CLASS_WEIGHTS) if k == 3 else [1.0] * k
+    if len(weights) != k:
+        raise ConfigError(f"{len(weights)} class weights for {k} classes ({', '.join(data.labels)})")
+    runner = RecipeRun(out, config, state, _COLUMNS)
+    device = runner.device
+
+    kwargs = dict(config.arch_kwargs)
+    kwargs.setdefault("in_channels", 1)
+    kwargs["out_channels"] = k
+    torch.manual_seed(config.seed)
+    model = build_model(config.architecture, **kwargs)
+    if not (hasattr(model, "net2d") and hasattr(model, "freeze_2d")):
+        raise ConfigError(f"--method hdenseunet trains the hdenseunet architecture, not {config.architecture}")
+    multiples = getattr(model, "input_multiple_zyx", (model.min_input_multiple,) * 3)
+    if any(p % m for p, m in zip(config.patch_size, multiples, strict=True)):
+        raise ConfigError(f"patch size {tuple(config.patch_size)} must be a multiple of {tuple(multiples)} (z, y, x)")
+    if state is None and config.init_checkpoint:
+        from liverctl.training.loop import load_init_weights
+
+        load_init_weights(model, config.init_checkpoint)
+    model.to(device)
+    lr0 = config.lr if config.lr is not None else 0.01
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr0, momentum=0.9, weight_decay=1e-4)
+    scaler = runner.scaler()
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        if scaler is not None and state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
+    runner.write_config(datasets, stage_lengths=list(lengths))
+
+    batch_fn = make_batch_fn(data, config)
+    class_weights = torch.tensor(weights, dtype=torch.float32, device=device)
+    w_hybrid, w_2d = getattr(model, "loss_weights", (1.0, 0.5))
+
+    def wce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(logits.float(), target, weight=class_weights)
+
+    def step(g: int) -> dict[str, float]:
+        stage, i, n = stage_of(g, lengths)
+        if i == 0 and g > 0:  # a new stage: fresh momentum
+            optimizer.state = collections.defaultdict(dict)
+        for group in optimizer.param_groups:
+            group["lr"] = poly_lr(lr0, i, n, config.poly_exponent)
+        x, y, _ = batch_fn(g)
+        x, y = x.to(device), y.to(device)
+        model.train()
+        model.freeze_2d(stage == 2)
+        if stage == 2:
+            model.net2d.eval()
+        torch.manual_seed(seed_int(config.seed, 0, g, 1))
+        values: dict[str, float] = {"stage": float(stage)}
+        with autocast(device, runner.precision):
+            if stage == 1:
+                _, logits2d = model.net2d(slice_stacks(x, context=1))
+                outputs = [None, unstack_slices(logits2d, x.shape[0])]
+            else:
+                outputs = model(x)
+        if stage == 1:
+            loss = l2d = wce(outputs[1], y)
+            values["loss_2d"] = float(l2d.detach())
+        elif stage == 2:
+            loss = lh = wce(outputs[0], y)
+            values["loss_hybrid"] = float(lh.detach())
+        else:
+            lh, l2d = wce(outputs[0], y), wce(outputs[1], y)
+            loss = w_hybrid * lh + w_2d * l2d
+            values["loss_hybrid"], values["loss_2d"] = float(lh.detach()), float(l2d.detach())
+        backward_step(loss, optimizer, [p for p in model.parameters() if p.requires_grad], scaler)
+        model.freeze_2d(False)
+        values["loss"] = float(loss.detach())
+        return values
+
+    validating = bool(any(data.val) and config.val_every)
+
+    def validate() -> float:
+        model.eval()
+        value = validate_dice(model, data, config, device, progress)
+        model.train()
+        return value
+
+    def parts() -> dict[str, Any]:
+        return {
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scaler": scaler.state_dict() if scaler is not None else None,
+        }
+
+    def current_lr() -> float:
+        _, i, n = stage_of(runner.g, lengths)
+        return poly_lr(lr0, i, n, config.poly_exponent)
+
+    runner.run(
+        step, parts, lambda: {"model": model.state_dict()}, current_lr, validate if validating else None, progress
+    )
+
+    exported: nn.Module = model
+    best = runner.load_best()
+    if best is not None:
+        exported = copy.deepcopy(model)
+        exported.load_state_dict(best)
+    liver = data.labels.get("liver", data.liver_channels[0])
+    model_path, toml_path = runner.export(
+        exported,
+        data,
+        architecture=config.architecture,
+        kwargs=kwargs,
+        labels=data.labels,
+        liver_channel=int(liver),
+        description="H-DenseUNet trained with liverctl train --method hdenseunet (staged 2D / 3D + HFF / joint)",
+    )
+    return runner.result(model, model_path, toml_path, data, validating)
+
+
+def train_hdenseunet(
+    datasets: Sequence[Any],
+    output_dir: str | os.PathLike[str],
+    config: TrainConfig | None = None,
+    *,
+    progress: ProgressCallback | None = None,
+    resume: bool = False,
+) -> TrainResult:
+    """Train H-DenseUNet in its three stages (module docs).
+
+    Args:
+        datasets: ``liverctl preprocess`` folders or dataset objects (3 classes for the
+            paper's liver + tumour setting; 2 classes work too).
+        output_dir: the run folder (as :func:`liverctl.training.train`).
+        config: the options (``method`` is set to ``"hdenseunet"``); with ``resume`` the
+            saved ones, except ``device``, ``precision`` and ``num_workers``.
+        progress: ``progress("training", iteration, total)`` and ``("validation", ...)``.
+        resume: continue from ``output_dir/last.pt`` (saved at every epoch end).
+
+    Returns:
+        A :class:`~liverctl.training.loop.TrainResult`.
+    """
+    out = Path(output_dir)
+    cfg = dataclasses.replace(config, method="hdenseunet") if config is not None else TrainConfig(method="hdenseunet")
+    cfg, state = open_run(out, cfg, resume)
+    return run(datasets, out, cfg, state, progress)

@@ -1,0 +1,113 @@
+"""`liverctl train` from the command line: preprocess -> train -> predict --weights, and bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tomllib
+
+from liverctl.io import read_image, write_image
+
+TRAIN = ["--arch-kwargs", '{"base_features": 4, "n_levels": 3}', "--patch", "32", "--device", "cpu"]
+
+
+def liverctl(*args: str, env: dict[str, str], cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "liverctl", *args], capture_output=True, text=True, env=env, cwd=cwd)
+
+
+def run_inprocess(*args: str, monkeypatch: pytest.MonkeyPatch):
+    """The CLI in this process (Typer's runner): faster than a subprocess for option checks."""
+    from typer.testing import CliRunner
+
+    from liverctl.cli import app
+
+    monkeypatch.setenv("LIVERCTL_NO_PROGRESS", "1")
+    monkeypatch.delenv("LIVERCTL_DEBUG", raising=False)
+    return CliRunner().invoke(app, list(args))
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory) -> Path:
+    """Four phantoms in MSD layout, preprocessed by liverctl.preprocessing."""
+    from liverctl.preprocessing import preprocess
+    from liverctl.synthetic import make_phantom
+
+    root = tmp_path_factory.mktemp("cli_train")
+    raw = root / "raw"
+    for i in range(4):
+        ct, lab = make_phantom(domain="contrast", seed=1, case=i, shape=(32, 40, 40), spacing=(9.0, 9.0, 10.0))
+        write_image(ct, raw / "imagesTr" / f"ph_{i}_0000.nii.gz")
+        write_image(lab.with_array((lab.array > 0).astype(np.uint8)), raw / "labelsTr" / f"ph_{i}.nii.gz")
+    preprocess(raw, root / "prep", target_spacing=(9.0, 9.0, 10.0), window="liver", crop=False)
+    return root
+
+
+@pytest.mark.slow
+def test_train_cli_exports_a_model_that_predict_uses(prepared, tmp_path, cli_env, monkeypatch):
+    env = dict(cli_env, OMP_NUM_THREADS="1")
+    out = tmp_path / "run"
+    proc = liverctl(
+        "train", str(prepared / "prep"), "-o", str(out), *TRAIN,
+        "--epochs", "2", "--iterations-per-epoch", "2", "--folds", "2", "--fold", "0", "--val-every", "2",
+        "--seed", "1", env=env,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == str(out / "model.safetensors")
+    entry = tomllib.loads((out / "weights.toml").read_text())
+    model = entry["models"][entry["default"]]
+    assert model["intensity"]["window"] == [-200.0, 250.0] and model["spacing"] == [9.0, 9.0, 10.0]
+    rows = (out / "train_log.csv").read_text().splitlines()
+    assert len(rows) == 3 and rows[2].split(",")[3] != ""
+    # predict uses the exported file as it is (its weights.toml beside it)
+    scan = prepared / "raw" / "imagesTr" / "ph_3_0000.nii.gz"
+    pred = liverctl("predict", str(scan), "-o", str(tmp_path / "mask.nii.gz"), "--weights",
+                    str(out / "model.safetensors"), "--device", "cpu", env=env)  # fmt: skip
+    assert pred.returncode == 0, pred.stderr
+    mask = read_image(tmp_path / "mask.nii.gz")
+    assert mask.shape == read_image(scan).shape
+    # --resume of a finished run re-exports the same weights
+    again = run_inprocess(
+        "train", str(prepared / "prep"), "-o", str(out), "--resume", "--json", monkeypatch=monkeypatch
+    )
+    assert again.exit_code == 0, again.stderr
+    summary = json.loads(again.stdout)
+    assert summary["epochs"] == 2 and summary["iterations"] == 4 and summary["best_val_dice"] is not None
+
+
+def test_train_cli_bad_input_is_one_line(prepared, tmp_path, monkeypatch):
+    prep = str(prepared / "prep")
+    few = run_inprocess("train", prep, "-o", str(tmp_path / "x"), "--folds", "5", *TRAIN, monkeypatch=monkeypatch)
+    assert few.exit_code == 2
+    assert few.stderr.strip() == (
+        "liverctl: error: dataset prep: 4 cases are too few for 5-fold cross-validation (need >= 5)"
+    )
+    assert not (tmp_path / "x" / "last.pt").exists() and few.stdout == ""
+    missing = run_inprocess("train", str(tmp_path / "nope"), "-o", str(tmp_path / "y"), monkeypatch=monkeypatch)
+    assert missing.exit_code == 2 and missing.stderr.count("\n") == 1 and "nope" in missing.stderr
+    resume = run_inprocess("train", prep, "-o", str(tmp_path / "z"), "--resume", monkeypatch=monkeypatch)
+    assert resume.exit_code == 2 and "no checkpoint to resume from" in resume.stderr
+    patch = run_inprocess("train", prep, "-o", str(tmp_path / "w"), "--patch", "30", monkeypatch=monkeypatch)
+    assert patch.exit_code == 2 and "must be a multiple of 32" in patch.stderr
+    kwargs = run_inprocess("train", prep, "-o", str(tmp_path / "v"), "--arch-kwargs", "{", monkeypatch=monkeypatch)
+    assert kwargs.exit_code == 2 and "--arch-kwargs is not valid JSON" in kwargs.stderr
+
+
+def test_train_cli_skips_a_corrupt_case_with_a_warning(prepared, tmp_path, monkeypatch):
+    import shutil
+
+    prep = tmp_path / "prep"
+    shutil.copytree(prepared / "prep", prep)
+    (prep / "images" / "ph_1.npy").write_bytes(b"\x93NUMPY garbage")
+    out = tmp_path / "run"
+    proc = run_inprocess("train", str(prep), "-o", str(out), *TRAIN, "--epochs", "1", "--iterations-per-epoch", "1",
+                         "--val-every", "0", monkeypatch=monkeypatch)  # fmt: skip
+    assert proc.exit_code == 0, proc.stderr
+    assert "liverctl: warning: skipping case ph_1 of dataset prep" in proc.stderr
+    assert "ph_1" in (out / "train_log.csv").read_text()
+    assert os.path.exists(proc.stdout.strip())
