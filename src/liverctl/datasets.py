@@ -30,7 +30,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -91,6 +91,23 @@ class Dataset:
             if c.name == name:
                 return c
         raise DatasetError(f"dataset {self.name} has no case named {name!r}")
+
+
+LIVER_REGION_NAMES: tuple[str, ...] = ("liver", "tumour", "tumor", "lesion")
+"""Label names that together form the liver region (the whole organ with its tumours, as in
+LiTS' liver scoring)."""
+
+
+def liver_region_values(labels: Mapping[str, int]) -> list[int]:
+    """Label values (or output channels) of the liver region in a ``{name: value}`` map.
+
+    The values of the labels named in :data:`LIVER_REGION_NAMES` (case-insensitive), sorted;
+    background (0) is never included. Empty when the map names no liver.
+    """
+    lower = {str(n).lower(): int(v) for n, v in labels.items()}
+    if "liver" not in lower:
+        return []
+    return sorted({lower[n] for n in LIVER_REGION_NAMES if n in lower and lower[n] != 0})
 
 
 def natural_key(text: str) -> list[object]:

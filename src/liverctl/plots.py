@@ -1,4 +1,4 @@
-"""Figures: training loss curves (overlays and heatmaps come later).
+"""Figures: training loss curves, cross-test heatmaps and contour overlays (matplotlib, Agg).
 
 matplotlib is imported inside each function, with the non-interactive ``Agg`` backend,
 so importing :mod:`liverctl.plots` costs nothing and works without a display.
@@ -13,7 +13,7 @@ from typing import Any
 
 from liverctl.io import atomic_path
 
-__all__ = ["loss_curve"]
+__all__ = ["heatmap", "loss_curve", "overlay"]
 
 
 def _pyplot():

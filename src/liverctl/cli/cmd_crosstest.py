@@ -1,11 +1,134 @@
-"""`liverctl crosstest`."""
+"""`liverctl crosstest`: train on each dataset, test on every other one (METHODS.md section 1)."""
 
 from __future__ import annotations
 
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import typer
+
 from liverctl.cli import app
-from liverctl.cli._common import not_available
+from liverctl.cli._common import cli_command, progress_bar
 
 
-@app.command("crosstest", help="Not available yet.")
-def crosstest() -> None:
-    not_available("crosstest", "issue 4")
+def _patch(text: str) -> tuple[int, int, int]:
+    from liverctl.errors import ConfigError
+
+    parts = [p for p in text.replace("x", ",").split(",") if p.strip()]
+    try:
+        values = tuple(int(p) for p in parts)
+    except ValueError:
+        values = ()
+    if len(values) == 1:
+        values = values * 3
+    if len(values) != 3:
+        raise ConfigError(f"--patch expects Z,Y,X (or one size for a cube), got {text!r}")
+    return values  # type: ignore[return-value]
+
+
+def _table(result: Any, metric: str) -> str:
+    """The S x T matrix as a plain-text table; the best source per target is starred."""
+    names = result.names
+    mat = result.matrices[metric]
+    best = result.best[metric]
+    width = max(10, *(len(n) + 2 for n in names))
+    lines = [f"{metric} (rows: trained on, columns: tested on; * best source per target)"]
+    lines.append("source \\ target".ljust(width) + "".join(n.rjust(width) for n in names))
+    for i, s in enumerate(names):
+        cells = []
+        for j, t in enumerate(names):
+            v = mat[i, j]
+            text = "-" if i == j else ("n/a" if not math.isfinite(v) else f"{v:.4f}")
+            if best.get(t) == s and i != j:
+                text += "*"
+            cells.append(text.rjust(width))
+        lines.append(s.ljust(width) + "".join(cells))
+    return "\n".join(lines)
+
+
+@app.command("crosstest")
+@cli_command
+def crosstest(
+    datasets: list[Path] = typer.Argument(..., help="Two or more raw or preprocessed dataset folders."),
+    output: Path = typer.Option(..., "-o", "--output", help="Output folder (rerun in it to resume)."),
+    epochs: int = typer.Option(400, "--epochs", help="Maximum epochs per source model."),
+    iterations_per_epoch: int = typer.Option(250, "--iterations-per-epoch", help="Iterations per epoch."),
+    arch: str = typer.Option("unet3d", "--arch", help="Network architecture (see liverctl.models)."),
+    base_features: int | None = typer.Option(None, "--base-features", help="Features at level 0 (unet3d: 32)."),
+    n_levels: int | None = typer.Option(None, "--levels", help="Encoder levels (unet3d: 6)."),
+    patch: str = typer.Option("128,128,128", "--patch", help="Training patch Z,Y,X in voxels."),
+    batch_size: int = typer.Option(2, "--batch-size", help="Patches per iteration."),
+    lr: float | None = typer.Option(None, "--lr", help="Learning rate (default 3e-4 for Adam)."),
+    optimizer: str = typer.Option("adam", "--optimizer", help="adam or sgd."),
+    scheduler: str = typer.Option("plateau", "--scheduler", help="plateau or poly."),
+    no_augment: bool = typer.Option(False, "--no-augment", help="Train without augmentation."),
+    metrics: str = typer.Option("dice", "--metrics", help="Comma-separated metrics (dice always included)."),
+    spacing: str = typer.Option(
+        "128-median", "--spacing", help="Preprocessing spacing of raw datasets: 128-median, median or X,Y,Z mm."
+    ),
+    window: str = typer.Option("none", "--window", help="HU window preset of raw datasets (liver, abdomen, none...)."),
+    liver_only: bool = typer.Option(
+        False, "--liver-only", help="Accept datasets with different label sets (compared on the liver region)."
+    ),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
+    seed: int = typer.Option(0, "--seed", help="Training seed."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON instead of tables."),
+) -> None:
+    """Train one model per dataset on all its scans and test it on every other dataset.
+
+    Writes OUTPUT/matrix_<metric>.csv and .png (best source per target boxed),
+    OUTPUT/crosstest.json, the models (OUTPUT/models/<name>/) and one file per finished
+    cell (OUTPUT/cells/); a rerun skips everything already done. Target scans are
+    segmented from their raw files with the source model's own recipe, as `liverctl predict`.
+    """
+    from liverctl.crosstest import crosstest as run_crosstest
+    from liverctl.crosstest import parse_metrics
+    from liverctl.training import TrainConfig
+
+    wanted = parse_metrics(metrics)
+    arch_kwargs: dict[str, Any] = {}
+    if base_features is not None:
+        arch_kwargs["base_features"] = base_features
+    if n_levels is not None:
+        arch_kwargs["n_levels"] = n_levels
+    config = TrainConfig(
+        architecture=arch,
+        arch_kwargs=arch_kwargs,
+        patch_size=_patch(patch),
+        batch_size=batch_size,
+        epochs=epochs,
+        iterations_per_epoch=iterations_per_epoch,
+        optimizer=optimizer,
+        lr=lr,
+        scheduler=scheduler,
+        augment=not no_augment,
+        val_every=0,
+        device=device,
+        seed=seed,
+    )
+    from liverctl.preprocessing import parse_spacing
+
+    with progress_bar() as progress:
+        result = run_crosstest(
+            [str(d) for d in datasets],
+            output,
+            train_config=config,
+            metrics=wanted,
+            preprocess_options={"target_spacing": parse_spacing(spacing), "window": window},
+            liver_only=liver_only,
+            progress=progress,
+        )
+    if as_json:
+        typer.echo(json.dumps(result.to_dict(), indent=2))
+        return
+    for m in wanted:
+        typer.echo(_table(result, m))
+        typer.echo("")
+    typer.echo(
+        f"cells computed {len(result.computed)}, reused {len(result.reused)}; "
+        f"models trained {len(result.trained)}, reused {len(result.reused_models)}"
+    )
+    for key, path in result.files.items():
+        typer.echo(f"{key}: {path}")

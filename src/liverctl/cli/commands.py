@@ -7,6 +7,9 @@ from liverctl.cli import (  # noqa: F401  (imported for their @app.command side 
     cmd_train,
     cmd_predict,
     cmd_crosstest,
+    cmd_demo,
     cmd_evaluate,
     cmd_postprocess,
+    cmd_phantom,
+    cmd_weights,
 )

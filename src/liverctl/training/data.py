@@ -218,10 +218,9 @@ class TrainingData:
         """Output channels counted as liver in validation: ``liver`` plus any tumour class
         (the whole organ, as in LiTS' liver evaluation); all foreground if there is no
         class named liver."""
-        lower = {n.lower(): v for n, v in self.labels.items()}
-        if "liver" not in lower:
-            return [v for v in self.labels.values() if v != 0]
-        return sorted({lower[n] for n in ("liver", "tumor", "tumour", "lesion") if n in lower})
+        from liverctl.datasets import liver_region_values
+
+        return liver_region_values(self.labels) or [v for v in self.labels.values() if v != 0]
 
     # -- cases ----------------------------------------------------------------------
     def _skip(self, d: int, name: str, reason: str) -> None:
