@@ -180,6 +180,37 @@ def test_dicom_series_gives_the_same_mask_as_its_nifti_copy(band: LiverModel, di
     np.testing.assert_array_equal(a.array, b.array)
 
 
+class TwoBandNet(torch.nn.Module):
+    """Three-class pointwise network: liver around 150 HU, tumour around 230 HU."""
+
+    min_input_multiple = 1
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        liver = 4.0 * (1.0 - ((x - LIVER_HU) / 40.0) ** 2)
+        tumour = 4.0 * (1.0 - ((x - 230.0) / 30.0) ** 2)
+        return torch.cat([torch.zeros_like(x), liver, tumour], dim=1)
+
+
+def test_tumour_channels_count_as_liver(marked: Path, liver_path: Path):
+    ct = read_image(marked)
+    reference = read_label(liver_path).array > 0
+    array = ct.array.copy()
+    array[(array > 200) & ~reference] = 60  # nothing outside the liver in the tumour band
+    cz, cy, cx = np.argwhere(reference).mean(axis=0).astype(int)
+    tumour = np.zeros_like(reference)
+    tumour[cz - 4 : cz + 4, cy - 6 : cy + 6, cx:] = True
+    tumour &= reference  # a lesion inside the liver, reaching its surface
+    assert tumour.sum() > 500
+    array[tumour] = 230
+    e = entry(n_classes=3, labels={"liver": 1, "tumour": 2})
+    model = LiverModel([hub.ResolvedWeights(e, Path("t.pt"), "0" * 64, "local")], [TwoBandNet()], torch.device("cpu"))
+    assert model.liver_channels == [1, 2]
+    seg = model.segment(Image(array, ct.geometry), PredictOptions(save_probabilities=True))
+    assert np.all(seg.mask.array[tumour])
+    assert dice(seg.mask.array, reference) > 0.99
+    assert seg.probabilities.array[tumour].min() > 0.9  # liver + tumour probability
+
+
 def test_no_postprocess_keeps_all_components(band: LiverModel, marked: Path, liver_path: Path):
     ct = read_image(marked)
     array = ct.array.copy()

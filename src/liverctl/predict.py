@@ -254,6 +254,14 @@ class LiverModel:
             dataset_index = datasets.index(dataset)
         return cls(resolved, networks, torch_device, dataset_index)
 
+    @property
+    def liver_channels(self) -> list[int]:
+        """Output channels that form the liver region: the liver channel plus any tumour or
+        lesion channel the entry's label map names (the whole organ, as LiTS scores it)."""
+        from liverctl.datasets import liver_region_values
+
+        return sorted({self.entry.liver_channel, *liver_region_values(self.entry.labels)})
+
     # ---- the steps
 
     def to_model_space(self, image: Image) -> tuple[Image, np.ndarray]:
@@ -288,7 +296,7 @@ class LiverModel:
             "tta": options.tta,
             "precision": options.precision,
             "activation": "sigmoid" if e.decision == "sigmoid" else "softmax",
-            "channels": (e.liver_channel,),
+            "channels": tuple(self.liver_channels),
             "argmax": e.decision == "argmax",
         }
         if options.shortcuts:
@@ -339,8 +347,11 @@ class LiverModel:
             progress=progress,
         )
         e = self.entry
-        liver_prob = result.channel(e.liver_channel)
-        indicator = result.mask(e.liver_channel) if e.decision == "argmax" else liver_prob > 0.5
+        liver_prob = sum(result.channel(c) for c in self.liver_channels)
+        if e.decision == "argmax":
+            indicator = np.isin(result.labels, self.liver_channels)
+        else:
+            indicator = np.any([result.channel(c) > 0.5 for c in self.liver_channels], axis=0)
         del net_input
         # The decision is made in model space and brought back with linear interpolation of the
         # 0/1 indicator (threshold 0.5): smoother than nearest neighbour, exact where grids coincide.
