@@ -59,11 +59,16 @@ def loss_curve(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike[str], 
         ax.grid(alpha=0.3)
         if title:
             ax.set_title(title)
-        fig.tight_layout()
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, format="png")
+        return _save(fig, path)
     finally:
         plt.close(fig)
+
+
+def _save(fig: Any, path: str | os.PathLike[str]) -> Path:
+    """Lay out ``fig`` and write it as PNG atomically (temporary file + rename)."""
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
     return Path(path)
 
 
@@ -135,12 +140,9 @@ def heatmap(
             cbar.set_label(value_label)
         if title:
             fig.suptitle(title, fontsize=10)
-        fig.tight_layout()
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, format="png")
+        return _save(fig, path)
     finally:
         plt.close(fig)
-    return Path(path)
 
 
 def overlay(
@@ -207,9 +209,6 @@ def overlay(
             ax.legend(handles=handles, loc="lower right", fontsize=8, framealpha=0.7)
         ax.set_axis_off()
         ax.set_title(title or f"axial slice {slice_index}", fontsize=9)
-        fig.tight_layout()
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, format="png")
+        return _save(fig, path)
     finally:
         plt.close(fig)
-    return Path(path)
