@@ -52,7 +52,7 @@ from liverctl.training.data import TrainingData
 from liverctl.training.loop import TrainResult, make_batch_fn, open_run, seed_int, validate_dice
 from liverctl.training.recipe import RecipeRun, backward_step
 
-__all__ = ["discriminator_loss", "generator_adversarial_loss", "segmentation_bce", "train_di2in_an"]
+__all__ = ["AdversarialSteps", "discriminator_loss", "generator_adversarial_loss", "segmentation_bce", "train_di2in_an"]
 
 _COLUMNS = ("segmentation_bce", "adversarial", "discriminator")
 
@@ -82,6 +82,99 @@ def generator_adversarial_loss(fake_logits: torch.Tensor) -> torch.Tensor:
     return F.binary_cross_entropy_with_logits(fake_logits.float(), torch.ones_like(fake_logits).float())
 
 
+class AdversarialSteps:
+    """The two kinds of DI2IN-AN optimisation step (module docs).
+
+    Args:
+        gen, disc: generator and discriminator (on ``device``).
+        opt_g, opt_d: their optimizers.
+        config: ``seed``, ``adv_weight`` and ``disc_with_image`` are used.
+        device, precision: where and how the networks run (:mod:`liverctl.device`).
+        g_batch, d_batch: ``index -> (images (B,1,z,y,x), labels (B,z,y,x), datasets)``.
+        liver_channels: label values counted as liver (the BCE target).
+        scalers: CUDA ``GradScaler`` of each optimizer, or ``None``.
+    """
+
+    def __init__(
+        self,
+        gen: nn.Module,
+        disc: nn.Module,
+        opt_g: torch.optim.Optimizer,
+        opt_d: torch.optim.Optimizer,
+        config: TrainConfig,
+        device: torch.device,
+        precision: str,
+        g_batch: Any,
+        d_batch: Any,
+        liver_channels: Sequence[int],
+        scalers: tuple[Any, Any] = (None, None),
+    ) -> None:
+        self.gen, self.disc, self.opt_g, self.opt_d = gen, disc, opt_g, opt_d
+        self.config, self.device, self.precision = config, device, precision
+        self.g_batch, self.d_batch = g_batch, d_batch
+        self.liver = torch.tensor(list(liver_channels))
+        self.scaler_g, self.scaler_d = scalers
+        self.weights = getattr(gen, "loss_weights", None)
+
+    def _d_input(self, maps: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([maps, x], 1) if self.config.disc_with_image else maps
+
+    def discriminator_step(self, index: int) -> float:
+        """One discriminator step on batch ``index`` of ``d_batch``; the generator runs in eval
+        mode without gradients and is not changed. Returns the discriminator loss."""
+        from liverctl.device import autocast
+
+        x, y, _ = self.d_batch(index)
+        x = x.to(self.device)
+        real = torch.isin(y, self.liver).float()[:, None].to(self.device)
+        self.gen.eval()
+        with torch.no_grad(), autocast(self.device, self.precision):
+            fake = torch.sigmoid(self.gen(x).float())
+        self.disc.train()
+        torch.manual_seed(seed_int(self.config.seed, 0, index, 2))
+        with autocast(self.device, self.precision):
+            logits = self.disc(torch.cat([self._d_input(real, x), self._d_input(fake, x)]))
+        loss = discriminator_loss(logits[: len(x)], logits[len(x) :])
+        backward_step(loss, self.opt_d, None, self.scaler_d, clip=None)
+        return float(loss.detach())
+
+    def generator_step(self, index: int, adversarial: bool = True) -> tuple[float, float, float]:
+        """One generator step on batch ``index`` of ``g_batch``: segmentation BCE (+ the
+        adversarial term). The discriminator is not changed (no gradient to its parameters,
+        batch-norm statistics restored). Returns ``(loss, segmentation BCE, adversarial)``."""
+        from liverctl.device import autocast
+
+        gen, disc = self.gen, self.disc
+        x, y, _ = self.g_batch(index)
+        x = x.to(self.device)
+        target = torch.isin(y, self.liver).to(self.device)
+        gen.train()
+        torch.manual_seed(seed_int(self.config.seed, 0, index, 1))
+        with autocast(self.device, self.precision):
+            outputs = gen(x)
+        seg = segmentation_bce(outputs, target, self.weights if not isinstance(outputs, torch.Tensor) else None)
+        adv = seg.new_zeros(())
+        saved = [b.detach().clone() for b in disc.buffers()]
+        try:
+            if adversarial:
+                final = outputs if isinstance(outputs, torch.Tensor) else outputs[0]
+                disc.train()
+                for p in disc.parameters():
+                    p.requires_grad_(False)
+                with autocast(self.device, self.precision):
+                    fake_logits = disc(self._d_input(torch.sigmoid(final.float()), x))
+                adv = generator_adversarial_loss(fake_logits)
+            loss = seg + self.config.adv_weight * adv
+            backward_step(loss, self.opt_g, list(gen.parameters()), self.scaler_g)
+        finally:  # D's parameters got no gradient; its batch-norm statistics are put back
+            for p in disc.parameters():
+                p.requires_grad_(True)
+            with torch.no_grad():
+                for b, saved_b in zip(disc.buffers(), saved, strict=True):
+                    b.copy_(saved_b)
+        return float(loss.detach()), float(seg.detach()), float(adv.detach())
+
+
 def run(
     datasets: Sequence[Any],
     out: Path,
@@ -90,7 +183,6 @@ def run(
     progress: ProgressCallback | None,
 ) -> TrainResult:
     """The DI2IN-AN run behind :func:`train_di2in_an` and ``train(config.method="di2in-an")``."""
-    from liverctl.device import autocast
     from liverctl.models import build_model
 
     config = dataclasses.replace(config, method="di2in-an")
@@ -140,56 +232,11 @@ def run(
     d_batch = make_batch_fn(
         data, dataclasses.replace(config, batch_size=config.d_batch_size, seed=seed_int(config.seed, 11))
     )
-    liver = torch.tensor(data.liver_channels)
-    weights = getattr(gen, "loss_weights", None)
-
-    def d_input(maps: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        return torch.cat([maps, x], 1) if config.disc_with_image else maps
-
-    def d_step(index: int) -> float:
-        x, y, _ = d_batch(index)
-        x = x.to(device)
-        real = torch.isin(y, liver).float()[:, None].to(device)
-        gen.eval()
-        with torch.no_grad(), autocast(device, runner.precision):
-            fake = torch.sigmoid(gen(x).float())
-        disc.train()
-        torch.manual_seed(seed_int(config.seed, 0, index, 2))
-        with autocast(device, runner.precision):
-            logits = disc(torch.cat([d_input(real, x), d_input(fake, x)]))
-        loss = discriminator_loss(logits[: len(x)], logits[len(x) :])
-        backward_step(loss, opt_d, None, scaler_d, clip=None)
-        return float(loss.detach())
-
-    def g_step(index: int, adversarial: bool) -> tuple[float, float, float]:
-        x, y, _ = g_batch(index)
-        x = x.to(device)
-        target = torch.isin(y, liver).to(device)
-        gen.train()
-        torch.manual_seed(seed_int(config.seed, 0, index, 1))
-        with autocast(device, runner.precision):
-            outputs = gen(x)
-        seg = segmentation_bce(outputs, target, weights if not isinstance(outputs, torch.Tensor) else None)
-        adv = seg.new_zeros(())
-        saved = [b.detach().clone() for b in disc.buffers()]
-        try:
-            if adversarial:
-                final = outputs if isinstance(outputs, torch.Tensor) else outputs[0]
-                disc.train()
-                for p in disc.parameters():
-                    p.requires_grad_(False)
-                with autocast(device, runner.precision):
-                    fake_logits = disc(d_input(torch.sigmoid(final.float()), x))
-                adv = generator_adversarial_loss(fake_logits)
-            loss = seg + config.adv_weight * adv
-            backward_step(loss, opt_g, list(gen.parameters()), scaler_g)
-        finally:  # D's parameters got no gradient; its batch-norm statistics are put back
-            for p in disc.parameters():
-                p.requires_grad_(True)
-            with torch.no_grad():
-                for b, s in zip(disc.buffers(), saved, strict=True):
-                    b.copy_(s)
-        return float(loss.detach()), float(seg.detach()), float(adv.detach())
+    steps = AdversarialSteps(
+        gen, disc, opt_g, opt_d, config, device, runner.precision, g_batch, d_batch, data.liver_channels,
+        scalers=(scaler_g, scaler_d),
+    )  # fmt: skip
+    d_step, g_step = steps.discriminator_step, steps.generator_step
 
     def step(g: int) -> dict[str, float]:
         if g < config.pretrain_iterations:

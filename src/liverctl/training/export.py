@@ -98,6 +98,11 @@ def intensity_from_plan(plan: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+HE2021_CITATION = (
+    "He K. et al., Cross-dataset 3D U-Net liver segmentation (BMC Medical Imaging 2021); trained with liverctl"
+)
+
+
 def export_model(
     model: torch.nn.Module,
     out_dir: str | os.PathLike[str],
@@ -112,8 +117,14 @@ def export_model(
     patch_size: Sequence[int],
     overlap: float = 0.25,
     description: str = "",
+    decision: str = "argmax",
+    citation: str = HE2021_CITATION,
 ) -> tuple[Path, Path]:
     """Write ``model.safetensors`` and ``weights.toml`` into ``out_dir`` (module docs).
+
+    ``decision`` is ``"argmax"`` (softmax classes) or ``"sigmoid"`` (independent channels, e.g.
+    a one-channel generator); ``labels`` maps names to output channels (a label named
+    ``background`` is left out of the entry).
 
     Returns:
         ``(weights path, toml path)``.
@@ -164,11 +175,11 @@ def export_model(
         f"intensity = {toml_value(intensity_from_plan(plan))}",
         f"n_classes = {n_classes}",
         f"liver_channel = {int(liver_channel)}",
-        'decision = "argmax"',
-        f"labels = {toml_value({k: int(v) for k, v in labels.items() if int(v) != 0})}",
+        f"decision = {toml_value(decision)}",
+        f"labels = {toml_value({k: int(v) for k, v in labels.items() if k != 'background'})}",
         f"datasets = {toml_value(list(dataset_names))}",
         'license = "as the training data"',
-        'citation = "He K. et al., Cross-dataset 3D U-Net liver segmentation (BMC Medical Imaging 2021); trained with liverctl"',
+        f"citation = {toml_value(citation)}",
         "",
         f"[models.{_key(name)}.kwargs]",
     ]

@@ -35,7 +35,7 @@ from liverctl.training.config import TrainConfig
 from liverctl.training.data import TrainingData
 from liverctl.training.loop import LOG_COLUMNS, TrainResult, export_plans, plot_log, write_log
 
-__all__ = ["CITATIONS", "RecipeRun", "backward_step", "patch_toml"]
+__all__ = ["CITATIONS", "RecipeRun", "backward_step"]
 
 CITATIONS = {
     "sdnet": "Huang et al., SD-Net semi-supervised liver segmentation (2024); trained with liverctl",
@@ -66,18 +66,6 @@ def backward_step(
         if clip and params:
             torch.nn.utils.clip_grad_norm_(params, clip)
         optimizer.step()
-
-
-def patch_toml(path: Path, values: Mapping[str, str]) -> None:
-    """Replace the first ``key = ...`` line of each key of ``values`` (already TOML literals)
-    in the ``weights.toml`` written by :func:`~liverctl.training.export.export_model`."""
-    lines = path.read_text(encoding="utf-8").splitlines()
-    todo = dict(values)
-    for i, line in enumerate(lines):
-        key = line.split("=", 1)[0].strip()
-        if "=" in line and key in todo:
-            lines[i] = f"{key} = {todo.pop(key)}"
-    write_text_atomic(path, "\n".join(lines) + "\n")
 
 
 class RecipeRun:
@@ -134,6 +122,7 @@ class RecipeRun:
         lr: Callable[[], float],
         validate: Callable[[], float] | None,
         progress: ProgressCallback | None,
+        eligible: Callable[[], bool] | None = None,
     ) -> None:
         """Run the remaining epochs.
 
@@ -144,6 +133,8 @@ class RecipeRun:
             best_parts: what ``best.pt`` keeps (``model`` at least).
             lr: the learning rate now (logged).
             validate: mean validation Dice, or ``None`` when there is no validation.
+            eligible: whether the model at the end of this epoch may be validated and become
+                ``best.pt`` (H-DenseUNet: only in its last stage); ``None``: always.
         """
         cfg = self.config
         ipe = cfg.iterations_per_epoch
@@ -168,10 +159,11 @@ class RecipeRun:
             self.epoch_losses.append(mean_loss)
             val = float("nan")
             last = self.epoch + 1 == cfg.epochs
-            if validate is not None and cfg.val_every and ((self.epoch + 1) % cfg.val_every == 0 or last):
+            ok = eligible is None or eligible()
+            if ok and validate is not None and cfg.val_every and ((self.epoch + 1) % cfg.val_every == 0 or last):
                 val = validate()
             metric = val if validate is not None and cfg.val_every else -mean_loss
-            improved = math.isfinite(metric) and metric > self.best_metric
+            improved = ok and math.isfinite(metric) and metric > self.best_metric
             if improved:
                 self.best_metric, self.best_epoch = metric, self.epoch + 1
             row = {
@@ -226,9 +218,8 @@ class RecipeRun:
         decision: str = "argmax",
         description: str = "",
     ) -> tuple[Path, Path]:
-        """:func:`~liverctl.training.export.export_model`, then the recipe's ``decision``,
-        ``labels`` and ``citation`` in ``weights.toml``."""
-        from liverctl.training.export import export_model, toml_value
+        """:func:`~liverctl.training.export.export_model` with the recipe's ``decision`` and citation."""
+        from liverctl.training.export import export_model
 
         plans, _ = export_plans(data)
         model_path, toml_path = export_model(
@@ -244,13 +235,9 @@ class RecipeRun:
             patch_size=self.config.patch_size,
             overlap=self.config.val_overlap,
             description=description,
+            decision=decision,
+            citation=CITATIONS[self.config.method],
         )
-        patch = {
-            "decision": toml_value(decision),
-            "labels": toml_value({k: int(v) for k, v in labels.items() if k != "background"}),
-            "citation": toml_value(CITATIONS[self.config.method]),
-        }
-        patch_toml(toml_path, patch)
         return model_path, toml_path
 
     def result(

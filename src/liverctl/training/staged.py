@@ -22,8 +22,10 @@ training of its own in the paper); gradients clipped to norm 12 as in the main l
 
 The paper's HU window -200..250 and the ROI of the coarse liver network are preprocessing
 choices (``preprocess --window liver``; the crop around the liver is the default crop).
-Export: the whole ``hdenseunet`` (eval output: hybrid logits), ``decision = "argmax"``,
-``liver_channel`` = the ``liver`` class.
+Validation and the choice of ``best.pt`` consider only epochs that end in the last stage
+(before it, parts of the network are untrained). Export: the whole ``hdenseunet`` (eval
+output: hybrid logits) of the best epoch, ``decision = "argmax"``, ``liver_channel`` = the
+``liver`` class.
 """
 
 from __future__ import annotations
@@ -197,8 +199,19 @@ def run(
         _, i, n = stage_of(runner.g, lengths)
         return poly_lr(lr0, i, n, config.poly_exponent)
 
+    last_stage = max(s for s, n in enumerate(lengths, start=1) if n > 0 or s == 1)
+
+    def in_last_stage() -> bool:  # earlier stages leave parts of the network untrained
+        return runner.g > 0 and stage_of(runner.g - 1, lengths)[0] == last_stage
+
     runner.run(
-        step, parts, lambda: {"model": model.state_dict()}, current_lr, validate if validating else None, progress
+        step,
+        parts,
+        lambda: {"model": model.state_dict()},
+        current_lr,
+        validate if validating else None,
+        progress,
+        eligible=in_last_stage,
     )
 
     exported: nn.Module = model
