@@ -86,7 +86,8 @@ class PredictOptions:
         precision: ``"auto"`` (fp16 autocast on CUDA, fp32 elsewhere), ``"fp32"``, ``"fp16"``, ``"bf16"``.
         tta: mirror test-time augmentation along all three axes (8 passes).
         overlap: window overlap; ``None`` = the model entry's (0.25 for MONAI's bundle).
-        batch_size: windows per forward pass.
+        batch_size: windows per forward pass; ``None`` = 4 on an accelerator, 1 on the CPU
+            (where batching gains no speed and each window of a 105-class model holds ~0.4 GB).
         shortcuts: body crop and adaptive windows (liverctl's fast path). ``False`` runs the
             same windows as MONAI's ``SlidingWindowInferer``.
         postprocess: keep the largest liver component and fill its holes.
@@ -99,7 +100,7 @@ class PredictOptions:
     precision: str = "auto"
     tta: bool = False
     overlap: float | None = None
-    batch_size: int = 4
+    batch_size: int | None = None
     shortcuts: bool = True
     postprocess: bool = True
     save_probabilities: bool = False
@@ -324,19 +325,21 @@ class LiverModel:
         *,
         source: str = "image",
         prepared: tuple[Image, np.ndarray] | None = None,
+        ct_notes: list[str] | None = None,
         progress: ProgressCallback | None = None,
     ) -> Segmentation:
         """Segment the liver of one CT scan; the mask is on ``image``'s own grid.
 
-        ``prepared`` is the result of :meth:`to_model_space` when the caller has already
-        computed it (a batch run does this in a background thread).
+        ``prepared`` is the result of :meth:`to_model_space` and ``ct_notes`` that of
+        :func:`check_ct` when the caller has already computed them (a batch run does this in
+        a background thread).
         """
         from liverctl.inference import predict_volume
         from liverctl.preprocessing import resample_to_reference
 
         options = options or PredictOptions()
         t0 = time.perf_counter()
-        notes = check_ct(image, source)
+        notes = check_ct(image, source) if ct_notes is None else ct_notes
         hu, net_input = prepared if prepared is not None else self.to_model_space(image)
         result = predict_volume(
             net_input,
@@ -619,15 +622,19 @@ def _sidecar(mask_path: Path, suffix: str) -> Path:
     return mask_path.with_name(image_stem(mask_path) + suffix)
 
 
-def _prepare(model: LiverModel, path: Path, series_uid: str | None) -> tuple[Image, tuple[Image, np.ndarray]]:
+Prepared = tuple[Image, tuple[Image, np.ndarray], list[str]]
+
+
+def _prepare(model: LiverModel, path: Path, series_uid: str | None) -> Prepared:
+    """Read a scan, check it is CT, and bring it to model space (runs in the read-ahead thread)."""
     image = read_image(path, series_uid=series_uid)
-    check_ct(image, str(path))
-    return image, model.to_model_space(image)
+    notes = check_ct(image, str(path))
+    return image, model.to_model_space(image), notes
 
 
 def _prefetched(
     model: LiverModel, scans: list[Path], series_uid: str | None
-) -> Iterator[tuple[Path, Future[tuple[Image, tuple[Image, np.ndarray]]]]]:
+) -> Iterator[tuple[Path, Future[Prepared]]]:
     """Yield each scan with a future of its prepared data; the next scan is read while the
     current one is in the network (one background thread)."""
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="liverctl-read") as pool:
@@ -728,8 +735,8 @@ def predict(
     for done, ((scan, future), out) in enumerate(zip(_prefetched(net, scans, series_uid), outputs, strict=True)):
         case = CaseResult(input=str(scan))
         try:
-            image, prepared = future.result()
-            seg = net.segment(image, options, source=str(scan), prepared=prepared, progress=progress)
+            image, prepared, notes = future.result()
+            seg = net.segment(image, options, source=str(scan), prepared=prepared, ct_notes=notes, progress=progress)
             case.mask = write_mask(seg.mask, image, out)
             if seg.probabilities is not None:
                 case.probabilities = write_image(seg.probabilities, _sidecar(out, "_probabilities.nii.gz"))

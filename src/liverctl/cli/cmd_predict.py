@@ -34,7 +34,9 @@ def predict(
     precision: str = typer.Option("auto", "--precision", help="auto (fp16 on CUDA, fp32 on CPU), fp32, fp16 or bf16."),
     tta: bool = typer.Option(False, "--tta", help="Mirror test-time augmentation (8 passes; slower)."),
     overlap: float | None = typer.Option(None, "--overlap", help="Sliding-window overlap (default: the model's)."),
-    batch_size: int = typer.Option(4, "--batch-size", help="Windows per forward pass."),
+    batch_size: int | None = typer.Option(
+        None, "--batch-size", help="Windows per forward pass (default: 4 on a GPU, 1 on the CPU)."
+    ),
     save_probabilities: bool = typer.Option(
         False, "--save-probabilities", help="Also write <name>_probabilities.nii.gz (liver probability, float32)."
     ),
