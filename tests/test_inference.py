@@ -92,6 +92,21 @@ def test_shortcuts_off_equals_monai_segresnet() -> None:
     np.testing.assert_allclose(res.channel(5), ref[5], atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize("padding_mode", ["replicate", "reflect"])
+def test_padding_modes_equal_monai(padding_mode: str) -> None:
+    net = small_net()
+    vol = torch.randn(1, 9, 41, 30, generator=torch.Generator().manual_seed(4))  # z and x smaller than the roi
+    with torch.inference_mode():
+        ref = monai_inferers.sliding_window_inference(
+            vol[None], (16, 24, 32), 1, net, overlap=0.25, mode="gaussian", padding_mode=padding_mode
+        )[0].numpy()
+    cfg = SlidingWindow.monai(roi=(16, 24, 32), padding_mode=padding_mode, output="logits")
+    res = sliding_window_inference(vol, net, cfg, "cpu")
+    np.testing.assert_allclose(res.logits, ref, atol=1e-5, rtol=0)
+    constant = sliding_window_inference(vol, net, SlidingWindow.monai(roi=(16, 24, 32), output="logits"), "cpu")
+    assert np.abs(constant.logits - ref).max() > 1e-3  # the padding mode matters here
+
+
 def test_importance_map_matches_monai() -> None:
     for size, mode, sigma in [
         ((96, 96, 96), "gaussian", 0.125),

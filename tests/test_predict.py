@@ -211,6 +211,43 @@ def test_tumour_channels_count_as_liver(marked: Path, liver_path: Path):
     assert seg.probabilities.array[tumour].min() > 0.9  # liver + tumour probability
 
 
+class ShapeSpy(torch.nn.Module):
+    """A pointwise two-class network that records the spatial shape of every window it sees."""
+
+    min_input_multiple = 8
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.band = BandNet(LIVER_HU, 40.0)
+        self.shapes: list[tuple[int, ...]] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.shapes.append(tuple(x.shape[2:]))
+        return self.band(x)
+
+
+def test_monai_models_see_windows_in_xyz_order(marked: Path):
+    """MONAI's networks were trained on (x, y, z) arrays; liverctl's arrays are (z, y, x)."""
+    ct = read_image(marked)
+    masks = {}
+    for axes in ("zyx", "xyz"):
+        spy = ShapeSpy()
+        e = entry(network_axes=axes, sliding_window=hub.SlidingWindow(roi=(64, 48, 32)))  # roi along x, y, z
+        model = LiverModel([hub.ResolvedWeights(e, Path("s.pt"), "0" * 64, "local")], [spy], torch.device("cpu"))
+        seg = model.segment(ct, PredictOptions(shortcuts=False))
+        window_zyx = tuple(seg.report["inference"]["window_zyx"])
+        assert window_zyx == (32, 48, 64)
+        assert set(spy.shapes) == {window_zyx if axes == "zyx" else window_zyx[::-1]}
+        masks[axes] = seg.mask.array
+    np.testing.assert_array_equal(masks["zyx"], masks["xyz"])  # a pointwise network does not care
+
+
+def test_registry_monai_entries_use_xyz_axes():
+    registry = hub.load_registry(Path(__file__).resolve().parents[1] / "weights.toml")
+    assert {registry.get(n).network_axes for n in registry.names()} == {"xyz"}
+    assert {registry.get(n).sliding_window.padding_mode for n in registry.names()} == {"replicate"}
+
+
 def test_no_postprocess_keeps_all_components(band: LiverModel, marked: Path, liver_path: Path):
     ct = read_image(marked)
     array = ct.array.copy()

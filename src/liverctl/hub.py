@@ -89,6 +89,8 @@ HOME_ENV = "LIVERCTL_HOME"
 INTENSITY_METHODS = ("nonzero-zscore-minmax", "window-zscore")
 #: How output channels become a liver mask (see :class:`ModelEntry`).
 DECISIONS = ("argmax", "sigmoid")
+NETWORK_AXES: tuple[str, ...] = ("zyx", "xyz")
+"""Array axis order the network was trained on: liverctl's (z, y, x), or MONAI's (x, y, z)."""
 INTERPOLATIONS = ("linear", "bspline")
 WINDOW_MODES = ("gaussian", "constant")
 PADDING_MODES = ("constant", "replicate", "reflect")
@@ -173,6 +175,7 @@ class ModelEntry:
     sliding_window: SlidingWindow
     datasets: tuple[str, ...] = ()
     datasets_intensity: dict[str, IntensityRecipe] = field(default_factory=dict)
+    network_axes: str = "zyx"
     license: str = ""
     citation: str = ""
     description: str = ""
@@ -221,6 +224,7 @@ class ModelEntry:
             "sliding_window": self.sliding_window.to_dict(),
             "datasets": list(self.datasets),
             "datasets_intensity": {d: r.to_dict() for d, r in self.datasets_intensity.items()},
+            "network_axes": self.network_axes,
             "license": self.license,
             "citation": self.citation,
             "description": self.description,
@@ -422,6 +426,7 @@ def _parse_entry(name: str, value: Any, source: str, base_dir: Path | None = Non
     if not isinstance(per_dataset, dict):
         raise t.fail("datasets_intensity", "must be a table of { dataset = { method = ... } }")
     datasets_intensity = {d: _parse_intensity(r, f"{where}.datasets_intensity.{d}") for d, r in per_dataset.items()}
+    network_axes = t.choice("network_axes", NETWORK_AXES, "zyx")
     license_ = t.get("license", str, "")
     citation = t.get("citation", str, "")
     description = t.get("description", str, "")
@@ -445,6 +450,7 @@ def _parse_entry(name: str, value: Any, source: str, base_dir: Path | None = Non
         sliding_window=sliding,
         datasets=tuple(datasets),
         datasets_intensity=datasets_intensity,
+        network_axes=network_axes,
         license=license_,
         citation=citation,
         description=description,

@@ -103,6 +103,8 @@ class SlidingWindow:
         channels: model channels to return (``None`` = all).
         argmax: also return the label map (argmax over all channels).
         pad_value: value used to pad the volume where it is smaller than a window (MONAI: 0).
+        padding_mode: ``"constant"`` (``pad_value``), ``"replicate"`` or ``"reflect"``, as
+            MONAI's ``padding_mode`` (its whole-body bundle uses ``"replicate"``).
         accumulate_on: ``"device"`` (accumulate where the network runs) or ``"cpu"``.
     """
 
@@ -123,6 +125,7 @@ class SlidingWindow:
     channels: tuple[int, ...] | None = None
     argmax: bool = False
     pad_value: float = 0.0
+    padding_mode: Literal["constant", "replicate", "reflect"] = "constant"
     accumulate_on: Literal["device", "cpu"] = "device"
 
     @classmethod
@@ -153,6 +156,8 @@ class SlidingWindow:
             raise ConfigError(f"output must be 'probabilities' or 'logits', got {self.output!r}")
         if self.activation not in ("softmax", "sigmoid"):
             raise ConfigError(f"activation must be 'softmax' or 'sigmoid', got {self.activation!r}")
+        if self.padding_mode not in ("constant", "replicate", "reflect"):
+            raise ConfigError(f"padding_mode must be constant, replicate or reflect, got {self.padding_mode!r}")
         if self.accumulate_on not in ("device", "cpu"):
             raise ConfigError(f"accumulate_on must be 'device' or 'cpu', got {self.accumulate_on!r}")
         if self.tta is True:
@@ -491,7 +496,10 @@ def predict_volume(
         pad = []
         for a in (2, 1, 0):
             pad += [pad_before[a], padded[a] - crop_shape[a] - pad_before[a]]
-        cropped = torch.nn.functional.pad(cropped, pad, mode="constant", value=float(config.pad_value))
+        if config.padding_mode == "constant":
+            cropped = torch.nn.functional.pad(cropped, pad, mode="constant", value=float(config.pad_value))
+        else:
+            cropped = torch.nn.functional.pad(cropped[None], pad, mode=config.padding_mode)[0]
     window = tuple(min(w, p) for w, p in zip(window, padded, strict=True))
     starts = [window_starts(padded[a], window[a], config.overlap) for a in range(3)]
     grid = list(itertools.product(*starts))  # z-major, as MONAI's meshgrid(indexing="ij")

@@ -293,6 +293,7 @@ class LiverModel:
             "roi": roi_zyx,
             "overlap": sw.overlap if options.overlap is None else options.overlap,
             "mode": sw.mode,
+            "padding_mode": sw.padding_mode,
             "batch_size": options.batch_size,
             "tta": options.tta,
             "precision": options.precision,
@@ -305,18 +306,14 @@ class LiverModel:
         return SlidingWindow.monai(**fields)
 
     def _predictors(self) -> list[Any]:
-        if self.dataset_index is None:
-            return self.networks
-        index = self.dataset_index
-
-        def branch(net: Any) -> Callable[[Any], Any]:
-            def forward(x: Any) -> Any:
-                return net(x, dataset_index=index)
-
-            forward.min_input_multiple = getattr(net, "min_input_multiple", None)  # type: ignore[attr-defined]
-            return forward
-
-        return [branch(n) for n in self.networks]
+        """The networks as the engine calls them: with the DCM branch chosen, and with each
+        window transposed to (x, y, z) and back for networks trained in MONAI's axis order."""
+        predictors: list[Any] = list(self.networks)
+        if self.dataset_index is not None:
+            predictors = [_with_dataset(net, self.dataset_index) for net in predictors]
+        if self.entry.network_axes == "xyz":
+            predictors = [_xyz(p) for p in predictors]
+        return predictors
 
     def segment(
         self,
@@ -419,6 +416,26 @@ class LiverModel:
             "seconds": round(seconds, 3),
             "liverctl_version": __version__,
         }
+
+
+def _with_dataset(net: Any, index: int) -> Callable[[Any], Any]:
+    """``net`` with its dataset-wise (DCM) branch ``index`` chosen."""
+
+    def forward(x: Any) -> Any:
+        return net(x, dataset_index=index)
+
+    forward.min_input_multiple = getattr(net, "min_input_multiple", None)  # type: ignore[attr-defined]
+    return forward
+
+
+def _xyz(net: Any) -> Callable[[Any], Any]:
+    """``net``, trained on (x, y, z) arrays (MONAI), called on liverctl's (z, y, x) windows."""
+
+    def forward(x: Any) -> Any:
+        return net(x.permute(0, 1, 4, 3, 2)).permute(0, 1, 4, 3, 2)
+
+    forward.min_input_multiple = getattr(net, "min_input_multiple", None)  # type: ignore[attr-defined]
+    return forward
 
 
 def normalise(array: np.ndarray, recipe: Any) -> np.ndarray:

@@ -1,0 +1,542 @@
+"""Benchmark: end-to-end ``liverctl predict`` against the MONAI way, on the CPU.
+
+The MONAI way is the whole-body CT bundle's pipeline (``wholeBody_ct_segmentation``, 3 mm
+model), written out with MONAI's own classes: LoadImaged, EnsureChannelFirstd,
+Orientationd("RAS"), Spacingd(3.0 mm, bilinear), NormalizeIntensityd(nonzero=True),
+ScaleIntensityd(-1, 1), SlidingWindowInferer(96^3, overlap 0.25, gaussian, padding_mode
+"replicate" as weights.toml records for the bundle), softmax, argmax, Invertd back to the
+input image, SaveImaged. liverctl runs ``liverctl.predict.predict`` on the same file with the
+same weights (a local weights file whose recipe is the ``wholebody-ct-3mm`` entry).
+
+Weights (no network here, so the bundle's trained weights cannot be had):
+  random  SegResNet 105 channels, init_filters 32, blocks_down (1, 2, 2, 4), blocks_up
+          (1, 1, 1): the bundle's network, random weights (seed 0). Used for timing; its
+          outputs are chaotic, so mask agreement under changed windows is a worst case.
+  proxy   the same architecture with init_filters ``--proxy-filters`` (default 8), trained
+          for ``--proxy-steps`` steps on the shared scan with its TotalSegmentator labels
+          (labels > 104 -> background) in the bundle's preprocessing, with random crops of
+          random size, randomly padded (constant 0 or replicate, sometimes to 96 slices as
+          MONAI pads a short scan), DiceCE loss. A stand-in for trained weights with real
+          decision margins: use it for mask agreement, not for anatomy. Cached under
+          ``--cache`` (default /tmp/liverctl_bench_predict), keyed by filters and steps.
+
+Methods, each in a fresh subprocess (its own peak RSS via getrusage ru_maxrss); the time
+counted is from before the weights are loaded to after the mask is written (imports excluded):
+  monai          the MONAI way above (sw_batch_size ``--monai-batch``, default 1)
+  monai-const    the same with padding_mode "constant" (only when a side is < 96 voxels,
+                 where padding happens): the reference for liverctl's engine, which pads
+                 with zeros
+  defaults       liverctl ``PredictOptions()`` (body crop + adaptive windows + post-processing)
+  shortcuts      the same without post-processing (the raw network decision)
+  crop-only      body crop, MONAI's 96^3 windows, no post-processing
+  adaptive-only  adaptive windows on the whole volume, no post-processing
+  exact          ``PredictOptions(shortcuts=False)``, no post-processing: MONAI's windows
+liverctl runs write the liver probability map (save_probabilities) for the comparison.
+
+Columns: wall s (end to end, see above), net s / net % (the report's
+inference.network_seconds and its share of wall), ampl. (voxels evaluated / scan voxels),
+RSS GB (peak), Dice (liver mask vs the MONAI way's argmax == 5 on the input grid),
+max|dp| (max abs difference of the liver probability, softmax channel 5, vs MONAI's
+inverted to the input grid), vs const (the same against monai-const, when run).
+
+Cases: ct-example (the shared scan, 122x101x30 at 3 mm) and abdomen (122x101x112: the same
+scan reflected along z to 112 slices, written at 3 mm with its geometry).
+
+Usage: python benchmarks/bench_predict.py [--quick] [--cases ct-example abdomen]
+       [--weights random proxy] [--proxy-steps 400] [--proxy-filters 8] [--threads N]
+       [--methods ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("LIVERCTL_TEST_DATA", REPO.parent / "shared" / "data")) / "ct-example"
+CT = DATA / "ct.nii.gz"
+LABELS = DATA / "multiorgan.nii.gz"
+LIVER = 5
+N_CLASSES = 105
+ALL_METHODS = ("monai", "monai-const", "defaults", "shortcuts", "crop-only", "adaptive-only", "exact")
+
+
+# --------------------------------------------------------------------------- networks
+
+
+def segresnet(init_filters: int):
+    """MONAI's SegResNet with the bundle's configuration (dropout is inactive in eval)."""
+    from monai.networks.nets import SegResNet
+
+    return SegResNet(
+        spatial_dims=3,
+        in_channels=1,
+        out_channels=N_CLASSES,
+        init_filters=init_filters,
+        blocks_down=(1, 2, 2, 4),
+        blocks_up=(1, 1, 1),
+        dropout_prob=0.2,
+    )
+
+
+def bundle_transforms(keys=("image",), label_key: str | None = None):
+    """The bundle's preprocessing (labels, when given, resampled with nearest)."""
+    from monai.transforms import (
+        Compose,
+        EnsureChannelFirstd,
+        EnsureTyped,
+        LoadImaged,
+        NormalizeIntensityd,
+        Orientationd,
+        ScaleIntensityd,
+        Spacingd,
+    )
+
+    all_keys = list(keys) + ([label_key] if label_key else [])
+    modes = ["bilinear"] * len(keys) + (["nearest"] if label_key else [])
+    return Compose(
+        [
+            LoadImaged(keys=all_keys),
+            EnsureTyped(keys=all_keys),
+            EnsureChannelFirstd(keys=all_keys),
+            Orientationd(keys=all_keys, axcodes="RAS"),
+            Spacingd(keys=all_keys, pixdim=(3.0, 3.0, 3.0), mode=modes),
+            NormalizeIntensityd(keys=list(keys), nonzero=True),
+            ScaleIntensityd(keys=list(keys), minv=-1.0, maxv=1.0),
+        ]
+    )
+
+
+def _pad_to(x, shape, mode: str):
+    import torch
+
+    pads = []
+    for size, target in zip(reversed(x.shape[-3:]), reversed(shape), strict=True):
+        extra = max(target - size, 0)
+        pads += [extra // 2, extra - extra // 2]
+    if not any(pads):
+        return x
+    if mode == "constant":
+        return torch.nn.functional.pad(x, pads, mode="constant", value=0.0)
+    return torch.nn.functional.pad(x, pads, mode="replicate")
+
+
+def train_proxy(path: Path, steps: int, filters: int, seconds: float, log=print, resume: dict | None = None) -> dict:
+    """Train the proxy on the shared scan for ``steps`` steps or ``seconds`` seconds, whichever
+    comes first; save its state dict to ``path``; return a summary (steps done, liver Dice)."""
+    import torch
+    from monai.losses import DiceCELoss
+
+    torch.manual_seed(0)
+    gen = np.random.default_rng(0)
+    data = bundle_transforms(label_key="label")({"image": str(CT), "label": str(LABELS)})
+    x = torch.as_tensor(np.asarray(data["image"]), dtype=torch.float32)[None]  # (1, 1, i, j, k)
+    y = torch.as_tensor(np.asarray(data["label"]), dtype=torch.int64)[None]
+    y[y > N_CLASSES - 1] = 0
+    shape = tuple(x.shape[2:])
+    net = segresnet(filters).train()
+    if resume:  # go on from the cached proxy: cross-entropy only (the Dice term over 105 mostly absent classes stalls)
+        net.load_state_dict(torch.load(path, weights_only=True))
+        opt = torch.optim.Adam(net.parameters(), lr=2e-3)
+
+        def loss_fn(logits, target):
+            return torch.nn.functional.cross_entropy(logits, target[:, 0])
+    else:
+        opt = torch.optim.Adam(net.parameters(), lr=3e-3)
+        loss_fn = DiceCELoss(to_onehot_y=True, softmax=True, batch=True)
+    t0 = time.perf_counter()
+    done = 0
+    while done < steps and time.perf_counter() - t0 < seconds:
+        size = [min(int(gen.integers(3, 9)) * 8, s) for s in shape]  # 24..64 voxels per axis
+        start = [int(gen.integers(0, s - c + 1)) for s, c in zip(shape, size, strict=True)]
+        sl = (slice(None), slice(None), *(slice(a, a + c) for a, c in zip(start, size, strict=True)))
+        xc, yc = x[sl], y[sl]
+        target = [-(-c // 8) * 8 for c in size]
+        if gen.random() < 0.1:  # the way MONAI pads a short scan into a 96^3 window
+            target = [96 if s < 96 else t for t, s in zip(target, shape, strict=True)]
+        mode = "constant" if gen.random() < 0.5 else "replicate"
+        xc = _pad_to(xc, target, mode)
+        yc = _pad_to(yc.float(), target, "constant").long()
+        loss = loss_fn(net(xc), yc)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        done += 1
+        if done % 25 == 0:
+            log(f"  proxy step {done} loss {loss.item():.3f} ({time.perf_counter() - t0:.0f} s)")
+    train_s = time.perf_counter() - t0
+    net.eval()
+    with torch.inference_mode():
+        full = _pad_to(x, [-(-s // 8) * 8 for s in shape], "replicate")
+        pred = net(full).argmax(1)[0]
+    off = [(p - s) // 2 for p, s in zip(pred.shape, shape, strict=True)]
+    pred = pred[off[0] : off[0] + shape[0], off[1] : off[1] + shape[1], off[2] : off[2] + shape[2]].numpy()
+    liver_dice = dice(pred == LIVER, y[0, 0].numpy() == LIVER)
+    torch.save(net.state_dict(), path)
+    summary = {"steps": done, "filters": filters, "seconds": train_s, "liver_dice": liver_dice}
+    if resume:
+        summary["steps"] += resume["steps"]
+        summary["seconds"] += resume["seconds"]
+        summary["history"] = [*resume.get("history", []), resume]
+    path.with_suffix(".json").write_text(json.dumps(summary))
+    return summary
+
+
+def registry_text(filters: int) -> str:
+    """weights.toml's text with the network's init_filters set to ``filters``."""
+    text = (REPO / "weights.toml").read_text()
+    return text.replace("init_filters = 32", f"init_filters = {filters}")
+
+
+def make_weights(
+    cache: Path, kind: str, steps: int, filters: int, seconds: float = 1e9, log=print, more: bool = False
+) -> tuple[Path, str]:
+    """The weights file for ``kind`` (random or proxy), with a ``<file>.toml`` recipe beside it."""
+    import torch
+
+    cache.mkdir(parents=True, exist_ok=True)
+    if kind == "random":
+        filters = 32
+        path = cache / "random_f32_seed0.pt"
+        if not path.exists():
+            torch.manual_seed(0)
+            torch.save(segresnet(32).state_dict(), path)
+        what = "SegResNet 105 ch, init_filters 32, random weights (seed 0)"
+    else:
+        path = cache / f"proxy_f{filters}.pt"
+        if path.exists() and path.with_suffix(".json").exists() and not more:
+            info = json.loads(path.with_suffix(".json").read_text())
+            log(f"proxy weights cached at {path}")
+        elif more:
+            info = json.loads(path.with_suffix(".json").read_text())
+            log(f"training the cached proxy further (<= {steps} steps / {seconds:.0f} s, cross-entropy)")
+            info = train_proxy(path, steps, filters, seconds, log, resume=info)
+        else:
+            log(f"training the proxy (<= {steps} steps / {seconds:.0f} s, init_filters {filters}) -> {path}")
+            info = train_proxy(path, steps, filters, seconds, log)
+        what = (
+            f"PROXY SegResNet 105 ch, init_filters {filters}, trained {info['steps']} steps on the shared scan "
+            f"({info['seconds']:.0f} s), its liver Dice on that scan {info['liver_dice']:.3f}"
+        )
+    Path(str(path) + ".toml").write_text(registry_text(filters))
+    return path, what
+
+
+# --------------------------------------------------------------------------- cases
+
+
+def make_case(name: str, folder: Path) -> Path:
+    """Write case ``name`` as NIfTI in ``folder``; returns its path."""
+    from liverctl.io import Image, read_image, write_image
+
+    if name == "ct-example":
+        return CT
+    image = read_image(CT)
+    if name == "abdomen":
+        hu = np.pad(image.array, [(41, 41), (0, 0), (0, 0)], mode="reflect")  # 112 slices
+    else:
+        raise SystemExit(f"unknown case {name}")
+    path = folder / f"{name}.nii.gz"
+    write_image(Image(np.ascontiguousarray(hu).astype(np.int16), image.geometry), path)
+    return path
+
+
+# --------------------------------------------------------------------------- workers
+
+
+def run_monai(scan: Path, weights: Path, filters: int, out: Path, padding: str, batch: int) -> dict:
+    import torch
+    from monai.inferers import SlidingWindowInferer
+    from monai.transforms import Activationsd, AsDiscreted, Invertd, SaveImaged
+
+    t0 = time.perf_counter()
+    net = segresnet(filters)
+    net.load_state_dict(torch.load(weights, weights_only=True))
+    net.eval()
+    pre = bundle_transforms()
+    data = pre({"image": str(scan)})
+    t_pre = time.perf_counter()
+    inferer = SlidingWindowInferer(
+        roi_size=(96, 96, 96), sw_batch_size=batch, overlap=0.25, mode="gaussian", padding_mode=padding
+    )
+    with torch.inference_mode():
+        data["pred"] = inferer(data["image"][None], net)[0]
+    t_net = time.perf_counter()
+    data = Activationsd(keys="pred", softmax=True)(data)
+    data["prob"] = data["pred"][LIVER : LIVER + 1].clone()
+    data = AsDiscreted(keys="pred", argmax=True)(data)
+    inv = Invertd(
+        keys=["pred", "prob"],
+        transform=pre,
+        orig_keys="image",
+        nearest_interp=[True, False],
+        to_tensor=True,
+    )
+    data = inv(data)
+    SaveImaged(keys="pred", output_dir=str(out.parent), output_postfix="monai", separate_folder=False, print_log=False)(
+        data
+    )
+    wall = time.perf_counter() - t0
+    labels = np.asarray(data["pred"][0]).astype(np.uint8)  # (i, j, k) of the input file
+    prob = np.asarray(data["prob"][0], dtype=np.float32)
+    padded = [max(s, 96) for s in data["image"].shape[1:]]
+    from monai.data.utils import dense_patch_slices
+    from monai.inferers.utils import _get_scan_interval
+
+    n = len(dense_patch_slices(padded, (96,) * 3, _get_scan_interval(padded, (96,) * 3, 3, (0.25,) * 3)))
+    np.savez(out, liver=(labels == LIVER).transpose(2, 1, 0), prob=prob.transpose(2, 1, 0))  # -> (z, y, x)
+    return {
+        "wall_s": wall,
+        "net_s": t_net - t_pre,
+        "windows": n,
+        "amplification": n * 96**3 / float(np.prod(data["image"].shape[1:])),
+    }
+
+
+def _xyz_class():
+    import torch
+
+    class XYZ(torch.nn.Module):
+        """Feed the network (x, y, z) = (i, j, k) windows, as MONAI does, from liverctl's (z, y, x)."""
+
+        def __init__(self, net: torch.nn.Module) -> None:
+            super().__init__()
+            self.net = net
+            self.min_input_multiple = getattr(net, "min_input_multiple", None)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.net(x.permute(0, 1, 4, 3, 2)).permute(0, 1, 4, 3, 2)
+
+    return XYZ
+
+
+def run_liverctl(scan: Path, weights: Path, out: Path, method: str, batch: int | None, network_axes: str) -> dict:
+    XYZ = _xyz_class()
+
+    from dataclasses import replace
+
+    from liverctl.io import read_image, read_label
+    from liverctl.predict import LiverModel, PredictOptions, predict
+
+    t0 = time.perf_counter()
+    options = PredictOptions(
+        device="cpu",
+        shortcuts=method not in ("exact", "crop-only", "adaptive-only"),
+        postprocess=method == "defaults",
+        save_probabilities=True,
+        **({"batch_size": batch} if batch else {}),
+    )
+    model = LiverModel.load(weights=weights, device="cpu")
+    if network_axes == "xyz":
+        model.networks = [XYZ(net) for net in model.networks]
+    if method in ("crop-only", "adaptive-only"):
+        base = model.window_config
+
+        def window_config(opts):
+            return replace(base(opts), crop_body=method == "crop-only", adaptive_roi=method == "adaptive-only")
+
+        model.window_config = window_config  # type: ignore[method-assign]
+    res = predict(scan, out.with_suffix(".nii.gz"), options=options, loaded=model)
+    wall = time.perf_counter() - t0
+    case = res.cases[0]
+    if not case.ok:
+        raise SystemExit(case.error)
+    inf = case.report["inference"]
+    liver = read_label(case.mask).array.astype(bool)
+    prob = read_image(case.probabilities).array.astype(np.float32)
+    np.savez(out, liver=liver, prob=prob)
+    return {
+        "wall_s": wall,
+        "net_s": inf["network_seconds"],
+        "windows": inf["windows"],
+        "window": inf["window_zyx"],
+        "amplification": inf["compute_amplification"],
+    }
+
+
+def worker(
+    method: str,
+    scan: str,
+    weights: str,
+    filters: int,
+    out: str,
+    batch: int | None,
+    threads: int | None,
+    network_axes: str,
+):
+    import torch
+
+    if threads:
+        torch.set_num_threads(threads)
+    cpu0 = time.process_time()
+    if method.startswith("monai"):
+        padding = "constant" if method == "monai-const" else "replicate"
+        info = run_monai(Path(scan), Path(weights), filters, Path(out), padding, batch or 1)
+    else:
+        info = run_liverctl(Path(scan), Path(weights), Path(out), method, batch, network_axes)
+    info["cpu_s"] = time.process_time() - cpu0
+    info["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
+    Path(out + ".json").write_text(json.dumps(info))
+
+
+# --------------------------------------------------------------------------- driver
+
+
+def dice(a: np.ndarray, b: np.ndarray) -> float:
+    s = int(a.sum()) + int(b.sum())
+    return 1.0 if s == 0 else 2.0 * float(np.logical_and(a, b).sum()) / s
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--cases", nargs="+", default=["ct-example", "abdomen"])
+    ap.add_argument("--weights", nargs="+", default=["random", "proxy"], choices=["random", "proxy"])
+    ap.add_argument("--methods", nargs="+", default=list(ALL_METHODS), choices=ALL_METHODS)
+    ap.add_argument(
+        "--quick",
+        action="store_true",
+        help="ct-example; monai, defaults, exact; the proxy if cached, else random weights",
+    )
+    ap.add_argument("--proxy-steps", type=int, default=1000)
+    ap.add_argument("--proxy-filters", type=int, default=8)
+    ap.add_argument("--proxy-seconds", type=float, default=900.0, help="training time budget of the proxy")
+    ap.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "liverctl_bench_predict")
+    ap.add_argument("--monai-batch", type=int, default=1, help="MONAI sw_batch_size (default 1)")
+    ap.add_argument("--batch", type=int, default=None, help="liverctl batch_size (default: PredictOptions')")
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument(
+        "--network-axes",
+        choices=["xyz", "zyx"],
+        default="xyz",
+        help="axis order liverctl's network sees: xyz = MONAI's (i, j, k), emulated by a wrapper (default); "
+        "zyx = liverctl as it is",
+    )
+    ap.add_argument("--proxy-more", action="store_true", help="with --train-only: train the cached proxy further")
+    ap.add_argument("--train-only", action="store_true", help="train (or find) the proxy and exit")
+    ap.add_argument(
+        "--worker", nargs=5, metavar=("METHOD", "SCAN", "WEIGHTS", "FILTERS", "OUT"), help=argparse.SUPPRESS
+    )
+    args = ap.parse_args()
+    if args.worker:
+        m, scan, w, f, out = args.worker
+        batch = args.monai_batch if m.startswith("monai") else args.batch
+        worker(m, scan, w, int(f), out, batch, args.threads, args.network_axes)
+        return
+    if not CT.exists():
+        raise SystemExit(f"needs the shared scan at {CT}")
+    if args.quick:
+        cached = (args.cache / f"proxy_f{args.proxy_filters}.json").exists()
+        args.cases, args.methods = ["ct-example"], ["monai", "defaults", "exact"]
+        args.weights = ["proxy"] if cached else ["random"]
+    t_start = time.perf_counter()
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.train_only:
+        print(
+            make_weights(
+                args.cache,
+                "proxy",
+                args.proxy_steps,
+                args.proxy_filters,
+                args.proxy_seconds,
+                log=_log,
+                more=args.proxy_more,
+            )[1]
+        )
+        return
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, cpu; load average {_load()}", flush=True)
+    header = (
+        f"{'case':11s} {'method':13s} {'wall s':>7s} {'cpu s':>7s} {'net s':>6s} {'net %':>6s} {'win':>3s} "
+        f"{'window':>9s} {'ampl.':>5s} {'RSS GB':>6s} {'Dice':>6s} {'max|dp|':>8s} {'vs const':>8s} {'x MONAI':>7s}"
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        tmpdir = Path(tmp)
+        for kind in args.weights:
+            weights, what = make_weights(
+                args.cache, kind, args.proxy_steps, args.proxy_filters, args.proxy_seconds, log=_log
+            )
+            filters = 32 if kind == "random" else args.proxy_filters
+            print(f"\n== weights: {what}", flush=True)
+            for case in args.cases:
+                scan = make_case(case, tmpdir)
+                shape = _shape(scan)
+                print(f"\n{case}: {shape[0]}x{shape[1]}x{shape[2]} (x, y, z); load average {_load()}", flush=True)
+                print(header, flush=True)
+                results: dict[str, tuple[dict, dict]] = {}
+                for method in args.methods:
+                    if method == "monai-const" and min(shape) >= 96:
+                        continue  # no padding: identical to monai
+                    out = tmpdir / f"{kind}_{case}_{method}"
+                    cmd = [
+                        sys.executable,
+                        __file__,
+                        "--worker",
+                        method,
+                        str(scan),
+                        str(weights),
+                        str(filters),
+                        str(out),
+                    ]
+                    cmd += ["--monai-batch", str(args.monai_batch)]
+                    if args.batch:
+                        cmd += ["--batch", str(args.batch)]
+                    if args.threads:
+                        cmd += ["--threads", str(args.threads)]
+                    cmd += ["--network-axes", args.network_axes]
+                    subprocess.run(cmd, check=True)
+                    info = json.loads(Path(str(out) + ".json").read_text())
+                    arrays = dict(np.load(str(out) + ".npz"))
+                    results[method] = (info, arrays)
+                    print(_row(case, method, info, arrays, results), flush=True)
+    print(f"\nbenchmark wall time {time.perf_counter() - t_start:.0f} s; load average {_load()}")
+
+
+def _row(case: str, method: str, info: dict, arrays: dict, results: dict) -> str:
+    ref = results.get("monai")
+    const = results.get("monai-const")
+    d = dp = dc = "-"
+    if ref is not None and method != "monai":
+        d = f"{dice(arrays['liver'], ref[1]['liver']):.4f}"
+        dp = f"{np.abs(arrays['prob'] - ref[1]['prob']).max():.1e}"
+    if const is not None and method not in ("monai", "monai-const"):
+        dc = f"{np.abs(arrays['prob'] - const[1]['prob']).max():.1e}"
+    speed = f"{ref[0]['wall_s'] / info['wall_s']:.2f}" if ref is not None else "-"
+    net_pct = 100 * info["net_s"] / info["wall_s"]
+    window = "x".join(str(w) for w in info.get("window", (96, 96, 96)))
+    return (
+        f"{case:11s} {method:13s} {info['wall_s']:7.1f} {info['cpu_s']:7.1f} {info['net_s']:6.1f} {net_pct:5.1f}% "
+        f"{info['windows']:3d} {window:>9s} {info['amplification']:5.2f} {info['peak_rss_gb']:6.2f} {d:>6s} "
+        f"{dp:>8s} {dc:>8s} {speed:>7s}"
+    )
+
+
+def _shape(path: Path) -> tuple[int, ...]:
+    import SimpleITK as sitk
+
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    reader.ReadImageInformation()
+    return tuple(reader.GetSize())
+
+
+def _load() -> str:
+    return " ".join(f"{v:.2f}" for v in os.getloadavg())
+
+
+def _log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+if __name__ == "__main__":
+    main()
