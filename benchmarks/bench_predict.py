@@ -302,26 +302,7 @@ def run_monai(scan: Path, weights: Path, filters: int, out: Path, padding: str, 
     }
 
 
-def _xyz_class():
-    import torch
-
-    class XYZ(torch.nn.Module):
-        """Feed the network (x, y, z) = (i, j, k) windows, as MONAI does, from liverctl's (z, y, x)."""
-
-        def __init__(self, net: torch.nn.Module) -> None:
-            super().__init__()
-            self.net = net
-            self.min_input_multiple = getattr(net, "min_input_multiple", None)
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return self.net(x.permute(0, 1, 4, 3, 2)).permute(0, 1, 4, 3, 2)
-
-    return XYZ
-
-
-def run_liverctl(scan: Path, weights: Path, out: Path, method: str, batch: int | None, network_axes: str) -> dict:
-    XYZ = _xyz_class()
-
+def run_liverctl(scan: Path, weights: Path, out: Path, method: str, batch: int | None) -> dict:
     from dataclasses import replace
 
     from liverctl.io import read_image, read_label
@@ -335,9 +316,7 @@ def run_liverctl(scan: Path, weights: Path, out: Path, method: str, batch: int |
         save_probabilities=True,
         **({"batch_size": batch} if batch else {}),
     )
-    model = LiverModel.load(weights=weights, device="cpu")
-    if network_axes == "xyz":
-        model.networks = [XYZ(net) for net in model.networks]
+    model = LiverModel.load(weights=weights, device="cpu")  # network_axes = "xyz" from the recipe
     if method in ("crop-only", "adaptive-only"):
         base = model.window_config
 
@@ -371,7 +350,6 @@ def worker(
     out: str,
     batch: int | None,
     threads: int | None,
-    network_axes: str,
 ):
     import torch
 
@@ -382,7 +360,7 @@ def worker(
         padding = "constant" if method == "monai-const" else "replicate"
         info = run_monai(Path(scan), Path(weights), filters, Path(out), padding, batch or 1)
     else:
-        info = run_liverctl(Path(scan), Path(weights), Path(out), method, batch, network_axes)
+        info = run_liverctl(Path(scan), Path(weights), Path(out), method, batch)
     info["cpu_s"] = time.process_time() - cpu0
     info["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
     Path(out + ".json").write_text(json.dumps(info))
@@ -413,13 +391,6 @@ def main() -> None:
     ap.add_argument("--monai-batch", type=int, default=1, help="MONAI sw_batch_size (default 1)")
     ap.add_argument("--batch", type=int, default=None, help="liverctl batch_size (default: PredictOptions')")
     ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument(
-        "--network-axes",
-        choices=["xyz", "zyx"],
-        default="xyz",
-        help="axis order liverctl's network sees: xyz = MONAI's (i, j, k), emulated by a wrapper (default); "
-        "zyx = liverctl as it is",
-    )
     ap.add_argument("--proxy-more", action="store_true", help="with --train-only: train the cached proxy further")
     ap.add_argument("--train-only", action="store_true", help="train (or find) the proxy and exit")
     ap.add_argument(
@@ -429,7 +400,7 @@ def main() -> None:
     if args.worker:
         m, scan, w, f, out = args.worker
         batch = args.monai_batch if m.startswith("monai") else args.batch
-        worker(m, scan, w, int(f), out, batch, args.threads, args.network_axes)
+        worker(m, scan, w, int(f), out, batch, args.threads)
         return
     if not CT.exists():
         raise SystemExit(f"needs the shared scan at {CT}")
@@ -493,7 +464,6 @@ def main() -> None:
                         cmd += ["--batch", str(args.batch)]
                     if args.threads:
                         cmd += ["--threads", str(args.threads)]
-                    cmd += ["--network-axes", args.network_axes]
                     subprocess.run(cmd, check=True)
                     info = json.loads(Path(str(out) + ".json").read_text())
                     arrays = dict(np.load(str(out) + ".npz"))
