@@ -42,6 +42,10 @@ def cli_command(func: F) -> F:
         from liverctl.errors import LiverctlError
 
         warnings.showwarning = _show_warning
+        if not os.environ.get("LIVERCTL_DEBUG"):
+            # huggingface_hub logs every retry of an unreachable Hub (read when it is imported);
+            # liverctl reports the outcome in one line
+            os.environ.setdefault("HF_HUB_VERBOSITY", "error")
         try:
             return func(*args, **kwargs)
         except typer.Exit:
