@@ -48,9 +48,8 @@ from torch import nn
 from liverctl.errors import ConfigError
 from liverctl.progress import ProgressCallback
 from liverctl.training.config import TrainConfig
-from liverctl.training.data import TrainingData
 from liverctl.training.loop import TrainResult, make_batch_fn, open_run, seed_int, validate_dice
-from liverctl.training.recipe import RecipeRun, backward_step
+from liverctl.training.recipe import RecipeRun, backward_step, recipe_setup
 
 __all__ = ["AdversarialSteps", "discriminator_loss", "generator_adversarial_loss", "segmentation_bce", "train_di2in_an"]
 
@@ -185,12 +184,7 @@ def run(
     """The DI2IN-AN run behind :func:`train_di2in_an` and ``train(config.method="di2in-an")``."""
     from liverctl.models import build_model
 
-    config = dataclasses.replace(config, method="di2in-an")
-    if config.architecture == "unet3d":
-        config.architecture = "di2in"
-    data = TrainingData(datasets, folds=config.folds, fold=config.fold, names=config.dataset_names or None)
-    if not config.dataset_names:
-        config.dataset_names = list(data.names)
+    config, data = recipe_setup(datasets, config, "di2in-an", "di2in")
     runner = RecipeRun(out, config, state, _COLUMNS)
     device = runner.device
 

@@ -16,6 +16,7 @@ Determinism: every random choice of iteration ``g`` comes from generators seeded
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import time
@@ -35,7 +36,7 @@ from liverctl.training.config import TrainConfig
 from liverctl.training.data import TrainingData
 from liverctl.training.loop import LOG_COLUMNS, TrainResult, export_plans, plot_log, write_log
 
-__all__ = ["CITATIONS", "RecipeRun", "backward_step"]
+__all__ = ["CITATIONS", "RecipeRun", "backward_step", "recipe_setup"]
 
 CITATIONS = {
     "sdnet": "Huang et al., SD-Net semi-supervised liver segmentation (2024); trained with liverctl",
@@ -66,6 +67,22 @@ def backward_step(
         if clip and params:
             torch.nn.utils.clip_grad_norm_(params, clip)
         optimizer.step()
+
+
+def recipe_setup(
+    datasets: Sequence[Any], config: TrainConfig, method: str, architecture: str, **data_options: Any
+) -> tuple[TrainConfig, TrainingData]:
+    """A recipe's config (its ``method``, and its own network unless one was chosen) and its
+    training data; ``data_options`` go to :class:`~liverctl.training.data.TrainingData`."""
+    config = dataclasses.replace(config, method=method)
+    if config.architecture == "unet3d":
+        config.architecture = architecture
+    data = TrainingData(
+        datasets, folds=config.folds, fold=config.fold, names=config.dataset_names or None, **data_options
+    )
+    if not config.dataset_names:
+        config.dataset_names = list(data.names)
+    return config, data
 
 
 class RecipeRun:

@@ -56,7 +56,7 @@ from liverctl.training.config import TrainConfig
 from liverctl.training.data import TrainingData
 from liverctl.training.loop import TrainResult, make_batch_fn, open_run, seed_int, validate_dice
 from liverctl.training.losses import DiceCELoss, consistency_mse, masked_mse, soft_dice_loss
-from liverctl.training.recipe import RecipeRun, backward_step
+from liverctl.training.recipe import RecipeRun, backward_step, recipe_setup
 
 __all__ = ["labelled_split", "sdnet_losses", "sdnet_lr", "train_sdnet"]
 
@@ -196,12 +196,7 @@ def run(
     unlabelled: Sequence[Any] | None = None,
 ) -> TrainResult:
     """The SD-Net run behind :func:`train_sdnet` and ``train(config.method="sdnet")``."""
-    config = dataclasses.replace(config, method="sdnet")
-    if config.architecture == "unet3d":
-        config.architecture = "vnet"
-    full = TrainingData(datasets, folds=config.folds, fold=config.fold, names=config.dataset_names or None, scan=False)
-    if not config.dataset_names:
-        config.dataset_names = list(full.names)
+    config, full = recipe_setup(datasets, config, "sdnet", "vnet", scan=False)
     labelled_names, unlabelled_names = [], []
     for names in full.train:
         if config.labelled_fraction is None:

@@ -45,9 +45,8 @@ from torch import nn
 from liverctl.errors import ConfigError
 from liverctl.progress import ProgressCallback
 from liverctl.training.config import TrainConfig
-from liverctl.training.data import TrainingData
 from liverctl.training.loop import TrainResult, make_batch_fn, open_run, seed_int, validate_dice
-from liverctl.training.recipe import RecipeRun, backward_step
+from liverctl.training.recipe import RecipeRun, backward_step, recipe_setup
 
 __all__ = ["HDENSEUNET_CLASS_WEIGHTS", "poly_lr", "stage_lengths", "stage_of", "train_hdenseunet"]
 
@@ -97,12 +96,7 @@ def run(
     from liverctl.models import build_model
     from liverctl.models.slices import slice_stacks, unstack_slices
 
-    config = dataclasses.replace(config, method="hdenseunet")
-    if config.architecture == "unet3d":
-        config.architecture = "hdenseunet"
-    data = TrainingData(datasets, folds=config.folds, fold=config.fold, names=config.dataset_names or None)
-    if not config.dataset_names:
-        config.dataset_names = list(data.names)
+    config, data = recipe_setup(datasets, config, "hdenseunet", "hdenseunet")
     lengths = stage_lengths(config)
     k = data.n_classes
     weights = config.class_weights
