@@ -70,6 +70,35 @@ def test_precision_policy() -> None:
         dev.resolve_precision(cpu, "fp8")
 
 
+def test_inference_precision_uses_bf16_only_on_cpus_that_compute_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    cpu, cuda, mps = torch.device("cpu"), torch.device("cuda"), torch.device("mps")
+    monkeypatch.setattr(dev, "cpu_has_native_bf16", lambda: True)
+    assert dev.resolve_precision(cpu, "auto", inference=True) == "bf16"
+    assert dev.resolve_precision(cpu, "auto") == "fp32"  # training keeps fp32
+    assert dev.resolve_precision(cpu, "fp32", inference=True) == "fp32"
+    assert dev.resolve_precision(cuda, "auto", inference=True) == "fp16"
+    assert dev.resolve_precision(mps, "auto", inference=True) == "fp32"
+    assert dev.inference_memory_format(cpu, "bf16") == torch.channels_last_3d
+    assert dev.inference_memory_format(cpu, "fp32") == torch.contiguous_format
+    monkeypatch.setattr(dev, "cpu_has_native_bf16", lambda: False)
+    assert dev.resolve_precision(cpu, "auto", inference=True) == "fp32"
+
+
+def test_prepare_network_lays_out_weights_and_restores_them() -> None:
+    net = torch.nn.Sequential(torch.nn.Conv3d(2, 4, 3), torch.nn.Conv2d(4, 2, 3), torch.nn.Linear(3, 3))
+    net[0].weight.data = net[0].weight.data.contiguous(memory_format=torch.channels_last_3d)  # a user's layout
+    cpu = torch.device("cpu")
+    changed = dev.prepare_network(net, cpu, "fp32")
+    assert net[0].weight.is_contiguous() and len(changed) == 1
+    dev.restore_layout(changed)
+    assert net[0].weight.is_contiguous(memory_format=torch.channels_last_3d)
+    changed = dev.prepare_network(net, cpu, "bf16")
+    assert net[0].weight.is_contiguous(memory_format=torch.channels_last_3d)
+    assert net[1].weight.is_contiguous(memory_format=torch.channels_last) and not net[1].weight.is_contiguous()
+    dev.restore_layout(changed)
+    assert net[1].weight.is_contiguous()
+
+
 def test_autocast_fp32_is_a_no_op_on_cpu() -> None:
     a = torch.randn(8, 8)
     with dev.autocast(torch.device("cpu"), "auto") as used:

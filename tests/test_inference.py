@@ -152,7 +152,9 @@ def test_adaptive_windows_compute_less_and_agree() -> None:
     net = small_net(norm=False)  # purely local: window size changes only the window borders
     vol = torch.randn(1, 20, 70, 52, generator=torch.Generator().manual_seed(4))
     exact = sliding_window_inference(vol, net, SlidingWindow.monai(roi=(48, 48, 48), argmax=True), "cpu")
-    fast = sliding_window_inference(vol, net, SlidingWindow(roi=(48, 48, 48), min_input_multiple=8, argmax=True), "cpu")
+    fast = sliding_window_inference(
+        vol, net, SlidingWindow.fast(roi=(48, 48, 48), min_input_multiple=8, argmax=True), "cpu"
+    )
     s_exact, s_fast = exact.stats, fast.stats
     assert s_exact.window == (48, 48, 48) and s_exact.windows == 4  # z padded to 48; y, x: 2 starts each
     assert s_fast.window == (24, 40, 32)
@@ -198,7 +200,7 @@ def test_body_crop_box_by_hand() -> None:
 def test_body_crop_gives_the_same_probabilities_inside() -> None:
     body, hu, inner = _body_phantom((3, 7, 5))
     net = small_net()
-    cfg = SlidingWindow(roi=(16, 16, 16), body_margin=0, min_input_multiple=4, argmax=True)
+    cfg = SlidingWindow.fast(roi=(16, 16, 16), body_margin=0, min_input_multiple=4, argmax=True)
     ref = sliding_window_inference(body / 100.0, net, cfg, "cpu", hu=body)
     res = sliding_window_inference(hu / 100.0, net, cfg, "cpu", hu=hu)
     assert res.stats.body_box == tuple((s.start, s.stop) for s in inner)
@@ -240,6 +242,124 @@ def test_body_crop_on_real_ct_contains_the_liver(ct_path, liver_path) -> None:
     assert np.prod([s.stop - s.start for s in box]) < ct.size  # some air was cut
 
 
+# --------------------------------------------------------------------------- air windows, layouts, bf16
+
+
+def _air_padded_body() -> np.ndarray:
+    """Soft tissue (all > -500 HU) in the far corner of a large air volume."""
+    rng = np.random.default_rng(12)
+    hu = np.full((30, 60, 70), -1000.0, np.float32)
+    inner = (slice(14, 30), slice(38, 60), slice(45, 70))
+    hu[inner] = rng.normal(40, 60, size=(16, 22, 25))
+    return hu
+
+
+def test_skipping_air_windows_is_exact_on_every_voxel_a_kept_window_covers() -> None:
+    hu = _air_padded_body()
+    net = small_net()  # GroupNorm: a window's output depends on all it holds
+    vol = hu / 100.0
+    every = sliding_window_inference(vol, net, SlidingWindow.monai(roi=(16, 16, 16), argmax=True), "cpu", hu=hu)
+    skip = sliding_window_inference(
+        vol, net, SlidingWindow.monai(roi=(16, 16, 16), argmax=True, skip_empty=True), "cpu", hu=hu
+    )
+    assert every.stats.skipped_windows == 0
+    assert skip.stats.skipped_windows > 0
+    assert skip.stats.windows + skip.stats.skipped_windows == every.stats.windows
+    assert skip.stats.evaluated_voxels < every.stats.evaluated_voxels
+    # a body voxel is never covered by a skipped window: same windows, same weights, same result
+    body = hu > -500
+    np.testing.assert_allclose(skip.probabilities[:, body], every.probabilities[:, body], atol=1e-6, rtol=0)
+    assert np.array_equal(skip.labels[body], every.labels[body])
+    # voxels no kept window covers are background; the rest are valid probabilities
+    assert np.isfinite(skip.probabilities).all()
+    np.testing.assert_allclose(skip.probabilities.sum(0), 1.0, atol=1e-5)
+    uncovered = skip.probabilities[0] == 1.0
+    assert uncovered.sum() > 0 and np.all(skip.labels[uncovered] == 0)
+    # without the HU image nothing is skipped
+    assert sliding_window_inference(vol, net, SlidingWindow(roi=(16, 16, 16)), "cpu").stats.skipped_windows == 0
+
+
+def test_an_all_air_volume_costs_one_window() -> None:
+    hu = np.full((20, 40, 40), -1000.0, np.float32)
+    res = sliding_window_inference(hu / 1000.0, small_net(), SlidingWindow(roi=(16, 16, 16), argmax=True), "cpu", hu=hu)
+    assert res.stats.windows == 1 and res.stats.skipped_windows > 0
+    assert np.isfinite(res.probabilities).all() and res.probabilities.shape == (3, 20, 40, 40)
+
+
+def test_channels_last_logits_accumulate_like_contiguous_ones() -> None:
+    net = small_net(out_channels=5)
+    vol = torch.randn(1, 23, 30, 27, generator=torch.Generator().manual_seed(13))
+
+    def channels_last(x: torch.Tensor) -> torch.Tensor:
+        out = net(x).contiguous(memory_format=torch.channels_last_3d)
+        assert not out.is_contiguous()
+        return out
+
+    for cfg in (
+        SlidingWindow(roi=(16, 16, 16), argmax=True, channels=(4, 1)),
+        SlidingWindow(roi=(16, 16, 16), output="logits"),
+    ):
+        plain = sliding_window_inference(vol, net, cfg, "cpu")
+        last = sliding_window_inference(vol, channels_last, cfg, "cpu")
+        values = (
+            (plain.probabilities, last.probabilities) if cfg.output == "probabilities" else (plain.logits, last.logits)
+        )
+        np.testing.assert_allclose(values[1], values[0], atol=1e-5, rtol=0)
+        if cfg.argmax:
+            assert np.array_equal(last.labels, plain.labels)
+
+
+def test_bf16_on_the_cpu_is_close_to_fp32_and_leaves_the_weights_as_they_were() -> None:
+    net = small_net(out_channels=3, norm=True)
+    before = [p.detach().clone() for p in net.parameters()]
+    vol = torch.randn(1, 20, 24, 28, generator=torch.Generator().manual_seed(14))
+    fp32 = sliding_window_inference(vol, net, SlidingWindow(roi=(16, 16, 16), precision="fp32"), "cpu")
+    bf16 = sliding_window_inference(vol, net, SlidingWindow(roi=(16, 16, 16), precision="bf16"), "cpu")
+    assert fp32.stats.precision == "fp32" and bf16.stats.precision == "bf16"
+    assert np.abs(bf16.probabilities - fp32.probabilities).max() < 0.05
+    assert not np.array_equal(bf16.probabilities, fp32.probabilities)  # bf16 really ran
+    for p, q in zip(net.parameters(), before, strict=True):
+        assert p.is_contiguous() and torch.equal(p, q)
+
+
+def _segresnet(seed: int, out_channels: int = 6):
+    from liverctl.models import build_model
+
+    torch.manual_seed(seed)
+    return build_model(
+        "segresnet", init_filters=8, out_channels=out_channels, blocks_down=(1, 2, 2), blocks_up=(1, 1)
+    ).eval()
+
+
+@pytest.mark.parametrize("tta", [False, True])
+def test_blending_features_before_the_pointwise_head_gives_the_same_result(tta: bool) -> None:
+    a, b = _segresnet(1), _segresnet(2)
+    vol = torch.randn(1, 20, 37, 29, generator=torch.Generator().manual_seed(15))
+    for models in ([a], [a, b]):
+        for output in ("probabilities", "logits"):
+            cfg = SlidingWindow(roi=(16, 24, 16), tta=tta, argmax=True, output=output, precision="fp32")
+            blended = predict_volume(vol, models, cfg, "cpu")
+            plain = predict_volume(vol, models, SlidingWindow(**{**cfg.__dict__, "pointwise_head": False}), "cpu")
+            got = blended.probabilities if output == "probabilities" else blended.logits
+            want = plain.probabilities if output == "probabilities" else plain.logits
+            np.testing.assert_allclose(got, want, atol=2e-5, rtol=0)
+            assert np.array_equal(blended.labels, plain.labels)
+
+
+def test_pointwise_head_matches_monai_and_bf16_stays_close() -> None:
+    net = _segresnet(3)
+    vol = torch.randn(1, 30, 40, 36, generator=torch.Generator().manual_seed(16))
+    cfg = SlidingWindow(roi=(16, 24, 16), channels=(1, 4), argmax=True)
+    ref = softmax(monai_logits(vol, net, (16, 24, 16)))
+    fp32 = predict_volume(vol, [net], SlidingWindow(**{**cfg.__dict__, "precision": "fp32"}), "cpu")
+    np.testing.assert_allclose(fp32.probabilities, ref[[1, 4]], atol=1e-5, rtol=0)
+    assert np.array_equal(fp32.labels, ref.argmax(0))
+    bf16 = predict_volume(vol, [net], SlidingWindow(**{**cfg.__dict__, "precision": "bf16"}), "cpu")
+    assert bf16.stats.precision == "bf16"
+    assert np.abs(bf16.probabilities - ref[[1, 4]]).max() < 0.1
+    assert (bf16.labels == ref.argmax(0)).mean() > 0.95
+
+
 # --------------------------------------------------------------------------- TTA, ensembles, outputs
 
 
@@ -262,7 +382,7 @@ def test_tta_with_flip_equivariant_model_equals_no_tta() -> None:
 def test_tta_averages_mirrored_logits() -> None:
     net = small_net()
     vol = torch.randn(1, 8, 12, 16, generator=torch.Generator().manual_seed(9))
-    cfg = SlidingWindow(roi=(8, 12, 16), tta=(1, 2), output="logits", min_input_multiple=4)
+    cfg = SlidingWindow(roi=(8, 12, 16), tta=(1, 2), output="logits", min_input_multiple=4, precision="fp32")
     res = sliding_window_inference(vol, net, cfg, "cpu")
     with torch.no_grad():
         x = vol[None]
@@ -321,7 +441,7 @@ def test_runs_in_inference_mode_and_restores_training_flag() -> None:
     res = sliding_window_inference(
         torch.randn(1, 10, 10, 10),
         net,
-        SlidingWindow(roi=(8, 8, 8)),
+        SlidingWindow.fast(roi=(8, 8, 8)),
         "cpu",
         progress=lambda *a: progress_calls.append(a),
     )
@@ -339,7 +459,7 @@ def test_2d_model_runs_slice_by_slice() -> None:
     net2d.spatial_dims = 2
     vol = torch.randn(1, 6, 16, 16, generator=torch.Generator().manual_seed(13))
     res = sliding_window_inference(
-        vol, net2d, SlidingWindow(roi=(6, 16, 16), min_input_multiple=8, output="logits"), "cpu"
+        vol, net2d, SlidingWindow(roi=(6, 16, 16), min_input_multiple=8, output="logits", precision="fp32"), "cpu"
     )
     with torch.no_grad():
         expected = net2d(vol[0][:, None]).permute(1, 0, 2, 3)

@@ -441,3 +441,14 @@ def test_hdenseunet_2d_branch_and_freezing() -> None:
     assert all(p.grad is None for p in net.net2d.parameters())
     assert all(p.grad is not None for p in net.hff.parameters())
     assert all(p.grad is not None for p in net.net3d.parameters())
+
+
+def test_segresnet_split_head_composes_to_forward() -> None:
+    torch.manual_seed(0)
+    net = build_model("segresnet", init_filters=8, out_channels=5).eval()
+    features, head = net.split_head()
+    x = torch.randn(1, 1, 16, 16, 16)
+    with torch.no_grad():
+        assert torch.allclose(head(features(x)), net(x), atol=1e-6)
+    assert isinstance(head, torch.nn.Conv3d) and head.kernel_size == (1, 1, 1)
+    assert build_model("segresnet", init_filters=8, use_conv_final=False).split_head() is None

@@ -56,7 +56,15 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from liverctl.device import autocast, resolve_device, resolve_precision, synchronize, to_device
+from liverctl.device import (
+    autocast,
+    prepare_network,
+    resolve_device,
+    resolve_precision,
+    restore_layout,
+    synchronize,
+    to_device,
+)
 from liverctl.errors import ConfigError, InputError
 from liverctl.progress import ProgressCallback
 
@@ -77,7 +85,10 @@ _FINISH_SLICES = 8
 
 @dataclass(frozen=True)
 class SlidingWindow:
-    """How to slide a network over a volume. The defaults are liverctl's fast path.
+    """How to slide a network over a volume. The defaults are MONAI's windows, air skipped.
+
+    :meth:`monai` computes every window as MONAI does, in float32; :meth:`fast` adds the
+    body crop and adaptive windows.
 
     Attributes:
         roi: largest window (z, y, x) in voxels of the model space.
@@ -91,7 +102,14 @@ class SlidingWindow:
         min_input_multiple: window sizes are multiples of this when ``adaptive_roi``;
             ``None`` = the model's ``min_input_multiple`` attribute, else 16.
         crop_body: run only inside the body's bounding box (needs the raw HU image or a box).
-        body_threshold_hu: HU above which a (smoothed) voxel is body.
+        skip_empty: skip windows whose voxels are all at or below ``body_threshold_hu``
+            (air; needs the raw HU image). Exact for every voxel of a window that holds body.
+        pointwise_head: for a network whose last layer is a 1x1x1 convolution (it offers
+            ``split_head()``, as SegResNet does), blend the windows' features and apply that
+            layer once per voxel: the same result (a weighted mean commutes with a linear map)
+            with 32 channels blended instead of 105 and the layer run once per voxel instead
+            of once per window voxel.
+        body_threshold_hu: HU above which a voxel is body (the body crop smooths first).
         body_margin: voxels added around the body box on every side.
         tta: mirror test-time augmentation: ``False``, ``True`` (all three axes: 8 passes)
             or a tuple of spatial axes (0 = z, 1 = y, 2 = x) to mirror along.
@@ -100,7 +118,8 @@ class SlidingWindow:
             ensemble, the mean over models).
         activation: ``"softmax"`` (channels are exclusive classes, channel 0 = background) or
             ``"sigmoid"`` (independent channels).
-        channels: model channels to return (``None`` = all).
+        channels: model channels to return (``None`` = all; ``()`` = none, only the label
+            map of ``argmax``: no probabilities are computed, which saves a pass over all K).
         argmax: also return the label map (argmax over all channels).
         pad_value: value used to pad the volume where it is smaller than a window (MONAI: 0).
         padding_mode: ``"constant"`` (``pad_value``), ``"replicate"`` or ``"reflect"``, as
@@ -113,9 +132,11 @@ class SlidingWindow:
     mode: Literal["gaussian", "constant"] = "gaussian"
     sigma_scale: float = 0.125
     batch_size: int | None = None
-    adaptive_roi: bool = True
+    adaptive_roi: bool = False
     min_input_multiple: int | None = None
-    crop_body: bool = True
+    crop_body: bool = False
+    skip_empty: bool = True
+    pointwise_head: bool = True
     body_threshold_hu: float = -500.0
     body_margin: int = 4
     tta: bool | tuple[int, ...] = False
@@ -130,8 +151,22 @@ class SlidingWindow:
 
     @classmethod
     def monai(cls, **changes: Any) -> SlidingWindow:
-        """MONAI's ``SlidingWindowInferer`` windows: no body crop, no adaptive windows, float32."""
-        base = {"adaptive_roi": False, "crop_body": False, "precision": "fp32"}
+        """MONAI's ``SlidingWindowInferer`` exactly: every window computed, float32."""
+        base = {
+            "adaptive_roi": False,
+            "crop_body": False,
+            "skip_empty": False,
+            "pointwise_head": False,
+            "precision": "fp32",
+        }
+        base.update(changes)
+        return cls(**base)
+
+    @classmethod
+    def fast(cls, **changes: Any) -> SlidingWindow:
+        """The fast path: body crop and adaptive windows (fewer voxels; windows of other
+        content than MONAI's, which changes what per-window normalisation layers see)."""
+        base = {"adaptive_roi": True, "crop_body": True}
         base.update(changes)
         return cls(**base)
 
@@ -171,8 +206,10 @@ class SlidingWindow:
             object.__setattr__(self, "tta", axes)
         if self.channels is not None:
             chans = tuple(int(c) for c in self.channels)
-            if not chans or any(c < 0 for c in chans):
+            if any(c < 0 for c in chans):
                 raise ConfigError(f"channels must be non-negative channel indices, got {self.channels}")
+            if not chans and not self.argmax:
+                raise ConfigError("channels=() keeps no probabilities: it needs argmax=True")
             object.__setattr__(self, "channels", chans)
         if self.precision not in ("auto", "fp32", "fp16", "bf16"):
             raise ConfigError(f"precision must be auto, fp32, fp16 or bf16, got {self.precision!r}")
@@ -191,7 +228,8 @@ class InferenceStats:
     ``compute_amplification`` = voxels the network evaluated / voxels of the input volume
     (all windows, mirror passes and ensemble members counted); ``grid_amplification`` is the
     same for a single pass of a single model (the window grid alone). MONAI on a 30-slice
-    122x101 scan with 96^3 windows: 4 windows, amplification 9.6.
+    122x101 scan with 96^3 windows: 4 windows, amplification 9.6. ``skipped_windows``: windows
+    of the grid left out because they hold only air (``skip_empty``).
     """
 
     volume_shape: tuple[int, int, int]
@@ -207,6 +245,7 @@ class InferenceStats:
     total_seconds: float
     device: str
     precision: str
+    skipped_windows: int = 0
 
     @property
     def network_fraction(self) -> float:
@@ -265,17 +304,21 @@ def crop_to_body(
     specks) are ignored; the box of the rest grows by ``margin`` voxels on every side
     (clipped to the volume). Returns ``None`` when nothing is above the threshold.
     """
-    from scipy import ndimage
+    import cc3d
 
     hu = np.asarray(hu)
     if hu.ndim != 3:
         raise InputError(f"crop_to_body needs a 3D (z, y, x) array, got shape {hu.shape}")
-    smooth = ndimage.uniform_filter(hu.astype(np.float32, copy=False), size=3, mode="nearest")
-    body = smooth > threshold
-    del smooth
+    # 3x3x3 mean with edge replication (scipy's uniform_filter, mode "nearest"), in torch:
+    # importing scipy.ndimage would cost more than the whole search
+    t = torch.from_numpy(np.ascontiguousarray(hu, dtype=np.float32))[None, None]
+    with torch.inference_mode():
+        smooth = torch.nn.functional.avg_pool3d(torch.nn.functional.pad(t, (1,) * 6, mode="replicate"), 3, stride=1)
+    body = smooth[0, 0].numpy() > threshold
+    del smooth, t
     if not body.any():
         return None
-    labels, n = ndimage.label(body)
+    labels, n = cc3d.connected_components(body, connectivity=6, return_N=True)
     if n > 1:
         sizes = np.bincount(labels.ravel())[1:]
         keep = np.flatnonzero(sizes >= min_component_fraction * sizes.max()) + 1
@@ -447,7 +490,7 @@ def predict_volume(
     t_start = time.perf_counter()
     config = config or SlidingWindow()
     device = resolve_device(device)
-    precision = resolve_precision(device, config.precision)
+    precision = resolve_precision(device, config.precision, inference=True)
     if isinstance(models, torch.nn.Module) or (callable(models) and not isinstance(models, Sequence)):
         models = [models]  # type: ignore[list-item]
     models = list(models)  # type: ignore[arg-type]
@@ -503,43 +546,57 @@ def predict_volume(
     window = tuple(min(w, p) for w, p in zip(window, padded, strict=True))
     starts = [window_starts(padded[a], window[a], config.overlap) for a in range(3)]
     grid = list(itertools.product(*starts))  # z-major, as MONAI's meshgrid(indexing="ij")
+    grid_windows = len(grid)
+    if config.skip_empty and hu is not None:
+        if tuple(np.shape(hu)) != full_shape:
+            raise InputError(f"hu image shape {np.shape(hu)} differs from the volume's {full_shape}")
+        grid = _occupied(np.asarray(hu), box, grid, window, pad_before, crop_shape, config.body_threshold_hu)
+    placed = [_place(start, window, pad_before, crop_shape) for start in grid]
 
     acc_device = device if config.accumulate_on == "device" else torch.device("cpu")
     weights = importance_map(window, config.mode, config.sigma_scale).to(acc_device)
     inputs = to_device(cropped.contiguous(), device)
 
     predictors: list[Predictor] = []
+    heads: list[tuple[torch.Tensor, torch.Tensor | None] | None] = []
     restore: list[tuple[torch.nn.Module, bool]] = []
-    for mdl in models:
-        if isinstance(mdl, torch.nn.Module):
-            restore.append((mdl, mdl.training))
-            mdl.eval().to(device)
-            if int(getattr(mdl, "spatial_dims", 3)) == 2:
-                mdl = _SliceWise(mdl)
-        predictors.append(mdl)
-
+    relayout: list[tuple[torch.nn.Parameter, torch.memory_format]] = []
     flips = config.flips
+    z_cuts = sorted({r[0].start for r, _ in placed} | {r[0].stop for r, _ in placed})
     engine = _SlabAccumulator(
         n_models=len(models),
-        z_cuts=sorted({s for s in starts[0]} | {s + window[0] for s in starts[0]}),
-        padded=padded,
+        z_cuts=z_cuts,
         crop_shape=crop_shape,
-        pad_before=pad_before,
         box=box,
         full_shape=full_shape,
         config=config,
         acc_device=acc_device,
+        holes=len(grid) < grid_windows,
+        heads=heads,
     )
     network_seconds = 0.0
     batch_size = int(config.batch_size or (1 if device.type == "cpu" else 4))
     n_batches = math.ceil(len(grid) / batch_size)
     try:
+        for mdl in models:
+            head = None
+            if isinstance(mdl, torch.nn.Module):
+                restore.append((mdl, mdl.training))
+                relayout += prepare_network(mdl, device, precision)
+                split = _split_head(mdl) if config.pointwise_head else None
+                if split is not None:
+                    mdl, head = split[0], _pointwise_weights(split[1], acc_device)
+                elif int(getattr(mdl, "spatial_dims", 3)) == 2:
+                    mdl = _SliceWise(mdl)
+            predictors.append(mdl)
+            heads.append(head)
         with torch.inference_mode():
             if progress is not None:
                 progress("sliding window", 0, len(grid))
             for b in range(n_batches):
                 batch = grid[b * batch_size : (b + 1) * batch_size]
-                engine.finish_before(batch[0][0])
+                where = placed[b * batch_size : (b + 1) * batch_size]
+                engine.finish_before(where[0][0][0].start)
                 win = torch.stack(
                     [inputs[:, z : z + window[0], y : y + window[1], x : x + window[2]] for z, y, x in batch]
                 )
@@ -549,12 +606,13 @@ def predict_volume(
                     logits = _run_flips(predict, win, flips, device, precision)
                     synchronize(device)
                     network_seconds += time.perf_counter() - t0
-                    engine.add(m, logits, batch, window, weights)
-                engine.add_weights(batch, window, weights)
+                    engine.add(m, logits, where, weights)
+                engine.add_weights(where, weights)
                 if progress is not None:
                     progress("sliding window", min((b + 1) * batch_size, len(grid)), len(grid))
-            engine.finish_before(padded[0] + 1)
+            engine.finish_before(crop_shape[0] + 1)
     finally:
+        restore_layout(relayout)
         for mdl, was_training in restore:
             mdl.train(was_training)
 
@@ -571,12 +629,75 @@ def predict_volume(
         evaluated_voxels=evaluated,
         grid_amplification=n_win * math.prod(window) / scan_voxels,
         compute_amplification=evaluated / scan_voxels,
-        network_seconds=network_seconds,
+        network_seconds=network_seconds + engine.head_seconds,
         total_seconds=time.perf_counter() - t_start,
         device=str(device),
         precision=precision,
+        skipped_windows=grid_windows - n_win,
     )
     return engine.result(stats)
+
+
+def _split_head(model: torch.nn.Module) -> tuple[Predictor, torch.nn.Conv3d] | None:
+    """``model.split_head()`` when it offers one whose head is a plain 1x1x1 convolution."""
+    split = getattr(model, "split_head", None)
+    if split is None or int(getattr(model, "spatial_dims", 3)) != 3:
+        return None
+    parts = split()
+    if parts is None:
+        return None
+    features, head = parts
+    if not (
+        isinstance(head, torch.nn.Conv3d)
+        and tuple(head.kernel_size) == (1, 1, 1)
+        and tuple(head.stride) == (1, 1, 1)
+        and head.groups == 1
+        and head.padding in ((0, 0, 0), "valid")
+    ):
+        return None
+    return features, head
+
+
+def _pointwise_weights(head: torch.nn.Conv3d, device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``(W, b)`` of a 1x1x1 convolution: ``W`` (K, C) and ``b`` (K,), float32 on ``device``."""
+    weight = head.weight.detach().reshape(head.out_channels, head.in_channels).float().to(device)
+    bias = None if head.bias is None else head.bias.detach().float().to(device)
+    return weight, bias
+
+
+Placement = tuple[tuple[slice, slice, slice], tuple[slice, slice, slice]]
+"""Where a window's real (unpadded) part lies: ``(in the cropped volume, in the window)``."""
+
+
+def _place(
+    start: tuple[int, int, int], window: Sequence[int], pad_before: Sequence[int], crop_shape: Sequence[int]
+) -> Placement:
+    real, local = [], []
+    for s, w, p, c in zip(start, window, pad_before, crop_shape, strict=True):
+        r0, r1 = max(s - p, 0), min(s - p + w, c)
+        real.append(slice(r0, r1))
+        local.append(slice(r0 - (s - p), r1 - (s - p)))
+    return tuple(real), tuple(local)  # type: ignore[return-value]
+
+
+def _occupied(
+    hu: np.ndarray,
+    box: Box | None,
+    grid: list[tuple[int, int, int]],
+    window: Sequence[int],
+    pad_before: Sequence[int],
+    crop_shape: Sequence[int],
+    threshold: float,
+) -> list[tuple[int, int, int]]:
+    """The windows of ``grid`` whose real voxels include one above ``threshold`` HU.
+
+    A skipped window holds only air, so no voxel above the threshold is covered by it: every
+    such voxel gets exactly the windows (and weights) it would get without skipping. With
+    nothing above the threshold anywhere, the first window is kept.
+    """
+    body = (hu[box] if box is not None else hu) > threshold
+    kept = [start for start in grid if body[_place(start, window, pad_before, crop_shape)[0]].any()]
+    return kept or grid[:1]
 
 
 def _run_flips(
@@ -591,7 +712,8 @@ def _run_flips(
             out = predict(x)
         if not isinstance(out, torch.Tensor):
             raise ConfigError(f"the model must return a tensor of logits, got {type(out).__name__}")
-        out = out.float()
+        if len(flips) > 1:  # one pass: the accumulator converts only the part it keeps
+            out = out.float()
         if dims:
             out = torch.flip(out, dims)
         total = out if total is None else total.add_(out)
@@ -606,70 +728,93 @@ def _run_flips(
 
 
 class _SlabAccumulator:
-    """Weighted logit sums in z-slabs; finished slabs become the requested outputs."""
+    """Weighted logit sums in z-slabs of the cropped volume; finished slabs become outputs.
+
+    Only the real (unpadded) part of each window is accumulated. The sums keep the memory
+    layout of the network's output: channel-first, or channels-last (voxel-major, as oneDNN's
+    bfloat16 convolutions produce it), so that adding a window never transposes it.
+    """
 
     def __init__(
         self,
         *,
         n_models: int,
         z_cuts: list[int],
-        padded: tuple[int, ...],
         crop_shape: tuple[int, ...],
-        pad_before: tuple[int, ...],
         box: Box | None,
         full_shape: tuple[int, int, int],
         config: SlidingWindow,
         acc_device: torch.device,
+        holes: bool,
+        heads: list[tuple[torch.Tensor, torch.Tensor | None] | None],
     ) -> None:
+        self.heads = heads  # per model: the pointwise head applied after blending, or None
         self.cuts = z_cuts
-        self.padded = padded
         self.crop_shape = crop_shape
-        self.pad_before = pad_before
         self.box = box
         self.full_shape = full_shape
         self.config = config
         self.device = acc_device
+        self.holes = holes  # windows were skipped: some voxels may be covered by none
+        self.head_seconds = 0.0  # time in the pointwise heads (part of the network's time)
         self.sums: list[dict[int, torch.Tensor]] = [{} for _ in range(n_models)]
         self.wsum: dict[int, torch.Tensor] = {}
         self.done = 0  # slabs [0, done) are finished
         self.num_classes: int | None = None
+        self.layout = torch.contiguous_format
         self.channels: tuple[int, ...] = ()
+        self.fill: torch.Tensor | None = None
         self.values: np.ndarray | None = None
         self.labels: np.ndarray | None = None
 
     def _slab_range(self, z0: int, z1: int) -> range:
-        i0 = self.cuts.index(z0)
-        i1 = self.cuts.index(z1)
-        return range(i0, i1)
+        return range(self.cuts.index(z0), self.cuts.index(z1))
 
-    def _slab(self, store: dict[int, torch.Tensor], i: int, channels: int) -> torch.Tensor:
+    def _slab(self, store: dict[int, torch.Tensor], i: int, channels: int | None) -> torch.Tensor:
         t = store.get(i)
         if t is None:
-            shape = (channels, self.cuts[i + 1] - self.cuts[i], self.padded[1], self.padded[2])
-            t = store[i] = torch.zeros(shape, dtype=torch.float32, device=self.device)
+            dz = self.cuts[i + 1] - self.cuts[i]
+            if channels is None:  # the weight sums
+                t = torch.zeros((dz, *self.crop_shape[1:]), dtype=torch.float32, device=self.device)
+            else:
+                t = torch.empty(
+                    (1, channels, dz, *self.crop_shape[1:]),
+                    dtype=torch.float32,
+                    device=self.device,
+                    memory_format=self.layout,
+                ).zero_()
+            store[i] = t
         return t
 
-    def add(self, m: int, logits: torch.Tensor, batch: list[tuple[int, int, int]], window, weights) -> None:
+    def add(self, m: int, logits: torch.Tensor, where: list[Placement], weights: torch.Tensor) -> None:
+        """Blend the network outputs of one batch of windows (logits, or the features that
+        model ``m``'s pointwise head turns into logits)."""
+        width = int(logits.shape[1])
+        head = self.heads[m]
+        if head is not None and head[0].shape[1] != width:
+            raise ConfigError(f"the model's features have {width} channels, its head takes {head[0].shape[1]}")
+        k = width if head is None else int(head[0].shape[0])
         if self.num_classes is None:
-            self._allocate(int(logits.shape[1]))
-        elif logits.shape[1] != self.num_classes:
-            raise ConfigError(
-                f"ensemble models disagree on the number of channels: {self.num_classes} vs {logits.shape[1]}"
-            )
-        for k, (z, y, x) in enumerate(batch):
-            out = logits[k].to(self.device)
-            out.mul_(weights)
-            for i in self._slab_range(z, z + window[0]):
-                lo, hi = self.cuts[i] - z, self.cuts[i + 1] - z
-                slab = self._slab(self.sums[m], i, self.num_classes)
-                slab[:, :, y : y + window[1], x : x + window[2]] += out[:, lo:hi]
+            if width > 1 and not logits.is_contiguous() and logits.is_contiguous(memory_format=torch.channels_last_3d):
+                self.layout = torch.channels_last_3d
+            self._allocate(k)
+        elif k != self.num_classes:
+            raise ConfigError(f"ensemble models disagree on the number of channels: {self.num_classes} vs {k}")
+        logits = logits.to(self.device).contiguous(memory_format=self.layout)
+        for k, (real, local) in enumerate(where):
+            for i in self._slab_range(real[0].start, real[0].stop):
+                z0, z1 = self.cuts[i], self.cuts[i + 1]
+                lz = slice(local[0].start + z0 - real[0].start, local[0].start + z1 - real[0].start)
+                slab = self._slab(self.sums[m], i, width)
+                part = logits[k : k + 1, :, lz, local[1], local[2]].float()
+                slab[:, :, :, real[1], real[2]].addcmul_(part, weights[lz, local[1], local[2]])
 
-    def add_weights(self, batch: list[tuple[int, int, int]], window, weights) -> None:
-        for z, y, x in batch:
-            for i in self._slab_range(z, z + window[0]):
-                lo, hi = self.cuts[i] - z, self.cuts[i + 1] - z
-                slab = self._slab(self.wsum, i, 1)
-                slab[0, :, y : y + window[1], x : x + window[2]] += weights[lo:hi]
+    def add_weights(self, where: list[Placement], weights: torch.Tensor) -> None:
+        for real, local in where:
+            for i in self._slab_range(real[0].start, real[0].stop):
+                z0, z1 = self.cuts[i], self.cuts[i + 1]
+                lz = slice(local[0].start + z0 - real[0].start, local[0].start + z1 - real[0].start)
+                self._slab(self.wsum, i, None)[:, real[1], real[2]] += weights[lz, local[1], local[2]]
 
     def _allocate(self, k: int) -> None:
         cfg = self.config
@@ -680,18 +825,20 @@ class _SlabAccumulator:
         if any(c >= k for c in channels):
             raise ConfigError(f"channels {list(channels)} out of range for a model with {k} output channels")
         self.channels = channels
+        background = cfg.activation == "softmax"
         if cfg.output == "probabilities":
-            fill = [1.0 if (c == 0 and cfg.activation == "softmax") else 0.0 for c in channels]
+            fill = [1.0 if (c == 0 and background) else 0.0 for c in range(k)]
         else:
-            fill = [0.0 if (c == 0 and cfg.activation == "softmax") else OUTSIDE_LOGIT for c in channels]
+            fill = [0.0 if (c == 0 and background) else OUTSIDE_LOGIT for c in range(k)]
+        self.fill = torch.tensor(fill, dtype=torch.float32, device=self.device)
         self.values = np.empty((len(channels), *self.full_shape), dtype=np.float32)
-        for j, f in enumerate(fill):
-            self.values[j] = f
+        for j, c in enumerate(channels):
+            self.values[j] = fill[c]
         if cfg.argmax:
             self.labels = np.zeros(self.full_shape, dtype=np.uint8 if k <= 256 else np.int16)
 
     def finish_before(self, z: int) -> None:
-        """Finish every slab that ends at or before padded z index ``z``."""
+        """Finish every slab that ends at or before z index ``z`` of the cropped volume."""
         while self.done < len(self.cuts) - 1 and self.cuts[self.done + 1] <= z:
             self._finish(self.done)
             self.done += 1
@@ -699,44 +846,81 @@ class _SlabAccumulator:
     def _finish(self, i: int) -> None:
         if i not in self.wsum:
             return
-        z0, z1 = self.cuts[i], self.cuts[i + 1]
-        # the slab's part inside the unpadded (cropped) volume
-        lo = max(z0, self.pad_before[0])
-        hi = min(z1, self.pad_before[0] + self.crop_shape[0])
         wsum = self.wsum.pop(i)
         sums = [store.pop(i) for store in self.sums]
-        if hi <= lo:
-            return
-        ys = slice(self.pad_before[1], self.pad_before[1] + self.crop_shape[1])
-        xs = slice(self.pad_before[2], self.pad_before[2] + self.crop_shape[2])
         # finish in thin sub-slabs so that softmax temporaries stay small
-        for a in range(lo, hi, _FINISH_SLICES):
-            b = min(a + _FINISH_SLICES, hi)
-            self._emit(wsum, sums, a - z0, b - z0, a, ys, xs)
+        for a in range(0, self.cuts[i + 1] - self.cuts[i], _FINISH_SLICES):
+            b = min(a + _FINISH_SLICES, self.cuts[i + 1] - self.cuts[i])
+            self._emit(wsum[a:b], [s[0, :, a:b] for s in sums], self.cuts[i] + a)
 
-    def _emit(self, wsum, sums, s0: int, s1: int, zpad: int, ys: slice, xs: slice) -> None:
+    def _emit(self, w: torch.Tensor, sums: list[torch.Tensor], z: int) -> None:
+        """Turn the sums of cropped slices ``z, z + len(w)`` into outputs."""
         cfg = self.config
-        sel = (slice(None), slice(s0, s1), ys, xs)
-        w = wsum[sel]
-        combined: torch.Tensor | None = None
-        for s in sums:
-            mean = s[sel].div_(w)
-            if cfg.output == "probabilities":
-                mean = torch.softmax(mean, dim=0) if cfg.activation == "softmax" else torch.sigmoid_(mean)
-            combined = mean if combined is None else combined.add_(mean)
-        assert combined is not None
-        if len(sums) > 1:
-            combined /= len(sums)
+        last = self.layout == torch.channels_last_3d  # channel axis last in memory: compute there
+        cdim = -1 if last else 0
+        hole = (w == 0) if self.holes else None
+        if hole is not None:
+            w = w.masked_fill(hole, 1.0)
+        wb = w[..., None] if last else w[None]
+        means = []
+        for m, s in enumerate(sums):
+            mean = (s.permute(1, 2, 3, 0) if last else s).div_(wb)
+            head = self.heads[m]
+            if head is not None:  # blended features -> logits, once per voxel (network time)
+                t0 = time.perf_counter()
+                weight, bias = head
+                if last:  # (z, y, x, C) @ (C, K)
+                    mean = mean @ weight.T
+                    if bias is not None:
+                        mean += bias
+                else:  # (K, C) . (C, z, y, x)
+                    mean = torch.tensordot(weight, mean, dims=([1], [0]))
+                    if bias is not None:
+                        mean += bias[:, None, None, None]
+                synchronize(mean.device)
+                self.head_seconds += time.perf_counter() - t0
+            means.append(mean)
+        index = torch.tensor(self.channels, device=means[0].device, dtype=torch.long)
+        if not self.channels and cfg.output == "probabilities" and (cfg.activation == "softmax" or len(means) == 1):
+            # labels only: argmax of the (mean) logits needs no probabilities
+            combined = means[0] if len(means) == 1 else None
+            if combined is None:  # an ensemble averages probabilities
+                combined = torch.stack([torch.softmax(mean, dim=cdim) for mean in means]).mean(0)
+            labels, kept = combined.argmax(dim=cdim), combined.index_select(cdim, index)
+        elif cfg.output == "logits":
+            combined = means[0] if len(means) == 1 else torch.stack(means).mean(0)
+            labels, kept = combined.argmax(dim=cdim), combined.index_select(cdim, index)
+        elif cfg.activation == "softmax" and len(means) == 1:
+            # one model: argmax of the logits, and only the kept probabilities exp(l - logsumexp)
+            logits = means[0]
+            labels = logits.argmax(dim=cdim)
+            kept = (logits.index_select(cdim, index) - torch.logsumexp(logits, dim=cdim, keepdim=True)).exp_()
+        else:
+            combined = None
+            for mean in means:
+                p = torch.softmax(mean, dim=cdim) if cfg.activation == "softmax" else torch.sigmoid_(mean)
+                combined = p if combined is None else combined.add_(p)
+            assert combined is not None
+            if len(means) > 1:
+                combined /= len(means)
+            labels, kept = combined.argmax(dim=cdim), combined.index_select(cdim, index)
+        if hole is not None and bool(hole.any()):
+            assert self.fill is not None
+            fill = self.fill.index_select(0, index)
+            labels[hole] = 0
+            if last:
+                kept[hole] = fill
+            else:
+                kept[:, hole] = fill[:, None]
         # where this part lands in the full grid
-        oz = (self.box[0].start if self.box is not None else 0) + zpad - self.pad_before[0]
+        oz = (self.box[0].start if self.box is not None else 0) + z
         oy = self.box[1].start if self.box is not None else 0
         ox = self.box[2].start if self.box is not None else 0
-        dest = (slice(oz, oz + s1 - s0), slice(oy, oy + self.crop_shape[1]), slice(ox, ox + self.crop_shape[2]))
+        dest = (slice(oz, oz + w.shape[0]), slice(oy, oy + w.shape[1]), slice(ox, ox + w.shape[2]))
         assert self.values is not None
         if self.labels is not None:
-            self.labels[dest] = combined.argmax(dim=0).cpu().numpy().astype(self.labels.dtype)
-        kept = combined if len(self.channels) == combined.shape[0] else combined[list(self.channels)]
-        self.values[(slice(None), *dest)] = kept.cpu().numpy()
+            self.labels[dest] = labels.cpu().numpy().astype(self.labels.dtype)
+        self.values[(slice(None), *dest)] = (kept.permute(3, 0, 1, 2) if last else kept).cpu().numpy()
 
     def result(self, stats: InferenceStats) -> InferenceResult:
         assert self.values is not None and self.num_classes is not None

@@ -25,7 +25,7 @@ import io as _io
 import json
 import os
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -83,13 +83,22 @@ class PredictOptions:
 
     Attributes:
         device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"mps"``.
-        precision: ``"auto"`` (fp16 autocast on CUDA, fp32 elsewhere), ``"fp32"``, ``"fp16"``, ``"bf16"``.
+        precision: ``"auto"``, ``"fp32"``, ``"fp16"``, ``"bf16"``. ``"auto"``: fp16 autocast on
+            CUDA, bf16 autocast on a CPU that computes bfloat16 in hardware (AVX512-BF16 or AMX),
+            fp32 elsewhere; fp32 whenever ``shortcuts`` is off (see :mod:`liverctl.device`).
         tta: mirror test-time augmentation along all three axes (8 passes).
         overlap: window overlap; ``None`` = the model entry's (0.25 for MONAI's bundle).
         batch_size: windows per forward pass; ``None`` = 4 on an accelerator, 1 on the CPU
             (where batching gains no speed and each window of a 105-class model holds ~0.4 GB).
-        shortcuts: body crop and adaptive windows (liverctl's fast path). ``False`` runs the
-            same windows as MONAI's ``SlidingWindowInferer``.
+        shortcuts: skip windows that hold only air, and let ``precision="auto"`` pick mixed
+            precision. Every other window is MONAI's, so each voxel of the body gets the
+            windows and weights MONAI's ``SlidingWindowInferer`` gives it. ``False``: every
+            window, in fp32 unless ``precision`` says otherwise (MONAI's result to float
+            rounding).
+        fast: also crop to the body and shrink windows to what the volume needs (compute
+            amplification ~1.6 instead of MONAI's 3-10). Faster, but the windows hold other
+            content than MONAI's, and SegResNet's GroupNorm sees other statistics, so masks
+            can differ from MONAI's (see the README's benchmark). Ignored without ``shortcuts``.
         postprocess: keep the largest liver component and fill its holes.
         save_probabilities: also write the liver probability map (float32, scan grid).
         dataset: branch of a dataset-wise (DCM) network to use, by dataset name.
@@ -102,6 +111,7 @@ class PredictOptions:
     overlap: float | None = None
     batch_size: int | None = None
     shortcuts: bool = True
+    fast: bool = False
     postprocess: bool = True
     save_probabilities: bool = False
     dataset: str | None = None
@@ -288,32 +298,37 @@ class LiverModel:
 
         e = self.entry
         sw = e.sliding_window
-        roi_zyx = tuple(int(r) for r in reversed(sw.roi))  # the entry's roi is along i, j, k = x, y, z
+        # the entry's roi is along i, j, k = x, y, z; the engine runs in the network's axis order
+        roi = tuple(int(r) for r in (sw.roi if e.network_axes == "xyz" else reversed(sw.roi)))
+        precision = options.precision
+        if not options.shortcuts and precision == "auto":
+            precision = "fp32"
         fields = {
-            "roi": roi_zyx,
+            "roi": roi,
             "overlap": sw.overlap if options.overlap is None else options.overlap,
             "mode": sw.mode,
             "padding_mode": sw.padding_mode,
             "batch_size": options.batch_size,
             "tta": options.tta,
-            "precision": options.precision,
+            "precision": precision,
             "activation": "sigmoid" if e.decision == "sigmoid" else "softmax",
-            "channels": tuple(self.liver_channels),
+            # probabilities only where they are used: saved, or the sigmoid decision
+            "channels": tuple(self.liver_channels) if options.save_probabilities or e.decision != "argmax" else (),
             "argmax": e.decision == "argmax",
         }
-        if options.shortcuts:
-            return SlidingWindow(**fields)
-        return SlidingWindow.monai(**fields)
+        if not options.shortcuts:
+            return SlidingWindow.monai(**fields)
+        if options.fast:
+            return SlidingWindow.fast(**fields)
+        return SlidingWindow(**fields)
 
     def _predictors(self) -> list[Any]:
-        """The networks as the engine calls them: with the DCM branch chosen, and with each
-        window transposed to (x, y, z) and back for networks trained in MONAI's axis order."""
-        predictors: list[Any] = list(self.networks)
-        if self.dataset_index is not None:
-            predictors = [_with_dataset(net, self.dataset_index) for net in predictors]
-        if self.entry.network_axes == "xyz":
-            predictors = [_xyz(p) for p in predictors]
-        return predictors
+        """The networks as the engine calls them (with the DCM branch chosen)."""
+        if self.dataset_index is None:
+            return list(self.networks)
+        from liverctl.models.dcm import DatasetBranch
+
+        return [DatasetBranch(net, self.dataset_index) for net in self.networks]
 
     def segment(
         self,
@@ -338,16 +353,21 @@ class LiverModel:
         t0 = time.perf_counter()
         notes = check_ct(image, source) if ct_notes is None else ct_notes
         hu, net_input = prepared if prepared is not None else self.to_model_space(image)
+        e = self.entry
+        # A network trained on (x, y, z) arrays (MONAI's) gets the volume in that order, so the
+        # engine places, pads and blends its windows exactly as MONAI does; results come back
+        # as (z, y, x) views.
+        xyz = e.network_axes == "xyz"
         result = predict_volume(
-            net_input,
+            net_input.T if xyz else net_input,
             self._predictors(),
             self.window_config(options),
             self.device,
-            hu=hu.array,
+            hu=hu.array.T if xyz else hu.array,
             progress=progress,
         )
-        e = self.entry
-        liver_prob = sum(result.channel(c) for c in self.liver_channels)
+        if xyz:
+            result = _transposed(result)
         if e.decision == "argmax":
             indicator = np.isin(result.labels, self.liver_channels)
         else:
@@ -362,6 +382,7 @@ class LiverModel:
         del back, indicator
         probabilities = None
         if options.save_probabilities:
+            liver_prob = sum(result.channel(c) for c in self.liver_channels)
             p = resample_to_reference(Image(liver_prob, hu.geometry), image, interpolator="linear", default_value=0.0)
             probabilities = Image(np.clip(p.array, 0.0, 1.0).astype(np.float32), image.geometry)
         mask, components = _clean(raw, image, options.postprocess)
@@ -418,24 +439,27 @@ class LiverModel:
         }
 
 
-def _with_dataset(net: Any, index: int) -> Callable[[Any], Any]:
-    """``net`` with its dataset-wise (DCM) branch ``index`` chosen."""
+def _transposed(result: Any) -> Any:
+    """An :class:`~liverctl.inference.InferenceResult` computed on (x, y, z) arrays, as (z, y, x)."""
 
-    def forward(x: Any) -> Any:
-        return net(x, dataset_index=index)
+    def flip(t: Any) -> Any:
+        return None if t is None else tuple(t)[::-1]
 
-    forward.min_input_multiple = getattr(net, "min_input_multiple", None)  # type: ignore[attr-defined]
-    return forward
-
-
-def _xyz(net: Any) -> Callable[[Any], Any]:
-    """``net``, trained on (x, y, z) arrays (MONAI), called on liverctl's (z, y, x) windows."""
-
-    def forward(x: Any) -> Any:
-        return net(x.permute(0, 1, 4, 3, 2)).permute(0, 1, 4, 3, 2)
-
-    forward.min_input_multiple = getattr(net, "min_input_multiple", None)  # type: ignore[attr-defined]
-    return forward
+    stats = result.stats
+    stats = replace(
+        stats,
+        volume_shape=flip(stats.volume_shape),
+        body_box=flip(stats.body_box),
+        cropped_shape=flip(stats.cropped_shape),
+        window=flip(stats.window),
+    )
+    return replace(
+        result,
+        probabilities=None if result.probabilities is None else result.probabilities.transpose(0, 3, 2, 1),
+        logits=None if result.logits is None else result.logits.transpose(0, 3, 2, 1),
+        labels=None if result.labels is None else result.labels.T,
+        stats=stats,
+    )
 
 
 def normalise(array: np.ndarray, recipe: Any) -> np.ndarray:

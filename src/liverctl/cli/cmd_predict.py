@@ -31,7 +31,11 @@ def predict(
         None, "--arch", help="Architecture of --weights files that have no .toml beside them."
     ),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
-    precision: str = typer.Option("auto", "--precision", help="auto (fp16 on CUDA, fp32 on CPU), fp32, fp16 or bf16."),
+    precision: str = typer.Option(
+        "auto",
+        "--precision",
+        help="auto (fp16 on CUDA, bf16 on a CPU with native bf16, else fp32), fp32, fp16 or bf16.",
+    ),
     tta: bool = typer.Option(False, "--tta", help="Mirror test-time augmentation (8 passes; slower)."),
     overlap: float | None = typer.Option(None, "--overlap", help="Sliding-window overlap (default: the model's)."),
     batch_size: int | None = typer.Option(
@@ -44,7 +48,14 @@ def predict(
         False, "--no-postprocess", help="Keep the raw mask (no largest-component filtering, no hole filling)."
     ),
     no_shortcuts: bool = typer.Option(
-        False, "--no-shortcuts", help="No body crop and no adaptive windows: the same windows as MONAI."
+        False,
+        "--no-shortcuts",
+        help="Every MONAI window (air windows too), in fp32 unless --precision: MONAI's result to rounding.",
+    ),
+    fast: bool = typer.Option(
+        False,
+        "--fast",
+        help="Also crop to the body and shrink windows (~2-4x less compute; masks may differ from MONAI's).",
     ),
     dataset: str | None = typer.Option(None, "--dataset", help="Dataset branch of a dataset-wise (DCM) model."),
     series: str | None = typer.Option(None, "--series", help="SeriesInstanceUID to read from a DICOM folder."),
@@ -71,6 +82,7 @@ def predict(
         overlap=overlap,
         batch_size=batch_size,
         shortcuts=not no_shortcuts,
+        fast=fast,
         postprocess=not no_postprocess,
         save_probabilities=save_probabilities,
         dataset=dataset,

@@ -14,7 +14,7 @@ from torch import nn
 
 from liverctl.errors import ConfigError
 
-__all__ = ["DatasetIndex", "DatasetWise", "normalize_dataset_index"]
+__all__ = ["DatasetBranch", "DatasetIndex", "DatasetWise", "normalize_dataset_index"]
 
 DatasetIndex = int | torch.Tensor | None
 
@@ -83,3 +83,19 @@ class DatasetWise(nn.Module):
             outputs = outputs.index_copy(0, sel, y)
         assert outputs is not None
         return outputs
+
+
+class DatasetBranch(nn.Module):
+    """A dataset-wise network with one branch chosen: ``DatasetBranch(net, 2)(x)`` is
+    ``net(x, dataset_index=2)``. Being a module, it lets the inference engine move and lay
+    out the weights of ``net``; it shares them (no copy)."""
+
+    def __init__(self, net: nn.Module, index: int) -> None:
+        super().__init__()
+        self.net = net
+        self.index = int(index)
+        self.min_input_multiple = getattr(net, "min_input_multiple", None)
+        self.spatial_dims = getattr(net, "spatial_dims", 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x, dataset_index=self.index)

@@ -23,7 +23,7 @@ blocks) → ``conv_final`` (norm, activation, 1x1x1 conv with bias).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -298,3 +298,22 @@ class SegResNet(nn.Module):
         x, down_x = self.encode(x)
         down_x.reverse()
         return self.decode(x, down_x)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The input of the final pointwise convolution: ``forward(x) == head(forward_features(x))``
+        with ``head`` from :meth:`split_head`."""
+        x, down_x = self.encode(x)
+        down_x.reverse()
+        for i, (up, upl) in enumerate(zip(self.up_samples, self.up_layers, strict=True)):
+            x = upl(up(x) + down_x[i + 1])
+        return self.conv_final[1](self.conv_final[0](x))
+
+    def split_head(self) -> tuple[Callable[[torch.Tensor], torch.Tensor], nn.Module] | None:
+        """``(features, head)`` with ``forward(x) == head(features(x))`` and ``head`` the final
+        1x1 convolution, a linear map per voxel. The sliding-window engine averages the windows'
+        features (``init_filters`` channels instead of ``out_channels``) and applies ``head``
+        once per voxel: the same result, since a weighted mean commutes with a linear map.
+        ``None`` without the final convolution."""
+        if not self.use_conv_final:
+            return None
+        return self.forward_features, self.conv_final[2].conv

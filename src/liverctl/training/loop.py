@@ -217,15 +217,17 @@ def _validate(
     progress: ProgressCallback | None,
     sigmoid: bool = False,
 ) -> float:
+    from liverctl.device import resolve_precision
     from liverctl.inference import SlidingWindow, sliding_window_inference
 
     window = SlidingWindow(
         roi=tuple(config.patch_size),
         overlap=config.val_overlap,
+        adaptive_roi=True,
         crop_body=False,
         argmax=not sigmoid,
         channels=(0,),
-        precision=config.precision,
+        precision=resolve_precision(device, config.precision),  # training's policy: fp32 on the CPU
         batch_size=1,
         activation="sigmoid" if sigmoid else "softmax",
     )
