@@ -19,6 +19,8 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from liverctl import hub
 from liverctl.errors import ConfigError, ImageFormatError
@@ -462,3 +464,24 @@ def _truncated(path: Path) -> Path:
     data = full.read_bytes()
     path.write_bytes(data[: len(data) // 2])
     return path
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 10_000), density=st.floats(0.05, 0.6))
+def test_cleaning_in_the_bounding_box_equals_cleaning_everything(seed: int, density: float) -> None:
+    from liverctl.postprocessing import fill_holes, largest_components
+    from liverctl.predict import _clean
+
+    rng = np.random.default_rng(seed)
+    raw = np.zeros((14, 16, 15), bool)
+    lo = rng.integers(0, 6, size=3)
+    hi = lo + rng.integers(2, 9, size=3)
+    raw[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]] = rng.random(tuple(hi - lo)) < density
+    image = Image(np.zeros(raw.shape, np.int16), Geometry((1.0, 1.0, 1.0)))
+    mask, sizes = _clean(raw, image, True)
+    kept, stats = largest_components(raw, n=1, connectivity=26)
+    expected = fill_holes(kept) if stats.kept else kept
+    assert np.array_equal(mask.array.astype(bool), expected.astype(bool))
+    assert sizes == list(stats.sizes)
+    raw_again, _ = _clean(raw, image, False)
+    assert np.array_equal(raw_again.array.astype(bool), raw)

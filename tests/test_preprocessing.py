@@ -485,3 +485,43 @@ def test_histogram_statistics_match_numpy(parts, q) -> None:
     assert counts.sum() == pooled.size
     assert pp._hist_percentile(values, counts, q) == pytest.approx(np.percentile(pooled, q), abs=1e-6)
     assert np.dot(values, counts) / pooled.size == pytest.approx(pooled.mean())
+
+
+def _oblique(spacing, origin, angle: float) -> Geometry:
+    c, s = math.cos(angle), math.sin(angle)
+    return Geometry(spacing, origin, (c, -s, 0.0, s, c, 0.0, 0.0, 0.0, 1.0))
+
+
+def test_physical_to_index_inverts_index_to_physical() -> None:
+    g = _oblique((0.7, 0.9, 2.5), (-120.0, 33.0, 871.0), 0.3)
+    idx = np.random.default_rng(0).uniform(-5, 50, size=(20, 3))
+    np.testing.assert_allclose(g.physical_to_index(g.index_to_physical(idx)), idx, atol=1e-9)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    corner=st.tuples(st.integers(0, 14), st.integers(0, 14), st.integers(0, 14)),
+    size=st.tuples(st.integers(1, 6), st.integers(1, 6), st.integers(1, 6)),
+    angle=st.floats(-0.6, 0.6),
+    nearest=st.booleans(),
+)
+def test_resampling_only_the_support_gives_the_same_image(corner, size, angle, nearest) -> None:
+    src = np.zeros((20, 20, 20), np.float32)
+    src[tuple(slice(c, c + n) for c, n in zip(corner, size, strict=True))] = 1.0
+    image = Image(src, _oblique((3.0, 3.0, 3.0), (-30.0, -25.0, -20.0), angle))
+    ref_geometry, ref_shape = Geometry((0.8, 0.9, 1.5), (-40.0, -40.0, -30.0)), (60, 90, 90)
+    kind = "nearest" if nearest else "linear"
+    full = pp.resample_to_reference(image, ref_geometry, ref_shape, interpolator=kind, default_value=0.0)
+    part = pp.resample_to_reference(
+        image, ref_geometry, ref_shape, interpolator=kind, default_value=0.0, support_only=True
+    )
+    assert part.geometry == full.geometry and part.array.dtype == full.array.dtype
+    np.testing.assert_allclose(part.array, full.array, atol=1e-6, rtol=0)
+
+
+def test_resampling_only_the_support_of_nothing() -> None:
+    image = Image(np.zeros((5, 5, 5), np.float32), Geometry((2.0, 2.0, 2.0)))
+    out = pp.resample_to_reference(image, image, interpolator="linear", default_value=0.0, support_only=True)
+    assert out.shape == (5, 5, 5) and not out.array.any()
+    with pytest.raises(ConfigError, match="default_value"):
+        pp.resample_to_reference(image, image, support_only=True)

@@ -85,6 +85,12 @@ class Geometry:
         idx_xyz = np.asarray(index_zyx, dtype=float)[..., ::-1]
         return np.asarray(self.origin) + (idx_xyz * np.asarray(self.spacing)) @ self.direction_matrix.T
 
+    def physical_to_index(self, points_xyz: np.ndarray) -> np.ndarray:
+        """Continuous voxel indices (..., 3) in (z, y, x) of physical (x, y, z) mm points."""
+        matrix = self.direction_matrix * np.asarray(self.spacing)[None, :]  # index (x, y, z) -> mm
+        offset = np.asarray(points_xyz, dtype=float) - np.asarray(self.origin)
+        return np.linalg.solve(matrix, offset.reshape(-1, 3).T).T.reshape(offset.shape)[..., ::-1]
+
     def mismatch(self, other: Geometry) -> str | None:
         """``None`` if both describe the same grid (within tolerance), else what differs."""
         if not np.allclose(self.spacing, other.spacing, rtol=SPACING_RTOL, atol=0):

@@ -376,7 +376,11 @@ class LiverModel:
         # The decision is made in model space and brought back with linear interpolation of the
         # 0/1 indicator (threshold 0.5): smoother than nearest neighbour, exact where grids coincide.
         back = resample_to_reference(
-            Image(indicator.astype(np.float32), hu.geometry), image, interpolator="linear", default_value=0.0
+            Image(indicator.astype(np.float32), hu.geometry),
+            image,
+            interpolator="linear",
+            default_value=0.0,
+            support_only=True,  # only the box around the liver: the same result, far less work
         )
         raw = back.array > 0.5
         del back, indicator
@@ -496,10 +500,28 @@ def _clean(raw: np.ndarray, image: Image, enabled: bool) -> tuple[Image, list[in
     voxel counts of the raw prediction's components, largest first."""
     from liverctl.postprocessing import fill_holes, largest_components
 
-    kept, stats = largest_components(raw, n=1 if enabled else None, connectivity=26)
+    # Work in the mask's bounding box grown by one voxel of background: components are the
+    # same, and a hole (background not connected to the border) is the same, because the
+    # one-voxel shell connects everything that reaches the box's edge to the outside.
+    mask = np.zeros(raw.shape, dtype=np.uint8)
+    box = _box(raw, margin=1)
+    if box is None:
+        return Image(mask, image.geometry), []
+    kept, stats = largest_components(raw[box], n=1 if enabled else None, connectivity=26)
     if enabled and stats.kept:
         kept = fill_holes(kept)
-    return Image(kept.astype(np.uint8), image.geometry), list(stats.sizes)
+    mask[box] = kept
+    return Image(mask, image.geometry), list(stats.sizes)
+
+
+def _box(mask: np.ndarray, margin: int) -> tuple[slice, ...] | None:
+    box = []
+    for axis in range(mask.ndim):
+        idx = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))
+        if idx.size == 0:
+            return None
+        box.append(slice(max(int(idx[0]) - margin, 0), min(int(idx[-1]) + 1 + margin, mask.shape[axis])))
+    return tuple(box)
 
 
 def _bbox_mm(mask: np.ndarray, image: Image) -> dict[str, list[float]]:

@@ -35,7 +35,7 @@ import zlib
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -198,11 +198,18 @@ def resample_to_reference(
     *,
     interpolator: str | int = "linear",
     default_value: float | None = None,
+    support_only: bool = False,
 ) -> Image:
     """Resample ``image`` onto the grid of ``reference`` (an Image, or a Geometry + shape).
 
     Use it to bring a prediction made on a preprocessed grid back to the scan's own grid
     (``interpolator="nearest"`` for label maps).
+
+    ``support_only=True`` (needs ``default_value``) resamples only the box of the reference
+    grid within reach of the image's voxels that differ from ``default_value`` (their bounding
+    box grown by one voxel, the reach of nearest and linear interpolation; B-spline resamples
+    everything) and fills the rest with ``default_value``: the same result for a small object
+    such as a liver mask in a large scan, at a fraction of the work.
     """
     order = interpolation_order(interpolator)
     if isinstance(reference, Image):
@@ -211,7 +218,45 @@ def resample_to_reference(
         if shape_zyx is None:
             raise ConfigError("resample_to_reference needs the reference shape (z, y, x) with a Geometry")
         geometry, shape = reference, tuple(int(s) for s in shape_zyx)
-    return _resample_sitk(image, geometry, shape, order, default_value)
+    if not support_only or order > 1:
+        return _resample_sitk(image, geometry, shape, order, default_value)
+    if default_value is None:
+        raise ConfigError("support_only needs the default_value of voxels outside the support")
+    src = _support_box(image.array != default_value, margin=1)
+    dtype = image.array.dtype if order == 0 else np.float32
+    if src is None:
+        return Image(np.full(shape, default_value, dtype=dtype), geometry)
+    lo = np.array([s.start for s in src], dtype=float)
+    hi = np.array([s.stop - 1 for s in src], dtype=float)
+    corners = np.array([[z, y, x] for z in (lo[0], hi[0]) for y in (lo[1], hi[1]) for x in (lo[2], hi[2])])
+    reach = geometry.physical_to_index(image.geometry.index_to_physical(corners))
+    start = np.maximum(np.floor(reach.min(axis=0)).astype(int) - 1, 0)
+    stop = np.minimum(np.ceil(reach.max(axis=0)).astype(int) + 2, shape)
+    if np.any(stop <= start):
+        return Image(np.full(shape, default_value, dtype=dtype), geometry)
+    if np.all(start == 0) and np.all(stop == np.asarray(shape)):  # the support reaches everywhere
+        return _resample_sitk(image, geometry, shape, order, default_value)
+    part = Image(
+        np.ascontiguousarray(image.array[src]),
+        replace(image.geometry, origin=tuple(float(v) for v in image.geometry.index_to_physical(lo))),
+    )
+    sub = replace(geometry, origin=tuple(float(v) for v in geometry.index_to_physical(start.astype(float))))
+    box = tuple(slice(int(a), int(b)) for a, b in zip(start, stop, strict=True))
+    values = _resample_sitk(part, sub, tuple(b.stop - b.start for b in box), order, default_value).array
+    out = np.full(shape, default_value, dtype=values.dtype)
+    out[box] = values
+    return Image(out, geometry)
+
+
+def _support_box(mask: np.ndarray, margin: int) -> tuple[slice, slice, slice] | None:
+    """Bounding box (slices) of ``mask``'s true voxels grown by ``margin``, or ``None`` if empty."""
+    box = []
+    for axis in range(3):
+        idx = np.flatnonzero(mask.any(axis=tuple(a for a in range(3) if a != axis)))
+        if idx.size == 0:
+            return None
+        box.append(slice(max(int(idx[0]) - margin, 0), min(int(idx[-1]) + 1 + margin, mask.shape[axis])))
+    return tuple(box)  # type: ignore[return-value]
 
 
 # --------------------------------------------------------------------------- orientation
