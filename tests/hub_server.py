@@ -14,8 +14,10 @@ It answers ``HEAD``/``GET /{repo_id}/resolve/{revision}/{path}`` the way the Hub
   ``401`` + ``X-Error-Code: RepoNotFound``.
 
 Faults for tests: :meth:`HubServer.drop_next` (the next body is cut after N bytes, once: the
-connection closes with ``Content-Length`` unmet) and :meth:`HubServer.tamper` (a file's bytes
-are served altered, same size, while the headers still announce the original sha256).
+connection closes with ``Content-Length`` unmet), :meth:`HubServer.stall_next` (the next body
+stops after N bytes and hangs until :meth:`HubServer.release`, for killing a client
+mid-transfer) and :meth:`HubServer.tamper` (a file's bytes are served altered, same size,
+while the headers still announce the original sha256).
 
 Use as a context manager (or ``start()``/``stop()``)::
 
@@ -64,6 +66,8 @@ class _State:
     files: dict[tuple[str, str], bytes] = field(default_factory=dict)
     tampered: set[tuple[str, str]] = field(default_factory=set)
     drop_after: int | None = None
+    stall_after: int | None = None
+    released: threading.Event = field(default_factory=threading.Event)
     requests: list[Request] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -185,6 +189,13 @@ class _Handler(BaseHTTPRequestHandler):
             return
         with self.state.lock:
             drop, self.state.drop_after = self.state.drop_after, None
+            stall, self.state.stall_after = self.state.stall_after, None
+        if stall is not None and stall < len(chunk):
+            self.wfile.write(chunk[:stall])
+            self.wfile.flush()
+            self.state.released.wait(timeout=120)
+            self.close_connection = True
+            return
         if drop is not None and drop < len(chunk):
             self.wfile.write(chunk[:drop])
             self.wfile.flush()
@@ -225,6 +236,16 @@ class HubServer:
         with self.state.lock:
             self.state.drop_after = after_bytes
 
+    def stall_next(self, after_bytes: int) -> None:
+        """Send ``after_bytes`` bytes of the next file body, then hang until :meth:`release` (once)."""
+        with self.state.lock:
+            self.state.stall_after = after_bytes
+            self.state.released.clear()
+
+    def release(self) -> None:
+        """End a stalled transfer (its connection closes)."""
+        self.state.released.set()
+
     def _listen(self, role: str) -> str:
         handler = type(f"_{role}Handler", (_Handler,), {"state": self.state, "role": role, "hub": self})
         server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
@@ -243,6 +264,7 @@ class HubServer:
 
     def stop(self) -> None:
         """Shut both listeners down; later connections are refused."""
+        self.release()
         for server in self._servers:
             server.shutdown()
             server.server_close()

@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -347,7 +348,8 @@ def test_pinned_download_and_pinned_commit_needs_no_network(tmp_path: Path, serv
     assert verified["status"] == "ok"
     assert again["path"] == first["path"]
     # a cached commit revision needs no request at all: only the first download's HEAD + GET
-    assert [(r.method, r.role) for r in server.requests] == [("HEAD", "hub"), ("GET", "cdn")]
+    # (liverctl's resumable transfer) and the HEAD with which huggingface_hub links the blob
+    assert [(r.method, r.role) for r in server.requests] == [("HEAD", "hub"), ("GET", "cdn"), ("HEAD", "hub")]
 
 
 def test_pinned_hash_rejects_different_bytes_and_removes_them(tmp_path: Path, server: HubServer, data: bytes):
@@ -425,6 +427,36 @@ def test_dropped_connection_resumes_with_range(tmp_path: Path, server: HubServer
     assert out["progress"] == ["download tiny", len(big), len(big)]  # progress callback saw every byte once
     cdn = [r for r in server.requests if r.role == "cdn"]
     assert [(r.range, r.status) for r in cdn] == [(None, 200), ("bytes=10485760-", 206)]
+
+
+def test_a_killed_download_resumes_in_the_next_command(tmp_path: Path, server: HubServer):
+    big = state_bytes(tmp_path, n=4_000_000)  # 16 MB: huggingface_hub writes 10 MiB chunks
+    env = setup(tmp_path, server, big)
+    server.stall_next(11 * 1024 * 1024)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _API, "download", "-"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    blobs = Path(env["HF_HOME"]) / "hub" / "models--test--tiny" / "blobs"
+    deadline = time.monotonic() + 60
+    partial: list[Path] = []
+    while time.monotonic() < deadline:
+        partial = list(blobs.glob(f"*{hub.PARTIAL_SUFFIX}")) if blobs.exists() else []
+        if partial and partial[0].stat().st_size >= 10 * 1024 * 1024:
+            break
+        time.sleep(0.05)
+    proc.kill()  # SIGKILL mid-transfer: no clean-up runs
+    proc.wait(timeout=30)
+    server.release()
+    assert partial, "the download never wrote its partial file"
+    have = partial[0].stat().st_size
+    assert 0 < have < len(big)
+    (out,) = api(env, "download")
+    assert "error" not in out, out
+    assert Path(out["path"]).read_bytes() == big
+    cdn = [(r.range, r.status) for r in server.requests if r.role == "cdn"]
+    assert cdn == [(None, 200), (f"bytes={have}-", 206)]  # the second command fetched only the rest
+    assert not list(blobs.glob(f"*{hub.PARTIAL_SUFFIX}"))
+    assert api(env, "verify")[0]["status"] == "recorded"  # matches its trust-on-first-use record
 
 
 @pytest.mark.parametrize(

@@ -730,12 +730,83 @@ def _describe(entry: ModelEntry) -> str:
     return f"weights '{entry.name}' ({entry.repo_id}, file {entry.filename}, revision {entry.revision})"
 
 
+PARTIAL_SUFFIX = ".liverctl-partial"
+"""Suffix of the partial blob a download grows in the Hugging Face cache until it is complete."""
+
+
+def _resumable_fetch(entry: ModelEntry, progress: ProgressCallback | None) -> None:
+    """Bring the file's blob into the Hugging Face cache through a partial file that outlives
+    the command, so that a download interrupted by a killed command or a lost connection
+    resumes where it stopped (HTTP Range) the next time.
+
+    huggingface_hub (2.x) resumes only within one call: it writes to a process-unique
+    temporary file and deletes it on failure (huggingface_hub PR #4228). Here the partial file
+    is ``blobs/<etag>.liverctl-partial`` beside the blob, under a file lock in the cache's
+    ``.locks``; once it has the
+    announced size (and, for an LFS file, the sha256 the Hub announced as its ETag) it is
+    renamed to ``blobs/<etag>``, and ``hf_hub_download`` then finds the blob and only links it
+    into the snapshot. Nothing happens offline, or when the commit's file is already cached.
+    """
+    from filelock import FileLock
+    from huggingface_hub import constants, get_hf_file_metadata, hf_hub_url, try_to_load_from_cache
+    from huggingface_hub.file_download import http_get, repo_folder_name
+    from huggingface_hub.utils import build_hf_headers
+
+    if constants.HF_HUB_OFFLINE:
+        return
+    if entry.revision_is_commit and isinstance(
+        try_to_load_from_cache(entry.repo_id, entry.filename, revision=entry.revision), str
+    ):
+        return
+    try:
+        meta = get_hf_file_metadata(hf_hub_url(entry.repo_id, entry.filename, revision=entry.revision))
+    except Exception:  # unreachable, not found, gated...: hf_hub_download decides (cache) and reports
+        return
+    if not meta.etag or meta.size is None or meta.location is None:
+        return  # let hf_hub_download handle what it makes of such an answer
+    folder = repo_folder_name(repo_id=entry.repo_id, repo_type="model")
+    blobs = Path(constants.HF_HUB_CACHE) / folder / "blobs"
+    lock = Path(constants.HF_HUB_CACHE) / ".locks" / folder / f"{meta.etag}.liverctl.lock"
+    blob = blobs / meta.etag
+    if blob.exists():
+        return
+    blobs.mkdir(parents=True, exist_ok=True)
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    partial = blobs / f"{meta.etag}{PARTIAL_SUFFIX}"
+    with FileLock(str(lock)):
+        if blob.exists():
+            return
+        have = partial.stat().st_size if partial.exists() else 0
+        if have > meta.size:  # not this file: start again
+            partial.unlink()
+            have = 0
+        with partial.open("r+b" if have else "wb") as fh:
+            fh.seek(have)
+            http_get(
+                meta.location,
+                fh,
+                resume_size=have,
+                headers=build_hf_headers(),
+                expected_size=meta.size,
+                tqdm_class=_tqdm_adapter(progress, f"download {entry.name}"),
+            )
+        if re.fullmatch(r"[0-9a-f]{64}", meta.etag) and (actual := sha256_file(partial)) != meta.etag:
+            partial.unlink(missing_ok=True)
+            raise WeightsError(
+                f"sha256 mismatch for {_describe(entry)}: got {actual}, expected {meta.etag} (the sha256 the Hub "
+                "announced); the download was discarded and will not be used (run the command again)"
+            )
+        os.replace(partial, blob)
+
+
 def _hub_download(entry: ModelEntry, *, force: bool, progress: ProgressCallback | None) -> Path:
     """``hf_hub_download`` with its exceptions turned into one-line :class:`WeightsError`."""
     from huggingface_hub import constants, hf_hub_download
     from huggingface_hub import errors as hf_errors
 
     try:
+        if not force:
+            _resumable_fetch(entry, progress)
         path = hf_hub_download(
             repo_id=entry.repo_id,
             filename=entry.filename,
@@ -802,7 +873,8 @@ def download(
 
     ``entry`` is a :class:`ModelEntry` or a registry name (``None``: the default model).
     A cached file is reused (no transfer; for a commit revision, no network at all); a
-    transfer that breaks off is resumed by huggingface_hub within the call (HTTP Range);
+    transfer that breaks off, or whose command is killed, resumes where it stopped (HTTP
+    Range), within the call or at the next one (see :func:`_resumable_fetch`);
     ``force`` downloads again. Returns the path of the cached, verified file.
 
     Raises :class:`WeightsError` (one line) when the file cannot be had (offline and not
