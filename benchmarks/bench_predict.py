@@ -47,8 +47,11 @@ MONAI's inverted to the input grid), vs const (the same against monai-const, whe
 Cases: ct-example (the shared scan, 122x101x30 at 3 mm) and abdomen (122x101x112: the same
 scan reflected along z to 112 slices, written at 3 mm with its geometry).
 
+With network access, ``--weights bundle --bundle-file "$(liverctl weights path wholebody-ct-3mm)"``
+(after ``liverctl weights download``) runs the same comparison with the trained bundle weights.
+
 Usage: python benchmarks/bench_predict.py [--quick] [--cases ct-example abdomen]
-       [--weights random proxy] [--proxy-steps 400] [--proxy-filters 8] [--threads N]
+       [--weights random proxy bundle] [--bundle-file PATH] [--proxy-steps 400] [--proxy-filters 8] [--threads N]
        [--methods ...]
 """
 
@@ -404,7 +407,13 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cases", nargs="+", default=["ct-example", "abdomen"])
-    ap.add_argument("--weights", nargs="+", default=["random", "proxy"], choices=["random", "proxy"])
+    ap.add_argument("--weights", nargs="+", default=["random", "proxy"], choices=["random", "proxy", "bundle"])
+    ap.add_argument(
+        "--bundle-file",
+        type=Path,
+        default=None,
+        help="the real models/model_lowres.pt (e.g. `liverctl weights path wholebody-ct-3mm`) for --weights bundle",
+    )
     ap.add_argument("--methods", nargs="+", default=list(ALL_METHODS), choices=ALL_METHODS)
     ap.add_argument(
         "--quick",
@@ -462,10 +471,21 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmpdir = Path(tmp)
         for kind in args.weights:
-            weights, what = make_weights(
-                args.cache, kind, args.proxy_steps, args.proxy_filters, args.proxy_seconds, log=_log
-            )
-            filters = 32 if kind == "random" else args.proxy_filters
+            if kind == "bundle":  # the trained bundle weights, where they can be downloaded
+                if args.bundle_file is None or not args.bundle_file.is_file():
+                    raise SystemExit(
+                        "--weights bundle needs --bundle-file PATH (liverctl weights path wholebody-ct-3mm)"
+                    )
+                weights = args.cache / "bundle_model_lowres.pt"
+                args.cache.mkdir(parents=True, exist_ok=True)
+                weights.write_bytes(args.bundle_file.read_bytes())
+                Path(str(weights) + ".toml").write_text(registry_text(32))
+                what = f"the MONAI bundle's trained 3 mm weights ({args.bundle_file})"
+            else:
+                weights, what = make_weights(
+                    args.cache, kind, args.proxy_steps, args.proxy_filters, args.proxy_seconds, log=_log
+                )
+            filters = args.proxy_filters if kind == "proxy" else 32
             print(f"\n== weights: {what}", flush=True)
             for case in args.cases:
                 scan = make_case(case, tmpdir)
