@@ -278,6 +278,12 @@ def test_shortcuts_do_not_change_a_pointwise_result(band: LiverModel, marked: Pa
     assert diff.max() < 0.01
     inside = fast.probabilities.array > 0
     assert diff[inside].max() < 1e-5
+    # the defaults: MONAI's windows, air windows skipped (none in this scan), same mask
+    default = band.segment(ct, PredictOptions(precision="fp32", save_probabilities=True))
+    np.testing.assert_array_equal(default.mask.array, exact.mask.array)
+    assert default.report["inference"]["skipped_windows"] == 0 == exact.report["inference"]["skipped_windows"]
+    assert default.report["inference"]["precision"] == "fp32"
+    np.testing.assert_allclose(default.probabilities.array, exact.probabilities.array, atol=1e-5, rtol=0)
 
 
 # --------------------------------------------------------------------------- intensities

@@ -434,6 +434,7 @@ class LiverModel:
                 "device": stats.device,
                 "precision": stats.precision,
                 "windows": stats.windows,
+                "skipped_windows": stats.skipped_windows,
                 "window_zyx": list(stats.window),
                 "compute_amplification": round(stats.compute_amplification, 3),
                 "network_seconds": round(stats.network_seconds, 3),
