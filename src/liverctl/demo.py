@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -42,27 +41,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from liverctl.errors import ConfigError, InputError
+from liverctl.errors import ConfigError
 from liverctl.io import write_text_atomic
+from liverctl.manifest import MANIFEST_NAME, Manifest, check_new_or_owned_folder
 from liverctl.progress import ProgressCallback
 
 __all__ = ["DemoResult", "DemoSettings", "demo"]
 
-#: Files and folders a demo writes (a folder holding only these may be reused).
-_OUTPUTS = (
-    "phantoms",
-    "preprocessed",
-    "model",
-    "predictions",
-    "postprocessed",
-    "metrics.csv",
-    "metrics.json",
-    "overlay.png",
-    "demo.json",
-)
-
-
-#: Marker file of a demo folder (so a rerun may replace it).
+#: Marker file of a demo folder (kept for folders written before the manifest).
 _MARKER = ".liverctl-demo"
 
 
@@ -152,27 +138,22 @@ class _Clock:
         }
 
 
-def _prepare_output(out: Path) -> None:
-    """Accept a new or empty folder, or one an earlier demo wrote (marked by
-    :data:`_MARKER`), whose demo outputs are then removed; refuse anything else."""
-    if out.exists() and not out.is_dir():
-        raise InputError(f"output {out} exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()):
-        foreign = sorted(p.name for p in out.iterdir() if p.name not in (*_OUTPUTS, _MARKER))
-        if foreign or not (out / _MARKER).is_file():
-            first = foreign[0] if foreign else sorted(p.name for p in out.iterdir())[0]
-            raise InputError(
-                f"output folder {out} holds files that are not from a liverctl demo ({first}...); "
-                "choose an empty or new folder"
-            )
-        for name in _OUTPUTS:
-            p = out / name
-            if p.is_dir():
-                shutil.rmtree(p)
-            elif p.exists():
-                p.unlink()
+def _prepare_output(out: Path) -> tuple[Manifest, set[Path]]:
+    """Accept a new or empty folder, or one an earlier demo wrote; remove what that demo wrote.
+
+    Only the files the earlier demo recorded in its manifest (:mod:`liverctl.manifest`) are
+    removed; anything the user put there stays. Returns the manifest and the files that stay.
+    """
+    manifest = check_new_or_owned_folder(out, "demo")
+    manifest.remove_owned()
     out.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(out / _MARKER, "written by liverctl demo; this folder may be replaced by the next demo\n")
+    manifest.claim([out / _MARKER], "demo")
+    write_text_atomic(out / _MARKER, "written by liverctl demo; the next demo replaces what it recorded in its manifest\n")
+    return manifest, _files_under(out)
+
+
+def _files_under(folder: Path) -> set[Path]:
+    return {p for p in folder.rglob("*") if p.is_file() and p != folder / MANIFEST_NAME}
 
 
 def _heldout(folder: Path, settings: DemoSettings, seed: int) -> list[str]:
@@ -220,6 +201,9 @@ def demo(
     """
     import torch
 
+    from liverctl.device import resolve_device
+
+    resolve_device(device)  # an unknown or absent device is refused before anything is written
     previous = torch.get_num_threads()
     if threads is not None:
         if threads < 1:
@@ -240,6 +224,17 @@ def _demo(
     threads: int | None,
     progress: ProgressCallback | None,
 ) -> DemoResult:
+    cfg = settings or (DemoSettings.quick() if quick else DemoSettings())
+    manifest, before = _prepare_output(out)
+    try:
+        return _steps(out, seed, cfg, device, threads, progress)
+    finally:  # also after a failure: the next demo removes what this one wrote, and nothing else
+        manifest.record(sorted(_files_under(out) - before))
+
+
+def _steps(
+    out: Path, seed: int, cfg: DemoSettings, device: str, threads: int | None, progress: ProgressCallback | None
+) -> DemoResult:
     from liverctl.evaluation import evaluate
     from liverctl.io import read_image, read_label
     from liverctl.plots import overlay
@@ -249,8 +244,6 @@ def _demo(
     from liverctl.synthetic import write_dataset
     from liverctl.training import TrainConfig, train
 
-    cfg = settings or (DemoSettings.quick() if quick else DemoSettings())
-    _prepare_output(out)
     clock = _Clock()
     report: Callable[[str, int, int | None], None] | None = progress
 

@@ -68,6 +68,7 @@ import numpy as np
 
 from liverctl.errors import ConfigError, InputError
 from liverctl.io import Geometry, Image, write_image, write_text_atomic
+from liverctl.manifest import Manifest
 from liverctl.progress import ProgressCallback
 
 __all__ = [
@@ -1067,7 +1068,8 @@ def phantom(
 
     Case ``i`` is :func:`make_phantom` with ``seed=seed, case=i``, so a dataset is
     bit-identical for the same arguments and case ``i`` does not depend on ``n``. Existing
-    files are an error unless ``overwrite``; every file is written atomically. Returns
+    files are an error unless ``overwrite``, and even then a file liverctl did not write is never
+    replaced (:mod:`liverctl.manifest`); every file is written atomically. Returns
     ``outdir``. This is what ``liverctl phantom`` runs.
     """
     if int(n) < 1:
@@ -1082,18 +1084,23 @@ def phantom(
     targets = [out / "dataset.json"]
     for name in names:
         targets += [out / "imagesTr" / f"{name}_0000.nii.gz", out / "labelsTr" / f"{name}.nii.gz"]
+    manifest = Manifest(out)
     if not overwrite:
         existing = [t for t in targets if t.exists()]
         if existing:
             more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
-            raise InputError(f"refusing to overwrite {existing[0]}{more}; use --overwrite (overwrite=True) to replace")
+            hint = "use --overwrite to replace" if not manifest.foreign(existing) else "liverctl did not write it"
+            raise InputError(f"refusing to overwrite {existing[0]}{more}; {hint}")
+    manifest.check_replaceable(targets)  # --overwrite replaces only phantoms liverctl wrote
+    manifest.claim(targets, "phantom")
     description = f"writing {n} {domain} phantoms"
     if progress is not None:
         progress(description, 0, int(n))
     for i, name in enumerate(names):
         ct, lab = make_phantom(replace(base, case=i))
-        write_image(ct, out / "imagesTr" / f"{name}_0000.nii.gz")
-        write_image(lab, out / "labelsTr" / f"{name}.nii.gz")
+        written = [write_image(ct, out / "imagesTr" / f"{name}_0000.nii.gz")]
+        written.append(write_image(lab, out / "labelsTr" / f"{name}.nii.gz"))
+        manifest.record(written)
         if progress is not None:
             progress(description, i + 1, int(n))
     labels = dict(LABELS)
@@ -1117,7 +1124,7 @@ def phantom(
             "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(base).items() if k != "case"},
         },
     }
-    write_text_atomic(out / "dataset.json", json.dumps(meta, indent=2) + "\n")
+    manifest.record([write_text_atomic(out / "dataset.json", json.dumps(meta, indent=2) + "\n")])
     return out
 
 
