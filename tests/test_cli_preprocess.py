@@ -27,7 +27,9 @@ def write(image: sitk.Image, path: Path) -> Path:
 
 def tiny_case(root: Path, name: str, *, label_array: np.ndarray | None = None, shape=(12, 10, 8)) -> None:
     rng = np.random.default_rng(0)
-    img = sitk.GetImageFromArray(rng.normal(40, 10, size=shape).astype(np.int16))
+    array = rng.normal(40, 10, size=shape).astype(np.int16)
+    array[:, :, 0] = -1000  # air beside the body: a CT in HU
+    img = sitk.GetImageFromArray(array)
     img.SetSpacing((2.0, 2.0, 3.0))
     if label_array is None:
         label_array = np.zeros(shape, np.uint8)

@@ -203,6 +203,22 @@ def check_not_input(output: str | os.PathLike[str], inputs: Sequence[str | os.Pa
             raise InputError(f"refusing to overwrite an input file: {output}")
 
 
+def check_writable(path: str | os.PathLike[str]) -> None:
+    """Refuse, before any work, an output whose folder cannot be made or written."""
+    path = Path(path)
+    folder = path.parent
+    while not folder.exists():
+        folder = folder.parent
+    if not folder.is_dir():
+        raise InputError(f"cannot write {path}: {folder} is not a folder")
+    try:  # a real write, as permissions, ACLs and read-only mounts all decide it
+        fd, probe = tempfile.mkstemp(prefix=".liverctl-probe.", dir=folder)
+    except OSError as exc:
+        raise InputError(f"cannot write {path}: {exc.strerror or exc} in {folder}") from None
+    os.close(fd)
+    os.unlink(probe)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` if the block succeeds.
@@ -344,17 +360,36 @@ def _checked(image: Image, path: Path) -> Image:
     return image
 
 
-def _nifti_data_end(header: bytes) -> int | None:
-    """Bytes a NIfTI-1/2 file must hold (header + voxel data), from its header; ``None`` if unknown."""
+@dataclass(frozen=True)
+class _NiftiLayout:
+    """Where a NIfTI-1/2 file keeps its voxels, from its header."""
+
+    endian: str
+    datatype: int
+    offset: int
+    voxels: int
+    bitpix: int
+
+    @property
+    def data_end(self) -> int:
+        return self.offset + self.voxels * self.bitpix // 8
+
+
+#: NIfTI datatype codes of the floating-point voxel types, as NumPy type letters.
+_NIFTI_FLOATS = {16: "f4", 64: "f8"}
+
+
+def _nifti_layout(header: bytes) -> _NiftiLayout | None:
+    """The voxel layout a NIfTI-1/2 header describes; ``None`` if it is not a NIfTI header."""
     for endian in "<>":
         if len(header) >= 348 and struct.unpack(endian + "i", header[:4])[0] == 348:
             minimum = 352
             dims = struct.unpack(endian + "8h", header[40:56])
-            bitpix = struct.unpack(endian + "h", header[72:74])[0]
+            datatype, bitpix = struct.unpack(endian + "2h", header[70:74])
             offset = int(struct.unpack(endian + "f", header[108:112])[0])
             break
         if len(header) >= 540 and struct.unpack(endian + "i", header[:4])[0] == 540:
-            bitpix = struct.unpack(endian + "h", header[14:16])[0]
+            datatype, bitpix = struct.unpack(endian + "2h", header[12:16])
             dims = struct.unpack(endian + "8q", header[16:80])
             offset = struct.unpack(endian + "q", header[168:176])[0]
             minimum = 544
@@ -365,7 +400,41 @@ def _nifti_data_end(header: bytes) -> int | None:
     if not 1 <= ndim <= 7 or bitpix <= 0:
         return None
     voxels = math.prod(max(int(d), 1) for d in dims[1 : ndim + 1])
-    return max(offset, minimum) + voxels * bitpix // 8
+    return _NiftiLayout(endian, int(datatype), max(int(offset), minimum), voxels, int(bitpix))
+
+
+def _nifti_data_end(header: bytes) -> int | None:
+    """Bytes a NIfTI-1/2 file must hold (header + voxel data), from its header; ``None`` if unknown."""
+    layout = _nifti_layout(header)
+    return None if layout is None else layout.data_end
+
+
+def nifti_has_nonfinite(path: str | os.PathLike[str]) -> bool:
+    """Whether a float NIfTI file stores NaN or infinite voxels.
+
+    ITK's NIfTI reader (SimpleITK 2.5) turns them into 0 without a word, so the array it
+    returns looks clean; this reads the stored values themselves, in 16 MiB pieces (only for
+    float32/float64 files: integer voxels cannot be NaN).
+    """
+    path = Path(path)
+    opener = gzip.open if image_suffix(path) == ".nii.gz" else open
+    with opener(path, "rb") as fh:
+        layout = _nifti_layout(fh.read(540))
+        if layout is None or layout.datatype not in _NIFTI_FLOATS:
+            return False
+        dtype = np.dtype(layout.endian + _NIFTI_FLOATS[layout.datatype])
+        fh.seek(layout.offset)
+        remaining = layout.voxels * dtype.itemsize
+        step = (16 << 20) // dtype.itemsize * dtype.itemsize
+        while remaining > 0:
+            chunk = fh.read(min(step, remaining))
+            if not chunk:
+                break
+            usable = len(chunk) // dtype.itemsize * dtype.itemsize
+            if not np.isfinite(np.frombuffer(chunk[:usable], dtype=dtype)).all():
+                return True
+            remaining -= len(chunk)
+    return False
 
 
 def _gzip_length(path: Path) -> int:
@@ -422,11 +491,27 @@ def check_complete(path: str | os.PathLike[str]) -> None:
         raise InputError(f"cannot read {path}: truncated file ({size} of {expected} bytes)")
 
 
-def read_image(path: str | os.PathLike[str], *, series_uid: str | None = None) -> Image:
+def _itk_read(path: Path) -> sitk.Image:
+    """``sitk.ReadImage``, but of this very file.
+
+    Asked for ``case.nii.gz``, ITK's NIfTI reader reads ``case.nii`` instead when one lies beside
+    it (SimpleITK 2.5.7). Such a file is read through a link that stands alone in a temporary
+    folder.
+    """
+    if image_suffix(path) == ".nii.gz" and path.with_name(image_stem(path) + ".nii").exists():
+        with tempfile.TemporaryDirectory(prefix="liverctl-read-") as tmp:
+            link = Path(tmp) / path.name
+            link.symlink_to(path.absolute())
+            return sitk.ReadImage(str(link))
+    return sitk.ReadImage(str(path))
+
+
+def read_image(path: str | os.PathLike[str], *, series_uid: str | None = None, check_finite: bool = True) -> Image:
     """Read a 3D image file or a DICOM series folder.
 
     Raises :class:`~liverctl.errors.InputError` for a missing or unreadable path and
-    :class:`~liverctl.errors.ImageFormatError` for a 2D, 4D or multi-component image.
+    :class:`~liverctl.errors.ImageFormatError` for a 2D, 4D or multi-component image and for
+    one with NaN or infinite voxels (in every format: NIfTI's reader hides them as 0).
     """
     p = Path(path)
     if not p.exists():
@@ -436,7 +521,7 @@ def read_image(path: str | os.PathLike[str], *, series_uid: str | None = None) -
     if series_uid is not None:
         raise InputError(f"--series applies to DICOM folders, but {p} is a file")
     try:
-        image = sitk.ReadImage(str(p))
+        image = _itk_read(p)
     except RuntimeError as exc:
         raise InputError(f"cannot read {p}: {_itk_message(exc)}") from None
     check_complete(p)
@@ -448,7 +533,23 @@ def read_image(path: str | os.PathLike[str], *, series_uid: str | None = None) -
         image = image[:, :, :, 0]
     if image.GetDimension() != 3:
         return _not_3d(image, p)
-    return _checked(Image.from_sitk(image), p)
+    result = _checked(Image.from_sitk(image), p)
+    if check_finite:
+        _check_finite(result, p)
+    return result
+
+
+def _check_finite(image: Image, path: Path, error: type[InputError] = ImageFormatError, what: str = "") -> None:
+    """Refuse NaN or infinite voxels, also where the NIfTI reader hid them (as 0)."""
+    if image_suffix(path) in (".nii", ".nii.gz"):
+        try:
+            bad = image.array.dtype.kind == "f" and nifti_has_nonfinite(path)
+        except (OSError, EOFError, zlib.error) as exc:
+            raise InputError(f"cannot read {path}: truncated or corrupt file ({exc})") from None
+    else:
+        bad = image.array.dtype.kind == "f" and not np.isfinite(image.array).all()
+    if bad:
+        raise error(f"{what}{path} holds NaN or infinite values")
 
 
 def as_label_array(array: np.ndarray, source: str = "label map") -> np.ndarray:
@@ -485,7 +586,9 @@ def _first_fraction(array: np.ndarray) -> float:
 
 def read_label(path: str | os.PathLike[str], *, series_uid: str | None = None) -> Image:
     """Read a label map (mask) and validate it with :func:`as_label_array`."""
-    image = read_image(path, series_uid=series_uid)
+    image = read_image(path, series_uid=series_uid, check_finite=False)
+    if not Path(path).is_dir():
+        _check_finite(image, Path(path), LabelError, "label map ")
     return Image(as_label_array(image.array, f"label map {path}"), image.geometry)
 
 

@@ -28,7 +28,6 @@ import json
 import math
 import multiprocessing
 import os
-import shutil
 import time
 import warnings
 import zlib
@@ -43,9 +42,11 @@ import numpy as np
 import SimpleITK as sitk
 
 from liverctl import __version__
+from liverctl.ct import NO_BODY, has_body, read_ct
 from liverctl.datasets import Case, Dataset, discover_dataset
 from liverctl.errors import ConfigError, DatasetError, GeometryError, InputError, LiverctlError, LiverctlWarning
-from liverctl.io import Geometry, Image, atomic_path, check_same_grid, read_image, read_label, write_text_atomic
+from liverctl.io import Geometry, Image, atomic_path, check_same_grid, read_label, write_text_atomic
+from liverctl.manifest import check_new_or_owned_folder
 from liverctl.progress import ProgressCallback
 
 # --------------------------------------------------------------------------- constants
@@ -650,11 +651,14 @@ def _source_stat(case: Case) -> dict[str, int]:
 
 
 def read_case(case: Case) -> tuple[Image, Image]:
-    """Read and validate a labelled case: a 3D image and a label map on the same grid."""
+    """Read and validate a labelled case: a CT scan in HU (:mod:`liverctl.ct`, the verdict
+    ``predict`` gives) with a body, and a label map on the same grid."""
     if case.label_path is None:
         raise DatasetError(f"case {case.name} has no label map")
     try:
-        image = read_image(case.image_path)
+        image, _ = read_ct(case.image_path)
+        if not has_body(image):
+            raise DatasetError(f"image {Path(case.image_path).name} holds {NO_BODY}; remove it from the dataset")
         label = read_label(case.label_path)
         check_same_grid(image, label, f"image {Path(case.image_path).name}", f"label {Path(case.label_path).name}")
     except LiverctlError as exc:
@@ -1069,10 +1073,16 @@ def preprocess_case(case: Case, plan: Plan, crop: tuple[int, int], output: str |
         "crop": list(crop),
         "foreground_voxels": int(np.count_nonzero(liver_region(lab_array, plan.liver_labels))),
     }
-    _save_npy(out / "images" / f"{case.name}.npy", result.array)
-    _save_npy(out / "labels" / f"{case.name}.npy", lab_array)
-    write_text_atomic(out / "cases" / f"{case.name}.json", json.dumps(record, indent=2) + "\n")
+    image_path, label_path, record_path = _case_files(out, case.name)
+    _save_npy(image_path, result.array)
+    _save_npy(label_path, lab_array)
+    write_text_atomic(record_path, json.dumps(record, indent=2) + "\n")
     return record
+
+
+def _case_files(output: Path, name: str) -> list[Path]:
+    """The files :func:`preprocess_case` writes for case ``name``, the record last."""
+    return [output / "images" / f"{name}.npy", output / "labels" / f"{name}.npy", output / "cases" / f"{name}.json"]
 
 
 def _case_done(output: Path, case: Case) -> dict[str, Any] | None:
@@ -1190,12 +1200,12 @@ def preprocess(
     if interpolation_order(image_order) == 0:
         raise ConfigError("images need linear (1) or cubic (3) interpolation; nearest is for label maps")
 
+    manifest = check_new_or_owned_folder(out, "preprocess")
+    targets = [out / name for name in _FILES] + [p for case in ds.cases for p in _case_files(out, case.name)]
+    manifest.check_replaceable(targets)  # before any work: never replace a file liverctl did not write
     existing_plan: Plan | None = None
-    if out.is_dir() and any(out.iterdir()):
-        if (out / "plan.json").is_file():
-            existing_plan = Plan.load(out / "plan.json")
-        elif not overwrite:
-            raise InputError(f"output folder {out} is not empty and holds no liverctl plan.json; use --overwrite")
+    if (out / "plan.json").is_file() and manifest.owns(out / "plan.json"):
+        existing_plan = Plan.load(out / "plan.json")
 
     fp = None if overwrite else _reusable_fingerprint(out, ds, margin, labels_list)
     if fp is None:
@@ -1216,16 +1226,15 @@ def preprocess(
                 "use --overwrite or another output folder"
             )
     if overwrite:
-        for name in _FILES:
-            (out / name).unlink(missing_ok=True)
-        for sub in ("images", "labels", "cases"):
-            if (out / sub).is_dir():
-                shutil.rmtree(out / sub)
+        manifest.remove_owned()  # only what liverctl wrote here; the user's files stay
 
     out.mkdir(parents=True, exist_ok=True)
+    top = [out / name for name in _FILES]
+    manifest.claim(top, "preprocess")
     write_text_atomic(out / "fingerprint.json", json.dumps(fp.to_dict(), indent=2) + "\n")
     fp.save_arrays(out / "fingerprint_samples.npz")
     write_text_atomic(out / "plan.json", new_plan.to_json())
+    manifest.record(top[:3])
 
     records: dict[str, dict[str, Any]] = {}
     todo: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
@@ -1238,10 +1247,13 @@ def preprocess(
             skipped.append(case.name)
         else:
             todo.append(((case, new_plan, tuple(crops[case.name]), str(out)), {}))
+    manifest.claim(p for args, _ in todo for p in _case_files(out, args[0].name))
     for record in _map_cases(preprocess_case, todo, workers=workers, progress=progress, description="preprocess"):
         records[record["name"]] = record
+        manifest.record(_case_files(out, record["name"]))
     cases = [records[c.name] for c in ds.cases]
     write_text_atomic(out / "cases.json", json.dumps(cases, indent=2) + "\n")
+    manifest.record([out / "cases.json"])
     return PreprocessResult(
         output=out,
         plan=new_plan,
