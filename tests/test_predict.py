@@ -25,6 +25,7 @@ from hypothesis import strategies as st
 from liverctl import hub
 from liverctl.errors import ConfigError, ImageFormatError
 from liverctl.io import Geometry, Image, read_image, read_label, write_image
+from liverctl.manifest import MANIFEST_NAME
 from liverctl.predict import (
     LiverModel,
     PredictOptions,
@@ -330,13 +331,14 @@ def test_batch_goes_on_past_a_bad_file_and_writes_a_summary(band: LiverModel, ma
     assert [Path(c.input).name for c in result.cases] == ["a.nii.gz", "b.nrrd", "broken.nii.gz"]
     assert [c.ok for c in result.cases] == [True, True, False]
     assert "broken.nii.gz" in result.failures[0].error
-    assert sorted(p.name for p in out.iterdir()) == ["a.json", "a.nii.gz", "b.json", "b.nii.gz", "summary.csv"]
+    written = ["a.json", "a.nii.gz", "b.json", "b.nii.gz", "summary.csv"]
+    assert sorted(p.name for p in out.iterdir()) == [MANIFEST_NAME, *written]
     rows = list(csv.DictReader((out / "summary.csv").open()))
     assert [r["status"] for r in rows] == ["ok", "ok", "failed"]
     assert float(rows[0]["liver_volume_ml"]) == pytest.approx(float(rows[1]["liver_volume_ml"]))
     report = json.loads((out / "a.json").read_text())
     assert report["mask"] == str(out / "a.nii.gz") and report["model"]["name"] == "band"
-    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temp files left
+    assert [p.name for p in out.iterdir() if p.name.startswith(".")] == [MANIFEST_NAME]  # no temp files left
 
 
 def test_probabilities_are_written_on_the_scan_grid(band: LiverModel, marked: Path, tmp_path: Path):

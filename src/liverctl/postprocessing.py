@@ -32,7 +32,7 @@ from typing import Any, TypeVar
 import cc3d
 import numpy as np
 
-from liverctl.errors import ConfigError, DatasetError, InputError
+from liverctl.errors import ConfigError, DatasetError, InputError, LiverctlError
 from liverctl.io import Geometry, Image
 from liverctl.progress import ProgressCallback, track
 
@@ -498,14 +498,21 @@ class CaseReport:
     tumour_voxels_removed_outside_liver: int = 0
     input: str | None = None
     output: str | None = None
+    error: str | None = None
+    """Why this file of a folder run was not processed (the run goes on past it)."""
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "input": self.input,
             "output": self.output,
             "labels": [asdict(r) for r in self.labels],
             "tumour_voxels_removed_outside_liver": self.tumour_voxels_removed_outside_liver,
         }
+        return out if self.ok else {**out, "output": None, "error": self.error}
 
 
 # --------------------------------------------------------------------------- the pipeline
@@ -598,7 +605,8 @@ def postprocess(
       same name into the ``output`` folder and returns one report per file.
 
     Files are written atomically as uint8 (uint16 past label 255) in the input's geometry;
-    an input is never overwritten. ``config`` defaults to the ``liver`` preset.
+    an input, or any file liverctl did not write, is never overwritten (:mod:`liverctl.manifest`).
+    A folder run goes on past a file it cannot read; that file's report holds the ``error``. ``config`` defaults to the ``liver`` preset.
     """
     config = config or PostprocessConfig.preset("liver")
     if isinstance(data, Image):
@@ -611,7 +619,8 @@ def postprocess(
         result, report = postprocess_image(Image(data, Geometry((1.0, 1.0, 1.0))), config)
         return result.array, report
 
-    from liverctl.io import check_not_input, image_suffix, list_images, read_label, write_mask
+    from liverctl.io import check_not_input, check_writable, image_suffix, list_images, read_label, write_mask
+    from liverctl.manifest import Manifest
 
     source = Path(data)
     if output is None:
@@ -632,12 +641,23 @@ def postprocess(
         pairs = [(source, _output_for(source, out))]
         if image_suffix(pairs[0][1]) is None:
             raise InputError(f"unknown image format for output {pairs[0][1]}")
+    manifest = Manifest(out if source.is_dir() else pairs[0][1].parent)
     for _, target in pairs:
         check_not_input(target, [p for p, _ in pairs])
+        check_writable(target)
+    manifest.check_replaceable(t for _, t in pairs)  # before any work: never replace the user's files
     reports: list[CaseReport] = []
     for src, target in track(pairs, "post-processing", progress):
-        image = read_label(src)
-        result, report = postprocess_image(image, config)
+        try:
+            image = read_label(src)
+            result, report = postprocess_image(image, config)
+        except LiverctlError as exc:
+            if not source.is_dir():
+                raise
+            reports.append(CaseReport((), input=str(src), error=str(exc)))  # a folder run goes on past it
+            continue
+        manifest.claim([target], "postprocess")
         write_mask(result, image, target)
+        manifest.record([target])
         reports.append(replace(report, input=str(src), output=str(target)))
     return reports

@@ -25,28 +25,32 @@ import io as _io
 import json
 import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
+from glob import escape as glob_escape
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from liverctl import __version__
-from liverctl.errors import ConfigError, ImageFormatError, InputError, LiverctlError
+from liverctl.ct import NO_BODY, check_ct, has_body, read_ct
+from liverctl.errors import ConfigError, InputError, LiverctlError
 from liverctl.io import (
+    IMAGE_SUFFIXES,
     Image,
     check_not_input,
+    check_writable,
     image_stem,
     image_suffix,
     list_dicom_series,
     list_images,
-    read_image,
     write_image,
     write_mask,
     write_text_atomic,
 )
+from liverctl.manifest import Manifest
 from liverctl.progress import ProgressCallback
 
 LARGE_COMPONENT_ML = 10.0
@@ -117,6 +121,23 @@ class PredictOptions:
     dataset: str | None = None
     threads: int | None = None
 
+    def __post_init__(self) -> None:
+        from liverctl.device import PRECISIONS
+
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"unknown --precision {self.precision!r}: use one of {', '.join(PRECISIONS)}")
+        if self.overlap is not None and not 0 <= self.overlap < 1:
+            raise ConfigError(f"--overlap must be in [0, 1), got {self.overlap:g}")
+        if self.batch_size is not None and self.batch_size < 1:
+            raise ConfigError(f"--batch-size must be 1 or more, got {self.batch_size}")
+        if self.threads is not None and self.threads < 1:
+            raise ConfigError(f"--threads must be 1 or more, got {self.threads}")
+
+    def result_key(self) -> dict[str, Any]:
+        """The options that change a mask or a report (not where or how fast it runs)."""
+        keep = ("precision", "tta", "overlap", "shortcuts", "fast", "postprocess", "save_probabilities", "dataset")
+        return {k: getattr(self, k) for k in keep}
+
 
 @dataclass
 class Segmentation:
@@ -128,37 +149,6 @@ class Segmentation:
 
 
 # --------------------------------------------------------------------------- checks
-
-
-def check_ct(image: Image, source: str = "image") -> list[str]:
-    """Refuse images that cannot be CT in Hounsfield units; return QC notes for odd ones.
-
-    Errors (:class:`~liverctl.errors.ImageFormatError`): NaN or infinite voxels; all values
-    within 0..255 (an 8-bit picture, or a mask given as the scan); no value below 0 at all
-    (a CT whose rescale intercept was not applied: air must be near -1000 HU). Notes (returned,
-    for the report): no air (nothing below -500 HU: a tight crop?), values above 4000 HU
-    (metal, or not HU).
-    """
-    array = image.array
-    if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
-        raise ImageFormatError(f"{source} holds NaN or infinite values")
-    lo, hi = float(array.min()), float(array.max())
-    if lo >= 0 and hi <= 255:
-        raise ImageFormatError(
-            f"{source} does not look like CT: values lie in {lo:g}..{hi:g}, not Hounsfield units "
-            "(expected air near -1000 HU); is it a picture or a mask?"
-        )
-    if lo >= 0:
-        raise ImageFormatError(
-            f"{source} does not look like CT in Hounsfield units: no value below 0 (min {lo:g}, max {hi:g}); "
-            "apply the DICOM rescale slope/intercept first"
-        )
-    notes = []
-    if lo > -500:
-        notes.append(f"no air in the image (minimum {lo:g} HU): a tight crop, or not a CT in HU")
-    if hi > 4000:
-        notes.append(f"values up to {hi:g} HU: metal, or not Hounsfield units")
-    return notes
 
 
 # --------------------------------------------------------------------------- the model
@@ -372,6 +362,9 @@ class LiverModel:
             indicator = np.isin(result.labels, self.liver_channels)
         else:
             indicator = np.any([result.channel(c) > 0.5 for c in self.liver_channels], axis=0)
+        body = has_body(image)
+        if not body:  # an all-air scan: whatever the network says, there is no liver
+            indicator = np.zeros_like(indicator)
         del net_input
         # The decision is made in model space and brought back with linear interpolation of the
         # 0/1 indicator (threshold 0.5): smoother than nearest neighbour, exact where grids coincide.
@@ -390,18 +383,25 @@ class LiverModel:
             p = resample_to_reference(Image(liver_prob, hu.geometry), image, interpolator="linear", default_value=0.0)
             probabilities = Image(np.clip(p.array, 0.0, 1.0).astype(np.float32), image.geometry)
         mask, components = _clean(raw, image, options.postprocess)
-        report = self._report(image, mask, components, notes, result.stats, time.perf_counter() - t0)
+        report = self._report(image, mask, components, notes, result.stats, time.perf_counter() - t0, body)
         return Segmentation(mask, probabilities, report)
 
     def _report(
-        self, image: Image, mask: Image, components: list[int], notes: list[str], stats: Any, seconds: float
+        self,
+        image: Image,
+        mask: Image,
+        components: list[int],
+        notes: list[str],
+        stats: Any,
+        seconds: float,
+        body: bool = True,
     ) -> dict[str, Any]:
         liver = mask.array.astype(bool)
         count = int(np.count_nonzero(liver))
         voxel_ml = image.voxel_volume_ml
         hu_values = image.array[liver].astype(np.float64) if count else np.empty(0)
         bbox = _bbox_mm(liver, image) if count else None
-        qc = _qc(liver, count * voxel_ml, components, voxel_ml, notes)
+        qc = _qc(liver, count * voxel_ml, components, voxel_ml, notes, body)
         first = self.resolved[0]
         return {
             "liver_volume_ml": round(count * voxel_ml, 3),
@@ -541,10 +541,13 @@ def _bbox_mm(mask: np.ndarray, image: Image) -> dict[str, list[float]]:
 
 
 def _qc(
-    liver: np.ndarray, volume_ml: float, components: list[int], voxel_ml: float, notes: list[str]
+    liver: np.ndarray, volume_ml: float, components: list[int], voxel_ml: float, notes: list[str], body: bool = True
 ) -> dict[str, Any]:
     flags: list[str] = []
     messages = list(notes)
+    if not body:
+        flags.append("no_body")
+        messages.append(f"{NO_BODY} in the scan: nothing to segment")
     touches = {}
     if liver.any():
         touches = {
@@ -593,6 +596,8 @@ class CaseResult:
     probabilities: Path | None = None
     report: dict[str, Any] | None = None
     error: str | None = None
+    skipped: bool = False
+    """``resume``: the mask and report of an earlier run with the same model and options were kept."""
 
     @property
     def ok(self) -> bool:
@@ -665,6 +670,11 @@ def output_paths(scans: list[Path], output: str | os.PathLike[str] | None) -> li
     suffix: that file (one scan only). Otherwise a folder: ``<output>/<name>.nii.gz``, the
     same name as the scan, so that ``liverctl evaluate`` pairs it with a reference by name.
     """
+    if output is not None and not Path(output).is_dir() and image_suffix(output) is None and Path(output).suffix:
+        raise ConfigError(
+            f"-o {output}: {Path(output).suffix} is not a mask format (use {', '.join(IMAGE_SUFFIXES)}); "
+            "for a folder, drop the suffix or create the folder first"
+        )
     if output is None:
         paths = [Path.cwd() / f"{_scan_name(s)}_liver.nii.gz" for s in scans]
     elif image_suffix(output) is not None and not Path(output).is_dir():
@@ -686,13 +696,62 @@ def _sidecar(mask_path: Path, suffix: str) -> Path:
     return mask_path.with_name(image_stem(mask_path) + suffix)
 
 
+def _case_files(mask: Path, options: PredictOptions) -> list[Path]:
+    """What :func:`predict` writes for one scan: the mask, its report, its probabilities."""
+    files = [mask, _sidecar(mask, ".json")]
+    return [*files, _sidecar(mask, "_probabilities.nii.gz")] if options.save_probabilities else files
+
+
+def _check_outputs(files: Sequence[Path]) -> dict[Path, Manifest]:
+    """Check every output before any download or computation: writable, and replacing
+    nothing liverctl did not write. Returns the manifest of each output folder."""
+    manifests: dict[Path, Manifest] = {}
+    for f in files:
+        check_writable(f)
+        folder = f.parent.absolute()
+        if folder not in manifests:
+            manifests[folder] = Manifest(folder)
+        manifests[folder].check_replaceable([f])
+    return manifests
+
+
+def _remove_stale_temporaries(files: Sequence[Path]) -> None:
+    """Temporary files a killed run left beside these outputs (liverctl's own naming, see
+    :func:`liverctl.io.atomic_path`)."""
+    for f in files:
+        if f.parent.is_dir():
+            for tmp in f.parent.glob(f".{glob_escape(f.name)}.*.tmp*"):
+                tmp.unlink(missing_ok=True)
+
+
+def _earlier_result(case: CaseResult, files: Sequence[Path], model: LiverModel, options: PredictOptions) -> bool:
+    """``resume``: fill ``case`` from an earlier run's files if they hold this model's result
+    with these options (and liverctl wrote them); ``False`` if the scan must be segmented."""
+    manifest = Manifest(files[0].parent)
+    if not all(f.is_file() and manifest.owns(f) for f in files):
+        return False
+    try:
+        report = json.loads(files[1].read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    if not isinstance(report, dict) or report.get("input") != case.input:
+        return False
+    shas = [r.sha256 for r in model.resolved]
+    earlier = report.get("model") or {}
+    earlier_shas = [m.get("sha256") for m in earlier.get("ensemble") or [earlier]]
+    if earlier_shas != shas or report.get("options") != options.result_key():
+        return False
+    case.mask, case.report_path, case.report, case.skipped = files[0], files[1], report, True
+    case.probabilities = files[2] if len(files) > 2 else None
+    return True
+
+
 Prepared = tuple[Image, tuple[Image, np.ndarray], list[str]]
 
 
 def _prepare(model: LiverModel, path: Path, series_uid: str | None) -> Prepared:
     """Read a scan, check it is CT, and bring it to model space (runs in the read-ahead thread)."""
-    image = read_image(path, series_uid=series_uid)
-    notes = check_ct(image, str(path))
+    image, notes = read_ct(path, series_uid=series_uid)
     return image, model.to_model_space(image), notes
 
 
@@ -753,8 +812,10 @@ def predict(
     series_uid: str | None = None,
     shard: tuple[int, int] | None = None,
     summary: str | os.PathLike[str] | None = None,
+    resume: bool = False,
     loaded: LiverModel | None = None,
     progress: ProgressCallback | None = None,
+    on_case: Callable[[CaseResult], None] | None = None,
 ) -> PredictResult:
     """Segment the liver in one or many CT scans and write masks, reports and a summary.
 
@@ -769,9 +830,18 @@ def predict(
         shard: ``(i, n)``: segment only every n-th scan starting at i (of the sorted list),
             to split a folder over machines.
         summary: where to write the summary CSV; default ``summary.csv`` in the output
-            folder when there are several scans, none for a single scan.
+            folder when there are several scans, none for a single scan. It is rewritten after
+            every scan, so a killed run leaves a truthful partial summary.
+        resume: keep the mask and report of a scan that an earlier run wrote with the same
+            model (sha256) and options (:meth:`PredictOptions.result_key`); such cases come
+            back with ``skipped=True``.
         loaded: an already loaded :class:`LiverModel` (skips loading).
         progress: called per scan (``"scans"``) and per window batch (``"sliding window"``).
+        on_case: called with each :class:`CaseResult` as soon as its files are written.
+
+    Every option and output is checked before the weights are loaded (or downloaded): an
+    output folder that cannot be written, or an existing file there that liverctl did not
+    write (:mod:`liverctl.manifest`), is refused up front.
 
     Returns:
         :class:`PredictResult`. A scan that fails (unreadable, not CT, ...) does not stop the
@@ -785,6 +855,17 @@ def predict(
     if not scans:
         raise InputError("no scans to segment in this shard")
     outputs = output_paths(scans, output)
+    if summary is None and len(scans) > 1:
+        summary = outputs[0].parent / "summary.csv"
+    summary_path = None if summary is None else Path(summary)
+    if summary_path is not None:
+        check_not_input(summary_path, scans)
+    files = [_case_files(out, options) for out in outputs]
+    manifests = _check_outputs([f for group in files for f in group] + ([summary_path] if summary_path else []))
+    if loaded is None:
+        from liverctl.device import resolve_device
+
+        resolve_device(options.device)  # an absent device is refused before any download
     net = loaded or LiverModel.load(
         model,
         weights,
@@ -795,33 +876,61 @@ def predict(
         dataset=options.dataset,
         progress=progress,
     )
+    _remove_stale_temporaries([f for group in files for f in group] + ([summary_path] if summary_path else []))
     result = PredictResult()
-    for done, ((scan, future), out) in enumerate(zip(_prefetched(net, scans, series_uid), outputs, strict=True)):
+    kept = {}
+    for i, (scan, group) in enumerate(zip(scans, files, strict=True)):
         case = CaseResult(input=str(scan))
-        try:
-            image, prepared, notes = future.result()
-            seg = net.segment(image, options, source=str(scan), prepared=prepared, ct_notes=notes, progress=progress)
-            case.mask = write_mask(seg.mask, image, out)
-            if seg.probabilities is not None:
-                case.probabilities = write_image(seg.probabilities, _sidecar(out, "_probabilities.nii.gz"))
-            seg.report = {"input": str(scan), "mask": str(out), **seg.report}
-            if case.probabilities is not None:
-                seg.report["probabilities"] = str(case.probabilities)
-            case.report_path = write_text_atomic(_sidecar(out, ".json"), json.dumps(seg.report, indent=2) + "\n")
-            case.report = seg.report
-        except LiverctlError as exc:
-            case.error = str(exc)
-        except MemoryError:
-            case.error = "out of memory"
+        if resume and _earlier_result(case, group, net, options):
+            kept[i] = case
+    prepared = _prefetched(net, [s for i, s in enumerate(scans) if i not in kept], series_uid)
+    for done, (out, group) in enumerate(zip(outputs, files, strict=True)):
+        if done in kept:
+            case = kept[done]
+        else:
+            scan, future = next(prepared)
+            case = CaseResult(input=str(scan))
+            _segment_case(net, case, future, group, options, manifests[out.parent.absolute()], progress)
         result.cases.append(case)
+        if summary_path is not None:
+            result.summary_csv = write_summary(result.cases, summary_path)
+            manifests[summary_path.parent.absolute()].record([summary_path], "predict")
+        if on_case is not None:
+            on_case(case)
         if progress is not None:
             progress("scans", done + 1, len(scans))
-    if summary is None and len(scans) > 1:
-        folder = outputs[0].parent
-        summary = folder / "summary.csv"
-    if summary is not None:
-        result.summary_csv = write_summary(result.cases, summary)
     return result
+
+
+def _segment_case(
+    net: LiverModel,
+    case: CaseResult,
+    future: Future[Prepared],
+    files: Sequence[Path],
+    options: PredictOptions,
+    manifest: Manifest,
+    progress: ProgressCallback | None,
+) -> None:
+    """Segment one scan, read ahead by ``future``, and write its files (recorded in the
+    folder's manifest); errors go into ``case``."""
+    out, report_path, scan = files[0], files[1], case.input
+    try:
+        image, model_space, notes = future.result()
+        seg = net.segment(image, options, source=scan, prepared=model_space, ct_notes=notes, progress=progress)
+        manifest.claim(files, "predict")
+        case.mask = write_mask(seg.mask, image, out)
+        if seg.probabilities is not None:
+            case.probabilities = write_image(seg.probabilities, files[2])
+        seg.report = {"input": scan, "mask": str(out), "options": options.result_key(), **seg.report}
+        if case.probabilities is not None:
+            seg.report["probabilities"] = str(case.probabilities)
+        case.report_path = write_text_atomic(report_path, json.dumps(seg.report, indent=2) + "\n")
+        case.report = seg.report
+        manifest.record(files)
+    except LiverctlError as exc:
+        case.error = str(exc)
+    except MemoryError:
+        case.error = "out of memory"
 
 
 def parse_paths(text: str) -> list[str]:

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from liverctl.cli import app
-from liverctl.cli._common import cli_command, progress_bar
+from liverctl.cli._common import cli_command, err, progress_bar
 
 
 @app.command(
@@ -87,4 +87,11 @@ def postprocess(
         typer.echo(json.dumps({"config": config.to_dict(), "cases": [r.to_dict() for r in reports]}, indent=2))
     else:
         for report in reports:
-            typer.echo(report.output)
+            if report.ok:
+                typer.echo(report.output)
+    failed = [r for r in reports if not r.ok]
+    for report in failed:
+        err(f"liverctl: error: {report.input}: {report.error}")
+    if failed:
+        err(f"liverctl: {len(failed)} of {len(reports)} file(s) failed")
+        raise typer.Exit(1)

@@ -62,6 +62,11 @@ def predict(
     shard: str | None = typer.Option(None, "--shard", help="I/N: segment only shard I (0-based) of N of the inputs."),
     summary: Path | None = typer.Option(None, "--summary", help="Summary CSV path (default: OUTPUT/summary.csv)."),
     threads: int | None = typer.Option(None, "--threads", help="CPU threads for torch."),
+    resume: bool = typer.Option(
+        False,
+        "--resume",
+        help="Skip scans whose mask and report an earlier run wrote with the same model and options.",
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the per-scan reports as a JSON list instead of paths."),
 ) -> None:
     """Segment the liver in CT scans; write masks aligned to each scan, a JSON report beside each, and a summary CSV.
@@ -88,6 +93,15 @@ def predict(
         dataset=dataset,
         threads=threads,
     )
+    def written(case) -> None:  # each mask path as soon as it is written, so pipelines stream
+        if case.skipped:
+            err(f"liverctl: note: {Path(case.input).name}: kept the earlier result ({case.mask})")
+        for message in (case.report or {}).get("qc", {}).get("messages", []) if not case.skipped else []:
+            err(f"liverctl: note: {Path(case.input).name}: {message}")
+        if case.ok and not as_json:
+            typer.echo(str(case.mask))
+            sys.stdout.flush()
+
     with progress_bar() as progress:
         result = run_predict(
             items,
@@ -99,18 +113,16 @@ def predict(
             series_uid=series,
             shard=parse_shard(shard) if shard else None,
             summary=summary,
+            resume=resume,
             progress=progress,
+            on_case=written,
         )
     if as_json:
         reports = [c.report if c.ok else {"input": c.input, "error": c.error} for c in result.cases]
         typer.echo(json.dumps(reports, indent=2))
-    else:
-        for case in result.cases:
-            if case.ok:
-                typer.echo(str(case.mask))
-    for case in result.cases:
-        for message in (case.report or {}).get("qc", {}).get("messages", []):
-            err(f"liverctl: note: {Path(case.input).name}: {message}")
+    if len(result.cases) == 1 and result.failures:
+        err(f"liverctl: error: {result.cases[0].input}: {result.cases[0].error}")
+        raise typer.Exit(1)
     if result.failures:
         for case in result.failures:
             err(f"liverctl: error: {case.input}: {case.error}")
