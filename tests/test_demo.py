@@ -145,6 +145,11 @@ def test_an_earlier_demo_folder_is_replaced(quick_demo, tmp_path):
     (copy / "predictions" / "my_notes.txt").write_text("mine")  # the user's file inside a demo folder
     (copy / "metrics.csv").write_text("edited by hand")  # a demo output the user changed
     _prepare_output(copy)
-    assert sorted(p.name for p in copy.iterdir()) == [".liverctl-demo", ".liverctl-manifest.json", "metrics.csv", "predictions"]
+    assert sorted(p.name for p in copy.iterdir()) == [
+        ".liverctl-demo",
+        ".liverctl-manifest.json",
+        "metrics.csv",
+        "predictions",
+    ]
     assert [p.name for p in (copy / "predictions").iterdir()] == ["my_notes.txt"]
     assert (copy / "metrics.csv").read_text() == "edited by hand"

@@ -23,7 +23,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from liverctl import hub
-from liverctl.errors import ConfigError, ImageFormatError
+from liverctl.errors import ConfigError, ImageFormatError, InputError
 from liverctl.io import Geometry, Image, read_image, read_label, write_image
 from liverctl.manifest import MANIFEST_NAME
 from liverctl.predict import (
@@ -493,3 +493,62 @@ def test_cleaning_in_the_bounding_box_equals_cleaning_everything(seed: int, dens
     assert sizes == list(stats.sizes)
     raw_again, _ = _clean(raw, image, False)
     assert np.array_equal(raw_again.array.astype(bool), raw)
+
+
+# --------------------------------------------------------------------------- reliability (issue 8)
+
+
+class AllLiver(torch.nn.Module):
+    """Liver everywhere, air included."""
+
+    min_input_multiple = 1
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([torch.zeros_like(x), torch.ones_like(x)], dim=1)
+
+
+def test_an_all_air_scan_gets_an_empty_mask_flagged_no_body(band: LiverModel, tmp_path: Path):
+    air = Image(np.full((20, 30, 30), -1000, np.int16), Geometry((1.5, 1.5, 3.0)))
+    seg = band.segment(air, PredictOptions(shortcuts=False))
+    assert not seg.mask.array.any() and seg.report["liver_volume_ml"] == 0
+    assert seg.report["qc"]["flags"][:2] == ["no_body", "empty"]
+    # even a network that calls everything liver gives no liver where there is no body
+    everything = LiverModel(band.resolved, [AllLiver()], band.device)
+    assert not everything.segment(air, PredictOptions(shortcuts=False)).mask.array.any()
+
+
+def test_resume_keeps_finished_scans_and_clears_stale_temporaries(band: LiverModel, marked: Path, tmp_path: Path):
+    scans = tmp_path / "scans"
+    ct = read_image(marked)
+    for name in ("a", "b"):
+        write_image(ct, scans / f"{name}.nii.gz")
+    out = tmp_path / "out"
+    seen: list[str] = []
+    first = predict(scans, out, loaded=band, on_case=lambda c: seen.append(Path(c.mask).name))
+    assert seen == ["a.nii.gz", "b.nii.gz"] and not any(c.skipped for c in first.cases)
+    stamps = {p.name: p.stat().st_mtime_ns for p in out.glob("*.nii.gz")}
+    (out / "b.nii.gz").unlink()  # as if killed while writing b: its temp file is still there
+    (out / ".b.nii.gz.k1ll3d.tmp.nii.gz").write_bytes(b"half")
+    again = predict(scans, out, loaded=band, resume=True)
+    assert [c.skipped for c in again.cases] == [True, False]
+    assert (out / "a.nii.gz").stat().st_mtime_ns == stamps["a.nii.gz"]  # not recomputed
+    assert not list(out.glob(".*.tmp*")) and (out / "b.nii.gz").is_file()
+    assert again.cases[0].report == first.cases[0].report
+    rows = (out / "summary.csv").read_text().splitlines()
+    assert len(rows) == 3 and all(",ok," in r for r in rows[1:])
+    # other options: every scan is computed again
+    other = predict(scans, out, loaded=band, resume=True, options=PredictOptions(postprocess=False))
+    assert not any(c.skipped for c in other.cases)
+
+
+def test_outputs_are_checked_before_the_model_is_loaded(marked: Path, tmp_path: Path):
+    """Neither `model` nor `weights` can be loaded here: the output errors must come first."""
+    (tmp_path / "taken.nii.gz").write_bytes(b"the user's file")
+    with pytest.raises(InputError, match="liverctl did not write it"):
+        predict(marked, tmp_path / "taken.nii.gz", weights=tmp_path / "no-such-weights.pt")
+    assert (tmp_path / "taken.nii.gz").read_bytes() == b"the user's file"
+    with pytest.raises(ConfigError, match="not a mask format"):
+        predict(marked, tmp_path / "x.png", weights=tmp_path / "no-such-weights.pt")
+    with pytest.raises(ConfigError, match="--overlap"):
+        PredictOptions(overlap=1.5)
+    assert not (tmp_path / "x.png").exists()

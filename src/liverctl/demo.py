@@ -148,7 +148,9 @@ def _prepare_output(out: Path) -> tuple[Manifest, set[Path]]:
     manifest.remove_owned()
     out.mkdir(parents=True, exist_ok=True)
     manifest.claim([out / _MARKER], "demo")
-    write_text_atomic(out / _MARKER, "written by liverctl demo; the next demo replaces what it recorded in its manifest\n")
+    write_text_atomic(
+        out / _MARKER, "written by liverctl demo; the next demo replaces what it recorded in its manifest\n"
+    )
     return manifest, _files_under(out)
 
 

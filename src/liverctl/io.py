@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import SimpleITK as sitk
 
-from liverctl.errors import GeometryError, ImageFormatError, InputError, LabelError
+from liverctl.errors import ConfigError, GeometryError, ImageFormatError, InputError, LabelError
 
 # ITK prints warnings (e.g. about DICOM slice spacing) straight to stderr; the library
 # must not print, and the CLI reports problems itself.
@@ -201,6 +201,17 @@ def check_not_input(output: str | os.PathLike[str], inputs: Sequence[str | os.Pa
     for item in inputs:
         if Path(item).resolve() == out:
             raise InputError(f"refusing to overwrite an input file: {output}")
+
+
+def check_output_suffix(output: str | os.PathLike[str], flag: str = "-o") -> None:
+    """Refuse an output path that is neither an image file nor a folder: ``-o x.png`` would
+    otherwise become a folder ``x.png/``. An existing folder is always a folder."""
+    p = Path(output)
+    if not p.is_dir() and image_suffix(p) is None and p.suffix:
+        raise ConfigError(
+            f"{flag} {output}: {p.suffix} is not a mask format (use {', '.join(IMAGE_SUFFIXES)}); "
+            "for a folder, drop the suffix or create the folder first"
+        )
 
 
 def check_writable(path: str | os.PathLike[str]) -> None:

@@ -58,7 +58,9 @@ class Manifest:
             if not isinstance(files, dict):
                 raise TypeError("files is not a table")
         except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise InputError(f"cannot read {self.path} ({exc}); liverctl will not replace files in {self.folder}") from None
+            raise InputError(
+                f"cannot read {self.path} ({exc}); liverctl will not replace files in {self.folder}"
+            ) from None
         self._files = {str(k): (v if isinstance(v, dict) else None) for k, v in files.items()}
         self.commands = [str(c) for c in data.get("commands", [])]
 

@@ -619,7 +619,15 @@ def postprocess(
         result, report = postprocess_image(Image(data, Geometry((1.0, 1.0, 1.0))), config)
         return result.array, report
 
-    from liverctl.io import check_not_input, check_writable, image_suffix, list_images, read_label, write_mask
+    from liverctl.io import (
+        check_not_input,
+        check_output_suffix,
+        check_writable,
+        image_suffix,
+        list_images,
+        read_label,
+        write_mask,
+    )
     from liverctl.manifest import Manifest
 
     source = Path(data)
@@ -628,6 +636,7 @@ def postprocess(
     out = Path(output)
     if not source.exists():
         raise InputError(f"no such file or folder: {source}")
+    check_output_suffix(out)
     if source.is_dir():
         inputs = list_images(source)
         if not inputs:

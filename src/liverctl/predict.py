@@ -38,9 +38,9 @@ from liverctl import __version__
 from liverctl.ct import NO_BODY, check_ct, has_body, read_ct
 from liverctl.errors import ConfigError, InputError, LiverctlError
 from liverctl.io import (
-    IMAGE_SUFFIXES,
     Image,
     check_not_input,
+    check_output_suffix,
     check_writable,
     image_stem,
     image_suffix,
@@ -620,8 +620,8 @@ def expand_inputs(inputs: Sequence[str | os.PathLike[str]]) -> list[Path]:
     """Files, folders of images, and DICOM series folders -> the list of scans to segment.
 
     A folder that holds image files stands for those files; a folder that holds a DICOM
-    series stands for that series. A path that does not exist is kept (and reported as a
-    failed case), so a batch goes on past it.
+    series stands for that series. A path that does not exist is kept (:func:`predict`
+    refuses it before loading a model).
     """
     scans: list[Path] = []
     for item in inputs:
@@ -670,11 +670,8 @@ def output_paths(scans: list[Path], output: str | os.PathLike[str] | None) -> li
     suffix: that file (one scan only). Otherwise a folder: ``<output>/<name>.nii.gz``, the
     same name as the scan, so that ``liverctl evaluate`` pairs it with a reference by name.
     """
-    if output is not None and not Path(output).is_dir() and image_suffix(output) is None and Path(output).suffix:
-        raise ConfigError(
-            f"-o {output}: {Path(output).suffix} is not a mask format (use {', '.join(IMAGE_SUFFIXES)}); "
-            "for a folder, drop the suffix or create the folder first"
-        )
+    if output is not None:
+        check_output_suffix(output)
     if output is None:
         paths = [Path.cwd() / f"{_scan_name(s)}_liver.nii.gz" for s in scans]
     elif image_suffix(output) is not None and not Path(output).is_dir():
@@ -854,6 +851,10 @@ def predict(
     scans = _shard(expand_inputs(items), shard)
     if not scans:
         raise InputError("no scans to segment in this shard")
+    missing = [s for s in scans if not s.exists()]
+    if missing:  # before any download
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise InputError(f"no such file or folder: {missing[0]}{more}")
     outputs = output_paths(scans, output)
     if summary is None and len(scans) > 1:
         summary = outputs[0].parent / "summary.csv"

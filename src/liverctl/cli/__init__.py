@@ -7,11 +7,52 @@ so that ``liverctl --help`` never imports torch.
 
 from __future__ import annotations
 
+import sys
+from typing import Any
+
 import typer
+from typer.core import TyperGroup
+
+try:  # Typer 0.2x carries its own copy of click
+    from typer._click import exceptions as _click_errors
+except ImportError:  # older Typer uses click itself
+    from click import exceptions as _click_errors
 
 from liverctl import __version__
 
+
+class _OneLineErrors(TyperGroup):
+    """Usage errors (unknown option, bad value) as one plain line on stderr, exit 2, as the
+    commands' own errors are; Typer would draw a box of several lines."""
+
+    def main(
+        self,
+        args: Any = None,
+        prog_name: Any = None,
+        complete_var: Any = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except getattr(_click_errors, "NoArgsIsHelpError", ()) as exc:
+            exc.show()
+            sys.exit(exc.exit_code)
+        except _click_errors.ClickException as exc:
+            command = f" {exc.ctx.info_name}" if getattr(exc, "ctx", None) and exc.ctx.parent else ""
+            hint = f" (see 'liverctl{command} --help')" if isinstance(exc, _click_errors.UsageError) else ""
+            sys.stderr.write(f"liverctl: error: {' '.join(exc.format_message().split())}{hint}\n")
+            sys.exit(exc.exit_code)
+        except typer.Abort:
+            sys.stderr.write("liverctl: interrupted\n")
+            sys.exit(130)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
 app = typer.Typer(
+    cls=_OneLineErrors,
     name="liverctl",
     help="Liver segmentation in CT: preprocess, train, predict, crosstest, evaluate, postprocess.",
     no_args_is_help=True,

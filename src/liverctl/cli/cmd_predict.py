@@ -93,6 +93,7 @@ def predict(
         dataset=dataset,
         threads=threads,
     )
+
     def written(case) -> None:  # each mask path as soon as it is written, so pipelines stream
         if case.skipped:
             err(f"liverctl: note: {Path(case.input).name}: kept the earlier result ({case.mask})")
@@ -120,11 +121,10 @@ def predict(
     if as_json:
         reports = [c.report if c.ok else {"input": c.input, "error": c.error} for c in result.cases]
         typer.echo(json.dumps(reports, indent=2))
-    if len(result.cases) == 1 and result.failures:
-        err(f"liverctl: error: {result.cases[0].input}: {result.cases[0].error}")
-        raise typer.Exit(1)
-    if result.failures:
-        for case in result.failures:
-            err(f"liverctl: error: {case.input}: {case.error}")
+    for case in result.failures:  # the scan's path once, at the start of its line
+        error = case.error or ""
+        err(f"liverctl: error: {error if error.startswith(case.input) else f'{case.input}: {error}'}")
+    if len(result.cases) > 1 and result.failures:
         err(f"liverctl: {len(result.failures)} of {len(result.cases)} scan(s) failed")
+    if result.failures:
         raise typer.Exit(1)
