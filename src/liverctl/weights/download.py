@@ -184,11 +184,34 @@ def hub_download(entry: ModelEntry, *, force: bool, progress: ProgressCallback |
             tqdm_class=_tqdm_adapter(progress, f"download {entry.name}"),
         )
     except Exception as exc:
-        error = _download_error(entry, exc)
+        error = _force_error(entry, exc) if force else None
+        error = error or _download_error(entry, exc)
         if error is None:
             raise
         raise error from None
     return Path(path)
+
+
+def _force_error(entry: ModelEntry, exc: Exception) -> WeightsError | None:
+    """The one-line error for ``force_download=True`` when the Hub cannot be asked: offline mode,
+    or a server that does not answer (huggingface_hub raises a bare ``ValueError`` then, with the
+    real failure as its cause)."""
+    from huggingface_hub import constants
+    from huggingface_hub import errors as hf_errors
+
+    cause = exc.__cause__
+    if not isinstance(exc, ValueError) or not isinstance(cause, Exception):
+        return None
+    if isinstance(cause, hf_errors.OfflineModeIsEnabled) or constants.HF_HUB_OFFLINE:
+        return WeightsError(
+            f"{_describe(entry)}: --force downloads the file again, which HF_HUB_OFFLINE=1 forbids; "
+            "unset HF_HUB_OFFLINE, or leave out --force to use the cached file"
+        )
+    first = str(cause).splitlines()[0] if str(cause) else ""
+    return WeightsError(
+        f"{_describe(entry)}: --force downloads the file again, but the Hub ({constants.ENDPOINT}) cannot be "
+        f"reached ({type(cause).__name__}{': ' + first if first else ''}); leave out --force to use the cached file"
+    )
 
 
 def _download_error(entry: ModelEntry, exc: Exception) -> WeightsError | None:
