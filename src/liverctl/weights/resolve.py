@@ -29,7 +29,7 @@ from liverctl.weights.registry import WEIGHT_SUFFIXES, ModelEntry, Registry, get
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["ResolvedWeights", "load_state_dict", "local_weights", "resolve_weights"]
+__all__ = ["ResolvedWeights", "load_failure_reason", "load_state_dict", "local_weights", "resolve_weights"]
 
 
 @dataclass(frozen=True)
@@ -95,6 +95,28 @@ def resolve_weights(
     return ResolvedWeights(entry, path, sha, "hub")
 
 
+_UNSAFE_ADVICE = re.compile(
+    r"weights_only|safe_globals|trust(ed)? (the )?source|arbitrary code|two options|following error message"
+    r"|documentation of torch\.load",
+    re.IGNORECASE,
+)
+
+
+def load_failure_reason(exc: BaseException, limit: int = 200) -> str:
+    """One line saying why ``torch.load(weights_only=True)`` failed, *without* torch's advice to
+    load the file with ``weights_only=False`` (or to allow-list its classes): liverctl never loads
+    a file that way, and never suggests it (that would run the file's code)."""
+    text = " ".join(re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).split())
+    culprit = _unsupported_global(text)
+    if culprit is not None:
+        reason = f"it holds Python objects other than tensors ({culprit})"
+    else:
+        sentences = re.split(r"(?<=[.!?])\s+|\s+\(\d\)\s+", text)
+        reason = " ".join(s for s in sentences if s and not _UNSAFE_ADVICE.search(s)).strip()
+    reason = f"{type(exc).__name__}: {reason}" if reason else type(exc).__name__
+    return reason if len(reason) <= limit else reason[: limit - 3] + "..."
+
+
 def _unsupported_global(message: str) -> str | None:
     match = re.search(r"Unsupported global: GLOBAL ([\w.]+)", message)
     return match.group(1) if match else None
@@ -141,6 +163,8 @@ def load_state_dict(path: str | os.PathLike[str], expected_sha256: str | None = 
             ) from None
         except (RuntimeError, EOFError, ValueError, OSError) as exc:
             first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            if _UNSAFE_ADVICE.search(first):
+                first = load_failure_reason(exc)
             raise WeightsError(f"{p.name}: not a readable PyTorch weights file ({first})") from None
     if isinstance(obj, dict) and not all(isinstance(v, torch.Tensor) for v in obj.values()):
         for key in ("state_dict", "model", "network"):
