@@ -153,3 +153,17 @@ def test_torch_load_errors_carry_no_unsafe_advice(tmp_path):
     for message in (str(ckpt.value), str(weights.value), reason):  # ... and what liverctl says
         assert "weights_only=False" not in message and "trust" not in message and "safe_globals" not in message
         assert "\n" not in message and "\x1b" not in message
+
+
+def test_train_output_inside_a_dataset_folder_is_refused(prepared, tmp_path, monkeypatch):
+    # issue 8: preprocess, postprocess and crosstest refuse it; train wrote into the dataset
+    import shutil
+
+    prep = tmp_path / "prep"
+    shutil.copytree(prepared / "prep", prep)
+    before = sorted(p.relative_to(prep) for p in prep.rglob("*"))
+    for out in (prep, prep / "run"):
+        proc = run_inprocess("train", str(prep), "-o", str(out), *TRAIN, monkeypatch=monkeypatch)
+        assert proc.exit_code == 2 and proc.stderr.count("\n") == 1, proc.stderr
+        assert proc.stderr.startswith("liverctl: error: output folder") and "input dataset" in proc.stderr
+    assert sorted(p.relative_to(prep) for p in prep.rglob("*")) == before  # nothing written

@@ -56,7 +56,8 @@ def train(
         datasets: ``liverctl preprocess`` output folders (or dataset objects, see
             :mod:`liverctl.training.data`), in a fixed order: dataset ``i`` is DCM branch ``i``.
         output_dir: the run folder (created). A folder that already holds ``last.pt`` is
-            refused unless ``resume`` is set.
+            refused unless ``resume`` is set; so is a folder that is, or lies inside, one of
+            the dataset folders.
         config: the options; with ``resume`` the saved ``config.json`` is used instead,
             except ``device``, ``precision`` and ``num_workers``, taken from ``config``.
             ``config.method`` picks the recipe (:data:`METHODS`; unlabelled SD-Net data from
@@ -73,9 +74,11 @@ def train(
     Raises:
         ConfigError: invalid options, a folder that holds another run, different label
             sets, too few cases for the fold count, a recipe other than he2021 under torchrun.
+        InputError: ``output_dir`` is, or lies inside, a dataset folder.
         DatasetError: a dataset without any readable training case.
     """
     out = Path(output_dir)
+    _check_output(out, [*datasets, *(config.unlabelled if config is not None else ()), *(unlabelled or ())])
     if method is not None:
         config = dataclasses.replace(config, method=method) if config is not None else TrainConfig(method=method)
     config, state = open_run(out, config, resume)
@@ -85,6 +88,13 @@ def train(
     if unlabelled is not None:
         return run(datasets, out, config, state, progress, unlabelled)
     return run(datasets, out, config, state, progress)
+
+
+def _check_output(out: Path, datasets: Sequence[Any]) -> None:
+    """Refuse a run folder that is, or lies inside, one of the dataset folders (before any work)."""
+    from liverctl.io import check_not_input_folder
+
+    check_not_input_folder(out, [d for d in datasets if isinstance(d, (str, os.PathLike))])
 
 
 def train_sdnet(
