@@ -86,7 +86,7 @@ def main() -> None:
         print(f"network step  {name:36s} {n_params / 1e6:6.2f} M params  {rate:6.3f} it/s  ({1 / rate:6.2f} s/it)")
 
     from liverctl.training import TrainConfig, TrainingData, train
-    from liverctl.training.loop import make_batch_fn
+    from liverctl.training.common import make_batch_fn
 
     ds = phantoms()
     cfg = TrainConfig(patch_size=(64, 64, 64), batch_size=2, device="cpu")

@@ -111,3 +111,59 @@ def test_train_cli_skips_a_corrupt_case_with_a_warning(prepared, tmp_path, monke
     assert "liverctl: warning: skipping case ph_1 of dataset prep" in proc.stderr
     assert "ph_1" in (out / "train_log.csv").read_text()
     assert os.path.exists(proc.stdout.strip())
+
+
+def test_resume_from_an_unsafe_checkpoint_never_suggests_unsafe_loading(prepared, tmp_path, monkeypatch):
+    # issue 8: the error repeated torch's advice to load with weights_only=False
+    import pathlib
+
+    import torch
+
+    out = tmp_path / "run"
+    out.mkdir()
+    torch.save({"model": {}, "config": {}, "where": pathlib.PurePosixPath("x")}, out / "last.pt")
+    proc = run_inprocess("train", str(prepared / "prep"), "-o", str(out), "--resume", monkeypatch=monkeypatch)
+    assert proc.exit_code == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert "unreadable checkpoint" in proc.stderr and "PurePosixPath" in proc.stderr
+    for advice in ("weights_only", "trust", "safe_globals", "arbitrary code"):
+        assert advice not in proc.stderr
+
+
+def test_torch_load_errors_carry_no_unsafe_advice(tmp_path):
+    import pathlib
+
+    import torch
+
+    from liverctl.errors import ConfigError, WeightsError
+    from liverctl.training.checkpoint import load_checkpoint
+    from liverctl.weights import load_state_dict
+    from liverctl.weights.resolve import load_failure_reason
+
+    path = tmp_path / "unsafe.pt"
+    torch.save({"w": torch.zeros(2), "p": pathlib.PurePosixPath("x")}, path)
+    with pytest.raises(ConfigError) as ckpt:
+        load_checkpoint(path)
+    with pytest.raises(WeightsError) as weights:
+        load_state_dict(path)
+    try:
+        torch.load(path, weights_only=True)
+    except Exception as exc:
+        assert "weights_only" in str(exc)  # what torch says ...
+        reason = load_failure_reason(exc)
+    for message in (str(ckpt.value), str(weights.value), reason):  # ... and what liverctl says
+        assert "weights_only=False" not in message and "trust" not in message and "safe_globals" not in message
+        assert "\n" not in message and "\x1b" not in message
+
+
+def test_train_output_inside_a_dataset_folder_is_refused(prepared, tmp_path, monkeypatch):
+    # issue 8: preprocess, postprocess and crosstest refuse it; train wrote into the dataset
+    import shutil
+
+    prep = tmp_path / "prep"
+    shutil.copytree(prepared / "prep", prep)
+    before = sorted(p.relative_to(prep) for p in prep.rglob("*"))
+    for out in (prep, prep / "run"):
+        proc = run_inprocess("train", str(prep), "-o", str(out), *TRAIN, monkeypatch=monkeypatch)
+        assert proc.exit_code == 2 and proc.stderr.count("\n") == 1, proc.stderr
+        assert proc.stderr.startswith("liverctl: error: output folder") and "input dataset" in proc.stderr
+    assert sorted(p.relative_to(prep) for p in prep.rglob("*")) == before  # nothing written

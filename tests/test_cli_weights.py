@@ -149,3 +149,21 @@ def test_weights_commands_do_not_import_torch(cli_env: dict[str, str], tmp_path:
         assert proc.returncode == 0, proc.stderr
         imported = {line.split("|")[-1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")}
         assert "torch" not in imported
+
+
+def test_force_download_without_the_hub_is_a_one_line_error(hub_env, tmp_path: Path):
+    # issue 8: `--force` used to end as "internal error: ValueError: ..." (exit 3)
+    server, env, files = hub_env
+    assert liverctl(env, "weights", "download", "alpha").returncode == 0
+    offline = liverctl(dict(env, HF_HUB_OFFLINE="1"), "weights", "download", "alpha", "--force")
+    assert offline.returncode == 2 and len(error_lines(offline)) == 1, offline.stderr
+    assert "internal error" not in offline.stderr and "ValueError" not in offline.stderr
+    assert "HF_HUB_OFFLINE=1" in offline.stderr and "--force" in offline.stderr and "models/a.pt" in offline.stderr
+    server.stop()
+    down = liverctl(env, "weights", "download", "alpha", "--force")
+    assert down.returncode == 2 and len(error_lines(down)) == 1, down.stderr
+    assert "internal error" not in down.stderr and "Force download failed" not in down.stderr
+    assert "cannot be reached" in down.stderr and "models/a.pt" in down.stderr
+    # without --force the cached, verified file is still used
+    cached = liverctl(env, "weights", "download", "alpha")
+    assert cached.returncode == 0 and Path(cached.stdout.strip()).read_bytes() == files["models/a.pt"]

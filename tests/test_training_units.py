@@ -21,7 +21,7 @@ from liverctl.training.augmentation import (
 from liverctl.training.config import TrainConfig
 from liverctl.training.data import kfold_split, plan_labels
 from liverctl.training.export import toml_value
-from liverctl.training.loop import _poly_lr, _stop_rule
+from liverctl.training.he2021 import _poly_lr, _stop_rule
 from liverctl.training.losses import (
     DeepSupervisionLoss,
     DiceCELoss,

@@ -230,6 +230,16 @@ def check_writable(path: str | os.PathLike[str]) -> None:
     os.unlink(probe)
 
 
+def check_not_input_folder(output: str | os.PathLike[str], folders: Sequence[str | os.PathLike[str]]) -> None:
+    """Refuse an output folder that is one of the input ``folders`` or lies inside one."""
+    out = Path(output).resolve()
+    for item in folders:
+        if out.is_relative_to(Path(item).resolve()):
+            raise InputError(
+                f"output folder {output} is or lies inside the input dataset {item}; choose another folder"
+            )
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` if the block succeeds.

@@ -30,9 +30,9 @@ def _table(rows: list[list[str]]) -> str:
 def list_(
     as_json: bool = typer.Option(False, "--json", help="Print every field as JSON."),
 ) -> None:
-    from liverctl import hub
+    from liverctl import weights
 
-    rows = hub.list_weights()
+    rows = weights.list_weights()
     if as_json:
         typer.echo(json.dumps([r.to_dict() for r in rows], indent=2))
         return
@@ -65,16 +65,16 @@ def download(
     force: bool = typer.Option(False, "--force", help="Download again even if cached."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar on stderr."),
 ) -> None:
-    from liverctl import hub
+    from liverctl import weights
 
     if all_ and name:
         from liverctl.errors import ConfigError
 
         raise ConfigError("give either a model NAME or --all, not both")
-    names = hub.load_registry().names() if all_ else [name]
+    names = weights.load_registry().names() if all_ else [name]
     with progress_bar(progress) as callback:
         for n in names:
-            path = hub.download(n, force=force, progress=callback)
+            path = weights.download(n, force=force, progress=callback)
             typer.echo(str(path))
 
 
@@ -84,9 +84,9 @@ def verify(
     name: str | None = typer.Argument(None, help="Model name (default: every model of the registry)."),
     as_json: bool = typer.Option(False, "--json", help="Print the results as JSON."),
 ) -> None:
-    from liverctl import hub
+    from liverctl import weights
 
-    results = [hub.verify(name)] if name else hub.verify_all()
+    results = [weights.verify(name)] if name else weights.verify_all()
     if as_json:
         typer.echo(json.dumps([r.to_dict() for r in results], indent=2))
     else:
@@ -110,7 +110,7 @@ def verify(
 def path(
     name: str | None = typer.Argument(None, help="Model name (default: the default model)."),
 ) -> None:
-    from liverctl import hub
+    from liverctl import weights
 
-    found: Path = hub.weights_path(name)
+    found: Path = weights.weights_path(name)
     typer.echo(str(found))

@@ -9,8 +9,10 @@ Modules: :mod:`~liverctl.training.config` (:class:`TrainConfig`),
 :mod:`~liverctl.training.data` (datasets, k-fold splits, label sets),
 :mod:`~liverctl.training.samplers` (DOS, RSD, RS), :mod:`~liverctl.training.augmentation`
 (patches, foreground oversampling, augmentation), :mod:`~liverctl.training.losses`
-(Dice + CE, deep supervision, TAL, SD-Net terms), :mod:`~liverctl.training.loop`
-(:func:`train`), :mod:`~liverctl.training.checkpoint`, :mod:`~liverctl.training.export`,
+(Dice + CE, deep supervision, TAL, SD-Net terms), :mod:`~liverctl.training.methods`
+(:func:`train`: method name -> recipe), :mod:`~liverctl.training.he2021` (the default
+recipe), :mod:`~liverctl.training.common` (what the recipes share),
+:mod:`~liverctl.training.checkpoint`, :mod:`~liverctl.training.export`,
 :mod:`~liverctl.training.distributed` (torchrun / DDP).
 
 The recipes of the other studies (``TrainConfig(method=...)``, or their own functions):
@@ -22,13 +24,11 @@ bookkeeping of :mod:`~liverctl.training.recipe`.
 
 from __future__ import annotations
 
-from liverctl.training.adversarial import train_di2in_an
+from liverctl.training.common import TrainResult
 from liverctl.training.config import TrainConfig
 from liverctl.training.data import ArrayDataset, TrainingData, kfold_split
 from liverctl.training.export import export_model
-from liverctl.training.loop import TrainResult, train
-from liverctl.training.semisupervised import train_sdnet
-from liverctl.training.staged import train_hdenseunet
+from liverctl.training.methods import train, train_di2in_an, train_hdenseunet, train_sdnet
 
 __all__ = [
     "ArrayDataset",

@@ -1,4 +1,4 @@
-"""DI2IN-AN adversarial training (Yang et al., MICCAI 2017, METHODS §2): :func:`train_di2in_an`.
+"""DI2IN-AN adversarial training (Yang et al., MICCAI 2017, METHODS §2): :func:`~liverctl.training.methods.train_di2in_an`.
 
 Generator: ``di2in`` with one output channel (liver vs background, sigmoid). Its
 segmentation loss is deep-supervised binary cross-entropy: ``sum_i w_i * BCE(side_i) +
@@ -34,9 +34,7 @@ The discriminator is not used at inference: ``model.safetensors`` holds the gene
 
 from __future__ import annotations
 
-import copy
 import dataclasses
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -47,11 +45,11 @@ from torch import nn
 
 from liverctl.errors import ConfigError
 from liverctl.progress import ProgressCallback
+from liverctl.training.common import TrainResult, make_batch_fn, seed_int, validate_dice
 from liverctl.training.config import TrainConfig
-from liverctl.training.loop import TrainResult, make_batch_fn, open_run, seed_int, validate_dice
 from liverctl.training.recipe import RecipeRun, backward_step, recipe_setup
 
-__all__ = ["AdversarialSteps", "discriminator_loss", "generator_adversarial_loss", "segmentation_bce", "train_di2in_an"]
+__all__ = ["AdversarialSteps", "discriminator_loss", "generator_adversarial_loss", "segmentation_bce"]
 
 _COLUMNS = ("segmentation_bce", "adversarial", "discriminator")
 
@@ -181,31 +179,11 @@ def run(
     state: dict[str, Any] | None,
     progress: ProgressCallback | None,
 ) -> TrainResult:
-    """The DI2IN-AN run behind :func:`train_di2in_an` and ``train(config.method="di2in-an")``."""
-    from liverctl.models import build_model
-
+    """The DI2IN-AN run behind :func:`~liverctl.training.methods.train_di2in_an` and ``train(config.method="di2in-an")``."""
     config, data = recipe_setup(datasets, config, "di2in-an", "di2in")
     runner = RecipeRun(out, config, state, _COLUMNS)
     device = runner.device
-
-    kwargs = dict(config.arch_kwargs)
-    kwargs.setdefault("in_channels", 1)
-    kwargs["out_channels"] = 1
-    torch.manual_seed(config.seed)
-    gen = build_model(config.architecture, **kwargs)
-    multiple = int(getattr(gen, "min_input_multiple", 1) or 1)
-    if any(p % multiple for p in config.patch_size):
-        raise ConfigError(
-            f"patch size {tuple(config.patch_size)} must be a multiple of {multiple} for {config.architecture}"
-        )
-    d_kwargs = dict(config.disc_kwargs)
-    d_kwargs["in_channels"] = 1 + (kwargs["in_channels"] if config.disc_with_image else 0)
-    torch.manual_seed(seed_int(config.seed, 1))
-    disc = build_model("di2in_discriminator", **d_kwargs)
-    if state is None and config.init_checkpoint:
-        from liverctl.training.loop import load_init_weights
-
-        load_init_weights(gen, config.init_checkpoint)
+    gen, disc, kwargs = _networks(config, state)
     gen.to(device)
     disc.to(device)
     lr0 = config.lr if config.lr is not None else 3e-4
@@ -230,22 +208,7 @@ def run(
         gen, disc, opt_g, opt_d, config, device, runner.precision, g_batch, d_batch, data.liver_channels,
         scalers=(scaler_g, scaler_d),
     )  # fmt: skip
-    d_step, g_step = steps.discriminator_step, steps.generator_step
-
-    def step(g: int) -> dict[str, float]:
-        if g < config.pretrain_iterations:
-            loss, seg, _ = g_step(g * config.g_steps, adversarial=False)
-            return {"loss": loss, "segmentation_bce": seg}
-        d_losses = [d_step(g * config.d_steps + j) for j in range(config.d_steps)]
-        results = [g_step(g * config.g_steps + j, adversarial=True) for j in range(config.g_steps)]
-        n = len(results)
-        return {
-            "loss": sum(r[0] for r in results) / n,
-            "segmentation_bce": sum(r[1] for r in results) / n,
-            "adversarial": sum(r[2] for r in results) / n,
-            "discriminator": sum(d_losses) / len(d_losses),
-        }
-
+    step = _step_fn(steps, config)
     validating = bool(any(data.val) and config.val_every)
 
     def validate() -> float:
@@ -273,13 +236,8 @@ def run(
         progress,
     )
 
-    exported: nn.Module = gen
-    best = runner.load_best()
-    if best is not None:
-        exported = copy.deepcopy(gen)
-        exported.load_state_dict(best)
     model_path, toml_path = runner.export(
-        exported,
+        runner.best_model(gen),
         data,
         architecture=config.architecture,
         kwargs=kwargs,
@@ -291,28 +249,58 @@ def run(
     return runner.result(gen, model_path, toml_path, data, validating)
 
 
-def train_di2in_an(
-    datasets: Sequence[Any],
-    output_dir: str | os.PathLike[str],
-    config: TrainConfig | None = None,
-    *,
-    progress: ProgressCallback | None = None,
-    resume: bool = False,
-) -> TrainResult:
-    """Train DI2IN-AN (module docs): a ``di2in`` generator, adversarially refined.
+def _networks(config: TrainConfig, state: dict[str, Any] | None) -> tuple[nn.Module, nn.Module, dict[str, Any]]:
+    """The generator (seeded from ``config.seed``; ``--init`` weights), the discriminator
+    (seeded from ``(seed, 1)``) and the generator's kwargs."""
+    from liverctl.models import build_model
 
-    Args:
-        datasets: ``liverctl preprocess`` folders or dataset objects.
-        output_dir: the run folder (as :func:`liverctl.training.train`).
-        config: the options (``method`` is set to ``"di2in-an"``); with ``resume`` the
-            saved ones, except ``device``, ``precision`` and ``num_workers``.
-        progress: ``progress("training", iteration, total)`` and ``("validation", ...)``.
-        resume: continue from ``output_dir/last.pt`` (saved at every epoch end).
+    kwargs = dict(config.arch_kwargs)
+    kwargs.setdefault("in_channels", 1)
+    kwargs["out_channels"] = 1
+    torch.manual_seed(config.seed)
+    gen = build_model(config.architecture, **kwargs)
+    multiple = int(getattr(gen, "min_input_multiple", 1) or 1)
+    if any(p % multiple for p in config.patch_size):
+        raise ConfigError(
+            f"patch size {tuple(config.patch_size)} must be a multiple of {multiple} for {config.architecture}"
+        )
+    d_kwargs = dict(config.disc_kwargs)
+    d_kwargs["in_channels"] = 1 + (kwargs["in_channels"] if config.disc_with_image else 0)
+    torch.manual_seed(seed_int(config.seed, 1))
+    disc = build_model("di2in_discriminator", **d_kwargs)
+    if state is None and config.init_checkpoint:
+        from liverctl.training.common import load_init_weights
 
-    Returns:
-        A :class:`~liverctl.training.loop.TrainResult` (``model``: the generator).
-    """
-    out = Path(output_dir)
-    cfg = dataclasses.replace(config, method="di2in-an") if config is not None else TrainConfig(method="di2in-an")
-    cfg, state = open_run(out, cfg, resume)
-    return run(datasets, out, cfg, state, progress)
+        load_init_weights(gen, config.init_checkpoint)
+    return gen, disc, kwargs
+
+
+def _step_fn(steps: AdversarialSteps, config: TrainConfig):
+    """Global iteration ``g``: generator pre-training, then ``d_steps`` discriminator and
+    ``g_steps`` generator steps."""
+    d_step, g_step = steps.discriminator_step, steps.generator_step
+
+    def step(g: int) -> dict[str, float]:
+        if g < config.pretrain_iterations:
+            loss, seg, _ = g_step(g * config.g_steps, adversarial=False)
+            return {"loss": loss, "segmentation_bce": seg}
+        d_losses = [d_step(g * config.d_steps + j) for j in range(config.d_steps)]
+        results = [g_step(g * config.g_steps + j, adversarial=True) for j in range(config.g_steps)]
+        n = len(results)
+        return {
+            "loss": sum(r[0] for r in results) / n,
+            "segmentation_bce": sum(r[1] for r in results) / n,
+            "adversarial": sum(r[2] for r in results) / n,
+            "discriminator": sum(d_losses) / len(d_losses),
+        }
+
+    return step
+
+
+def __getattr__(name: str) -> Any:
+    # train_di2in_an lives in liverctl.training.methods (one body for every method); kept here for one release
+    if name == "train_di2in_an":
+        from liverctl.training import methods
+
+        return methods.train_di2in_an
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

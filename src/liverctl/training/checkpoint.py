@@ -46,9 +46,9 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.devi
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # torch raises RuntimeError/UnpicklingError/EOFError for damaged files
-        raise ConfigError(
-            f"{path}: unreadable checkpoint ({type(exc).__name__}: {' '.join(str(exc).split())[:200]})"
-        ) from None
+        from liverctl.weights.resolve import load_failure_reason
+
+        raise ConfigError(f"{path}: unreadable checkpoint ({load_failure_reason(exc)})") from None
     if not isinstance(state, dict) or "model" not in state:
         raise ConfigError(f"{path}: not a liverctl training checkpoint")
     return state

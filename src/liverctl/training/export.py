@@ -5,14 +5,15 @@
 - ``model.safetensors``: the state dict only (tensors), readable with
   :func:`safetensors.torch.load_file` and without any pickle;
 - ``model.safetensors.sha256``: its sha256 (hex) followed by the file name;
-- ``weights.toml``: one ``[models.NAME]`` table in the schema of liverctl's registry
-  (``weights.toml`` at the project root): ``filename`` is the sibling file and ``repo_id``
-  / ``revision`` are empty (a local model), ``sha256`` the file's hash, the architecture
-  and its constructor ``kwargs``, the ``spacing`` and ``orientation`` of the preprocessed
-  data, the ``window-zscore`` intensity recipe (window, mean, std) of the preprocessing plan,
-  ``labels`` / ``liver_channel`` / ``n_classes``, the sliding-window ``roi`` (the training
-  patch, reversed to i, j, k), and ``datasets``: the names of the DCM branches, in branch
-  order (``predict --dataset NAME`` picks the branch).
+- ``weights.toml``: one ``[models.NAME]`` entry, a :class:`~liverctl.weights.ModelEntry`
+  written by :func:`liverctl.weights.save_registry` (the schema ``load_registry`` reads):
+  ``filename`` is the sibling file and ``repo_id`` / ``revision`` are empty (a local model),
+  ``sha256`` the file's hash, the architecture and its constructor ``kwargs``, the ``spacing``
+  (x, y, z) and ``orientation`` of the preprocessed data, the ``window-zscore`` intensity
+  recipe (window, mean, std) of the preprocessing plan, ``labels`` / ``liver_channel`` /
+  ``n_classes``, the sliding-window ``roi`` (the training patch, given in (z, y, x) and stored
+  in (x, y, z) by :meth:`~liverctl.weights.WindowRecipe.from_zyx`), and ``datasets``: the
+  names of the DCM branches, in branch order (``predict --dataset NAME`` picks the branch).
 
 The preprocessing plan's dataset-specific statistics (mean/std) are those of the first
 dataset; with several datasets, the plans of all datasets are listed under
@@ -21,11 +22,7 @@ dataset; with several datasets, the plans of all datasets are listed under
 
 from __future__ import annotations
 
-import hashlib
-import json
-import math
 import os
-import re
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -35,42 +32,11 @@ import torch
 
 from liverctl.errors import LiverctlWarning
 from liverctl.io import atomic_path, write_text_atomic
+from liverctl.weights.pins import sha256_file
+from liverctl.weights.registry import IntensityRecipe, ModelEntry, WindowRecipe, save_registry
+from liverctl.weights.tables import toml_value
 
 __all__ = ["export_model", "intensity_from_plan", "sha256_file", "toml_value"]
-
-
-def sha256_file(path: str | os.PathLike[str]) -> str:
-    """Hex sha256 of a file."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def toml_value(value: Any) -> str:
-    """A TOML literal for a string, bool, number, list or mapping (inline table)."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        if math.isnan(value) or math.isinf(value):
-            return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
-        return repr(value)
-    if isinstance(value, str):
-        return json.dumps(value)
-    if isinstance(value, Mapping):
-        return "{ " + ", ".join(f"{_key(k)} = {toml_value(v)}" for k, v in value.items()) + " }"
-    if isinstance(value, Sequence):
-        return "[" + ", ".join(toml_value(v) for v in value) + "]"
-    if value is None:
-        return '""'
-    raise TypeError(f"no TOML form for {type(value).__name__}")
-
-
-def _key(key: str) -> str:
-    return key if re.fullmatch(r"[A-Za-z0-9_-]+", str(key)) else json.dumps(str(key))
 
 
 def _first(d: Mapping[str, Any], *names: str, default: Any = None) -> Any:
@@ -149,53 +115,46 @@ def export_model(
             LiverctlWarning,
             stacklevel=2,
         )
-    spacing_zyx = _first(plan, "target_spacing_zyx", default=None)
+    entry = ModelEntry(
+        name=name,
+        repo_id="",
+        filename=weights.name,
+        revision="",
+        sha256=digest,
+        architecture=architecture,
+        kwargs={k: v for k, v in kwargs.items() if v is not None},
+        spacing=_spacing_xyz(plan),  # type: ignore[arg-type]  # None: data without a plan spacing
+        orientation=str(_first(plan, "orientation", default="LPS")),
+        interpolation="linear",
+        intensity=_recipe(plan),
+        n_classes=max(labels.values()) + 1,
+        liver_channel=int(liver_channel),
+        decision=decision,
+        labels={k: int(v) for k, v in labels.items() if k != "background"},
+        sliding_window=WindowRecipe.from_zyx(patch_size, overlap=float(overlap)),
+        datasets=tuple(dataset_names),
+        datasets_intensity=(
+            {n: _recipe(p) for n, p in zip(dataset_names, plans, strict=True)} if len(plans) > 1 else {}
+        ),
+        license="as the training data",
+        citation=citation,
+        description=description or f"{architecture} trained with liverctl train",
+    )
+    comment = "Written by `liverctl train` (liverctl.training.export_model)."
+    toml_path = save_registry(out / "weights.toml", [entry], name, comment=comment)
+    return weights, toml_path
+
+
+def _spacing_xyz(plan: Mapping[str, Any]) -> tuple[float, float, float] | None:
+    """The plan's target spacing in (x, y, z) (``target_spacing``, or ``target_spacing_zyx`` reversed)."""
     spacing_xyz = _first(plan, "target_spacing", "spacing", default=None)
+    spacing_zyx = _first(plan, "target_spacing_zyx", default=None)
     if spacing_xyz is None and spacing_zyx is not None:
         spacing_xyz = list(spacing_zyx)[::-1]
-    orientation = _first(plan, "orientation", default="LPS")
-    n_classes = max(labels.values()) + 1
-    lines = [
-        "# Written by `liverctl train` (liverctl.training.export_model).",
-        f"default = {toml_value(name)}",
-        "",
-        f"[models.{_key(name)}]",
-        f"description = {toml_value(description or f'{architecture} trained with liverctl train')}",
-        'repo_id = ""',
-        'filename = "model.safetensors"',
-        'revision = ""',
-        f"sha256 = {toml_value(digest)}",
-        f"architecture = {toml_value(architecture)}",
-    ]
-    if spacing_xyz is not None:
-        lines.append(f"spacing = {toml_value([float(s) for s in spacing_xyz])}")
-    lines += [
-        f"orientation = {toml_value(str(orientation))}",
-        'interpolation = "linear"',
-        f"intensity = {toml_value(intensity_from_plan(plan))}",
-        f"n_classes = {n_classes}",
-        f"liver_channel = {int(liver_channel)}",
-        f"decision = {toml_value(decision)}",
-        f"labels = {toml_value({k: int(v) for k, v in labels.items() if k != 'background'})}",
-        f"datasets = {toml_value(list(dataset_names))}",
-        'license = "as the training data"',
-        f"citation = {toml_value(citation)}",
-        "",
-        f"[models.{_key(name)}.kwargs]",
-    ]
-    lines += [f"{_key(k)} = {toml_value(v)}" for k, v in kwargs.items() if v is not None]
-    lines += [
-        "",
-        f"[models.{_key(name)}.sliding_window]",
-        f"roi = {toml_value([int(p) for p in list(patch_size)[::-1]])}",
-        f"overlap = {float(overlap)!r}",
-        'mode = "gaussian"',
-        'padding_mode = "constant"',
-    ]
-    if len(plans) > 1:
-        lines += ["", f"[models.{_key(name)}.datasets_intensity]"]
-        lines += [
-            f"{_key(n)} = {toml_value(intensity_from_plan(p))}" for n, p in zip(dataset_names, plans, strict=True)
-        ]
-    toml_path = write_text_atomic(out / "weights.toml", "\n".join(lines) + "\n")
-    return weights, toml_path
+    return None if spacing_xyz is None else tuple(float(s) for s in spacing_xyz)  # type: ignore[return-value]
+
+
+def _recipe(plan: Mapping[str, Any]) -> IntensityRecipe:
+    r = intensity_from_plan(plan)
+    window = tuple(r["window"]) if "window" in r else None
+    return IntensityRecipe(r["method"], window=window, mean=r["mean"], std=r["std"])  # type: ignore[arg-type]

@@ -5,17 +5,18 @@
 iteration does; :class:`RecipeRun` does the rest, as :func:`liverctl.training.train` does
 for METHODS §1: the device (:mod:`liverctl.device`), ``config.json``, epochs of
 ``iterations_per_epoch`` iterations, the ``train_log.csv`` rows (the columns of
-:data:`~liverctl.training.loop.LOG_COLUMNS` plus the recipe's own), ``loss_curve.png``,
+:data:`~liverctl.training.common.LOG_COLUMNS` plus the recipe's own), ``loss_curve.png``,
 ``last.pt`` at every epoch end (resume continues from there, bit-identical on the CPU),
 ``best.pt`` (best validation Dice; without validation, lowest mean training loss) and the
 export (``model.safetensors`` + ``weights.toml``).
 
 Determinism: every random choice of iteration ``g`` comes from generators seeded with
-``(seed, g, ...)`` (:func:`~liverctl.training.loop.seed_int`), so no random state is saved.
+``(seed, g, ...)`` (:func:`~liverctl.training.common.seed_int`), so no random state is saved.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import math
@@ -32,9 +33,9 @@ from liverctl.errors import LiverctlWarning
 from liverctl.io import write_text_atomic
 from liverctl.progress import ProgressCallback
 from liverctl.training.checkpoint import save_checkpoint
+from liverctl.training.common import LOG_COLUMNS, TrainResult, export_plans, plot_log, write_log
 from liverctl.training.config import TrainConfig
 from liverctl.training.data import TrainingData
-from liverctl.training.loop import LOG_COLUMNS, TrainResult, export_plans, plot_log, write_log
 
 __all__ = ["CITATIONS", "RecipeRun", "backward_step", "recipe_setup"]
 
@@ -222,6 +223,15 @@ class RecipeRun:
         if not self.best_path.exists():
             return None
         return torch.load(self.best_path, map_location="cpu", weights_only=True)[key]
+
+    def best_model(self, model: nn.Module, key: str = "model") -> nn.Module:
+        """A copy of ``model`` with the weights of ``best.pt`` (``model`` itself when there is none)."""
+        best = self.load_best(key)
+        if best is None:
+            return model
+        exported = copy.deepcopy(model)
+        exported.load_state_dict(best)
+        return exported
 
     def export(
         self,

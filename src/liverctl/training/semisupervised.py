@@ -1,4 +1,4 @@
-"""SD-Net semi-supervised training (Huang et al. 2024, METHODS §3): :func:`train_sdnet`.
+"""SD-Net semi-supervised training (Huang et al. 2024, METHODS §3): :func:`~liverctl.training.methods.train_sdnet`.
 
 Two *different* 3D networks, ``vnet`` (A) and ``resvnet`` (B) by default
 (``config.architecture`` / ``config.second_architecture``), are trained together. Each
@@ -38,8 +38,6 @@ A from the epoch with the lowest training loss) as ``model.safetensors`` + ``wei
 from __future__ import annotations
 
 import copy
-import dataclasses
-import os
 import types
 from collections.abc import Sequence
 from pathlib import Path
@@ -52,13 +50,13 @@ from torch import nn
 from liverctl.errors import ConfigError, DatasetError
 from liverctl.progress import ProgressCallback
 from liverctl.training.augmentation import Augmentation, choose_center, extract_patch
+from liverctl.training.common import TrainResult, make_batch_fn, seed_int, validate_dice
 from liverctl.training.config import TrainConfig
 from liverctl.training.data import TrainingData
-from liverctl.training.loop import TrainResult, make_batch_fn, open_run, seed_int, validate_dice
 from liverctl.training.losses import DiceCELoss, consistency_mse, masked_mse, soft_dice_loss
 from liverctl.training.recipe import RecipeRun, backward_step, recipe_setup
 
-__all__ = ["labelled_split", "sdnet_losses", "sdnet_lr", "train_sdnet"]
+__all__ = ["labelled_split", "sdnet_losses", "sdnet_lr"]
 
 _COLUMNS = ("supervised", "disagreement_mse", "unsupervised_mse", "teacher_b")
 
@@ -195,36 +193,16 @@ def run(
     progress: ProgressCallback | None,
     unlabelled: Sequence[Any] | None = None,
 ) -> TrainResult:
-    """The SD-Net run behind :func:`train_sdnet` and ``train(config.method="sdnet")``."""
+    """The SD-Net run behind :func:`~liverctl.training.methods.train_sdnet` and ``train(config.method="sdnet")``."""
     config, full = recipe_setup(datasets, config, "sdnet", "vnet", scan=False)
-    labelled_names, unlabelled_names = [], []
-    for names in full.train:
-        if config.labelled_fraction is None:
-            labelled_names.append(list(names))
-            unlabelled_names.append([])
-        else:
-            lab, unl = labelled_split(names, config.labelled_fraction, config.seed)
-            labelled_names.append(lab)
-            unlabelled_names.append(unl)
-    lab_data = TrainingData(
-        [_Subset(ds, labelled_names[d], full.names[d]) for d, ds in enumerate(full.datasets)], names=full.names
-    )
-    pool: list[tuple[TrainingData, int, str]] = [
-        (full, d, n) for d, names in enumerate(unlabelled_names) for n in names
-    ]
-    extra = [*config.unlabelled, *(unlabelled or [])]
-    if extra:
-        unl = TrainingData(extra, loss="tal", scan=False)
-        pool += [(unl, d, n) for d, names in enumerate(unl.train) for n in names]
-    if not pool:
-        raise DatasetError("SD-Net needs unlabelled data: --unlabelled PREP or --labelled-fraction F")
+    lab_data, pool, extra, labelled_names, unlabelled_names = _sdnet_data(full, config, unlabelled)
 
     runner = RecipeRun(out, config, state, _COLUMNS)
     device = runner.device
     net_a, kwargs = _build(config.architecture, config, lab_data.n_classes, config.seed)
     net_b, _ = _build(config.second_architecture, config, lab_data.n_classes, seed_int(config.seed, 1))
     if state is None and config.init_checkpoint:
-        from liverctl.training.loop import load_init_weights
+        from liverctl.training.common import load_init_weights
 
         load_init_weights(net_a, config.init_checkpoint)
     nets = [net_a.to(device), net_b.to(device)]
@@ -245,31 +223,7 @@ def run(
         unlabelled_cases=unlabelled_names,
     )
 
-    labelled_batch = make_batch_fn(lab_data, config)
-    unlabelled_batch = _unlabelled_batch_fn(pool, config)
-    n_lab = config.batch_size
-    from liverctl.device import autocast
-
-    def step(g: int) -> dict[str, float]:
-        for group in optimizer.param_groups:
-            group["lr"] = sdnet_lr(lr0, g, config.lr_step)
-        x_l, y_l, _ = labelled_batch(g)
-        x = torch.cat([x_l, unlabelled_batch(g)]).to(device)
-        y = y_l.to(device)
-        for net in nets:
-            net.train()
-        torch.manual_seed(seed_int(config.seed, 0, g, 1))
-        with autocast(device, runner.precision):
-            logits_a, logits_b = nets[0](x), nets[1](x)
-        losses = sdnet_losses(logits_a, logits_b, y, n_lab, config.sharpen_temperature, config.unsup_weight)
-        backward_step(losses["loss"], optimizer, params, scaler)
-        return {
-            "loss": float(losses["loss"].detach()),
-            "supervised": float(losses["supervised"].detach()),
-            "disagreement_mse": float(losses["disagreement_mse"].detach()),
-            "unsupervised_mse": float(losses["unsupervised_mse"].detach()),
-            "teacher_b": float(losses["teacher"]),
-        }
+    step = _step_fn(nets, optimizer, params, scaler, lab_data, pool, lr0, runner)
 
     last_val = [float("nan"), float("nan")]
     validating = bool(any(full.val) and config.val_every)
@@ -305,6 +259,15 @@ def run(
         progress,
     )
 
+    model_path, toml_path = _export(runner, nets, full, lab_data, kwargs)
+    return runner.result(nets[0], model_path, toml_path, full, validating)
+
+
+def _export(
+    runner: RecipeRun, nets: list[nn.Module], full: TrainingData, lab_data: TrainingData, kwargs: dict[str, Any]
+) -> tuple[Path, Path]:
+    """The better network of the best epoch (``best.pt`` says which; network A without it)."""
+    config = runner.config
     k, exported = 0, nets[0]
     if runner.best_path.exists():
         best = torch.load(runner.best_path, map_location="cpu", weights_only=True)
@@ -313,7 +276,7 @@ def run(
         exported.load_state_dict(best["model"])
     arch = config.architecture if k == 0 else config.second_architecture
     liver = lab_data.labels.get("liver", lab_data.liver_channels[0])
-    model_path, toml_path = runner.export(
+    return runner.export(
         exported,
         full,
         architecture=arch,
@@ -322,34 +285,84 @@ def run(
         liver_channel=int(liver),
         description=f"SD-Net {'AB'[k]} network ({arch}) trained with liverctl train --method sdnet",
     )
-    return runner.result(nets[0], model_path, toml_path, full, validating)
 
 
-def train_sdnet(
-    datasets: Sequence[Any],
-    output_dir: str | os.PathLike[str],
-    config: TrainConfig | None = None,
-    *,
-    unlabelled: Sequence[Any] | None = None,
-    progress: ProgressCallback | None = None,
-    resume: bool = False,
-) -> TrainResult:
-    """Train SD-Net (module docs) on labelled ``datasets`` plus unlabelled data.
+def _sdnet_data(
+    full: TrainingData, config: TrainConfig, unlabelled: Sequence[Any] | None
+) -> tuple[TrainingData, list[tuple[TrainingData, int, str]], list[Any], list[list[str]], list[list[str]]]:
+    """The labelled training data, the pool of unlabelled cases ``(data, dataset, case)`` (the
+    training cases left unlabelled by ``labelled_fraction``, then ``config.unlabelled`` and
+    ``unlabelled``), the extra unlabelled datasets and the labelled / unlabelled case names."""
+    labelled_names, unlabelled_names = [], []
+    for names in full.train:
+        if config.labelled_fraction is None:
+            labelled_names.append(list(names))
+            unlabelled_names.append([])
+        else:
+            lab, unl = labelled_split(names, config.labelled_fraction, config.seed)
+            labelled_names.append(lab)
+            unlabelled_names.append(unl)
+    lab_data = TrainingData(
+        [_Subset(ds, labelled_names[d], full.names[d]) for d, ds in enumerate(full.datasets)], names=full.names
+    )
+    pool: list[tuple[TrainingData, int, str]] = [
+        (full, d, n) for d, names in enumerate(unlabelled_names) for n in names
+    ]
+    extra = [*config.unlabelled, *(unlabelled or [])]
+    if extra:
+        unl = TrainingData(extra, loss="tal", scan=False)
+        pool += [(unl, d, n) for d, names in enumerate(unl.train) for n in names]
+    if not pool:
+        raise DatasetError("SD-Net needs unlabelled data: --unlabelled PREP or --labelled-fraction F")
+    return lab_data, pool, extra, labelled_names, unlabelled_names
 
-    Args:
-        datasets: labelled ``liverctl preprocess`` folders or dataset objects.
-        output_dir: the run folder (as :func:`liverctl.training.train`).
-        config: the options (``method`` is set to ``"sdnet"``); with ``resume`` the saved
-            ones, except ``device``, ``precision`` and ``num_workers``.
-        unlabelled: dataset objects or folders whose labels are ignored (added to
-            ``config.unlabelled``; pass them again on ``resume``).
-        progress: ``progress("training", iteration, total)`` and ``("validation", ...)``.
-        resume: continue from ``output_dir/last.pt`` (saved at every epoch end).
 
-    Returns:
-        A :class:`~liverctl.training.loop.TrainResult` (``model``: network A).
-    """
-    out = Path(output_dir)
-    cfg = dataclasses.replace(config, method="sdnet") if config is not None else TrainConfig(method="sdnet")
-    cfg, state = open_run(out, cfg, resume)
-    return run(datasets, out, cfg, state, progress, unlabelled)
+def _step_fn(
+    nets: list[nn.Module],
+    optimizer: torch.optim.Optimizer,
+    params: list[torch.Tensor],
+    scaler: Any,
+    lab_data: TrainingData,
+    pool: list[tuple[TrainingData, int, str]],
+    lr0: float,
+    runner: RecipeRun,
+):
+    """Global iteration ``g``: a labelled + unlabelled batch through both networks, one step."""
+    from liverctl.device import autocast
+
+    config, device = runner.config, runner.device
+    labelled_batch = make_batch_fn(lab_data, config)
+    unlabelled_batch = _unlabelled_batch_fn(pool, config)
+    n_lab = config.batch_size
+
+    def step(g: int) -> dict[str, float]:
+        for group in optimizer.param_groups:
+            group["lr"] = sdnet_lr(lr0, g, config.lr_step)
+        x_l, y_l, _ = labelled_batch(g)
+        x = torch.cat([x_l, unlabelled_batch(g)]).to(device)
+        y = y_l.to(device)
+        for net in nets:
+            net.train()
+        torch.manual_seed(seed_int(config.seed, 0, g, 1))
+        with autocast(device, runner.precision):
+            logits_a, logits_b = nets[0](x), nets[1](x)
+        losses = sdnet_losses(logits_a, logits_b, y, n_lab, config.sharpen_temperature, config.unsup_weight)
+        backward_step(losses["loss"], optimizer, params, scaler)
+        return {
+            "loss": float(losses["loss"].detach()),
+            "supervised": float(losses["supervised"].detach()),
+            "disagreement_mse": float(losses["disagreement_mse"].detach()),
+            "unsupervised_mse": float(losses["unsupervised_mse"].detach()),
+            "teacher_b": float(losses["teacher"]),
+        }
+
+    return step
+
+
+def __getattr__(name: str) -> Any:
+    # train_sdnet lives in liverctl.training.methods (one body for every method); kept here for one release
+    if name == "train_sdnet":
+        from liverctl.training import methods
+
+        return methods.train_sdnet
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,4 +1,4 @@
-"""H-DenseUNet staged training (Li et al., IEEE TMI 2018, METHODS §4): :func:`train_hdenseunet`.
+"""H-DenseUNet staged training (Li et al., IEEE TMI 2018, METHODS §4): :func:`~liverctl.training.methods.train_hdenseunet`.
 
 The ``hdenseunet`` network (a 2D DenseUNet on 3-slice stacks, a 3D DenseUNet and the hybrid
 feature fusion layer, :mod:`liverctl.models.hdenseunet`) is trained in three stages over
@@ -31,9 +31,6 @@ output: hybrid logits) of the best epoch, ``decision = "argmax"``, ``liver_chann
 from __future__ import annotations
 
 import collections
-import copy
-import dataclasses
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -44,11 +41,11 @@ from torch import nn
 
 from liverctl.errors import ConfigError
 from liverctl.progress import ProgressCallback
+from liverctl.training.common import TrainResult, make_batch_fn, poly_lr, seed_int, validate_dice
 from liverctl.training.config import TrainConfig
-from liverctl.training.loop import TrainResult, make_batch_fn, open_run, seed_int, validate_dice
 from liverctl.training.recipe import RecipeRun, backward_step, recipe_setup
 
-__all__ = ["HDENSEUNET_CLASS_WEIGHTS", "poly_lr", "stage_lengths", "stage_of", "train_hdenseunet"]
+__all__ = ["HDENSEUNET_CLASS_WEIGHTS", "poly_lr", "stage_lengths", "stage_of"]
 
 HDENSEUNET_CLASS_WEIGHTS = (0.78, 0.65, 8.57)
 _COLUMNS = ("stage", "loss_2d", "loss_hybrid")
@@ -79,11 +76,6 @@ def stage_of(g: int, lengths: Sequence[int]) -> tuple[int, int, int]:
     raise AssertionError("unreachable")
 
 
-def poly_lr(lr0: float, i: int, n: int, exponent: float = 0.9) -> float:
-    """Poly decay: ``lr0 * (1 - i / n)^exponent``."""
-    return lr0 * (1 - min(i, n) / max(n, 1)) ** exponent
-
-
 def run(
     datasets: Sequence[Any],
     out: Path,
@@ -91,21 +83,77 @@ def run(
     state: dict[str, Any] | None,
     progress: ProgressCallback | None,
 ) -> TrainResult:
-    """The H-DenseUNet run behind :func:`train_hdenseunet` and ``train(config.method="hdenseunet")``."""
-    from liverctl.device import autocast
-    from liverctl.models import build_model
-    from liverctl.models.slices import slice_stacks, unstack_slices
-
+    """The H-DenseUNet run behind :func:`~liverctl.training.methods.train_hdenseunet` and
+    ``train(config.method="hdenseunet")``."""
     config, data = recipe_setup(datasets, config, "hdenseunet", "hdenseunet")
     lengths = stage_lengths(config)
+    weights = _class_weights(config, data)
+    runner = RecipeRun(out, config, state, _COLUMNS)
+    device = runner.device
+    model, kwargs = _build(config, data.n_classes, state)
+    model.to(device)
+    lr0 = config.lr if config.lr is not None else 0.01
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr0, momentum=0.9, weight_decay=1e-4)
+    scaler = runner.scaler()
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        if scaler is not None and state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
+    runner.write_config(datasets, stage_lengths=list(lengths))
+    class_weights = torch.tensor(weights, dtype=torch.float32, device=device)
+    step = _step_fn(model, optimizer, scaler, make_batch_fn(data, config), class_weights, lengths, lr0, runner)
+    validating = bool(any(data.val) and config.val_every)
+
+    def validate() -> float:
+        model.eval()
+        value = validate_dice(model, data, config, device, progress)
+        model.train()
+        return value
+
+    def parts() -> dict[str, Any]:
+        return {
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scaler": scaler.state_dict() if scaler is not None else None,
+        }
+
+    def current_lr() -> float:
+        _, i, n = stage_of(runner.g, lengths)
+        return poly_lr(lr0, i, n, config.poly_exponent)
+
+    last_stage = max(s for s, n in enumerate(lengths, start=1) if n > 0 or s == 1)
+
+    def in_last_stage() -> bool:  # earlier stages leave parts of the network untrained
+        return runner.g > 0 and stage_of(runner.g - 1, lengths)[0] == last_stage
+
+    runner.run(
+        step,
+        parts,
+        lambda: {"model": model.state_dict()},
+        current_lr,
+        validate if validating else None,
+        progress,
+        eligible=in_last_stage,
+    )
+    model_path, toml_path = _export(runner, model, data, kwargs)
+    return runner.result(model, model_path, toml_path, data, validating)
+
+
+def _class_weights(config: TrainConfig, data: Any) -> list[float]:
+    """The cross-entropy class weights: ``config.class_weights``, or the authors' for 3 classes."""
     k = data.n_classes
     weights = config.class_weights
     if weights is None:
         weights = list(HDENSEUNET_CLASS_WEIGHTS) if k == 3 else [1.0] * k
     if len(weights) != k:
         raise ConfigError(f"{len(weights)} class weights for {k} classes ({', '.join(data.labels)})")
-    runner = RecipeRun(out, config, state, _COLUMNS)
-    device = runner.device
+    return list(weights)
+
+
+def _build(config: TrainConfig, k: int, state: dict[str, Any] | None) -> tuple[nn.Module, dict[str, Any]]:
+    """The ``hdenseunet`` network (seeded from ``config.seed``, ``--init`` weights loaded) and its kwargs."""
+    from liverctl.models import build_model
 
     kwargs = dict(config.arch_kwargs)
     kwargs.setdefault("in_channels", 1)
@@ -118,22 +166,27 @@ def run(
     if any(p % m for p, m in zip(config.patch_size, multiples, strict=True)):
         raise ConfigError(f"patch size {tuple(config.patch_size)} must be a multiple of {tuple(multiples)} (z, y, x)")
     if state is None and config.init_checkpoint:
-        from liverctl.training.loop import load_init_weights
+        from liverctl.training.common import load_init_weights
 
         load_init_weights(model, config.init_checkpoint)
-    model.to(device)
-    lr0 = config.lr if config.lr is not None else 0.01
-    optimizer = torch.optim.SGD(model.parameters(), lr=lr0, momentum=0.9, weight_decay=1e-4)
-    scaler = runner.scaler()
-    if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        if scaler is not None and state.get("scaler"):
-            scaler.load_state_dict(state["scaler"])
-    runner.write_config(datasets, stage_lengths=list(lengths))
+    return model, kwargs
 
-    batch_fn = make_batch_fn(data, config)
-    class_weights = torch.tensor(weights, dtype=torch.float32, device=device)
+
+def _step_fn(
+    model: Any,
+    optimizer: torch.optim.Optimizer,
+    scaler: Any,
+    batch_fn: Any,
+    class_weights: torch.Tensor,
+    lengths: Sequence[int],
+    lr0: float,
+    runner: RecipeRun,
+):
+    """The function that does global iteration ``g``: the stage's loss, one optimizer step."""
+    from liverctl.device import autocast
+    from liverctl.models.slices import slice_stacks, unstack_slices
+
+    config, device = runner.config, runner.device
     w_hybrid, w_2d = getattr(model, "loss_weights", (1.0, 0.5))
 
     def wce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -174,81 +227,27 @@ def run(
         values["loss"] = float(loss.detach())
         return values
 
-    validating = bool(any(data.val) and config.val_every)
+    return step
 
-    def validate() -> float:
-        model.eval()
-        value = validate_dice(model, data, config, device, progress)
-        model.train()
-        return value
 
-    def parts() -> dict[str, Any]:
-        return {
-            "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "scaler": scaler.state_dict() if scaler is not None else None,
-        }
-
-    def current_lr() -> float:
-        _, i, n = stage_of(runner.g, lengths)
-        return poly_lr(lr0, i, n, config.poly_exponent)
-
-    last_stage = max(s for s, n in enumerate(lengths, start=1) if n > 0 or s == 1)
-
-    def in_last_stage() -> bool:  # earlier stages leave parts of the network untrained
-        return runner.g > 0 and stage_of(runner.g - 1, lengths)[0] == last_stage
-
-    runner.run(
-        step,
-        parts,
-        lambda: {"model": model.state_dict()},
-        current_lr,
-        validate if validating else None,
-        progress,
-        eligible=in_last_stage,
-    )
-
-    exported: nn.Module = model
-    best = runner.load_best()
-    if best is not None:
-        exported = copy.deepcopy(model)
-        exported.load_state_dict(best)
+def _export(runner: RecipeRun, model: nn.Module, data: Any, kwargs: dict[str, Any]) -> tuple[Path, Path]:
+    """The whole network of the best epoch (the last weights without ``best.pt``), ``argmax``."""
     liver = data.labels.get("liver", data.liver_channels[0])
-    model_path, toml_path = runner.export(
-        exported,
+    return runner.export(
+        runner.best_model(model),
         data,
-        architecture=config.architecture,
+        architecture=runner.config.architecture,
         kwargs=kwargs,
         labels=data.labels,
         liver_channel=int(liver),
         description="H-DenseUNet trained with liverctl train --method hdenseunet (staged 2D / 3D + HFF / joint)",
     )
-    return runner.result(model, model_path, toml_path, data, validating)
 
 
-def train_hdenseunet(
-    datasets: Sequence[Any],
-    output_dir: str | os.PathLike[str],
-    config: TrainConfig | None = None,
-    *,
-    progress: ProgressCallback | None = None,
-    resume: bool = False,
-) -> TrainResult:
-    """Train H-DenseUNet in its three stages (module docs).
+def __getattr__(name: str) -> Any:
+    # train_hdenseunet lives in liverctl.training.methods (one body for every method); kept here for one release
+    if name == "train_hdenseunet":
+        from liverctl.training import methods
 
-    Args:
-        datasets: ``liverctl preprocess`` folders or dataset objects (3 classes for the
-            paper's liver + tumour setting; 2 classes work too).
-        output_dir: the run folder (as :func:`liverctl.training.train`).
-        config: the options (``method`` is set to ``"hdenseunet"``); with ``resume`` the
-            saved ones, except ``device``, ``precision`` and ``num_workers``.
-        progress: ``progress("training", iteration, total)`` and ``("validation", ...)``.
-        resume: continue from ``output_dir/last.pt`` (saved at every epoch end).
-
-    Returns:
-        A :class:`~liverctl.training.loop.TrainResult`.
-    """
-    out = Path(output_dir)
-    cfg = dataclasses.replace(config, method="hdenseunet") if config is not None else TrainConfig(method="hdenseunet")
-    cfg, state = open_run(out, cfg, resume)
-    return run(datasets, out, cfg, state, progress)
+        return methods.train_hdenseunet
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
