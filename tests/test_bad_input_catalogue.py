@@ -217,6 +217,11 @@ CATALOGUE = [
     # train and crosstest
     Bad("train-missing", lambda t: ["train", str(t / "nope"), "-o", str(t / "run")], "no such"),
     Bad(
+        "train-output-inside-dataset",
+        lambda t: ["train", str(dataset(t / "ds")), "-o", str(t / "ds" / "run")],
+        "lies inside",
+    ),
+    Bad(
         "train-raw-dataset-device",
         lambda t: ["train", str(dataset(t / "ds")), "-o", str(t / "run"), "--device", "quantum"],
         "device",
