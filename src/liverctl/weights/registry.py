@@ -61,6 +61,7 @@ INTENSITY_METHODS = ("nonzero-zscore-minmax", "window-zscore")
 #: How output channels become a liver mask (see :class:`ModelEntry`).
 DECISIONS = ("argmax", "sigmoid")
 NETWORK_AXES: tuple[str, ...] = ("zyx", "xyz")
+GRIDS: tuple[str, ...] = ("liverctl", "monai")
 """Array axis order the network was trained on: liverctl's (z, y, x), or MONAI's (x, y, z)."""
 INTERPOLATIONS = ("linear", "bspline")
 WINDOW_MODES = ("gaussian", "constant")
@@ -169,6 +170,11 @@ class ModelEntry:
     datasets: tuple[str, ...] = ()
     datasets_intensity: dict[str, IntensityRecipe] = field(default_factory=dict)
     network_axes: str = "zyx"
+    grid: str = "liverctl"
+    """How a scan is brought to ``spacing`` and back: ``"monai"`` = MONAI's ``Spacingd`` grid
+    (first voxel kept, border padding) and ``Invertd``'s nearest-neighbour way back
+    (:mod:`liverctl.monai_grid`), as MONAI bundles do; ``"liverctl"`` = the centred grid of
+    :func:`liverctl.spatial.resample`, as ``liverctl preprocess`` trains."""
     license: str = ""
     citation: str = ""
     description: str = ""
@@ -218,6 +224,7 @@ class ModelEntry:
             "datasets": list(self.datasets),
             "datasets_intensity": {d: r.to_dict() for d, r in self.datasets_intensity.items()},
             "network_axes": self.network_axes,
+            "grid": self.grid,
             "license": self.license,
             "citation": self.citation,
             "description": self.description,
@@ -397,6 +404,7 @@ def _parse_entry(name: str, value: Any, source: str, base_dir: Path | None = Non
     fields["sliding_window"] = _parse_sliding_window(window, f"{where}.sliding_window")
     fields.update(_parse_datasets(t))
     fields["network_axes"] = t.choice("network_axes", NETWORK_AXES, "zyx")
+    fields["grid"] = t.choice("grid", GRIDS, "liverctl")
     for key in ("license", "citation", "description"):
         fields[key] = t.get(key, str, "")
     t.check_unknown()
