@@ -1,0 +1,257 @@
+"""`predict` against the MONAI bundle's own pipeline, on the grids real scans come in.
+
+The bundle (configs/inference.json of wholeBody_ct_segmentation): Orientationd("RAS"),
+Spacingd(pixdim, bilinear), NormalizeIntensityd(nonzero=True), ScaleIntensityd(-1, 1),
+SlidingWindowInferer(roi, 0.25, gaussian, replicate), softmax, argmax, Invertd (nearest for the
+label map). Here it runs with MONAI itself on a small SegResNet of the bundle's layout with
+random weights: 4 near-equal logits per voxel, so the smallest input difference flips the
+argmax. Exact mode (``PredictOptions(shortcuts=False)``, ``--no-shortcuts``) must give MONAI's
+probabilities to 1e-3 and the same masks (Dice >= 0.9999); the defaults, followed by the same
+clean-up as MONAI's KeepLargestConnectedComponent + FillHoles, Dice >= 0.995.
+
+Inputs: a phantom abdomen (liverctl.phantoms) at 3 mm, resampled to each grid, so the anatomy
+is the same; the real scans of ../shared/data (NIfTI and the DICOM series) where present.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+monai = pytest.importorskip("monai")
+pytest.importorskip("nibabel", reason="MONAI's Orientationd needs nibabel")
+import torch  # noqa: E402
+
+from liverctl.io import Geometry, Image, read_image, write_image  # noqa: E402
+from liverctl.monai_grid import ras_affine  # noqa: E402
+from liverctl.predict import LiverModel, PredictOptions  # noqa: E402
+
+N_CLASSES, LIVER, ROI = 4, 2, (32, 32, 32)
+
+
+def _entry(**changes):
+    from liverctl.weights import IntensityRecipe, ModelEntry, WindowRecipe
+
+    base = {
+        "name": "bundle-like",
+        "repo_id": "local/bundle-like",
+        "filename": "w.pt",
+        "revision": "main",
+        "sha256": "",
+        "architecture": "segresnet",
+        "kwargs": {"spatial_dims": 3, "in_channels": 1, "out_channels": N_CLASSES, "init_filters": 8},
+        "spacing": (3.0, 3.0, 3.0),
+        "orientation": "RAS",
+        "interpolation": "linear",
+        "intensity": IntensityRecipe("nonzero-zscore-minmax", range=(-1.0, 1.0)),
+        "n_classes": N_CLASSES,
+        "liver_channel": LIVER,
+        "decision": "argmax",
+        "labels": {"liver": LIVER},
+        "sliding_window": WindowRecipe(roi=ROI, overlap=0.25, mode="gaussian", padding_mode="replicate"),
+        "network_axes": "xyz",
+        "grid": "monai",
+    }
+    base.update(changes)
+    return ModelEntry(**base)
+
+
+def _network():
+    from monai.networks.nets import SegResNet
+
+    torch.manual_seed(3)
+    net = SegResNet(spatial_dims=3, in_channels=1, out_channels=N_CLASSES, init_filters=8)
+    return net.eval()
+
+
+@pytest.fixture(scope="module")
+def network():
+    """Random weights: near-equal logits, the worst case for exactness."""
+    return _network()
+
+
+def _weakly_trained() -> torch.nn.Module:
+    """Thin but real decision margins: 60 Adam steps on 32^3 crops of three phantoms."""
+    from liverctl.predict import normalise
+    from liverctl.synthetic import make_phantom
+
+    net = _network().train()
+    rng = np.random.default_rng(0)
+    cases = []
+    for case in range(3):
+        ct, lab = make_phantom(domain="contrast", seed=5, case=case, shape=(40, 56, 56), spacing=(3.0, 3.0, 3.0))
+        x = normalise(ct.array.astype(np.float32), _entry().intensity).transpose(2, 1, 0)
+        y = np.where(lab.array > 0, LIVER, 0).astype(np.int64).transpose(2, 1, 0)
+        cases.append((x, y))
+    opt = torch.optim.Adam(net.parameters(), lr=3e-3)
+    for _ in range(60):
+        x, y = cases[rng.integers(len(cases))]
+        i, j, k = (rng.integers(0, s - 31) for s in x.shape)
+        xb = torch.from_numpy(np.ascontiguousarray(x[i : i + 32, j : j + 32, k : k + 32]))[None, None]
+        yb = torch.from_numpy(np.ascontiguousarray(y[i : i + 32, j : j + 32, k : k + 32]))[None]
+        loss = torch.nn.functional.cross_entropy(net(xb), yb)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return net.eval()
+
+
+@pytest.fixture(scope="module")
+def weak_network():
+    torch.manual_seed(0)
+    return _weakly_trained()
+
+
+def _liverctl_model(network) -> LiverModel:
+    from liverctl.models import build_model
+    from liverctl.weights import ResolvedWeights
+
+    e = _entry()
+    ours = build_model("segresnet", **e.kwargs)
+    ours.load_state_dict(network.state_dict())
+    return LiverModel([ResolvedWeights(e, Path("w.pt"), "0" * 64, "local")], [ours.eval()], torch.device("cpu"))
+
+
+@pytest.fixture(scope="module")
+def model(network) -> LiverModel:
+    return _liverctl_model(network)
+
+
+@pytest.fixture(scope="module")
+def weak_model(weak_network) -> LiverModel:
+    return _liverctl_model(weak_network)
+
+
+def monai_bundle(image: Image, network) -> tuple[np.ndarray, np.ndarray]:
+    """The bundle's pipeline on ``image`` (as LoadImaged would hand it over): ``(labels, liver
+    probability)`` on the image's own grid, arrays (z, y, x)."""
+    from monai.data import MetaTensor
+    from monai.inferers import SlidingWindowInferer
+    from monai.transforms import (
+        Compose,
+        Invertd,
+        NormalizeIntensityd,
+        Orientationd,
+        ScaleIntensityd,
+        Spacingd,
+    )
+
+    tensor = MetaTensor(
+        torch.as_tensor(image.array.astype(np.float32).transpose(2, 1, 0)[None].copy()),
+        affine=torch.as_tensor(ras_affine(image.geometry)),
+    )
+    pre = Compose(
+        [
+            Orientationd("image", "RAS"),
+            Spacingd("image", pixdim=(3.0, 3.0, 3.0), mode="bilinear"),
+            NormalizeIntensityd("image", nonzero=True),
+            ScaleIntensityd("image", minv=-1.0, maxv=1.0),
+        ]
+    )
+    data = pre({"image": tensor})
+    inferer = SlidingWindowInferer(roi_size=ROI, sw_batch_size=1, overlap=0.25, mode="gaussian", padding_mode="replicate")
+    with torch.inference_mode():
+        logits = inferer(data["image"][None], network)[0]
+    prob = torch.softmax(logits, 0)
+    model_img = data["image"]
+    for key, value in (("pred", prob.argmax(0, keepdim=True).float()), ("prob", prob[LIVER : LIVER + 1])):
+        data[key] = MetaTensor(value, affine=model_img.affine, meta=model_img.meta)
+        data[key].applied_operations = list(model_img.applied_operations)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        out = Invertd(keys=["pred", "prob"], transform=pre, orig_keys="image", nearest_interp=[True, False])(data)
+    labels = np.asarray(out["pred"][0]).transpose(2, 1, 0)
+    return (labels == LIVER).astype(np.uint8), np.asarray(out["prob"][0], dtype=np.float32).transpose(2, 1, 0)
+
+
+def dice(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a.astype(bool), b.astype(bool)
+    return 2.0 * np.count_nonzero(a & b) / max(np.count_nonzero(a) + np.count_nonzero(b), 1)
+
+
+def rotation(a_deg: float, b_deg: float) -> np.ndarray:
+    a, b = np.radians(a_deg), np.radians(b_deg)
+    rx = np.array([[1, 0, 0], [0, np.cos(a), -np.sin(a)], [0, np.sin(a), np.cos(a)]])
+    ry = np.array([[np.cos(b), 0, np.sin(b)], [0, 1, 0], [-np.sin(b), 0, np.cos(b)]])
+    return rx @ ry
+
+
+@pytest.fixture(scope="module")
+def abdomen() -> Image:
+    """A phantom abdomen at 3 mm, 40 x 56 x 56 voxels."""
+    from liverctl.synthetic import make_phantom
+
+    ct, _ = make_phantom(domain="contrast", seed=2, case=0, shape=(40, 56, 56), spacing=(3.0, 3.0, 3.0))
+    return ct
+
+
+def on_grid(ct: Image, spacing, direction=np.eye(3)) -> Image:
+    """The same anatomy stored on another grid (linear resampling of the phantom)."""
+    from liverctl.preprocessing import resample_to_reference
+
+    size = np.asarray(ct.shape[::-1]) * np.asarray(ct.geometry.spacing)
+    shape_xyz = np.maximum(2, np.round(size / np.asarray(spacing))).astype(int)
+    centre = ct.geometry.index_to_physical((np.asarray(ct.shape) - 1) / 2.0)
+    origin = centre - direction @ ((shape_xyz - 1) / 2.0 * np.asarray(spacing))
+    geometry = Geometry(tuple(spacing), tuple(origin), tuple(np.asarray(direction).ravel()))
+    out = resample_to_reference(ct, geometry, tuple(shape_xyz[::-1]), interpolator="linear", default_value=-1000.0)
+    return Image(np.round(out.array).astype(np.int16), geometry)
+
+
+GRIDS = {
+    "native-3mm": ((3.0, 3.0, 3.0), np.eye(3)),
+    "0.8x0.8x2.0": ((0.8, 0.8, 2.0), np.eye(3)),
+    "0.7x0.7x5.0": ((0.7, 0.7, 5.0), np.eye(3)),
+    "oblique-12-8deg": ((1.5, 1.5, 1.5), rotation(12, 8)),
+    "RAS-stored": ((0.9, 0.9, 2.5), np.diag([-1.0, -1.0, 1.0])),
+    "permuted-axes": ((0.9, 2.5, 0.9), np.array([[1.0, 0, 0], [0, 0, 1], [0, -1, 0]])),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore")
+@pytest.mark.parametrize("grid", list(GRIDS))
+def test_exact_mode_is_the_bundle_on_every_grid(grid: str, abdomen: Image, model: LiverModel, network, tmp_path: Path) -> None:
+    spacing, direction = GRIDS[grid]
+    scan = on_grid(abdomen, spacing, direction)
+    if grid == "RAS-stored":  # through the file formats too: NRRD here, NIfTI below
+        scan = read_image(write_image(scan, tmp_path / "scan.nrrd"))
+    elif grid == "0.8x0.8x2.0":
+        scan = read_image(write_image(scan, tmp_path / "scan.nii.gz"))
+    labels, prob = monai_bundle(scan, network)
+    seg = model.segment(scan, PredictOptions(shortcuts=False, postprocess=False, save_probabilities=True))
+    assert seg.mask.geometry.mismatch(scan.geometry) is None
+    assert np.abs(seg.probabilities.array - prob).max() < 1e-3
+    assert dice(seg.mask.array, labels) >= 0.9999, grid
+    assert labels.any()  # the comparison is not between two empty masks
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore")
+@pytest.mark.parametrize("grid", list(GRIDS))
+def test_defaults_hold_the_bundle_after_the_same_cleanup(
+    grid: str, abdomen: Image, weak_model: LiverModel, weak_network
+) -> None:
+    from monai.transforms import FillHoles, KeepLargestConnectedComponent
+
+    spacing, direction = GRIDS[grid]
+    scan = on_grid(abdomen, spacing, direction)
+    labels, _ = monai_bundle(scan, weak_network)
+    assert labels.mean() > 0.02  # the weak network finds a liver
+    cleaned = KeepLargestConnectedComponent(applied_labels=[1], connectivity=3)(torch.as_tensor(labels[None]))
+    cleaned = np.asarray(FillHoles(applied_labels=[1])(cleaned))[0]
+    seg = weak_model.segment(scan, PredictOptions())
+    assert dice(seg.mask.array, cleaned) >= 0.995, grid
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore")
+def test_exact_mode_on_the_real_dicom_series(dicom_dir: Path, model: LiverModel, network) -> None:
+    scan = read_image(dicom_dir)
+    labels, prob = monai_bundle(scan, network)
+    seg = model.segment(scan, PredictOptions(shortcuts=False, postprocess=False, save_probabilities=True))
+    assert np.abs(seg.probabilities.array - prob).max() < 1e-3
+    assert dice(seg.mask.array, labels) >= 0.9999
