@@ -26,31 +26,21 @@ import os
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from typing import TypeVar
 
 import numpy as np
-from scipy import ndimage as ndi
 
+from liverctl.case_scoring import CaseScore, ScoringPlan, dataset_notes, dataset_regions, fill_regions, score_case
 from liverctl.comparison import ComparisonRow, compare_rows
 from liverctl.errors import ConfigError, GeometryError, LiverctlWarning
 from liverctl.evaluation_results import STATISTICS, CaseRow, EvaluationResult, LesionRow, conventions, summarize
 from liverctl.io import Image, check_same_grid, read_label
-from liverctl.lesions import DEFAULT_MIN_DICE, check_lesion_options, detect_lesions, tumour_burden
-from liverctl.metrics import check_conventions, metrics_from_crops
+from liverctl.lesions import DEFAULT_MIN_DICE, check_lesion_options
+from liverctl.metrics import check_conventions
 from liverctl.pairing import CasePair, check_pairs, pair_cases
 from liverctl.progress import ProgressCallback
-from liverctl.regions import (
-    ORGAN_NAME,
-    Region,
-    lesion_labels,
-    lits_hint,
-    per_label_regions,
-    region_mask,
-    resolve_regions,
-)
-from liverctl.surface_dice import nsd_name, parse_tolerances
-from liverctl.surface_dice import surface_dice_cropped as _nsd_cropped
+from liverctl.regions import lesion_labels, resolve_regions
+from liverctl.surface_dice import parse_tolerances
 
 __all__ = [
     "STATISTICS",
@@ -76,25 +66,6 @@ T = TypeVar("T")
 # --------------------------------------------------------------------------- options
 
 
-@dataclass(frozen=True)
-class _Plan:
-    """What to score: fixed regions, or one region per label (``labels``; ``None`` = all present)."""
-
-    regions: list[Region] | None
-    labels: list[int] | None
-    lesion_set: frozenset[int] = frozenset()
-    surface: str = "medpy"
-    hd95: str = "pooled"
-    nsd: tuple[float, ...] = ()
-    connectivity: int = 26
-    min_dice: float = DEFAULT_MIN_DICE
-
-    def regions_for(self, seen: set[int]) -> list[Region]:
-        if self.regions is not None:
-            return self.regions
-        return per_label_regions(self.labels if self.labels is not None else (seen or {1}), self.lesion_set)
-
-
 def _plan(
     labels: str | Sequence[int] | None,
     regions: RegionSpec,
@@ -106,14 +77,14 @@ def _plan(
     nsd: str | float | Sequence[float] | None,
     lesion_connectivity: int,
     lesion_min_dice: float,
-) -> _Plan:
+) -> ScoringPlan:
     check_conventions(surface, hd95)
     check_lesion_options(lesion_connectivity, lesion_min_dice)
     wanted = parse_labels(labels)
     resolved = resolve_regions(regions, pred=pred_regions, ref=ref_regions, lesions=lesions)
     if resolved is not None and wanted is not None:
         raise ConfigError("labels and regions exclude each other: name single labels as regions, e.g. tumour=2")
-    return _Plan(
+    return ScoringPlan(
         regions=resolved,
         labels=wanted,
         lesion_set=frozenset(lesion_labels(lesions)) if resolved is None else frozenset(),
@@ -170,159 +141,6 @@ def _grid(pred: Image, ref: Image, resample_pred: bool, pred_name: str, ref_name
     return pred  # pragma: no cover - check_same_grid raised
 
 
-# --------------------------------------------------------------------------- one case
-
-
-@dataclass
-class _CaseScore:
-    """The rows of one case, its lesions, and the labels present on each side."""
-
-    case: str
-    rows: list[CaseRow] = field(default_factory=list)
-    lesions: list[LesionRow] = field(default_factory=list)
-    seen_pred: set[int] = field(default_factory=set)
-    seen_ref: set[int] = field(default_factory=set)
-
-
-def _objects(array: np.ndarray) -> list[tuple[slice, ...] | None]:
-    return ndi.find_objects(array) if array.size and array.max() > 0 else []
-
-
-def _box(objects: list[tuple[slice, ...] | None], labels: Sequence[int]) -> tuple[slice, ...] | None:
-    box = None
-    for lab in labels:
-        obj = objects[lab - 1] if lab <= len(objects) else None
-        if obj is not None:
-            box = (
-                obj
-                if box is None
-                else tuple(slice(min(a.start, b.start), max(a.stop, b.stop)) for a, b in zip(box, obj, strict=True))
-            )
-    return box
-
-
-class _Side:
-    """One label map with its per-label boxes: region masks cropped to a box."""
-
-    def __init__(self, array: np.ndarray) -> None:
-        self.array = array
-        self.objects = _objects(array)
-        self.seen = {i + 1 for i, obj in enumerate(self.objects) if obj is not None}
-
-    def count(self, labels: Sequence[int]) -> int:
-        box = _box(self.objects, labels)
-        return 0 if box is None else int(np.count_nonzero(region_mask(self.array[box], labels)))
-
-
-def _crops(pred: _Side, ref: _Side, region: Region) -> tuple[np.ndarray, np.ndarray]:
-    bp, br = _box(pred.objects, region.pred_labels), _box(ref.objects, region.ref_labels)
-    box = (
-        bp
-        if br is None
-        else br
-        if bp is None
-        else tuple(slice(min(a.start, b.start), max(a.stop, b.stop)) for a, b in zip(bp, br, strict=True))
-    )
-    if box is None:
-        empty = np.zeros((0, 0, 0), bool)
-        return empty, empty
-    return region_mask(pred.array[box], region.pred_labels), region_mask(ref.array[box], region.ref_labels)
-
-
-def _burden(side: _Side, tumour: Region, organ: Region, which: str) -> float:
-    t_labels = tumour.pred_labels if which == "pred" else tumour.ref_labels
-    o_labels = organ.pred_labels if which == "pred" else organ.ref_labels
-    common = [v for v in t_labels if v in o_labels]
-    return tumour_burden(side.count(t_labels), side.count(o_labels), side.count(common) if common else 0)
-
-
-def _score_region(
-    case: str, region: Region, p: np.ndarray, r: np.ndarray, n_voxels: int, sp: np.ndarray, plan: _Plan
-) -> tuple[CaseRow, list[LesionRow]]:
-    metrics = metrics_from_crops(p, r, n_voxels, sp, plan.surface, plan.hd95)
-    extra: dict[str, float] = {}
-    if plan.nsd:
-        extra.update(zip((nsd_name(t) for t in plan.nsd), _nsd_cropped(p, r, sp, plan.nsd), strict=True))
-    lesions: list[LesionRow] = []
-    if region.lesions:
-        det = detect_lesions(p, r, connectivity=plan.connectivity, min_dice=plan.min_dice)
-        extra.update(det.values())
-        ml = float(np.prod(sp)) / 1000.0
-        lesions = [
-            LesionRow(
-                case,
-                region.name,
-                i + 1,
-                det.ref_voxels[i] * ml,
-                det.pred_voxels[i] * ml,
-                d,
-                d > plan.min_dice,
-                det.components[i],
-            )
-            for i, d in enumerate(det.lesion_dice)
-        ]
-    return CaseRow(case, region.name, metrics, region.pred_labels, region.ref_labels, extra), lesions
-
-
-def _score_case(case: str, pred: Image, ref: Image, plan: _Plan) -> _CaseScore:
-    sp = np.asarray(ref.spacing_zyx, dtype=np.float64)
-    p_side, r_side = _Side(pred.array), _Side(ref.array)
-    out = _CaseScore(case, seen_pred=p_side.seen, seen_ref=r_side.seen)
-    regions = plan.regions_for(p_side.seen | r_side.seen)
-    organ = next((reg for reg in regions if reg.name == ORGAN_NAME), None)
-    for region in regions:
-        p, r = _crops(p_side, r_side, region)
-        row, lesions = _score_region(case, region, p, r, pred.array.size, sp, plan)
-        if region.lesions and organ is not None and organ is not region:
-            b_pred, b_ref = _burden(p_side, region, organ, "pred"), _burden(r_side, region, organ, "ref")
-            row.extra.update(burden_pred=b_pred, burden_ref=b_ref, burden_abs_diff=abs(b_pred - b_ref))
-        out.rows.append(row)
-        out.lesions.extend(lesions)
-    return out
-
-
-def _fill(scores: list[_CaseScore], regions: list[Region], plan: _Plan) -> None:
-    """Give every case a row for every region (both-empty where the case lacks the label), in region order."""
-    tiny = np.zeros((1, 1, 1), bool)
-    sp = np.ones(3)
-    template: dict[str, CaseRow] = {}
-    for score in scores:
-        have = {row.region: row for row in score.rows}
-        for region in regions:
-            if region.name not in have:
-                if region.name not in template:
-                    template[region.name] = _score_region("", region, tiny, tiny, 1, sp, plan)[0]
-                t = template[region.name]
-                have[region.name] = CaseRow(
-                    score.case, region.name, t.metrics, t.pred_labels, t.ref_labels, dict(t.extra)
-                )
-        score.rows = [have[region.name] for region in regions]
-
-
-def _union_regions(scores: list[_CaseScore], plan: _Plan) -> list[Region]:
-    if plan.regions is not None:
-        return plan.regions
-    seen = set().union(*(s.seen_pred | s.seen_ref for s in scores)) if scores else set()
-    return plan.regions_for(seen)
-
-
-def _notes(scores: list[_CaseScore], regions: list[Region], plan: _Plan) -> list[str]:
-    seen_pred = set().union(*(s.seen_pred for s in scores)) if scores else set()
-    seen_ref = set().union(*(s.seen_ref for s in scores)) if scores else set()
-    notes: list[str] = []
-    if plan.regions is None and plan.labels is None:
-        hint = lits_hint(seen_pred | seen_ref)
-        if hint:
-            notes.append(hint)
-    for region in regions:
-        if not (set(region.pred_labels) & seen_pred) and not (set(region.ref_labels) & seen_ref):
-            what = (
-                f"region {region.name!r} ({region.labels_text})" if plan.regions is not None else f"label {region.name}"
-            )
-            notes.append(f"{what}: no such label in any prediction or reference; every case scores it as both empty")
-    return notes
-
-
 def _warn(notes: list[str]) -> None:
     for note in notes:
         warnings.warn(note, LiverctlWarning, stacklevel=4)
@@ -336,14 +154,16 @@ def _as_label_image(image: Image, what: str) -> Image:
     return Image(as_label_array(image.array, what), image.geometry)
 
 
-def _result(scores: list[_CaseScore], others: list[_CaseScore] | None, plan: _Plan, **kw: object) -> EvaluationResult:
-    regions = _union_regions(scores + (others or []), plan)
-    _fill(scores, regions, plan)
+def _result(
+    scores: list[CaseScore], others: list[CaseScore] | None, plan: ScoringPlan, **kw: object
+) -> EvaluationResult:
+    regions = dataset_regions(scores + (others or []), plan)
+    fill_regions(scores, regions, plan)
     if others is not None:
-        _fill(others, regions, plan)
+        fill_regions(others, regions, plan)
     rows = [row for s in scores for row in s.rows]
     other_rows = [row for s in others for row in s.rows] if others is not None else None
-    notes = _notes(scores + (others or []), regions, plan)
+    notes = dataset_notes(scores + (others or []), regions, plan)
     _warn(notes)
     return EvaluationResult(
         rows,
@@ -393,16 +213,16 @@ def evaluate_images(
     )
     pred, ref = _as_label_image(pred, "prediction"), _as_label_image(ref, "reference")
     pred = _grid(pred, ref, resample_pred, "prediction", "reference")
-    return _result([_score_case(case, pred, ref, plan)], None, plan)
+    return _result([score_case(case, pred, ref, plan)], None, plan)
 
 
 def _run(
-    jobs: list[T], work: Callable[[T], _CaseScore], workers: int, progress: ProgressCallback | None
-) -> list[_CaseScore]:
+    jobs: list[T], work: Callable[[T], CaseScore], workers: int, progress: ProgressCallback | None
+) -> list[CaseScore]:
     total = len(jobs)
     if progress is not None:
         progress("evaluate", 0, total)
-    results: list[_CaseScore] = []
+    results: list[CaseScore] = []
     if workers == 1 or total == 1:
         for i, job in enumerate(jobs, start=1):
             results.append(work(job))
@@ -509,10 +329,10 @@ def evaluate(
         raise ConfigError(f"workers must be at least 1, got {workers}")
     pairs, other_pairs, missing = _pairs(pred, ref, compare, allow_missing)
 
-    def work(pair: CasePair) -> _CaseScore:
+    def work(pair: CasePair) -> CaseScore:
         p_img, r_img = read_label(pair.pred), read_label(pair.ref)
         p_img = _grid(p_img, r_img, resample_pred, str(pair.pred), str(pair.ref))
-        return _score_case(pair.case, p_img, r_img, plan)
+        return score_case(pair.case, p_img, r_img, plan)
 
     scores = _run(pairs + other_pairs, work, workers, progress)
     return _result(
