@@ -247,7 +247,7 @@ class EvaluationResult:
             "method": self.method,
             "reference": self.reference,
             "conventions": self.conventions(),
-            "metrics": list(METRIC_NAMES),
+            "metrics": list(dict.fromkeys(m for region in self.region_names for m in self.metric_names(region))),
             "regions": [r.as_dict() for r in self.regions],
             "cases": [r.as_dict() for r in self.rows],
             "lesions": [les.as_dict() for les in self.lesion_rows],
