@@ -117,15 +117,15 @@ class Surfels:
 
 
 def _codes(mask: np.ndarray) -> np.ndarray:
-    """The 8-bit neighbourhood code of every corner of ``mask`` (shape + 1 per axis)."""
-    padded = np.pad(mask.view(np.uint8) if mask.dtype == bool else (mask != 0).view(np.uint8), 1)
-    out_shape = tuple(n + 1 for n in mask.shape)
-    code = np.zeros(out_shape, np.uint8)
-    for i in range(8):
-        a, b, c = (i >> 2) & 1, (i >> 1) & 1, i & 1
-        view = padded[a : a + out_shape[0], b : b + out_shape[1], c : c + out_shape[2]]
-        code |= view << np.uint8(7 - i)
-    return code
+    """The 8-bit neighbourhood code of every corner of ``mask`` (shape + 1 per axis).
+
+    Corner ``(i, j, k)`` sees voxels ``(i-1..i, j-1..j, k-1..k)``; voxel offset ``(a, b, c)``
+    of that 2x2x2 block is bit ``7 - (4a + 2b + c)``. Built axis by axis (2, 4, then 8 bits).
+    """
+    p = np.pad(mask if mask.dtype == bool else mask != 0, 1).view(np.uint8)
+    c = (p[:, :, :-1] << 1) | p[:, :, 1:]
+    c = (c[:, :-1, :] << 2) | c[:, 1:, :]
+    return (c[:-1] << 4) | c[1:]
 
 
 def _surface(code: np.ndarray) -> np.ndarray:
