@@ -19,7 +19,7 @@ from scipy import ndimage as ndi
 from liverctl.evaluation_results import CaseRow, LesionRow
 from liverctl.io import Image
 from liverctl.lesions import DEFAULT_MIN_DICE, detect_lesions, tumour_burden
-from liverctl.metrics import metrics_from_crops
+from liverctl.metrics import bounding_box, metrics_from_crops
 from liverctl.regions import ORGAN_NAME, Region, lits_hint, per_label_regions, region_mask
 from liverctl.surface_dice import nsd_name
 from liverctl.surface_dice import surface_dice_cropped as _nsd_cropped
@@ -41,6 +41,13 @@ class ScoringPlan:
     connectivity: int = 26
     min_dice: float = DEFAULT_MIN_DICE
 
+    @property
+    def n_labels(self) -> int:
+        """How many distinct labels the fixed regions or labels name (0 when discovered)."""
+        if self.regions is not None:
+            return len({v for r in self.regions for v in (*r.pred_labels, *r.ref_labels)})
+        return len(self.labels or [])
+
     def regions_for(self, seen: set[int]) -> list[Region]:
         if self.regions is not None:
             return self.regions
@@ -49,13 +56,15 @@ class ScoringPlan:
 
 @dataclass
 class CaseScore:
-    """The rows of one case, its lesions, and the labels present on each side."""
+    """The rows of one case, its lesions, the labels present on each side (when discovered)
+    and, per region, whether its prediction and reference masks are non-empty."""
 
     case: str
     rows: list[CaseRow] = field(default_factory=list)
     lesions: list[LesionRow] = field(default_factory=list)
     seen_pred: set[int] = field(default_factory=set)
     seen_ref: set[int] = field(default_factory=set)
+    present: dict[str, tuple[bool, bool]] = field(default_factory=dict)
 
 
 def _objects(array: np.ndarray) -> list[tuple[slice, ...] | None]:
@@ -77,24 +86,42 @@ def _box(objects: list[tuple[slice, ...] | None], labels: Sequence[int]) -> tupl
 
 
 class _Side:
-    """One label map with its per-label boxes: region masks cropped to a box."""
+    """One label map and how to crop a region's mask out of it.
 
-    def __init__(self, array: np.ndarray) -> None:
+    With ``objects`` (per-label boxes from one ``find_objects`` pass: needed to discover the
+    labels, and cheaper than one full pass per region when there are many labels) a region's
+    box is the union of its labels' boxes; otherwise its full mask is built once and cropped
+    to its bounding box, as :func:`~liverctl.metrics.compute_metrics` does.
+    """
+
+    def __init__(self, array: np.ndarray, objects: bool) -> None:
         self.array = array
-        self.objects = _objects(array)
-        self.seen = {i + 1 for i, obj in enumerate(self.objects) if obj is not None}
+        self.objects = _objects(array) if objects else None
+        self.seen = {i + 1 for i, obj in enumerate(self.objects or []) if obj is not None}
+
+    def mask_and_box(self, labels: Sequence[int]) -> tuple[np.ndarray | None, tuple[slice, ...] | None]:
+        if self.objects is not None:
+            return None, _box(self.objects, labels)
+        full = region_mask(self.array, labels)
+        return full, bounding_box(full)
 
     def count(self, labels: Sequence[int]) -> int:
-        box = _box(self.objects, labels)
-        return 0 if box is None else int(np.count_nonzero(region_mask(self.array[box], labels)))
+        full, box = self.mask_and_box(labels)
+        if box is None:
+            return 0
+        return int(np.count_nonzero(full if full is not None else region_mask(self.array[box], labels)))
 
 
 def _crops(pred: _Side, ref: _Side, region: Region) -> tuple[np.ndarray, np.ndarray]:
-    box = _union(_box(pred.objects, region.pred_labels), _box(ref.objects, region.ref_labels))
+    full_p, box_p = pred.mask_and_box(region.pred_labels)
+    full_r, box_r = ref.mask_and_box(region.ref_labels)
+    box = _union(box_p, box_r)
     if box is None:
         empty = np.zeros((0, 0, 0), bool)
         return empty, empty
-    return region_mask(pred.array[box], region.pred_labels), region_mask(ref.array[box], region.ref_labels)
+    p = full_p[box] if full_p is not None else region_mask(pred.array[box], region.pred_labels)
+    r = full_r[box] if full_r is not None else region_mask(ref.array[box], region.ref_labels)
+    return p, r
 
 
 def _burden(side: _Side, tumour: Region, organ: Region, which: str) -> float:
@@ -134,13 +161,15 @@ def _score_region(
 
 def score_case(case: str, pred: Image, ref: Image, plan: ScoringPlan) -> CaseScore:
     sp = np.asarray(ref.spacing_zyx, dtype=np.float64)
-    p_side, r_side = _Side(pred.array), _Side(ref.array)
+    objects = (plan.regions is None and plan.labels is None) or plan.n_labels > 4
+    p_side, r_side = _Side(pred.array, objects), _Side(ref.array, objects)
     out = CaseScore(case, seen_pred=p_side.seen, seen_ref=r_side.seen)
     regions = plan.regions_for(p_side.seen | r_side.seen)
     organ = next((reg for reg in regions if reg.name == ORGAN_NAME), None)
     for region in regions:
         p, r = _crops(p_side, r_side, region)
         row, lesions = _score_region(case, region, p, r, pred.array.size, sp, plan)
+        out.present[region.name] = (bool(p.any()), bool(r.any()))
         if region.lesions and organ is not None and organ is not region:
             b_pred, b_ref = _burden(p_side, region, organ, "pred"), _burden(r_side, region, organ, "ref")
             row.extra.update(burden_pred=b_pred, burden_ref=b_ref, burden_abs_diff=abs(b_pred - b_ref))
@@ -183,7 +212,7 @@ def dataset_notes(scores: list[CaseScore], regions: list[Region], plan: ScoringP
         if hint:
             notes.append(hint)
     for region in regions:
-        if not (set(region.pred_labels) & seen_pred) and not (set(region.ref_labels) & seen_ref):
+        if not any(any(s.present.get(region.name, (False, False))) for s in scores):
             what = (
                 f"region {region.name!r} ({region.labels_text})" if plan.regions is not None else f"label {region.name}"
             )
