@@ -169,7 +169,8 @@ def main() -> None:
 _NSD_SCRIPTS = {
     "liverctl": """
         from liverctl.surface_dice import surface_dice_at
-        values = [surface_dice_at(pred, ref, spacing, tolerances)[t] for t in tolerances]
+        nsd = surface_dice_at(pred, ref, spacing, tolerances)  # every tolerance in one pass
+        values = [nsd[t] for t in tolerances]
     """,
     "deepmind": """
         import surface_distance as sd
