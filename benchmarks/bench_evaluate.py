@@ -12,7 +12,19 @@ lobe and a small false-positive blob far away), then times, in the same run:
 Prints times (best of ``--repeat``, after one untimed warm-up for liverctl and MONAI;
 MedPy runs once), speed-up ratios, and the values side by side. Timing only, no assertions.
 
-    python benchmarks/bench_evaluate.py [--repeat 3] [--size 512 512 300] [--skip-medpy]
+Then the normalised surface Dice at ``--nsd`` tolerances (mm), side by side in the same run:
+
+* liverctl ``surface_dice_at`` (all tolerances at once);
+* DeepMind ``surface-distance`` ``compute_surface_distances`` + ``compute_surface_dice_at_tolerance``
+  (the definition liverctl reproduces);
+* MONAI ``compute_surface_dice(use_subvoxels=True)`` (MONAI's port of that definition), one
+  call per tolerance,
+
+each timed in this process and as a whole process (a fresh ``python`` that imports the
+library, loads the pair from ``.npy`` files and computes every tolerance: what a user's
+script costs). MedPy has no NSD.
+
+    python benchmarks/bench_evaluate.py [--repeat 3] [--size 512 512 300] [--skip-medpy] [--nsd 1,2]
 """
 
 from __future__ import annotations
@@ -20,8 +32,13 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import subprocess
+import sys
+import tempfile
+import textwrap
 import time
 import warnings
+from pathlib import Path
 
 import numpy as np
 
@@ -63,6 +80,8 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--skip-medpy", action="store_true", help="MedPy takes about a minute on the full size")
     parser.add_argument("--skip-monai", action="store_true")
+    parser.add_argument("--nsd", default="1,2", help="NSD tolerances in mm ('' skips the NSD part)")
+    parser.add_argument("--skip-processes", action="store_true", help="NSD: no whole-process timings")
     args = parser.parse_args()
 
     from liverctl.evaluation import evaluate_images
@@ -139,6 +158,107 @@ def main() -> None:
             rel = abs(m.assd - values["assd"]) / values["assd"]
             print(f"liverctl ASSD vs MONAI ASSD: relative difference {rel:.2e}")
     print(f"full liverctl metric set: Dice {m.dice:.4f}, HD {m.hd:.2f} mm, RMSD {m.rmsd:.2f} mm, RVD {m.rvd:+.4f}")
+
+    if args.nsd:
+        tolerances = [float(t) for t in args.nsd.split(",")]
+        nsd_benchmark(pred, ref, spacing, tolerances, args)
+
+
+# --------------------------------------------------------------------------- NSD
+
+_NSD_SCRIPTS = {
+    "liverctl": """
+        from liverctl.surface_dice import surface_dice_at
+        nsd = surface_dice_at(pred, ref, spacing, tolerances)  # every tolerance in one pass
+        values = [nsd[t] for t in tolerances]
+    """,
+    "deepmind": """
+        import surface_distance as sd
+        d = sd.compute_surface_distances(ref, pred, spacing)
+        values = [float(sd.compute_surface_dice_at_tolerance(d, t)) for t in tolerances]
+    """,
+    "monai": """
+        import torch
+        from monai.metrics import compute_surface_dice
+        yp, yt = torch.from_numpy(pred[None, None]), torch.from_numpy(ref[None, None])
+        values = [
+            float(compute_surface_dice(yp, yt, [t], include_background=True, spacing=list(spacing), use_subvoxels=True))
+            for t in tolerances
+        ]
+    """,
+}
+
+
+def _nsd_script(tool: str, folder: Path, spacing, tolerances) -> str:
+    head = f"""
+        import json, warnings
+        import numpy as np
+        warnings.simplefilter("ignore")
+        pred = np.load({str(folder / "pred.npy")!r})
+        ref = np.load({str(folder / "ref.npy")!r})
+        spacing, tolerances = {tuple(spacing)!r}, {list(tolerances)!r}
+    """
+    tail = """
+        print(json.dumps(values))
+    """
+    return textwrap.dedent(head) + textwrap.dedent(_NSD_SCRIPTS[tool]) + textwrap.dedent(tail)
+
+
+def _available(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
+
+
+def nsd_benchmark(pred: np.ndarray, ref: np.ndarray, spacing, tolerances, args) -> None:
+    """NSD: liverctl vs DeepMind vs MONAI, in process and as whole processes."""
+    tools = ["liverctl"]
+    if _available("surface_distance"):
+        tools.append("deepmind")
+    if not args.skip_monai and _available("monai"):
+        tools.append("monai")
+    names = {
+        "liverctl": "liverctl surface_dice_at",
+        "deepmind": "DeepMind surface-distance 0.1",
+        "monai": "MONAI compute_surface_dice(use_subvoxels)",
+    }
+    rows: dict[str, tuple[float, float | None, list[float]]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        np.save(folder / "pred.npy", pred)
+        np.save(folder / "ref.npy", ref)
+        for tool in tools:
+            script = _nsd_script(tool, folder, spacing, tolerances)
+            scope: dict = {}
+            code = compile(script.replace("print(json.dumps(values))", ""), f"<nsd {tool}>", "exec")
+            repeat = args.repeat if tool == "liverctl" else 1
+            t_in, _ = best_of(lambda code=code, scope=scope: exec(code, scope), repeat, warmup=tool == "liverctl")
+            values = [float(v) for v in scope["values"]]
+            t_proc = None
+            if not args.skip_processes:
+                t0 = time.perf_counter()
+                out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+                t_proc = time.perf_counter() - t0
+                assert out.stdout.strip(), out.stderr
+            rows[tool] = (t_in, t_proc, values)
+
+    print()
+    print(
+        f"NSD at {', '.join(f'{t:g}' for t in tolerances)} mm (whole process: python start, imports, .npy load, all tolerances)"
+    )
+    cols = "".join(f"{'NSD ' + format(t, 'g') + ' mm':>20s}" for t in tolerances)
+    print(f"{'':44s} {'in-process s':>12s} {'x':>7s} {'process s':>10s} {'x':>7s}{cols}")
+    base_in, base_proc, base_values = rows["liverctl"]
+    for tool, (t_in, t_proc, values) in rows.items():
+        r_in = "-" if tool == "liverctl" else f"{t_in / base_in:.1f}x"
+        proc = "-" if t_proc is None else f"{t_proc:.2f}"
+        r_proc = "-" if tool == "liverctl" or t_proc is None or base_proc is None else f"{t_proc / base_proc:.1f}x"
+        vals = "".join(f"{v:20.15f}" for v in values)
+        print(f"{names[tool]:44s} {t_in:12.3f} {r_in:>7s} {proc:>10s} {r_proc:>7s}{vals}")
+    for tool, (_, _, values) in rows.items():
+        if tool != "liverctl":
+            diff = max(abs(a - b) for a, b in zip(values, base_values, strict=True))
+            print(f"liverctl NSD vs {names[tool]}: max abs difference {diff:.2e}")
 
 
 if __name__ == "__main__":

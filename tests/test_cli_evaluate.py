@@ -69,13 +69,13 @@ def test_table_csv_and_json(pair: tuple[Path, Path], tmp_path: Path) -> None:
     assert code == 0
     rows = list(csv.DictReader(io.StringIO(out)))
     lits = M.compute_metrics(_mask(1) == 2, _mask(0) == 2, sp, surface="lits", hd95="directed-max")
-    row2 = next(r for r in rows if r["row"] == "case" and r["label"] == "2")
+    row2 = next(r for r in rows if r["row"] == "case" and r["region"] == "2")
     assert float(row2["hd95"]) == pytest.approx(lits.hd95) and row2["surface"] == "lits"
 
     csv_path, json_path = tmp_path / "out" / "m.csv", tmp_path / "out" / "m.json"
     code, out, _ = _cli(str(pred), str(ref), "--csv", str(csv_path), "--json", str(json_path))
     assert code == 0 and "Dice" in out
-    assert csv_path.read_text().startswith("row,case,label,dice")
+    assert csv_path.read_text().startswith("row,case,region,ref_labels,pred_labels,lesion,dice")
     assert json.loads(json_path.read_text())["conventions"]["hd95"].startswith("pooled")
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["m.csv", "m.json"]  # no temp files left
 
@@ -138,6 +138,15 @@ def _bad_inputs(tmp_path: Path, ref: Path) -> dict[str, tuple[list[str], str]]:
         "empty folder": ([str(empty), str(ref_dir)], "no image files"),
         "bad labels option": ([str(ref), str(ref), "--labels", "liver"], "labels"),
         "bad convention": ([str(ref), str(ref), "--hd95", "median"], "HD95 convention"),
+        "unknown preset": ([str(ref), str(ref), "--preset", "kits"], "unknown region preset"),
+        "malformed regions": ([str(ref), str(ref), "--regions", "liver:1"], "unknown region preset"),
+        "bad region labels": ([str(ref), str(ref), "--regions", "liver=1+x"], "whole numbers"),
+        "preset and regions": ([str(ref), str(ref), "--preset", "lits", "--regions", "liver=1"], "not both"),
+        "labels and regions": ([str(ref), str(ref), "--preset", "lits", "--labels", "1"], "exclude"),
+        "one-sided region": ([str(ref), str(ref), "--pred-regions", "liver=5"], "no labels for the reference"),
+        "unknown lesion region": ([str(ref), str(ref), "--preset", "lits", "--lesions", "cyst"], "not among"),
+        "bad nsd": ([str(ref), str(ref), "--nsd", "1,x"], "NSD tolerances"),
+        "bad connectivity": ([str(ref), str(ref), "--preset", "lits", "--lesion-connectivity", "8"], "connectivity"),
     }
 
 
@@ -180,3 +189,55 @@ def test_subprocess_no_torch_and_no_traceback(pair: tuple[Path, Path], cli_env: 
     )
     assert bad.returncode != 0 and bad.stdout == "" and "Traceback" not in bad.stderr
     assert len(bad.stderr.strip().splitlines()) == 1
+
+
+def _lits_files(tmp_path: Path) -> tuple[Path, Path]:
+    ref = _mask(0)
+    ref[2:4, 12:14, 12:14] = 2  # a second tumour, missed by the prediction
+    pred = np.where(_mask(1) > 0, 1, 0).astype(np.uint8)
+    pred[3:5, 8:10, 9:11] = 2
+    write_mask(pred, GEO, tmp_path / "p.nii.gz")
+    write_mask(ref, GEO, tmp_path / "r.nii.gz")
+    return tmp_path / "p.nii.gz", tmp_path / "r.nii.gz"
+
+
+def test_lits_hint_once_and_preset_tables(tmp_path: Path) -> None:
+    pred, ref = _lits_files(tmp_path)
+    code, out, err = _cli(str(pred), str(ref))
+    hints = [line for line in err.splitlines() if "1+2" in line]
+    assert code == 0 and len(hints) == 1 and hints[0].startswith("liverctl: warning: ") and "--preset lits" in hints[0]
+    code, out, err = _cli(str(pred), str(ref), "--preset", "lits", "--nsd", "1,2")
+    assert code == 0 and "1+2" not in err
+    assert "| liver " in out and "| 1+2 " in out and "NSD 2 mm" in out
+    assert "Lesion detection: tumour" in out and "pooled" in out and "26-connected" in out
+
+
+def test_csv_json_with_regions_and_compare(tmp_path: Path) -> None:
+    pred, ref = _lits_files(tmp_path)
+    code, out, _ = _cli(str(pred), str(ref), "--regions", "liver=1+2,tumour=2", "--nsd", "1", "--csv", "-")
+    assert code == 0
+    rows = list(csv.DictReader(io.StringIO(out)))
+    sp = read_label(ref).spacing_zyx
+    p, r = read_label(pred).array, read_label(ref).array
+    liver = next(x for x in rows if x["row"] == "case" and x["region"] == "liver")
+    assert liver["ref_labels"] == "1+2" and float(liver["dice"]) == M.compute_metrics(p > 0, r > 0, sp).dice
+    tumour = next(x for x in rows if x["row"] == "case" and x["region"] == "tumour")
+    assert (tumour["lesions_tp"], tumour["lesions_fn"], tumour["lesions_fp"]) == ("1", "1", "0")
+    assert [x["detected"] for x in rows if x["row"] == "lesion"] == ["0", "1"]  # raster order: the missed one first
+    assert "nsd_1mm" in liver and liver["nsd_1mm"] != ""
+    code, out, _ = _cli(str(pred), str(ref), "--preset", "lits", "--compare", str(ref), "--json", "-")
+    data = json.loads(out)
+    assert code == 0 and {c["region"] for c in data["comparison"]} == {"liver", "tumour"}
+    assert data["summary"]["tumour"]["lesion_detection"]["lesion_recall"] == 0.5
+
+
+def test_pred_regions_on_the_real_multiorgan_map(liver_path: Path, multiorgan_path: Path) -> None:
+    code, out, err = _cli(
+        str(multiorgan_path), str(liver_path), "--regions", "liver=1", "--pred-regions", "totalseg", "--json", "-"
+    )
+    assert code == 0, err
+    data = json.loads(out)
+    row = data["cases"][0]
+    assert (row["region"], row["pred_labels"], row["ref_labels"]) == ("liver", [5], [1])
+    multi, liver = read_label(multiorgan_path), read_label(liver_path)
+    assert row["dice"] == M.compute_metrics(multi.array == 5, liver.array == 1, liver.spacing_zyx).dice

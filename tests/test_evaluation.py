@@ -48,6 +48,7 @@ def _dataset(tmp_path: Path) -> tuple[Path, Path, Path, dict[str, tuple[np.ndarr
     return ref_dir, a_dir, b_dir, cases
 
 
+@pytest.mark.filterwarnings("ignore:the maps hold labels 1 and 2")
 def test_folders_per_case_and_label(tmp_path: Path) -> None:
     ref_dir, a_dir, _, cases = _dataset(tmp_path)
     result = evaluate(a_dir, ref_dir)
@@ -91,6 +92,7 @@ def test_explicit_labels_and_conventions(tmp_path: Path) -> None:
         parse_labels("0")
 
 
+@pytest.mark.filterwarnings("ignore:the maps hold labels 1 and 2")
 def test_missing_partner_is_an_error_unless_allowed(tmp_path: Path) -> None:
     ref_dir, a_dir, _, _ = _dataset(tmp_path)
     (a_dir / "case_02.nii.gz").unlink()
@@ -159,6 +161,7 @@ def test_geometry_mismatch_and_resampling(tmp_path: Path) -> None:
     assert result.rows[0].metrics.hd == pytest.approx(0.8, rel=1e-6)
 
 
+@pytest.mark.filterwarnings("ignore:the maps hold labels 1 and 2")
 def test_csv_and_json_outputs(tmp_path: Path) -> None:
     ref_dir, a_dir, b_dir, _ = _dataset(tmp_path)
     result = evaluate(a_dir, ref_dir, compare=b_dir)
@@ -168,7 +171,7 @@ def test_csv_and_json_outputs(tmp_path: Path) -> None:
     first = result.rows[0]
     assert float(case_rows[0]["dice"]) == first.metrics.dice  # repr round-trips exactly
     assert case_rows[0]["surface"] == "medpy" and case_rows[0]["hd95_convention"] == "pooled"
-    means = [r for r in rows if r["row"] == "mean" and r["label"] == "1"]
+    means = [r for r in rows if r["row"] == "mean" and r["region"] == "1"]
     assert float(means[0]["hd"]) == pytest.approx(result.summary()[1]["mean"]["hd"])
     glob = [r for r in rows if r["row"] == "dice_global"]
     assert [float(r["dice"]) for r in glob] == pytest.approx([result.dice_global(1), result.dice_global(2)])
@@ -239,3 +242,96 @@ def test_evaluate_images_validates_label_values() -> None:
         evaluate_images(Image(_cube().astype(np.int16) - 1, GEO), ref)
     whole = evaluate_images(Image(_cube().astype(np.float32), GEO), ref)  # whole-number floats are labels
     assert whole.rows[0].metrics.dice == 1.0
+
+
+# --------------------------------------------------------------------------- regions, lesions
+
+
+def _lits_pair() -> tuple[np.ndarray, np.ndarray]:
+    """A LiTS-style reference (liver 1, two tumours 2) and a whole-liver prediction with one tumour found."""
+    ref = _cube(shape=(12, 30, 30), lo=(1, 3, 3), hi=(11, 25, 26))
+    ref[3:7, 5:11, 5:11] = 2  # tumour A, found
+    ref[6:9, 16:20, 17:22] = 2  # tumour B, missed
+    pred = np.roll(ref > 0, 1, axis=2).astype(np.uint8)  # liver incl. tumours, shifted by one voxel
+    pred[3:7, 5:11, 6:12] = 2
+    pred[9:11, 20:23, 5:8] = 2  # a false positive lesion
+    return pred, ref
+
+
+def test_lits_regions_score_liver_as_one_plus_two(tmp_path: Path) -> None:
+    pred, ref = _lits_pair()
+    p_img, r_img = Image(pred, GEO), Image(ref, GEO)
+    with pytest.warns(LiverctlWarning, match="liver as labels 1\\+2") as caught:
+        default = evaluate_images(p_img, r_img)
+    assert len([w for w in caught if "1+2" in str(w.message)]) == 1 and default.notes
+    lits = evaluate_images(p_img, r_img, regions="lits")
+    assert lits.notes == [] and lits.region_names == ["liver", "tumour"]
+    liver = lits.rows[0]
+    assert (liver.region, liver.ref_labels, liver.pred_labels) == ("liver", (1, 2), (1, 2))
+    assert liver.metrics == M.compute_metrics(np.isin(pred, [1, 2]), np.isin(ref, [1, 2]), GEO.spacing_zyx)
+    assert default.rows[0].metrics == M.compute_metrics(pred == 1, ref == 1, GEO.spacing_zyx)
+    assert liver.metrics.dice > default.rows[0].metrics.dice  # label 1 alone is the liver minus its tumours
+    # the tumour region: lesion detection and burden
+    tumour = lits.rows[1].extra
+    assert (tumour["lesions_ref"], tumour["lesions_pred"]) == (2, 2)
+    assert (tumour["lesions_tp"], tumour["lesions_fp"], tumour["lesions_fn"]) == (1, 1, 1)
+    burden_ref = np.sum(ref == 2) / np.sum(ref > 0)
+    burden_pred = np.sum(pred == 2) / np.sum(pred > 0)
+    assert tumour["burden_ref"] == pytest.approx(burden_ref) and tumour["burden_pred"] == pytest.approx(burden_pred)
+    assert tumour["burden_abs_diff"] == pytest.approx(abs(burden_pred - burden_ref))
+    assert [les.detected for les in lits.lesion_rows] == [True, False]
+    a_dice = 2 * (4 * 6 * 5) / (2 * 4 * 6 * 6)  # two 4x6x6 boxes, one column apart
+    assert lits.lesion_rows[0].dice == pytest.approx(a_dice)
+    pooled = lits.lesion_summary("tumour")
+    assert pooled is not None and pooled["lesion_recall"] == 0.5 and pooled["lesion_precision"] == 0.5
+    assert pooled["lesion_dice_mean"] == pytest.approx(a_dice / 2)
+    assert lits.lesion_summary("liver") is None
+
+
+def test_pred_regions_and_region_notes() -> None:
+    pred, ref = _lits_pair()
+    total = np.where(pred > 0, 5, 0).astype(np.uint8)  # TotalSegmentator: liver = 5
+    res = evaluate_images(Image(total, GEO), Image(ref, GEO), regions="liver=1+2", pred_regions="totalseg")
+    assert res.rows[0].metrics == M.compute_metrics(total == 5, ref > 0, GEO.spacing_zyx)
+    assert res.regions[0].labels_text == "pred 5 / ref 1+2"
+    with pytest.warns(LiverctlWarning, match="'spleen' \\(7\\): no such label"):
+        absent = evaluate_images(Image(pred, GEO), Image(ref, GEO), regions="liver=1+2,spleen=7")
+    assert absent.rows[1].metrics.empty == "both" and len(absent.notes) == 1
+    with pytest.raises(ConfigError, match="exclude"):
+        evaluate_images(Image(pred, GEO), Image(ref, GEO), labels=[1], regions="lits")
+    with pytest.raises(ConfigError, match="unknown region preset"):
+        evaluate_images(Image(pred, GEO), Image(ref, GEO), regions="kits")
+
+
+def test_regions_in_folders_csv_json_and_compare(tmp_path: Path) -> None:
+    ref_dir, a_dir, b_dir, _ = _dataset(tmp_path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # regions given: no LiTS hint
+        result = evaluate(a_dir, ref_dir, regions="lits", compare=b_dir, nsd=[2])
+    assert [(r.case, r.region) for r in result.rows[:2]] == [("case_01", "liver"), ("case_01", "tumour")]
+    summary = result.summary()
+    assert set(summary) == {"liver", "tumour"} and "nsd_2mm" in summary["liver"]["mean"]
+    assert {c.region for c in result.comparison or []} == {"liver", "tumour"}
+    assert any(c.metric == "lesion_f1" for c in result.comparison or [])
+    # case_02 has no tumour on either side: both empty, no lesion, recall/precision 1
+    case2 = next(r for r in result.rows if r.case == "case_02" and r.region == "tumour")
+    assert case2.metrics.empty == "both" and case2.extra["lesions_ref"] == 0 and case2.extra["lesion_f1"] == 1.0
+    rows = list(csv.DictReader(io.StringIO(result.to_csv())))
+    case_rows = [r for r in rows if r["row"] == "case"]
+    assert {(r["region"], r["ref_labels"], r["pred_labels"]) for r in case_rows} == {
+        ("liver", "1+2", "1+2"),
+        ("tumour", "2", "2"),
+    }
+    lesion_rows = [r for r in rows if r["row"] == "lesion"]
+    assert len(lesion_rows) == 2 and all(r["region"] == "tumour" and r["lesion"] == "1" for r in lesion_rows)
+    pooled = next(r for r in rows if r["row"] == "pooled")
+    assert (
+        pooled["region"] == "tumour"
+        and float(pooled["lesion_recall"]) == result.lesion_summary("tumour")["lesion_recall"]
+    )
+    assert {r["region"] for r in rows if r["row"] == "t_test_p"} == {"liver", "tumour"}
+    data = json.loads(result.to_json())
+    assert [r["name"] for r in data["regions"]] == ["liver", "tumour"] and data["regions"][1]["lesions"]
+    assert data["summary"]["tumour"]["lesion_detection"]["lesions_ref"] == 2
+    assert data["summary"]["liver"]["ref_labels"] == [1, 2] and "lesions" in data["conventions"]
+    assert data["cases"][0]["region"] == "liver" and len(data["lesions"]) == 2 and "other_lesions" in data

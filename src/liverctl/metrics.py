@@ -484,9 +484,14 @@ class PairMetrics:
         return {name: float(getattr(self, name)) for name in METRIC_NAMES}
 
 
-def _metrics_from_crops(
+def metrics_from_crops(
     p: np.ndarray, r: np.ndarray, n_voxels: int, sp: np.ndarray, surface: str, hd95: str
 ) -> PairMetrics:
+    """:func:`compute_metrics` of two boolean crops that hold every foreground voxel of both masks.
+
+    ``n_voxels`` is the size of the whole volume (for the true negatives), ``sp`` the
+    spacing as a float64 array; the conventions are not checked again.
+    """
     n_p, n_r = int(np.count_nonzero(p)), int(np.count_nonzero(r))
     tp = int(np.count_nonzero(p & r)) if n_p and n_r else 0
     conf = Confusion(tp=tp, fp=n_p - tp, fn=n_r - tp, tn=n_voxels - n_p - n_r + tp)
@@ -536,7 +541,7 @@ def compute_metrics(
     box = _union_box(bounding_box(p), bounding_box(r))
     if box is None:
         box = tuple(slice(0, 0) for _ in range(p.ndim))
-    return _metrics_from_crops(p[box], r[box], p.size, sp, surface, hd95)
+    return metrics_from_crops(p[box], r[box], p.size, sp, surface, hd95)
 
 
 def label_metrics(
@@ -572,7 +577,7 @@ def label_metrics(
             box = _union_box(obj_p[lab - 1], obj_r[lab - 1])
             if box is None:
                 box = tuple(slice(0, 0) for _ in range(pred.ndim))
-            result[lab] = _metrics_from_crops(pred[box] == lab, ref[box] == lab, pred.size, sp, surface, hd95)
+            result[lab] = metrics_from_crops(pred[box] == lab, ref[box] == lab, pred.size, sp, surface, hd95)
         return result
     for lab in labels:
         result[lab] = compute_metrics(pred == lab, ref == lab, sp, surface=surface, hd95=hd95)

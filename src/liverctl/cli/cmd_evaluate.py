@@ -27,7 +27,27 @@ _HEADERS = {
     "pred_ml": "Pred mL",
     "ref_ml": "Ref mL",
 }
+_LESION_HEADERS = {
+    "lesions_ref": "Ref lesions",
+    "lesions_pred": "Pred lesions",
+    "lesions_tp": "TP",
+    "lesions_fp": "FP",
+    "lesions_fn": "FN",
+    "lesion_recall": "Recall",
+    "lesion_precision": "Precision",
+    "lesion_f1": "F1",
+    "burden_ref": "Burden ref",
+    "burden_pred": "Burden pred",
+    "burden_abs_diff": "|Δ burden|",
+}
 _DECIMALS = {"assd": 2, "rmsd": 2, "hd": 2, "hd95": 2, "pred_ml": 1, "ref_ml": 1}
+_COUNTS = {"lesions_ref", "lesions_pred", "lesions_tp", "lesions_fp", "lesions_fn"}
+
+
+def _header(metric: str) -> str:
+    if metric.startswith("nsd_"):
+        return f"NSD {metric[4:-2]} mm"
+    return _HEADERS.get(metric) or _LESION_HEADERS.get(metric, metric)
 
 
 def _num(metric: str, value: Any) -> str:
@@ -38,16 +58,89 @@ def _num(metric: str, value: Any) -> str:
         return "n/a"
     if metric == "p":
         return f"{value:.2g}" if value < 0.001 else f"{value:.3f}"
+    if metric in _COUNTS:
+        return f"{value:.0f}"
     return f"{value:.{_DECIMALS.get(metric, 4)}f}"
 
 
+def _surface_metrics(result: Any, region: str) -> list[str]:
+    """The columns of the main tables: the standard metrics and the NSD ones."""
+    return [m for m in result.metric_names(region) if m not in _LESION_HEADERS]
+
+
+def _tables(result: Any, style: Any) -> list[Any]:
+    """Per case and summary tables, one pair per set of metric columns (regions share them)."""
+    from rich.table import Table
+
+    out = []
+    names = _surface_metrics(result, result.region_names[0]) if result.region_names else []
+
+    def table(title: str, first: list[str]) -> Table:
+        t = Table(title=title, box=style, title_justify="left", pad_edge=True)
+        for name in first:
+            t.add_column(name, no_wrap=True)
+        for name in names:
+            t.add_column(_header(name), justify="right", no_wrap=True)
+        return t
+
+    labels = {r.name: r.labels_text for r in result.regions}
+    cases = table(f"Per case ({len(result.cases)} case(s))", ["case", "region", "labels"])
+    for row in result.rows:
+        note = f" ({row.metrics.empty} empty)" if row.metrics.empty else ""
+        values = row.values()
+        cases.add_row(row.case + note, row.region, labels.get(row.region, ""), *(_num(m, values[m]) for m in names))
+    out.append(cases)
+
+    summary = result.summary()
+    summ = table("Summary (std = sample standard deviation)", ["region", "labels", "statistic"])
+    for region in result.region_names:
+        stats, lab = summary[region], labels.get(region, "")
+        summ.add_row(
+            region,
+            lab,
+            f"mean ± std (n={int(stats['n']['dice'])})",
+            *(f"{_num(m, stats['mean'][m])} ± {_num(m, stats['std'][m])}" for m in names),
+        )
+        for stat in ("median", "min", "max"):
+            summ.add_row(region, lab, stat, *(_num(m, stats[stat][m]) for m in names))
+        summ.add_row(region, lab, "dice global", _num("dice", result.dice_global(region)), *([""] * (len(names) - 1)))
+    out.append(summ)
+    return out
+
+
+def _lesion_tables(result: Any, style: Any) -> list[Any]:
+    """Per case lesion detection and tumour burden, with the pooled row, per lesion region."""
+    from rich.table import Table
+
+    out = []
+    for region in result.region_names:
+        pooled = result.lesion_summary(region)
+        if pooled is None:
+            continue
+        names = [m for m in result.metric_names(region) if m in _LESION_HEADERS]
+        t = Table(title=f"Lesion detection: {region}", box=style, title_justify="left", pad_edge=True)
+        t.add_column("case", no_wrap=True)
+        for name in [*names, "lesion Dice mean"]:
+            t.add_column(_header(name), justify="right", no_wrap=True)
+        for row in (r for r in result.rows if r.region == region):
+            dice = [les.dice for les in result.lesion_rows if les.case == row.case and les.region == region]
+            mean = sum(dice) / len(dice) if dice else None
+            t.add_row(row.case, *(_num(m, row.extra[m]) for m in names), _num("dice", mean))
+        burden = {"burden_abs_diff": pooled.get("burden_mae")}
+        t.add_row(
+            "pooled (burden: mean)",
+            *(_num(m, pooled.get(m, burden.get(m))) if m in pooled or m in burden else "" for m in names),
+            _num("dice", pooled["lesion_dice_mean"]),
+        )
+        out.append(t)
+    return out
+
+
 def _render(result: Any) -> None:
-    """Tables on stdout: per case, summary per label, comparison; plain text in a pipe."""
+    """Tables on stdout: per case, summary per region, lesions, comparison; plain text in a pipe."""
     from rich import box
     from rich.console import Console
     from rich.table import Table
-
-    from liverctl.metrics import METRIC_NAMES
 
     console = Console(highlight=False)
     terminal = console.is_terminal
@@ -55,35 +148,8 @@ def _render(result: Any) -> None:
         console = Console(highlight=False, width=1000, no_color=True, file=io.StringIO())
     style = box.SIMPLE_HEAVY if terminal else box.MARKDOWN
     conv = result.conventions()
-
-    def table(title: str, first: list[str]) -> Table:
-        t = Table(title=title, box=style, title_justify="left", pad_edge=True)
-        for name in first:
-            t.add_column(name, no_wrap=True)
-        for name in METRIC_NAMES:
-            t.add_column(_HEADERS[name], justify="right", no_wrap=True)
-        return t
-
-    cases = table(f"Per case ({len(result.cases)} case(s))", ["case", "label"])
-    for row in result.rows:
-        note = f" ({row.metrics.empty} empty)" if row.metrics.empty else ""
-        values = row.metrics.values()
-        cases.add_row(row.case + note, str(row.label), *(_num(m, values[m]) for m in METRIC_NAMES))
-    console.print(cases)
-
-    summary = result.summary()
-    summ = table("Summary (std = sample standard deviation)", ["label", "statistic"])
-    for label in result.labels:
-        stats = summary[label]
-        summ.add_row(
-            str(label),
-            f"mean ± std (n={int(stats['n']['dice'])})",
-            *(f"{_num(m, stats['mean'][m])} ± {_num(m, stats['std'][m])}" for m in METRIC_NAMES),
-        )
-        for stat in ("median", "min", "max"):
-            summ.add_row(str(label), stat, *(_num(m, stats[stat][m]) for m in METRIC_NAMES))
-        summ.add_row(str(label), "dice global", _num("dice", result.dice_global(label)), *([""] * 13))
-    console.print(summ)
+    for t in _tables(result, style) + _lesion_tables(result, style):
+        console.print(t)
 
     if result.comparison:
         comp = Table(
@@ -92,11 +158,11 @@ def _render(result: Any) -> None:
             title_justify="left",
             pad_edge=True,
         )
-        for name in ("label", "metric", "n", "mean method", "mean other", "diff", "t-test p", "Wilcoxon p", "better"):
-            comp.add_column(name, justify="left" if name in ("metric", "better") else "right", no_wrap=True)
+        for name in ("region", "metric", "n", "mean method", "mean other", "diff", "t-test p", "Wilcoxon p", "better"):
+            comp.add_column(name, justify="left" if name in ("region", "metric", "better") else "right", no_wrap=True)
         for c in result.comparison:
             comp.add_row(
-                str(c.label),
+                c.region,
                 c.metric,
                 str(c.n),
                 _num(c.metric, c.mean_method),
@@ -108,16 +174,19 @@ def _render(result: Any) -> None:
             )
         console.print(comp)
 
-    for label in result.labels:
-        empty = result.empty_counts(label)
+    for region in result.region_names:
+        empty = result.empty_counts(region)
         if any(empty.values()):
             console.print(
-                f"label {label}: empty prediction in {empty['pred']}, empty reference in {empty['ref']}, "
+                f"region {region}: empty prediction in {empty['pred']}, empty reference in {empty['ref']}, "
                 f"both empty in {empty['both']} case(s); " + conv["empty"]
             )
     for item in result.missing:
         console.print(f"missing: {item}")
     console.print(f"surface {conv['surface']}; HD95 {conv['hd95']}; RVD {conv['rvd']}")
+    for key in ("nsd", "lesions"):
+        if key in conv:
+            console.print(f"{key}: {conv[key]}")
     if not terminal:
         text = console.file.getvalue()  # type: ignore[attr-defined]
         typer.echo("\n".join(line.rstrip() for line in text.splitlines()))
@@ -127,9 +196,11 @@ def _render(result: Any) -> None:
     "evaluate",
     help=(
         "Compare predicted masks with reference masks: Dice, Jaccard, VOE, RVD, ASSD, RMSD, HD, HD95, "
-        "sensitivity, specificity, precision, accuracy and volumes (mL), per label. PRED and REF are two files "
-        "or two folders (paired by file name). Prints tables; --csv / --json write machine-readable results "
-        "('-' for stdout). Surface distances follow MedPy unless --surface / --hd95 say otherwise."
+        "sensitivity, specificity, precision, accuracy and volumes (mL), per label or per region (a named union "
+        "of labels, e.g. --preset lits: liver = 1+2, tumour = 2), with the normalised surface Dice (--nsd) and, "
+        "for a tumour region, lesion detection and tumour burden. PRED and REF are two files or two folders "
+        "(paired by file name). Prints tables; --csv / --json write machine-readable results ('-' for stdout). "
+        "Surface distances follow MedPy unless --surface / --hd95 say otherwise."
     ),
 )
 @cli_command
@@ -137,7 +208,42 @@ def evaluate(
     pred: Path = typer.Argument(..., help="Predicted mask/label map file, or a folder of them."),
     ref: Path = typer.Argument(..., help="Reference mask/label map file, or a folder of them."),
     labels: str | None = typer.Option(
-        None, "--labels", help="Comma-separated labels to evaluate, e.g. '1,2' (default: every label present)."
+        None,
+        "--labels",
+        help="Comma-separated labels to evaluate one by one, e.g. '1,2' (default: every label present).",
+    ),
+    regions: str | None = typer.Option(
+        None,
+        "--regions",
+        help="Named unions of labels, each scored as one mask, e.g. 'liver=1+2,tumour=2' (or a preset name).",
+    ),
+    preset: str | None = typer.Option(
+        None, "--preset", help="Region preset: 'lits' / 'msd-liver' (liver=1+2, tumour=2) or 'totalseg' (liver=5)."
+    ),
+    pred_regions: str | None = typer.Option(
+        None,
+        "--pred-regions",
+        help="Labels of regions in the prediction where they differ, e.g. 'liver=5' for a TotalSegmentator map.",
+    ),
+    ref_regions: str | None = typer.Option(
+        None, "--ref-regions", help="Labels of regions in the reference where they differ, e.g. 'liver=1+2'."
+    ),
+    nsd: str | None = typer.Option(
+        None, "--nsd", help="Normalised surface Dice at these tolerances in mm, e.g. '1,2' (DeepMind's definition)."
+    ),
+    lesions: str | None = typer.Option(
+        None,
+        "--lesions",
+        help="Regions scored with lesion detection and tumour burden (default: regions named tumour/tumor/lesion; "
+        "'none' for none).",
+    ),
+    lesion_connectivity: int = typer.Option(
+        26, "--lesion-connectivity", help="Lesion components: 6, 18 or 26-connected."
+    ),
+    lesion_dice: float = typer.Option(
+        0.2,
+        "--lesion-dice",
+        help="A reference lesion is detected when its overlapping predicted components reach Dice > this.",
     ),
     surface: str = typer.Option(
         "medpy", "--surface", help="Surface convention: 'medpy' (6-connected border) or 'lits' (18-connected)."
@@ -172,6 +278,10 @@ def evaluate(
 
     if csv_out == "-" and json_out == "-":
         raise ConfigError("only one of --csv and --json can write to stdout ('-')")
+    if preset is not None and regions is not None:
+        raise ConfigError("give --preset or --regions, not both (--regions accepts a preset name too)")
+    if preset is not None and "=" in preset:
+        raise ConfigError(f"--preset takes a preset name (lits, msd-liver, totalseg); for {preset!r} use --regions")
     inputs = [pred, ref] + ([compare] if compare is not None else [])
     for out in (csv_out, json_out):
         if out not in (None, "-"):
@@ -184,8 +294,15 @@ def evaluate(
             pred,
             ref,
             labels=labels,
+            regions=preset if preset is not None else regions,
+            pred_regions=pred_regions,
+            ref_regions=ref_regions,
+            lesions=lesions,
+            nsd=nsd,
             surface=surface,
             hd95=hd95,
+            lesion_connectivity=lesion_connectivity,
+            lesion_min_dice=lesion_dice,
             allow_missing=allow_missing,
             resample_pred=resample_pred,
             compare=compare,
