@@ -35,6 +35,7 @@ import numpy as np
 from liverctl.errors import ConfigError, DatasetError, InputError, LiverctlError
 from liverctl.io import Geometry, Image
 from liverctl.progress import ProgressCallback, track
+from liverctl.spatial import bounding_box
 
 CONNECTIVITIES: tuple[int, ...] = (6, 18, 26)
 
@@ -48,6 +49,7 @@ __all__ = [
     "LabelReport",
     "LabelRule",
     "PostprocessConfig",
+    "clean_liver_mask",
     "fill_holes",
     "largest_components",
     "parse_keep",
@@ -81,23 +83,6 @@ def _wrap(array: np.ndarray, geometry: Geometry | None) -> Any:
 
 def _binary(array: np.ndarray) -> np.ndarray:
     return array if array.dtype == bool else array != 0
-
-
-def _bbox(mask: np.ndarray) -> tuple[slice, slice, slice] | None:
-    """Bounding box of the non-zero voxels of a 3D bool array, or ``None`` if empty.
-
-    Reduces along two axes at a time on ever smaller crops, so it reads the full volume
-    only once.
-    """
-    z = np.flatnonzero(mask.any(axis=(1, 2)))
-    if z.size == 0:
-        return None
-    sz = slice(int(z[0]), int(z[-1]) + 1)
-    sub = mask[sz]
-    y = np.flatnonzero(sub.any(axis=(0, 2)))
-    sy = slice(int(y[0]), int(y[-1]) + 1)
-    x = np.flatnonzero(sub[:, sy].any(axis=(0, 1)))
-    return sz, sy, slice(int(x[0]), int(x[-1]) + 1)
 
 
 def _components(binary: np.ndarray, connectivity: int) -> tuple[np.ndarray, int]:
@@ -211,7 +196,7 @@ def largest_components(
             raise ConfigError("a minimum volume in mL needs the voxel spacing: pass an Image or spacing_zyx")
     binary = _binary(array)
     out = np.zeros(binary.shape, dtype=bool)
-    box = _bbox(binary)
+    box = bounding_box(binary)
     if box is None:
         return _wrap(out, geometry), ComponentStats((), 0, 0, 0, voxel_ml)
     crop = binary[box]
@@ -257,7 +242,7 @@ def fill_holes(mask: MaskLike, *, slicewise: bool = False) -> MaskLike:
     array, geometry = _split(mask)
     binary = _binary(array)
     out = binary.copy()
-    box = _bbox(binary)
+    box = bounding_box(binary)
     if box is None:
         return _wrap(out, geometry)
     # Pad the bounding box by one background voxel: everything outside the box is
@@ -282,6 +267,28 @@ def _fill_2d(plane: np.ndarray) -> np.ndarray:
     return background != background[0, 0]
 
 
+def clean_liver_mask(raw: MaskLike, *, keep_largest: bool = True, connectivity: int = 26) -> tuple[MaskLike, list[int]]:
+    """The clean-up ``predict`` applies to a raw liver prediction: keep its largest component
+    and fill that component's holes (when ``keep_largest``; else the mask is unchanged).
+
+    Returns a uint8 0/1 mask of the same kind as ``raw`` and the voxel counts of the raw
+    prediction's components, largest first (``[]`` for an empty prediction). The work is
+    done in the mask's bounding box grown by one voxel of background: components are the
+    same, and a hole (background not connected to the border) is the same, because the
+    one-voxel shell connects everything that reaches the box's edge to the outside.
+    """
+    array, geometry = _split(raw)
+    mask = np.zeros(array.shape, dtype=np.uint8)
+    box = bounding_box(array, margin=1)
+    if box is None:
+        return _wrap(mask, geometry), []
+    kept, stats = largest_components(array[box], n=1 if keep_largest else None, connectivity=connectivity)
+    if keep_largest and stats.kept:
+        kept = fill_holes(kept)
+    mask[box] = kept
+    return _wrap(mask, geometry), list(stats.sizes)
+
+
 def remove_outside(
     labels: MaskLike,
     inner_label: int = 2,
@@ -300,7 +307,7 @@ def remove_outside(
     out = array.copy()
     outer = [int(v) for v in container_labels if int(v) != int(inner_label)]
     inner = array == inner_label
-    box = _bbox(inner)
+    box = bounding_box(inner)
     if box is None:
         return _wrap(out, geometry)
     if not outer:
@@ -308,7 +315,7 @@ def remove_outside(
     # Components of the container that reach the tumour's box may extend beyond it, so work
     # on the container's own bounding box.
     container = _isin(array, [*outer, int(inner_label)])
-    cbox = _bbox(container)
+    cbox = bounding_box(container)
     assert cbox is not None
     sub = array[cbox]
     comp, _ = _components(container[cbox], connectivity)
@@ -519,7 +526,7 @@ class CaseReport:
 
 
 def _count_components(mask: np.ndarray, connectivity: int) -> int:
-    box = _bbox(mask)
+    box = bounding_box(mask)
     if box is None:
         return 0
     return _components(mask[box], connectivity)[1]
