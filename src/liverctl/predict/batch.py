@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from liverctl.ct import read_ct
+from liverctl.dicom import list_dicom_series
 from liverctl.errors import ConfigError, InputError, LiverctlError
 from liverctl.io import (
     Image,
@@ -29,7 +30,6 @@ from liverctl.io import (
     check_writable,
     image_stem,
     image_suffix,
-    list_dicom_series,
     list_images,
     write_image,
     write_mask,
