@@ -46,7 +46,8 @@ RUN = textwrap.dedent(
     import resource, threading, time
     import liverctl.inference as INF
     import liverctl.predict as P
-    import liverctl.preprocessing as PP
+    import liverctl.predict.batch as B
+    import liverctl.predict.model as M
 
     phase, peaks = ["start"], {}
 
@@ -73,13 +74,13 @@ RUN = textwrap.dedent(
         setattr(module, name, wrapper)
 
     for module, name, label in [
-        (P, "read_image", "read"),
-        (PP, "reorient", "reorient"),
-        (PP, "resample", "resample to 3 mm"),
+        (B, "read_ct", "read"),
+        (M, "reorient", "reorient"),
+        (M, "resample", "resample to 3 mm"),
         (INF, "predict_volume", "network (sliding window)"),
-        (PP, "resample_to_reference", "back to the scan grid"),
-        (P, "_clean", "post-processing"),
-        (P, "write_mask", "write"),
+        (M, "resample_to_reference", "back to the scan grid"),
+        (M, "_clean", "post-processing"),
+        (B, "write_mask", "write"),
     ]:
         watch(module, name, label)
     threading.Thread(target=sample, daemon=True).start()

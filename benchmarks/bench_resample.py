@@ -50,7 +50,8 @@ def child(task: str, shape_zyx: tuple[int, int, int], folder: str) -> dict:
     import numpy as np
 
     from liverctl.io import Image
-    from liverctl.preprocessing import preprocess, resample
+    from liverctl.preprocessing import preprocess
+    from liverctl.spatial import resample
 
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     if task.startswith("preprocess"):

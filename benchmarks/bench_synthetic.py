@@ -1,4 +1,4 @@
-"""Time synthetic phantom generation per domain (``liverctl.synthetic.make_phantom``).
+"""Time synthetic phantom generation per domain (``liverctl.phantoms.make_phantom``).
 
 Usage: ``python benchmarks/bench_synthetic.py [--repeats N]``. Prints the median and best
 wall time per phantom and the median CPU time of this process (generation is
@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from liverctl.io import write_image
-from liverctl.synthetic import DOMAINS, PhantomConfig, make_phantom
+from liverctl.phantoms import DOMAINS, PhantomConfig, make_phantom
 
 
 def _time(fn, repeats: int) -> tuple[float, float, float]:

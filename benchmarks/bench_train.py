@@ -54,7 +54,7 @@ def step_rate(kwargs: dict, patch: int, batch: int, warmup: int, iters: int) -> 
 
 
 def phantoms(n: int = 4):
-    from liverctl.synthetic import make_phantom
+    from liverctl.phantoms import make_phantom
     from liverctl.training import ArrayDataset
 
     imgs, labs = {}, {}

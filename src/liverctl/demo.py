@@ -3,7 +3,7 @@
 :func:`demo` (``liverctl demo``) needs no network and no data. In ``output_dir`` it:
 
 1. **phantoms**: writes :data:`DemoSettings.n_train` training phantoms of one domain
-   (:func:`liverctl.synthetic.write_dataset`, MSD layout, ``phantoms/train``) and
+   (:func:`liverctl.phantoms.write_dataset`, MSD layout, ``phantoms/train``) and
    :data:`DemoSettings.n_test` held-out phantoms drawn with another seed
    (``phantoms/heldout/images`` and ``labels``, the ``pairs`` layout);
 2. **preprocess**: :func:`liverctl.preprocessing.preprocess` (liver z-crop, HU window
@@ -160,7 +160,7 @@ def _files_under(folder: Path) -> set[Path]:
 
 def _heldout(folder: Path, settings: DemoSettings, seed: int) -> list[str]:
     from liverctl.io import write_image
-    from liverctl.synthetic import case_name, make_phantom
+    from liverctl.phantoms import case_name, make_phantom
 
     names = []
     for i in range(settings.n_test):
@@ -239,11 +239,11 @@ def _steps(
 ) -> DemoResult:
     from liverctl.evaluation import evaluate
     from liverctl.io import read_image, read_label
+    from liverctl.phantoms import write_dataset
     from liverctl.plots import overlay
     from liverctl.postprocessing import PostprocessConfig, postprocess
     from liverctl.predict import PredictOptions, predict
     from liverctl.preprocessing import preprocess
-    from liverctl.synthetic import write_dataset
     from liverctl.training import TrainConfig, train
 
     clock = _Clock()

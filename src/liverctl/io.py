@@ -9,16 +9,18 @@ Formats: NIfTI (``.nii``, ``.nii.gz``), NRRD (``.nrrd``, ``.nhdr``), MetaImage
 (``.mha``, ``.mhd``) and DICOM series folders. Writes are atomic: the data goes to a
 temporary file beside the target, which is renamed over the target only when complete,
 so an interrupted or failed write never leaves a half-written file.
+
+DICOM series folders are listed and read by :mod:`liverctl.dicom`; the checks of NIfTI files
+that ITK's reader skips (truncation, hidden NaN) are in :mod:`liverctl.nifti`. Their public
+names are re-exported here for one release.
 """
 
 from __future__ import annotations
 
 import contextlib
-import gzip
 import math
 import os
 import stat
-import struct
 import tempfile
 import zlib
 from collections.abc import Iterator, Sequence
@@ -29,7 +31,11 @@ from typing import Any
 import numpy as np
 import SimpleITK as sitk
 
+from liverctl.dicom import DicomSeries as DicomSeries  # moved to liverctl.dicom, re-exported for one release
+from liverctl.dicom import list_dicom_series as list_dicom_series
+from liverctl.dicom import read_dicom_series
 from liverctl.errors import ConfigError, GeometryError, ImageFormatError, InputError, LabelError
+from liverctl.nifti import check_complete, nifti_has_nonfinite  # moved to liverctl.nifti, re-exported
 
 # ITK prints warnings (e.g. about DICOM slice spacing) straight to stderr; the library
 # must not print, and the CLI reports problems itself.
@@ -286,71 +292,6 @@ def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> Path:
     return Path(path)
 
 
-# --------------------------------------------------------------------------- DICOM
-
-
-@dataclass(frozen=True)
-class DicomSeries:
-    """One series found in a DICOM folder."""
-
-    uid: str
-    files: tuple[str, ...]
-
-    @property
-    def n_slices(self) -> int:
-        return len(self.files)
-
-    @property
-    def label(self) -> str:
-        return self.uid or '<no SeriesInstanceUID> (--series "")'
-
-
-def list_dicom_series(folder: str | os.PathLike[str]) -> list[DicomSeries]:
-    """All DICOM series in ``folder`` (not recursive), most slices first."""
-    folder = str(folder)
-    reader = sitk.ImageSeriesReader()
-    try:
-        uids = reader.GetGDCMSeriesIDs(folder)
-    except RuntimeError as exc:  # pragma: no cover - GDCM rarely raises here
-        raise InputError(f"cannot scan DICOM folder {folder}: {_itk_message(exc)}") from None
-    series = [DicomSeries(uid, tuple(reader.GetGDCMSeriesFileNames(folder, uid))) for uid in uids]
-    return sorted(series, key=lambda s: (-s.n_slices, s.uid))
-
-
-def _choose_series(folder: Path, series_uid: str | None) -> DicomSeries:
-    found = list_dicom_series(folder)
-    if not found:
-        raise InputError(f"no DICOM series and no image file in folder {folder}")
-    if series_uid is not None:
-        for s in found:
-            if s.uid == series_uid:
-                return s
-        listing = "; ".join(f"{s.label} ({s.n_slices} slices)" for s in found)
-        raise InputError(f"series {series_uid} not found in {folder}; available: {listing}")
-    if len(found) > 1 and found[0].n_slices == found[1].n_slices:
-        tied = [s for s in found if s.n_slices == found[0].n_slices]
-        listing = "; ".join(f"{s.label} ({s.n_slices} slices)" for s in tied)
-        raise InputError(
-            f"{folder} holds several series with {found[0].n_slices} slices, choose one with --series UID: {listing}"
-        )
-    return found[0]
-
-
-def read_dicom_series(folder: str | os.PathLike[str], series_uid: str | None = None) -> Image:
-    """Read one DICOM series: the one with the most slices, or ``series_uid``."""
-    folder = Path(folder)
-    series = _choose_series(folder, series_uid)
-    if series.n_slices < 2:
-        raise ImageFormatError(f"DICOM series {series.label} in {folder} has a single slice; a 3D volume is needed")
-    reader = sitk.ImageSeriesReader()
-    reader.SetFileNames(list(series.files))
-    try:
-        image = reader.Execute()
-    except RuntimeError as exc:
-        raise InputError(f"cannot read DICOM series in {folder}: {_itk_message(exc)}") from None
-    return _checked(Image.from_sitk(image) if image.GetDimension() == 3 else _not_3d(image, folder), folder)
-
-
 # --------------------------------------------------------------------------- read / write
 
 
@@ -379,137 +320,6 @@ def _checked(image: Image, path: Path) -> Image:
         size = "x".join(str(s) for s in image.shape[::-1])
         raise ImageFormatError(f"{path} has a single slice ({size}); liverctl needs a 3D volume")
     return image
-
-
-@dataclass(frozen=True)
-class _NiftiLayout:
-    """Where a NIfTI-1/2 file keeps its voxels, from its header."""
-
-    endian: str
-    datatype: int
-    offset: int
-    voxels: int
-    bitpix: int
-
-    @property
-    def data_end(self) -> int:
-        return self.offset + self.voxels * self.bitpix // 8
-
-
-#: NIfTI datatype codes of the floating-point voxel types, as NumPy type letters.
-_NIFTI_FLOATS = {16: "f4", 64: "f8"}
-
-
-def _nifti_layout(header: bytes) -> _NiftiLayout | None:
-    """The voxel layout a NIfTI-1/2 header describes; ``None`` if it is not a NIfTI header."""
-    for endian in "<>":
-        if len(header) >= 348 and struct.unpack(endian + "i", header[:4])[0] == 348:
-            minimum = 352
-            dims = struct.unpack(endian + "8h", header[40:56])
-            datatype, bitpix = struct.unpack(endian + "2h", header[70:74])
-            offset = int(struct.unpack(endian + "f", header[108:112])[0])
-            break
-        if len(header) >= 540 and struct.unpack(endian + "i", header[:4])[0] == 540:
-            datatype, bitpix = struct.unpack(endian + "2h", header[12:16])
-            dims = struct.unpack(endian + "8q", header[16:80])
-            offset = struct.unpack(endian + "q", header[168:176])[0]
-            minimum = 544
-            break
-    else:
-        return None
-    ndim = dims[0]
-    if not 1 <= ndim <= 7 or bitpix <= 0:
-        return None
-    voxels = math.prod(max(int(d), 1) for d in dims[1 : ndim + 1])
-    return _NiftiLayout(endian, int(datatype), max(int(offset), minimum), voxels, int(bitpix))
-
-
-def _nifti_data_end(header: bytes) -> int | None:
-    """Bytes a NIfTI-1/2 file must hold (header + voxel data), from its header; ``None`` if unknown."""
-    layout = _nifti_layout(header)
-    return None if layout is None else layout.data_end
-
-
-def nifti_has_nonfinite(path: str | os.PathLike[str]) -> bool:
-    """Whether a float NIfTI file stores NaN or infinite voxels.
-
-    ITK's NIfTI reader (SimpleITK 2.5) turns them into 0 without a word, so the array it
-    returns looks clean; this reads the stored values themselves, in 16 MiB pieces (only for
-    float32/float64 files: integer voxels cannot be NaN).
-    """
-    path = Path(path)
-    opener = gzip.open if image_suffix(path) == ".nii.gz" else open
-    with opener(path, "rb") as fh:
-        layout = _nifti_layout(fh.read(540))
-        if layout is None or layout.datatype not in _NIFTI_FLOATS:
-            return False
-        dtype = np.dtype(layout.endian + _NIFTI_FLOATS[layout.datatype])
-        fh.seek(layout.offset)
-        remaining = layout.voxels * dtype.itemsize
-        step = (16 << 20) // dtype.itemsize * dtype.itemsize
-        while remaining > 0:
-            chunk = fh.read(min(step, remaining))
-            if not chunk:
-                break
-            usable = len(chunk) // dtype.itemsize * dtype.itemsize
-            if not np.isfinite(np.frombuffer(chunk[:usable], dtype=dtype)).all():
-                return True
-            remaining -= len(chunk)
-    return False
-
-
-def _gzip_length(path: Path) -> int:
-    """Uncompressed length of a gzip file, by streaming it; raises EOFError if it is cut short."""
-    total = 0
-    with open(path, "rb") as fh:
-        d = zlib.decompressobj(16 + zlib.MAX_WBITS)
-        while chunk := fh.read(1 << 20):
-            total += len(d.decompress(chunk))
-            while d.eof and d.unused_data:  # concatenated gzip members
-                rest = d.unused_data
-                d = zlib.decompressobj(16 + zlib.MAX_WBITS)
-                total += len(d.decompress(rest))
-        if not d.eof:
-            raise EOFError("compressed stream ends early")
-    return total
-
-
-def check_complete(path: str | os.PathLike[str]) -> None:
-    """ITK zero-fills the missing part of a truncated NIfTI file without a word: catch it.
-
-    Plain ``.nii``: the file must be as long as its header says. ``.nii.gz``: the gzip
-    trailer's length must match; if it does not, the stream is decompressed (not stored)
-    to tell a truncated file from an unusual but complete one.
-    """
-    path = Path(path)
-    suffix = image_suffix(path)
-    short = InputError(f"cannot read {path}: truncated file (shorter than a NIfTI header)")
-    try:
-        if suffix == ".nii":
-            with open(path, "rb") as fh:
-                header = fh.read(540)
-            expected = _nifti_data_end(header)
-            size = path.stat().st_size
-        elif suffix == ".nii.gz":
-            with gzip.open(path, "rb") as fh:
-                header = fh.read(540)
-            if len(header) < 348:
-                raise short
-            expected = _nifti_data_end(header)
-            with open(path, "rb") as fh:
-                fh.seek(-4, os.SEEK_END)
-                trailer = struct.unpack("<I", fh.read(4))[0]
-            if expected is None or trailer == expected % (1 << 32):
-                return
-            size = _gzip_length(path)
-        else:
-            return
-    except (OSError, EOFError, zlib.error, struct.error) as exc:
-        raise InputError(f"cannot read {path}: truncated or corrupt file ({exc})") from None
-    if len(header) < 348:
-        raise short
-    if expected is not None and size < expected:
-        raise InputError(f"cannot read {path}: truncated file ({size} of {expected} bytes)")
 
 
 def _itk_read(path: Path) -> sitk.Image:

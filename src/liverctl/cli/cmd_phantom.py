@@ -45,8 +45,8 @@ def phantom(
     """Write COUNT phantoms of one domain to OUTDIR and print OUTDIR."""
     import json
 
-    from liverctl.synthetic import PhantomConfig
-    from liverctl.synthetic import phantom as make_dataset
+    from liverctl.phantoms import PhantomConfig
+    from liverctl.phantoms import phantom as make_dataset
 
     size = _triple(shape, "--shape", int) or PhantomConfig.shape
     mm = _triple(spacing, "--spacing", float) or PhantomConfig.spacing

@@ -1,0 +1,158 @@
+"""NIfTI files checked below ITK: truncated files and NaN voxels that ITK's reader hides.
+
+ITK zero-fills the missing part of a truncated NIfTI file, and its NIfTI reader (SimpleITK
+2.5) turns NaN and infinite voxels into 0, both without a word. :func:`check_complete` and
+:func:`nifti_has_nonfinite` read the file's own header (:func:`_nifti_layout`, NIfTI-1 and
+NIfTI-2, either byte order) and bytes to catch both; :func:`liverctl.io.read_image` calls them.
+"""
+
+from __future__ import annotations
+
+import gzip
+import math
+import os
+import struct
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from liverctl.errors import InputError
+
+__all__ = ["check_complete", "nifti_has_nonfinite"]
+
+
+@dataclass(frozen=True)
+class _NiftiLayout:
+    """Where a NIfTI-1/2 file keeps its voxels, from its header."""
+
+    endian: str
+    datatype: int
+    offset: int
+    voxels: int
+    bitpix: int
+
+    @property
+    def data_end(self) -> int:
+        return self.offset + self.voxels * self.bitpix // 8
+
+
+#: NIfTI datatype codes of the floating-point voxel types, as NumPy type letters.
+_NIFTI_FLOATS = {16: "f4", 64: "f8"}
+
+
+def _nifti_layout(header: bytes) -> _NiftiLayout | None:
+    """The voxel layout a NIfTI-1/2 header describes; ``None`` if it is not a NIfTI header."""
+    for endian in "<>":
+        if len(header) >= 348 and struct.unpack(endian + "i", header[:4])[0] == 348:
+            minimum = 352
+            dims = struct.unpack(endian + "8h", header[40:56])
+            datatype, bitpix = struct.unpack(endian + "2h", header[70:74])
+            offset = int(struct.unpack(endian + "f", header[108:112])[0])
+            break
+        if len(header) >= 540 and struct.unpack(endian + "i", header[:4])[0] == 540:
+            datatype, bitpix = struct.unpack(endian + "2h", header[12:16])
+            dims = struct.unpack(endian + "8q", header[16:80])
+            offset = struct.unpack(endian + "q", header[168:176])[0]
+            minimum = 544
+            break
+    else:
+        return None
+    ndim = dims[0]
+    if not 1 <= ndim <= 7 or bitpix <= 0:
+        return None
+    voxels = math.prod(max(int(d), 1) for d in dims[1 : ndim + 1])
+    return _NiftiLayout(endian, int(datatype), max(int(offset), minimum), voxels, int(bitpix))
+
+
+def _nifti_data_end(header: bytes) -> int | None:
+    """Bytes a NIfTI-1/2 file must hold (header + voxel data), from its header; ``None`` if unknown."""
+    layout = _nifti_layout(header)
+    return None if layout is None else layout.data_end
+
+
+def nifti_has_nonfinite(path: str | os.PathLike[str]) -> bool:
+    """Whether a float NIfTI file stores NaN or infinite voxels.
+
+    ITK's NIfTI reader (SimpleITK 2.5) turns them into 0 without a word, so the array it
+    returns looks clean; this reads the stored values themselves, in 16 MiB pieces (only for
+    float32/float64 files: integer voxels cannot be NaN).
+    """
+    from liverctl.io import image_suffix  # io imports this module at its top
+
+    path = Path(path)
+    opener = gzip.open if image_suffix(path) == ".nii.gz" else open
+    with opener(path, "rb") as fh:
+        layout = _nifti_layout(fh.read(540))
+        if layout is None or layout.datatype not in _NIFTI_FLOATS:
+            return False
+        dtype = np.dtype(layout.endian + _NIFTI_FLOATS[layout.datatype])
+        fh.seek(layout.offset)
+        remaining = layout.voxels * dtype.itemsize
+        step = (16 << 20) // dtype.itemsize * dtype.itemsize
+        while remaining > 0:
+            chunk = fh.read(min(step, remaining))
+            if not chunk:
+                break
+            usable = len(chunk) // dtype.itemsize * dtype.itemsize
+            if not np.isfinite(np.frombuffer(chunk[:usable], dtype=dtype)).all():
+                return True
+            remaining -= len(chunk)
+    return False
+
+
+def _gzip_length(path: Path) -> int:
+    """Uncompressed length of a gzip file, by streaming it; raises EOFError if it is cut short."""
+    total = 0
+    with open(path, "rb") as fh:
+        d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        while chunk := fh.read(1 << 20):
+            total += len(d.decompress(chunk))
+            while d.eof and d.unused_data:  # concatenated gzip members
+                rest = d.unused_data
+                d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+                total += len(d.decompress(rest))
+        if not d.eof:
+            raise EOFError("compressed stream ends early")
+    return total
+
+
+def check_complete(path: str | os.PathLike[str]) -> None:
+    """ITK zero-fills the missing part of a truncated NIfTI file without a word: catch it.
+
+    Plain ``.nii``: the file must be as long as its header says. ``.nii.gz``: the gzip
+    trailer's length must match; if it does not, the stream is decompressed (not stored)
+    to tell a truncated file from an unusual but complete one.
+    """
+    from liverctl.io import image_suffix  # io imports this module at its top
+
+    path = Path(path)
+    suffix = image_suffix(path)
+    short = InputError(f"cannot read {path}: truncated file (shorter than a NIfTI header)")
+    try:
+        if suffix == ".nii":
+            with open(path, "rb") as fh:
+                header = fh.read(540)
+            expected = _nifti_data_end(header)
+            size = path.stat().st_size
+        elif suffix == ".nii.gz":
+            with gzip.open(path, "rb") as fh:
+                header = fh.read(540)
+            if len(header) < 348:
+                raise short
+            expected = _nifti_data_end(header)
+            with open(path, "rb") as fh:
+                fh.seek(-4, os.SEEK_END)
+                trailer = struct.unpack("<I", fh.read(4))[0]
+            if expected is None or trailer == expected % (1 << 32):
+                return
+            size = _gzip_length(path)
+        else:
+            return
+    except (OSError, EOFError, zlib.error, struct.error) as exc:
+        raise InputError(f"cannot read {path}: truncated or corrupt file ({exc})") from None
+    if len(header) < 348:
+        raise short
+    if expected is not None and size < expected:
+        raise InputError(f"cannot read {path}: truncated file ({size} of {expected} bytes)")

@@ -1,0 +1,377 @@
+"""A loaded network segments one scan: :class:`LiverModel`.
+
+Data flow of :meth:`LiverModel.segment`, each step a method (or a function of another
+module) that takes and returns plain values::
+
+    to_model_space (liverctl.spatial: reorient + resample; preprocessing.intensity.normalise)
+    -> inference.predict_volume (sliding window) -> the liver indicator in model space
+    -> back onto the scan's grid (liverctl.spatial.resample_to_reference)
+    -> postprocessing.clean_liver_mask -> predict.report.case_report
+
+Arrays are (z, y, x) throughout; a network trained on (x, y, z) arrays (MONAI's) gets its
+input transposed at the engine's boundary and its output transposed back (:func:`_transposed`).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from liverctl.ct import check_ct, has_body
+from liverctl.errors import ConfigError
+from liverctl.io import Image
+from liverctl.postprocessing import clean_liver_mask
+from liverctl.predict.options import PredictOptions
+from liverctl.predict.report import case_report
+from liverctl.preprocessing.intensity import normalise
+from liverctl.progress import ProgressCallback
+from liverctl.spatial import reorient, resample, resample_to_reference
+
+if TYPE_CHECKING:
+    from liverctl.device import DeviceConfig
+
+__all__ = ["LiverModel", "Segmentation"]
+
+
+@dataclass
+class Segmentation:
+    """The result of :meth:`LiverModel.segment` for one scan, on the scan's own grid."""
+
+    mask: Image
+    probabilities: Image | None
+    report: dict[str, Any]
+
+
+def _sibling_registry(weights: Path) -> Path | None:
+    """A registry describing a local weights file: ``<file>.toml`` or ``weights.toml`` beside it."""
+    for candidate in (weights.with_name(weights.name + ".toml"), weights.with_name("weights.toml")):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+class LiverModel:
+    """One network (or an ensemble of networks sharing one recipe), loaded once, with the
+    recipe from its ``weights.toml`` entry: orientation, spacing, intensities, windows, labels."""
+
+    def __init__(self, resolved: Sequence[Any], networks: Sequence[Any], device: Any, dataset_index: int | None = None):
+        if not resolved or len(resolved) != len(networks):
+            raise ConfigError("LiverModel needs one resolved weights entry per network")
+        self.resolved = list(resolved)
+        self.networks = list(networks)
+        self.device = device
+        self.dataset_index = dataset_index
+        self.entry = self.resolved[0].entry
+
+    # ---- loading
+
+    @classmethod
+    def load(
+        cls,
+        model: str | Sequence[str] | None = None,
+        weights: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None = None,
+        *,
+        arch: str | None = None,
+        device: str = "auto",
+        precision: str = "auto",
+        threads: int | None = None,
+        dataset: str | None = None,
+        progress: ProgressCallback | None = None,
+        device_config: DeviceConfig | None = None,
+    ) -> LiverModel:
+        """Download (or find in the cache), verify and load the network(s).
+
+        Args:
+            model: registry name(s); several names make an ensemble. ``None`` = the default.
+            weights: local weights file(s) instead of a download (``--weights``). Their recipe
+                comes from a ``<file>.toml`` / ``weights.toml`` beside the file (as written by
+                ``liverctl train``), else from the registry entry ``model``.
+            arch: override the architecture of a local file's entry.
+            device, precision, threads: see :class:`PredictOptions`.
+            dataset: the DCM branch to use, by dataset name (models trained on several datasets).
+            device_config: the three device fields at once (:attr:`PredictOptions.device_config`),
+                instead of ``device``, ``precision`` and ``threads``.
+        """
+        from liverctl.device import DeviceConfig
+
+        if device_config is None:
+            device_config = DeviceConfig(device, precision, threads)
+        elif (device, precision, threads) != ("auto", "auto", None):
+            raise ConfigError("give either device_config or device/precision/threads to LiverModel.load, not both")
+        torch_device = device_config.resolve()
+        resolved = _resolve_weights(model, weights, arch, progress)
+        _check_ensemble(resolved)
+        networks = [_load_network(item, torch_device) for item in resolved]
+        return cls(resolved, networks, torch_device, _dataset_index(resolved[0].entry, dataset))
+
+    @property
+    def liver_channels(self) -> list[int]:
+        """Output channels that form the liver region: the liver channel plus any tumour or
+        lesion channel the entry's label map names (the whole organ, as LiTS scores it)."""
+        from liverctl.datasets import liver_region_values
+
+        return sorted({self.entry.liver_channel, *liver_region_values(self.entry.labels)})
+
+    # ---- the steps
+
+    def to_model_space(self, image: Image) -> tuple[Image, np.ndarray]:
+        """The scan in model space: ``(hu, network_input)``.
+
+        ``hu`` is the image reoriented to the model's orientation and resampled to its
+        spacing (float32 HU, with geometry); ``network_input`` is ``hu`` after the intensity
+        recipe, as the network sees it.
+        """
+        e = self.entry
+        hu = reorient(image, e.orientation)
+        if hu.geometry.mismatch(replace(hu.geometry, spacing=tuple(e.spacing))) is not None:
+            hu = resample(hu, e.spacing, interpolator=e.interpolation)
+        elif hu.array.dtype != np.float32:
+            hu = Image(hu.array.astype(np.float32), hu.geometry)
+        return hu, normalise(hu.array, e.intensity)
+
+    def window_config(self, options: PredictOptions) -> Any:
+        """The :class:`liverctl.inference.SlidingWindow` for this model and ``options``."""
+        from liverctl.inference import SlidingWindow
+
+        e = self.entry
+        sw = e.sliding_window
+        # the entry's roi is along i, j, k = x, y, z; the engine runs in the network's axis order
+        roi = tuple(int(r) for r in (sw.roi if e.network_axes == "xyz" else reversed(sw.roi)))
+        precision = options.precision
+        if not options.shortcuts and precision == "auto":
+            precision = "fp32"
+        fields = {
+            "roi": roi,
+            "overlap": sw.overlap if options.overlap is None else options.overlap,
+            "mode": sw.mode,
+            "padding_mode": sw.padding_mode,
+            "batch_size": options.batch_size,
+            "tta": options.tta,
+            "precision": precision,
+            "activation": "sigmoid" if e.decision == "sigmoid" else "softmax",
+            # probabilities only where they are used: saved, or the sigmoid decision
+            "channels": tuple(self.liver_channels) if options.save_probabilities or e.decision != "argmax" else (),
+            "argmax": e.decision == "argmax",
+        }
+        if not options.shortcuts:
+            return SlidingWindow.monai(**fields)
+        if options.fast:
+            return SlidingWindow.fast(**fields)
+        return SlidingWindow(**fields)
+
+    def _predictors(self) -> list[Any]:
+        """The networks as the engine calls them (with the DCM branch chosen)."""
+        if self.dataset_index is None:
+            return list(self.networks)
+        from liverctl.models.dcm import DatasetBranch
+
+        return [DatasetBranch(net, self.dataset_index) for net in self.networks]
+
+    def segment(
+        self,
+        image: Image,
+        options: PredictOptions | None = None,
+        *,
+        source: str = "image",
+        prepared: tuple[Image, np.ndarray] | None = None,
+        ct_notes: list[str] | None = None,
+        progress: ProgressCallback | None = None,
+    ) -> Segmentation:
+        """Segment the liver of one CT scan; the mask is on ``image``'s own grid.
+
+        ``prepared`` is the result of :meth:`to_model_space` and ``ct_notes`` that of
+        :func:`check_ct` when the caller has already computed them (a batch run does this in
+        a background thread).
+        """
+        options = options or PredictOptions()
+        t0 = time.perf_counter()
+        notes = check_ct(image, source) if ct_notes is None else ct_notes
+        hu, net_input = prepared if prepared is not None else self.to_model_space(image)
+        result = self.infer(net_input, hu, options, progress)
+        del net_input
+        body = has_body(image)
+        raw = self._on_scan_grid(self._liver_indicator(result, body), hu, image)
+        probabilities = self._probabilities(result, hu, image) if options.save_probabilities else None
+        mask, components = _clean(raw, image, options.postprocess)
+        report = case_report(
+            image, mask, components, notes, result.stats, time.perf_counter() - t0, body, self.model_info()
+        )
+        return Segmentation(mask, probabilities, report)
+
+    def infer(
+        self, net_input: np.ndarray, hu: Image, options: PredictOptions, progress: ProgressCallback | None
+    ) -> Any:
+        """The :class:`~liverctl.inference.InferenceResult` of the network(s) on a scan in model
+        space, as (z, y, x) arrays."""
+        from liverctl.inference import predict_volume
+
+        # A network trained on (x, y, z) arrays (MONAI's) gets the volume in that order, so the
+        # engine places, pads and blends its windows exactly as MONAI does; results come back
+        # as (z, y, x) views.
+        xyz = self.entry.network_axes == "xyz"
+        result = predict_volume(
+            net_input.T if xyz else net_input,
+            self._predictors(),
+            self.window_config(options),
+            self.device,
+            hu=hu.array.T if xyz else hu.array,
+            progress=progress,
+        )
+        return _transposed(result) if xyz else result
+
+    def _liver_indicator(self, result: Any, body: bool) -> np.ndarray:
+        """The network's liver decision in model space (bool); empty for a scan without a body."""
+        if self.entry.decision == "argmax":
+            indicator = np.isin(result.labels, self.liver_channels)
+        else:
+            indicator = np.any([result.channel(c) > 0.5 for c in self.liver_channels], axis=0)
+        if not body:  # an all-air scan: whatever the network says, there is no liver
+            indicator = np.zeros_like(indicator)
+        return indicator
+
+    @staticmethod
+    def _on_scan_grid(indicator: np.ndarray, hu: Image, image: Image) -> np.ndarray:
+        """The model-space decision on the scan's grid: the 0/1 indicator brought back with
+        linear interpolation and thresholded at 0.5 (smoother than nearest neighbour, exact
+        where grids coincide)."""
+        back = resample_to_reference(
+            Image(indicator.astype(np.float32), hu.geometry),
+            image,
+            interpolator="linear",
+            default_value=0.0,
+            support_only=True,  # only the box around the liver: the same result, far less work
+        )
+        return back.array > 0.5
+
+    def _probabilities(self, result: Any, hu: Image, image: Image) -> Image:
+        """The liver probability map on the scan's grid (float32, clipped to [0, 1])."""
+        liver_prob = sum(result.channel(c) for c in self.liver_channels)
+        p = resample_to_reference(Image(liver_prob, hu.geometry), image, interpolator="linear", default_value=0.0)
+        return Image(np.clip(p.array, 0.0, 1.0).astype(np.float32), image.geometry)
+
+    def model_info(self) -> dict[str, Any]:
+        """The ``model`` section of a report: name, architecture, weights and their provenance."""
+        first = self.resolved[0]
+        return {
+            "name": self.entry.name,
+            "architecture": self.entry.architecture,
+            "sha256": first.sha256,
+            "source": first.source,
+            "repo_id": self.entry.repo_id,
+            "filename": self.entry.filename,
+            "revision": self.entry.revision,
+            "ensemble": [{"path": str(r.path), "sha256": r.sha256} for r in self.resolved]
+            if len(self.resolved) > 1
+            else None,
+        }
+
+
+# --------------------------------------------------------------------------- loading steps
+
+
+def _resolve_weights(
+    model: str | Sequence[str] | None,
+    weights: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None,
+    arch: str | None,
+    progress: ProgressCallback | None,
+) -> list[Any]:
+    """The :class:`~liverctl.hub.ResolvedWeights` of registry names or local weights files."""
+    from liverctl import hub
+
+    names = [model] if model is None or isinstance(model, str) else list(model)
+    files = [] if weights is None else [weights] if isinstance(weights, str | os.PathLike) else list(weights)
+    if not files:
+        return [hub.resolve_weights(name, progress=progress) for name in names]
+    if len(names) > 1:
+        raise ConfigError("give either several --model names or several --weights files, not both")
+    resolved = []
+    for f in files:
+        path = Path(f).expanduser()
+        sibling = _sibling_registry(path) if path.is_file() else None
+        registry = hub.load_registry(sibling) if sibling else None
+        item = hub.resolve_weights(None if sibling else names[0], path, registry=registry)
+        if arch is not None:
+            item = replace(item, entry=replace(item.entry, architecture=arch))
+        resolved.append(item)
+    return resolved
+
+
+def _check_ensemble(resolved: Sequence[Any]) -> None:
+    """Networks of an ensemble must share their preprocessing and label map."""
+    first = resolved[0].entry
+    for item in resolved[1:]:
+        e = item.entry
+        if (e.spacing, e.orientation, e.intensity, e.liver_channel, e.decision) != (
+            first.spacing,
+            first.orientation,
+            first.intensity,
+            first.liver_channel,
+            first.decision,
+        ):
+            raise ConfigError(
+                f"cannot ensemble {first.name} and {e.name}: they need different preprocessing or label maps"
+            )
+
+
+def _load_network(item: Any, torch_device: Any) -> Any:
+    """Build a network from its entry and load its weights (sha256 re-checked right before)."""
+    from liverctl import hub
+    from liverctl.models import build_model, load_state_dict_checked
+
+    net = build_model(item.entry.architecture, **dict(item.entry.kwargs))
+    state = hub.load_state_dict(item.path, item.sha256)  # re-checked right before loading
+    load_state_dict_checked(net, state)
+    net.eval()
+    return net.to(torch_device)
+
+
+def _dataset_index(entry: Any, dataset: str | None) -> int | None:
+    """The index of the DCM branch named ``dataset`` (``None`` when no branch is asked for)."""
+    datasets = list(getattr(entry, "datasets", ()) or entry.kwargs.get("dataset_names", ()) or ())
+    if dataset is None:
+        return None
+    if not datasets:
+        raise ConfigError(f"--dataset {dataset}: model {entry.name} has no dataset-wise branches")
+    if dataset not in datasets:
+        raise ConfigError(f"--dataset {dataset}: unknown dataset; this model knows {', '.join(datasets)}")
+    return datasets.index(dataset)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _transposed(result: Any) -> Any:
+    """An :class:`~liverctl.inference.InferenceResult` computed on (x, y, z) arrays, as (z, y, x)."""
+
+    def flip(t: Any) -> Any:
+        return None if t is None else tuple(t)[::-1]
+
+    stats = result.stats
+    stats = replace(
+        stats,
+        volume_shape=flip(stats.volume_shape),
+        body_box=flip(stats.body_box),
+        cropped_shape=flip(stats.cropped_shape),
+        window=flip(stats.window),
+    )
+    return replace(
+        result,
+        probabilities=None if result.probabilities is None else result.probabilities.transpose(0, 3, 2, 1),
+        logits=None if result.logits is None else result.logits.transpose(0, 3, 2, 1),
+        labels=None if result.labels is None else result.labels.T,
+        stats=stats,
+    )
+
+
+def _clean(raw: np.ndarray, image: Image, enabled: bool) -> tuple[Image, list[int]]:
+    """Largest liver component + hole filling (when ``enabled``) of a raw prediction on
+    ``image``'s grid (:func:`liverctl.postprocessing.clean_liver_mask`); returns the mask and
+    the voxel counts of the raw prediction's components, largest first."""
+    mask, sizes = clean_liver_mask(raw, keep_largest=enabled)
+    return Image(mask, image.geometry), sizes

@@ -1,0 +1,83 @@
+"""How ``predict`` runs a network and what it writes: :class:`PredictOptions`.
+
+:attr:`PredictOptions.device_config` bundles the device fields as the
+:class:`~liverctl.device.DeviceConfig` that :meth:`liverctl.predict.model.LiverModel.load` takes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from liverctl.errors import ConfigError
+
+if TYPE_CHECKING:
+    from liverctl.device import DeviceConfig
+
+__all__ = ["PredictOptions"]
+
+
+@dataclass(frozen=True)
+class PredictOptions:
+    """How to run the network and what to write; options that travel together.
+
+    Attributes:
+        device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"mps"``.
+        precision: ``"auto"``, ``"fp32"``, ``"fp16"``, ``"bf16"``. ``"auto"``: fp16 autocast on
+            CUDA, bf16 autocast on a CPU that computes bfloat16 in hardware (AVX512-BF16 or AMX),
+            fp32 elsewhere; fp32 whenever ``shortcuts`` is off (see :mod:`liverctl.device`).
+        tta: mirror test-time augmentation along all three axes (8 passes).
+        overlap: window overlap; ``None`` = the model entry's (0.25 for MONAI's bundle).
+        batch_size: windows per forward pass; ``None`` = 4 on an accelerator, 1 on the CPU
+            (where batching gains no speed and each window of a 105-class model holds ~0.4 GB).
+        shortcuts: skip windows that hold only air, and let ``precision="auto"`` pick mixed
+            precision. Every other window is MONAI's, so each voxel of the body gets the
+            windows and weights MONAI's ``SlidingWindowInferer`` gives it. ``False``: every
+            window, in fp32 unless ``precision`` says otherwise (MONAI's result to float
+            rounding).
+        fast: also crop to the body and shrink windows to what the volume needs (compute
+            amplification ~1.6 instead of MONAI's 3-10). Faster, but the windows hold other
+            content than MONAI's, and SegResNet's GroupNorm sees other statistics, so masks
+            can differ from MONAI's (see the README's benchmark). Ignored without ``shortcuts``.
+        postprocess: keep the largest liver component and fill its holes.
+        save_probabilities: also write the liver probability map (float32, scan grid).
+        dataset: branch of a dataset-wise (DCM) network to use, by dataset name.
+        threads: CPU threads for torch (``None`` = torch's default).
+    """
+
+    device: str = "auto"
+    precision: str = "auto"
+    tta: bool = False
+    overlap: float | None = None
+    batch_size: int | None = None
+    shortcuts: bool = True
+    fast: bool = False
+    postprocess: bool = True
+    save_probabilities: bool = False
+    dataset: str | None = None
+    threads: int | None = None
+
+    def __post_init__(self) -> None:
+        from liverctl.device import PRECISIONS  # torch is imported only when a network runs
+
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"unknown --precision {self.precision!r}: use one of {', '.join(PRECISIONS)}")
+        if self.overlap is not None and not 0 <= self.overlap < 1:
+            raise ConfigError(f"--overlap must be in [0, 1), got {self.overlap:g}")
+        if self.batch_size is not None and self.batch_size < 1:
+            raise ConfigError(f"--batch-size must be 1 or more, got {self.batch_size}")
+        if self.threads is not None and self.threads < 1:
+            raise ConfigError(f"--threads must be 1 or more, got {self.threads}")
+
+    @property
+    def device_config(self) -> DeviceConfig:
+        """Where and how the network runs (``device``, ``precision``, ``threads``), as
+        :meth:`LiverModel.load <liverctl.predict.model.LiverModel.load>` takes it."""
+        from liverctl.device import DeviceConfig
+
+        return DeviceConfig(self.device, self.precision, self.threads)
+
+    def result_key(self) -> dict[str, Any]:
+        """The options that change a mask or a report (not where or how fast it runs)."""
+        keep = ("precision", "tta", "overlap", "shortcuts", "fast", "postprocess", "save_probabilities", "dataset")
+        return {k: getattr(self, k) for k in keep}
