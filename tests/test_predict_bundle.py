@@ -74,7 +74,7 @@ def network():
 
 
 def _weakly_trained() -> torch.nn.Module:
-    """Thin but real decision margins: 60 Adam steps on 32^3 crops of three phantoms."""
+    """Thin but real decision margins: 25 Adam steps on 24^3 crops of three phantoms."""
     from liverctl.predict import normalise
     from liverctl.synthetic import make_phantom
 
@@ -87,11 +87,11 @@ def _weakly_trained() -> torch.nn.Module:
         y = np.where(lab.array > 0, LIVER, 0).astype(np.int64).transpose(2, 1, 0)
         cases.append((x, y))
     opt = torch.optim.Adam(net.parameters(), lr=3e-3)
-    for _ in range(60):
+    for _ in range(25):
         x, y = cases[rng.integers(len(cases))]
-        i, j, k = (rng.integers(0, s - 31) for s in x.shape)
-        xb = torch.from_numpy(np.ascontiguousarray(x[i : i + 32, j : j + 32, k : k + 32]))[None, None]
-        yb = torch.from_numpy(np.ascontiguousarray(y[i : i + 32, j : j + 32, k : k + 32]))[None]
+        i, j, k = (rng.integers(0, s - 23) for s in x.shape)
+        xb = torch.from_numpy(np.ascontiguousarray(x[i : i + 24, j : j + 24, k : k + 24]))[None, None]
+        yb = torch.from_numpy(np.ascontiguousarray(y[i : i + 24, j : j + 24, k : k + 24]))[None]
         loss = torch.nn.functional.cross_entropy(net(xb), yb)
         opt.zero_grad()
         loss.backward()

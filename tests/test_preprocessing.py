@@ -390,8 +390,11 @@ def test_preprocess_outputs_resume_and_apply_plan(real_msd: Path, tmp_path: Path
     def boom(*args, **kwargs):
         raise AssertionError("read a case on a resumed run")
 
-    monkeypatch.setattr(pp, "fingerprint_case", boom)
-    monkeypatch.setattr(pp, "preprocess_case", boom)
+    # patch where they are looked up (the package's names are re-exports)
+    monkeypatch.setattr("liverctl.preprocessing.fingerprinting.fingerprint_case", boom)
+    monkeypatch.setattr("liverctl.preprocessing.dataset.preprocess_case", boom)
+    monkeypatch.setattr("liverctl.preprocessing.dataset.read_case", boom)
+    monkeypatch.setattr("liverctl.preprocessing.fingerprinting.read_case", boom)
     again = pp.preprocess(real_msd, out, target_spacing="6,6,6", window="liver")
     assert again.processed == [] and again.skipped == ["liver_0", "liver_1", "liver_2"]
     assert {p: p.stat().st_mtime_ns for p in (out / "images").iterdir()} == mtimes

@@ -133,19 +133,11 @@ def _ratio(num: float, den: float, both_empty: bool) -> float:
 
 
 def bounding_box(mask: np.ndarray) -> tuple[slice, ...] | None:
-    """Smallest box holding every non-zero voxel of ``mask``, or ``None`` when it is empty."""
-    mask = _as_bool(mask)
-    box: list[slice] = []
-    sub = mask
-    for axis in range(mask.ndim):
-        other = tuple(a for a in range(mask.ndim) if a != axis)
-        idx = np.flatnonzero(sub.any(axis=other))
-        if idx.size == 0:
-            return None
-        box.append(slice(int(idx[0]), int(idx[-1]) + 1))
-        if axis == 0:  # later projections only scan the occupied slab
-            sub = sub[box[0]]
-    return tuple(box)
+    """Smallest box holding every non-zero voxel of ``mask``, or ``None`` when it is empty
+    (:func:`liverctl.spatial.bounding_box`, the one implementation)."""
+    from liverctl.spatial import bounding_box as box_of
+
+    return box_of(np.asarray(mask))
 
 
 def _union_box(a: tuple[slice, ...] | None, b: tuple[slice, ...] | None) -> tuple[slice, ...] | None:

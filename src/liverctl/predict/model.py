@@ -281,8 +281,8 @@ def _resolve_weights(
     arch: str | None,
     progress: ProgressCallback | None,
 ) -> list[Any]:
-    """The :class:`~liverctl.hub.ResolvedWeights` of registry names or local weights files."""
-    from liverctl import hub
+    """The :class:`~liverctl.weights.ResolvedWeights` of registry names or local weights files."""
+    from liverctl import weights as hub
 
     names = [model] if model is None or isinstance(model, str) else list(model)
     files = [] if weights is None else [weights] if isinstance(weights, str | os.PathLike) else list(weights)
@@ -321,7 +321,7 @@ def _check_ensemble(resolved: Sequence[Any]) -> None:
 
 def _load_network(item: Any, torch_device: Any) -> Any:
     """Build a network from its entry and load its weights (sha256 re-checked right before)."""
-    from liverctl import hub
+    from liverctl import weights as hub
     from liverctl.models import build_model, load_state_dict_checked
 
     net = build_model(item.entry.architecture, **dict(item.entry.kwargs))

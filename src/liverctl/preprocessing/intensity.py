@@ -85,7 +85,7 @@ def zscore(image: Image, mean: float, std: float) -> Image:
 
 
 def normalise(array: np.ndarray, recipe: Any) -> np.ndarray:
-    """Apply a weights-entry intensity recipe (see :class:`liverctl.hub.IntensityRecipe`) to HU values.
+    """Apply a weights-entry intensity recipe (see :class:`liverctl.weights.IntensityRecipe`) to HU values.
 
     ``nonzero-zscore-minmax`` is MONAI's ``NormalizeIntensity(nonzero=True)`` followed by
     ``ScaleIntensity(minv, maxv)``; ``window-zscore`` clips to a HU window and applies a fixed
