@@ -126,7 +126,7 @@ def test_mask_is_on_the_input_grid_and_report_is_consistent(band: LiverModel, ma
     # the mask is the reference liver (its largest component, holes filled)
     assert dice(seg.mask.array, read_label(liver_path).array) > 0.99
     # the liver of this scan is cut by its first and last slices: the QC says so
-    assert "touches_first_slice" in r["qc"]["flags"] or "touches_last_slice" in r["qc"]["flags"]
+    assert {"touches_superior", "touches_inferior"} <= set(r["qc"]["flags"])
     assert r["qc"]["volume_is_lower_bound"] is True
     bbox = r["bounding_box_mm"]
     assert all(hi > lo for lo, hi in zip(bbox["min_mm"], bbox["max_mm"], strict=True))
@@ -552,3 +552,14 @@ def test_outputs_are_checked_before_the_model_is_loaded(marked: Path, tmp_path: 
     with pytest.raises(ConfigError, match="--overlap"):
         PredictOptions(overlap=1.5)
     assert not (tmp_path / "x.png").exists()
+
+
+@pytest.mark.parametrize("orientation", ["RAS", "SPL", "AIR", "LSP"])
+def test_qc_edges_are_named_in_the_patients_frame(band: LiverModel, marked: Path, orientation: str):
+    """The same anatomy stored in another axis order or orientation: the same QC (issue 10)."""
+    ct = read_image(marked)
+    reference = band.segment(ct, PredictOptions()).report["qc"]
+    stored = reorient(ct, orientation)
+    qc = band.segment(stored, PredictOptions()).report["qc"]
+    assert qc["flags"] == reference["flags"] and qc["touches"] == reference["touches"]
+    assert reference["touches"]["superior"] and reference["touches"]["inferior"]

@@ -152,7 +152,9 @@ def monai_bundle(image: Image, network) -> tuple[np.ndarray, np.ndarray]:
         ]
     )
     data = pre({"image": tensor})
-    inferer = SlidingWindowInferer(roi_size=ROI, sw_batch_size=1, overlap=0.25, mode="gaussian", padding_mode="replicate")
+    inferer = SlidingWindowInferer(
+        roi_size=ROI, sw_batch_size=1, overlap=0.25, mode="gaussian", padding_mode="replicate"
+    )
     with torch.inference_mode():
         logits = inferer(data["image"][None], network)[0]
     prob = torch.softmax(logits, 0)
@@ -214,7 +216,9 @@ GRIDS = {
 @pytest.mark.slow
 @pytest.mark.filterwarnings("ignore")
 @pytest.mark.parametrize("grid", list(GRIDS))
-def test_exact_mode_is_the_bundle_on_every_grid(grid: str, abdomen: Image, model: LiverModel, network, tmp_path: Path) -> None:
+def test_exact_mode_is_the_bundle_on_every_grid(
+    grid: str, abdomen: Image, model: LiverModel, network, tmp_path: Path
+) -> None:
     spacing, direction = GRIDS[grid]
     scan = on_grid(abdomen, spacing, direction)
     if grid == "RAS-stored":  # through the file formats too: NRRD here, NIfTI below

@@ -163,9 +163,14 @@ class BundleGrid:
         """``Spacingd(mode="bilinear")`` of the oriented scan (float32, (z, y, x))."""
         return resample_like_monai(oriented_array, self.oriented_affine, self.target_affine, self.model_shape)
 
-    def to_oriented(self, model_array: np.ndarray, mode: str = "nearest") -> np.ndarray:
-        """``Invertd`` of ``Spacingd``: a model-space array back on the oriented scan's grid."""
-        return resample_like_monai(model_array, self.model_affine, self.oriented_affine, self.oriented_shape, mode=mode)
+    def to_oriented(
+        self, model_array: np.ndarray, mode: str = "nearest", box: tuple[slice, slice, slice] | None = None
+    ) -> np.ndarray:
+        """``Invertd`` of ``Spacingd``: a model-space array back on the oriented scan's grid
+        (only its ``box``, (z, y, x) slices, when given)."""
+        return resample_like_monai(
+            model_array, self.model_affine, self.oriented_affine, self.oriented_shape, mode=mode, box=box
+        )
 
 
 def spacing_grid(
@@ -213,6 +218,7 @@ def resample_like_monai(
     dst_shape_zyx: Sequence[int],
     *,
     mode: str = "bilinear",
+    box: tuple[slice, slice, slice] | None = None,
 ) -> np.ndarray:
     """``array_zyx`` (on the grid of the RAS ``src_affine``) resampled onto the grid of
     ``dst_affine`` as MONAI's ``SpatialResample`` does it: float64 ``grid_sample`` with
@@ -220,27 +226,39 @@ def resample_like_monai(
 
     ``mode="bilinear"`` (``Spacingd``'s; float32 out) or ``"nearest"`` (``Invertd`` of a label
     map; the voxel type kept). Pass the affines MONAI would hold (:func:`orientation_affine`,
-    :func:`spacing_affine`): nearest-neighbour ties follow their last bits.
+    :func:`spacing_affine`): nearest-neighbour ties follow their last bits. ``box`` (slices of
+    the output, (z, y, x)) computes that part alone, with the same numbers as the whole.
     """
     if mode not in ("bilinear", "nearest"):
         raise ConfigError(f"mode must be 'bilinear' or 'nearest', got {mode!r}")
     src_xyz, dst_xyz = tuple(array_zyx.shape)[::-1], tuple(int(s) for s in dst_shape_zyx)[::-1]
-    theta = _theta(np.asarray(src_affine, float), np.asarray(dst_affine, float), src_xyz, dst_xyz)
-    image_dtype = array_zyx.dtype
+    src, dst = np.asarray(src_affine, float), np.asarray(dst_affine, float)
+    dtype = array_zyx.dtype if mode == "nearest" else np.float32
+    if (
+        box is None
+        and src_xyz == dst_xyz
+        and (
+            np.allclose(src, dst, atol=AFFINE_TOL) or np.allclose(np.linalg.solve(src, dst), np.eye(4), atol=AFFINE_TOL)
+        )
+    ):  # MONAI returns the input as it is (no resampling, so voxels that are 0 stay 0)
+        return np.ascontiguousarray(array_zyx, dtype=dtype)
+    theta = _theta(src, dst, src_xyz, dst_xyz)
     # MONAI's tensor is (C, x, y, z); grid_sample sees (N, C, D=x, H=y, W=z)
     source = torch.from_numpy(np.ascontiguousarray(array_zyx.transpose(2, 1, 0), dtype=np.float64))[None, None]
-    d, h, w = dst_xyz
-    dz, hy, wx = _steps(d), _steps(h), _steps(w)
+    full = [slice(0, n) for n in dst_xyz]
+    sx, sy, sz = full if box is None else [slice(*b.indices(n)[:2]) for b, n in zip(box[::-1], dst_xyz, strict=True)]
+    # affine_grid's coordinates of the whole output, cut to the box: the same numbers
+    cx, cy, cz = _steps(dst_xyz[0])[sx], _steps(dst_xyz[1])[sy], _steps(dst_xyz[2])[sz]
+    d, h, w = len(cx), len(cy), len(cz)
     out = np.empty((d, h, w), dtype=np.float64)
     per_slab = max(1, SLAB_VOXELS // max(h * w, 1))
     for start in range(0, d, per_slab):
         stop = min(start + per_slab, d)
         base = torch.ones((stop - start, h, w, 4), dtype=torch.float64)
-        base[..., 0] = wx
-        base[..., 1] = hy[:, None]
-        base[..., 2] = dz[start:stop, None, None]
+        base[..., 0] = cz
+        base[..., 1] = cy[:, None]
+        base[..., 2] = cx[start:stop, None, None]
         grid = base.view(1, -1, 4).bmm(theta.T[None]).view(1, stop - start, h, w, 3)
         values = torch.nn.functional.grid_sample(source, grid, mode=mode, padding_mode="border", align_corners=False)
         out[start:stop] = values[0, 0].numpy()
-    dtype = image_dtype if mode == "nearest" else np.float32
     return np.ascontiguousarray(out.transpose(2, 1, 0).astype(dtype))

@@ -18,8 +18,6 @@ from glob import escape as glob_escape
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from liverctl.ct import read_ct
 from liverctl.dicom import list_dicom_series
 from liverctl.errors import ConfigError, InputError, LiverctlError
@@ -39,6 +37,7 @@ from liverctl.manifest import Manifest
 from liverctl.predict.model import LiverModel
 from liverctl.predict.options import PredictOptions
 from liverctl.predict.report import write_summary
+from liverctl.predict.space import ModelSpace
 from liverctl.progress import ProgressCallback
 
 __all__ = ["CaseResult", "PredictResult", "expand_inputs", "output_paths", "parse_paths", "parse_shard", "predict"]
@@ -201,25 +200,25 @@ def _earlier_result(case: CaseResult, files: Sequence[Path], model: LiverModel, 
     return True
 
 
-Prepared = tuple[Image, tuple[Image, np.ndarray], list[str]]
+Prepared = tuple[Image, ModelSpace, list[str]]
 
 
-def _prepare(model: LiverModel, path: Path, series_uid: str | None) -> Prepared:
+def _prepare(model: LiverModel, path: Path, series_uid: str | None, exact: bool) -> Prepared:
     """Read a scan, check it is CT, and bring it to model space (runs in the read-ahead thread)."""
     image, notes = read_ct(path, series_uid=series_uid)
-    return image, model.to_model_space(image), notes
+    return image, model.to_model_space(image, exact=exact), notes
 
 
 def _prefetched(
-    model: LiverModel, scans: list[Path], series_uid: str | None
+    model: LiverModel, scans: list[Path], series_uid: str | None, exact: bool = False
 ) -> Iterator[tuple[Path, Future[Prepared]]]:
     """Yield each scan with a future of its prepared data; the next scan is read while the
     current one is in the network (one background thread)."""
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="liverctl-read") as pool:
-        pending = pool.submit(_prepare, model, scans[0], series_uid) if scans else None
+        pending = pool.submit(_prepare, model, scans[0], series_uid, exact) if scans else None
         for i, scan in enumerate(scans):
             current = pending
-            pending = pool.submit(_prepare, model, scans[i + 1], series_uid) if i + 1 < len(scans) else None
+            pending = pool.submit(_prepare, model, scans[i + 1], series_uid, exact) if i + 1 < len(scans) else None
             assert current is not None
             yield scan, current
 
@@ -291,7 +290,8 @@ def predict(
     _remove_stale_temporaries(every_file)
     result = PredictResult()
     kept = _kept(scans, files, net, options) if resume else {}
-    prepared = _prefetched(net, [s for i, s in enumerate(scans) if i not in kept], series_uid)
+    todo = [s for i, s in enumerate(scans) if i not in kept]
+    prepared = _prefetched(net, todo, series_uid, exact=not options.shortcuts)
     for done, (out, group) in enumerate(zip(outputs, files, strict=True)):
         if done in kept:
             case = kept[done]

@@ -3,9 +3,11 @@
 Data flow of :meth:`LiverModel.segment`, each step a method (or a function of another
 module) that takes and returns plain values::
 
-    to_model_space (liverctl.spatial: reorient + resample; preprocessing.intensity.normalise)
+    to_model_space (predict.space: reorient + the entry's grid, liverctl.monai_grid for MONAI
+    bundles; preprocessing.intensity.normalise)
     -> inference.predict_volume (sliding window) -> the liver indicator in model space
-    -> back onto the scan's grid (liverctl.spatial.resample_to_reference)
+    -> back onto the scan's grid (predict.space.ModelSpace.mask_on: Invertd's nearest neighbour
+    for MONAI bundles, linear interpolation of the indicator otherwise)
     -> postprocessing.clean_liver_mask -> predict.report.case_report
 
 Arrays are (z, y, x) throughout; a network trained on (x, y, z) arrays (MONAI's) gets its
@@ -29,9 +31,8 @@ from liverctl.io import Image
 from liverctl.postprocessing import clean_liver_mask
 from liverctl.predict.options import PredictOptions
 from liverctl.predict.report import case_report
-from liverctl.preprocessing.intensity import normalise
+from liverctl.predict.space import ModelSpace
 from liverctl.progress import ProgressCallback
-from liverctl.spatial import reorient, resample, resample_to_reference
 
 if TYPE_CHECKING:
     from liverctl.device import DeviceConfig
@@ -120,20 +121,11 @@ class LiverModel:
 
     # ---- the steps
 
-    def to_model_space(self, image: Image) -> tuple[Image, np.ndarray]:
-        """The scan in model space: ``(hu, network_input)``.
-
-        ``hu`` is the image reoriented to the model's orientation and resampled to its
-        spacing (float32 HU, with geometry); ``network_input`` is ``hu`` after the intensity
-        recipe, as the network sees it.
-        """
-        e = self.entry
-        hu = reorient(image, e.orientation)
-        if hu.geometry.mismatch(replace(hu.geometry, spacing=tuple(e.spacing))) is not None:
-            hu = resample(hu, e.spacing, interpolator=e.interpolation)
-        elif hu.array.dtype != np.float32:
-            hu = Image(hu.array.astype(np.float32), hu.geometry)
-        return hu, normalise(hu.array, e.intensity)
+    def to_model_space(self, image: Image, exact: bool = False) -> ModelSpace:
+        """The scan in model space (:class:`~liverctl.predict.space.ModelSpace`): reoriented and
+        resampled as the entry's ``grid`` says (MONAI's ``Spacingd`` grid for MONAI bundles,
+        bit for bit when ``exact``), and normalised with the entry's intensity recipe."""
+        return ModelSpace.of(image, self.entry, exact=exact)
 
     def window_config(self, options: PredictOptions) -> Any:
         """The :class:`liverctl.inference.SlidingWindow` for this model and ``options``."""
@@ -179,7 +171,7 @@ class LiverModel:
         options: PredictOptions | None = None,
         *,
         source: str = "image",
-        prepared: tuple[Image, np.ndarray] | None = None,
+        prepared: ModelSpace | None = None,
         ct_notes: list[str] | None = None,
         progress: ProgressCallback | None = None,
     ) -> Segmentation:
@@ -191,13 +183,15 @@ class LiverModel:
         """
         options = options or PredictOptions()
         t0 = time.perf_counter()
+        exact = not options.shortcuts
         notes = check_ct(image, source) if ct_notes is None else ct_notes
-        hu, net_input = prepared if prepared is not None else self.to_model_space(image)
-        result = self.infer(net_input, hu, options, progress)
-        del net_input
+        space = prepared if prepared is not None else self.to_model_space(image, exact=exact)
+        result = self.infer(space.net_input, space.hu, options, progress)
         body = has_body(image)
-        raw = self._on_scan_grid(self._liver_indicator(result, body), hu, image)
-        probabilities = self._probabilities(result, hu, image) if options.save_probabilities else None
+        raw = space.mask_on(image, self._liver_indicator(result, body), exact=exact)
+        probabilities = None
+        if options.save_probabilities:
+            probabilities = space.probability_on(image, sum(result.channel(c) for c in self.liver_channels))
         mask, components = _clean(raw, image, options.postprocess)
         report = case_report(
             image, mask, components, notes, result.stats, time.perf_counter() - t0, body, self.model_info()
@@ -234,26 +228,6 @@ class LiverModel:
         if not body:  # an all-air scan: whatever the network says, there is no liver
             indicator = np.zeros_like(indicator)
         return indicator
-
-    @staticmethod
-    def _on_scan_grid(indicator: np.ndarray, hu: Image, image: Image) -> np.ndarray:
-        """The model-space decision on the scan's grid: the 0/1 indicator brought back with
-        linear interpolation and thresholded at 0.5 (smoother than nearest neighbour, exact
-        where grids coincide)."""
-        back = resample_to_reference(
-            Image(indicator.astype(np.float32), hu.geometry),
-            image,
-            interpolator="linear",
-            default_value=0.0,
-            support_only=True,  # only the box around the liver: the same result, far less work
-        )
-        return back.array > 0.5
-
-    def _probabilities(self, result: Any, hu: Image, image: Image) -> Image:
-        """The liver probability map on the scan's grid (float32, clipped to [0, 1])."""
-        liver_prob = sum(result.channel(c) for c in self.liver_channels)
-        p = resample_to_reference(Image(liver_prob, hu.geometry), image, interpolator="linear", default_value=0.0)
-        return Image(np.clip(p.array, 0.0, 1.0).astype(np.float32), image.geometry)
 
     def model_info(self) -> dict[str, Any]:
         """The ``model`` section of a report: name, architecture, weights and their provenance."""

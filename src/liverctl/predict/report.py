@@ -17,7 +17,7 @@ import numpy as np
 
 from liverctl import __version__
 from liverctl.ct import NO_BODY
-from liverctl.io import Image, write_text_atomic
+from liverctl.io import Geometry, Image, write_text_atomic
 from liverctl.spatial import bounding_box
 
 if TYPE_CHECKING:
@@ -70,7 +70,7 @@ def case_report(
     voxel_ml = image.voxel_volume_ml
     hu_values = image.array[liver].astype(np.float64) if count else np.empty(0)
     bbox = _bbox_mm(liver, image) if count else None
-    qc = _qc(liver, count * voxel_ml, components, voxel_ml, notes, body)
+    qc = _qc(liver, count * voxel_ml, components, voxel_ml, notes, body, image.geometry)
     return {
         "liver_volume_ml": round(count * voxel_ml, 3),
         "voxel_count": count,
@@ -119,24 +119,57 @@ def _bbox_mm(mask: np.ndarray, image: Image) -> dict[str, list[float]]:
     }
 
 
+#: The patient side an array axis points to, by (LPS axis, sign of the direction cosine).
+_SIDES = {
+    (0, 1): "left",
+    (0, -1): "right",
+    (1, 1): "posterior",
+    (1, -1): "anterior",
+    (2, 1): "superior",
+    (2, -1): "inferior",
+}
+
+
+def patient_edges(mask: np.ndarray, geometry: Geometry) -> dict[str, bool]:
+    """Which edges of the scan ``mask`` (z, y, x) reaches, named in the patient's frame.
+
+    Each array axis is matched to the patient axis its direction cosine is closest to (the
+    direction matrix, LPS), so one anatomy stored in any axis order or orientation gets the same
+    answer: ``{"superior", "inferior", "left", "right", "anterior", "posterior"} -> bool``.
+    """
+    direction = geometry.direction_matrix
+    edges = dict.fromkeys(_SIDES.values(), False)
+    for array_axis in range(3):
+        column = direction[:, 2 - array_axis]  # array (z, y, x) = ITK (x, y, z) reversed
+        patient = int(np.argmax(np.abs(column)))
+        sign = 1 if column[patient] > 0 else -1
+        edges[_SIDES[(patient, sign)]] |= bool(np.take(mask, -1, axis=array_axis).any())
+        edges[_SIDES[(patient, -sign)]] |= bool(np.take(mask, 0, axis=array_axis).any())
+    return edges
+
+
 def _qc(
-    liver: np.ndarray, volume_ml: float, components: list[int], voxel_ml: float, notes: list[str], body: bool = True
+    liver: np.ndarray,
+    volume_ml: float,
+    components: list[int],
+    voxel_ml: float,
+    notes: list[str],
+    body: bool = True,
+    geometry: Geometry | None = None,
 ) -> dict[str, Any]:
     flags: list[str] = []
     messages = list(notes)
     if not body:
         flags.append("no_body")
         messages.append(f"{NO_BODY} in the scan: nothing to segment")
-    touches = {}
+    touches: dict[str, bool] = {}
     if liver.any():
-        touches = {
-            "first_slice": bool(liver[0].any()),
-            "last_slice": bool(liver[-1].any()),
-            "side": bool(liver[:, 0].any() or liver[:, -1].any() or liver[:, :, 0].any() or liver[:, :, -1].any()),
-        }
-        for where, hit in touches.items():
-            if hit:
+        touches = patient_edges(liver, geometry or Geometry((1.0, 1.0, 1.0)))
+        for where in ("superior", "inferior"):
+            if touches[where]:
                 flags.append(f"touches_{where}")
+        if any(touches[s] for s in ("left", "right", "anterior", "posterior")):
+            flags.append("touches_side")
         if any(touches.values()):
             messages.append("the liver reaches the edge of the scan: the volume is a lower bound")
     else:
@@ -157,6 +190,7 @@ def _qc(
         flags.append("intensities_not_ct")
     return {
         "flags": flags,
+        "touches": touches,
         "volume_is_lower_bound": bool(touches and any(touches.values())),
         "messages": messages,
     }

@@ -1,0 +1,143 @@
+"""A scan in its model's space, and the way back: :class:`ModelSpace`.
+
+Two recipes, chosen by the weights entry's ``grid`` (see ``weights.toml``):
+
+``grid = "monai"`` (MONAI bundles): ``Orientationd`` + ``Spacingd`` + ``Invertd`` as the bundle
+runs them (:mod:`liverctl.monai_grid`): the grid keeps the oriented scan's first voxel and
+rotation, values beyond the scan's edge are the edge's (border padding), and the label map
+comes back by nearest neighbour, ties rounded half to even.
+
+- exact (``shortcuts=False``, ``--no-shortcuts`` / ``--exact``): MONAI's float64
+  ``grid_sample`` both ways, bit for bit;
+- defaults: the same grid and the same decisions, computed faster: SimpleITK's linear
+  resampling (float32; nearest extrapolation stands in for border padding beyond the scan's
+  half-voxel rim) and, on the way back, the nearest model voxel of each scan voxel, found axis
+  by axis (the two grids share their rotation, so the map is separable) bounds the box where the
+  liver can land, and MONAI's nearest neighbour runs in that box alone: the same numbers.
+
+``grid = "liverctl"`` (models trained by ``liverctl train``): the centred grid of
+:func:`liverctl.spatial.resample`, as ``liverctl preprocess`` prepared the training data, and
+the liver indicator brought back by linear interpolation (threshold 0.5).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+import SimpleITK as sitk
+
+from liverctl.io import Geometry, Image
+from liverctl.monai_grid import BundleGrid
+from liverctl.preprocessing.intensity import normalise
+from liverctl.spatial import bounding_box, orientation_of, reorient, resample, resample_to_reference
+
+__all__ = ["ModelSpace"]
+
+
+@dataclass
+class ModelSpace:
+    """A scan in its model's space: ``hu`` (float32 HU with its geometry, for the body crop and
+    air windows), ``net_input`` (after the intensity recipe), and for ``grid = "monai"`` the
+    :class:`~liverctl.monai_grid.BundleGrid` and the oriented scan's geometry, for the way back."""
+
+    hu: Image
+    net_input: np.ndarray
+    grid: BundleGrid | None = None
+    oriented: Geometry | None = None
+
+    @classmethod
+    def of(cls, image: Image, entry: Any, exact: bool = False) -> ModelSpace:
+        """``image`` in the space of the model ``entry`` describes (see the module docs)."""
+        oriented = reorient(image, entry.orientation)
+        if entry.grid == "monai":
+            grid = BundleGrid.of(image, oriented, entry.spacing)
+            if exact:
+                array = grid.to_model(oriented.array)
+            else:
+                array = _itk_linear(oriented, grid.model_geometry, grid.model_shape)
+            hu = Image(array, grid.model_geometry)
+            return cls(hu, normalise(hu.array, entry.intensity), grid, oriented.geometry)
+        hu = oriented
+        if hu.geometry.mismatch(replace(hu.geometry, spacing=tuple(entry.spacing))) is not None:
+            hu = resample(hu, entry.spacing, interpolator=entry.interpolation)
+        elif hu.array.dtype != np.float32:
+            hu = Image(hu.array.astype(np.float32), hu.geometry)
+        return cls(hu, normalise(hu.array, entry.intensity))
+
+    def mask_on(self, image: Image, indicator: np.ndarray, exact: bool = False) -> np.ndarray:
+        """The model-space liver decision (bool) on ``image``'s own grid (bool)."""
+        if self.grid is None:
+            back = resample_to_reference(
+                Image(indicator.astype(np.float32), self.hu.geometry),
+                image,
+                interpolator="linear",
+                default_value=0.0,
+                support_only=True,  # only the box around the liver: the same result, far less work
+            )
+            return back.array > 0.5
+        labels = indicator.astype(np.uint8)
+        if exact:
+            oriented = self.grid.to_oriented(labels)
+        else:  # the same numbers, computed only where the liver can land
+            oriented = np.zeros(self.grid.oriented_shape, np.uint8)
+            box = _reach(labels, self.grid)
+            if box is not None:
+                oriented[box] = self.grid.to_oriented(labels, box=box)
+        return self._unoriented(oriented, image).astype(bool)
+
+    def probability_on(self, image: Image, probability: np.ndarray) -> Image:
+        """A model-space probability map on ``image``'s own grid (float32, in [0, 1])."""
+        if self.grid is None:
+            p = resample_to_reference(
+                Image(probability, self.hu.geometry), image, interpolator="linear", default_value=0.0
+            )
+            array = p.array
+        else:  # Invertd of the probability: bilinear
+            array = self._unoriented(self.grid.to_oriented(probability.astype(np.float32), mode="bilinear"), image)
+        return Image(np.clip(array, 0.0, 1.0).astype(np.float32), image.geometry)
+
+    def _unoriented(self, array: np.ndarray, image: Image) -> np.ndarray:
+        """An array on the oriented scan's grid back in the scan's own axis order (Invertd of
+        Orientationd: a permutation and flips, no interpolation)."""
+        assert self.oriented is not None
+        return reorient(Image(array, self.oriented), orientation_of(image)).array
+
+
+def _itk_linear(oriented: Image, geometry: Geometry, shape_zyx: tuple[int, int, int]) -> np.ndarray:
+    """Linear resampling onto ``geometry`` (float32), edge values beyond the scan."""
+    f = sitk.ResampleImageFilter()
+    f.SetOutputSpacing(geometry.spacing)
+    f.SetOutputOrigin(geometry.origin)
+    f.SetOutputDirection(geometry.direction)
+    f.SetSize([int(shape_zyx[2]), int(shape_zyx[1]), int(shape_zyx[0])])
+    f.SetInterpolator(sitk.sitkLinear)
+    f.SetUseNearestNeighborExtrapolator(True)
+    f.SetOutputPixelType(sitk.sitkFloat32)
+    return sitk.GetArrayFromImage(f.Execute(oriented.to_sitk()))
+
+
+def _reach(labels: np.ndarray, grid: BundleGrid) -> tuple[slice, slice, slice] | None:
+    """The box of the oriented scan grid whose nearest model voxels can be non-zero.
+
+    The model grid has the oriented scan's rotation, so a scan voxel's continuous model index
+    along each axis depends on its own index along that axis alone (``a * i + b``, the diagonal
+    of ``solve(model_affine, oriented_affine)``): the scan voxels within one model voxel of the
+    labels' box, border clamping included, form a box too.
+    """
+    model_box = bounding_box(labels)
+    if model_box is None:
+        return None
+    xform = np.linalg.solve(grid.model_affine, grid.oriented_affine)
+    box = []
+    for axis_zyx in range(3):
+        axis = 2 - axis_zyx
+        n_scan, n_model = grid.oriented_shape[axis_zyx], labels.shape[axis_zyx]
+        index = np.clip(xform[axis, axis] * np.arange(n_scan) + xform[axis, 3], 0, n_model - 1)
+        lo, hi = model_box[axis_zyx].start - 1, model_box[axis_zyx].stop
+        hits = np.flatnonzero((index >= lo) & (index <= hi))
+        if hits.size == 0:
+            return None
+        box.append(slice(int(hits[0]), int(hits[-1]) + 1))
+    return (box[0], box[1], box[2])
