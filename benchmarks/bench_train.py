@@ -3,7 +3,7 @@
 Measures, for a 64^3 patch and batch 2 (float32, torch's default threads unless --threads):
 
 - the network step alone (forward + Dice/CE loss + backward + Adam step) of the nnU-Net
-  3D U-Net of METHODS §1 (base 32 features, cap 320) with 6 and 5 levels, and of the small
+  3D U-Net of ``../shared/docs/METHODS.md`` §1 (base 32 features, cap 320) with 6 and 5 levels, and of the small
   demo configuration (base 8, 4 levels);
 - the data side alone: sampling, patch extraction with foreground oversampling and
   augmentation of one batch from synthetic phantoms (``make_batch_fn``);

@@ -1,7 +1,7 @@
 """A small Hugging Face Hub imitation on 127.0.0.1 for end-to-end download tests.
 
 It answers ``HEAD``/``GET /{repo_id}/resolve/{revision}/{path}`` the way the Hub does for
-``huggingface_hub.hf_hub_download`` (see docs/HUB.md):
+``huggingface_hub.hf_hub_download`` (see ``../shared/docs/HUB.md``):
 
 * every answer carries ``X-Repo-Commit`` (the branch ``main`` resolves to :attr:`HubServer.commit`);
 * small files: ``200`` with ``ETag`` (git blob sha1) and ``Content-Length``;

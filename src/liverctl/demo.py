@@ -234,17 +234,77 @@ def _demo(
         manifest.record(sorted(_files_under(out) - before))
 
 
+def _train_config(cfg: DemoSettings, device: str, seed: int) -> Any:
+    """The demo's small U-Net training run (no validation, no checkpoints)."""
+    from liverctl.training import TrainConfig
+
+    return TrainConfig(
+        architecture="unet3d",
+        arch_kwargs={"base_features": cfg.base_features, "n_levels": cfg.n_levels},
+        patch_size=cfg.patch_size,
+        batch_size=cfg.batch_size,
+        epochs=cfg.epochs,
+        iterations_per_epoch=cfg.iterations_per_epoch,
+        lr=cfg.lr,
+        scheduler="poly",
+        val_every=0,
+        augment=cfg.augment,
+        checkpoint_every=0,
+        device=device,
+        seed=seed,
+    )
+
+
+def _case_rows(raw: Any, final: Any) -> list[dict[str, Any]]:
+    """One row per held-out case: the metrics after postprocessing, Dice before it."""
+    raw_dice = {r.case: r.metrics.dice for r in raw.rows}
+    rows = []
+    for r in final.rows:
+        m = r.metrics
+        rows.append(
+            {
+                "case": r.case,
+                "dice": m.dice,
+                "dice_raw": raw_dice.get(r.case),
+                "jaccard": m.jaccard,
+                "assd": m.assd,
+                "hd95": m.hd95,
+                "rvd": m.rvd,
+                "pred_ml": m.pred_ml,
+                "ref_ml": m.ref_ml,
+            }
+        )
+    return rows
+
+
+def _overlay(out: Path, first: str, rows: list[dict[str, Any]]) -> Path:
+    """``overlay.png``: the first held-out case, reference (green) vs postprocessed prediction (red)."""
+    from liverctl.io import read_image, read_label
+    from liverctl.plots import overlay
+
+    heldout = out / "phantoms" / "heldout"
+    image = read_image(heldout / "images" / f"{first}.nii.gz")
+    ref = read_label(heldout / "labels" / f"{first}.nii.gz")
+    pred = read_label(out / "postprocessed" / f"{first}.nii.gz")
+    dice_first = next(r["dice"] for r in rows if r["case"] == first)
+    return overlay(
+        image,
+        ref,
+        pred,
+        out / "overlay.png",
+        title=f"{first} (held out): reference (green) vs prediction (red), Dice {dice_first:.3f}",
+    )
+
+
 def _steps(
     out: Path, seed: int, cfg: DemoSettings, device: str, threads: int | None, progress: ProgressCallback | None
 ) -> DemoResult:
     from liverctl.evaluation import evaluate
-    from liverctl.io import read_image, read_label
     from liverctl.phantoms import write_dataset
-    from liverctl.plots import overlay
     from liverctl.postprocessing import PostprocessConfig, postprocess
     from liverctl.predict import PredictOptions, predict
     from liverctl.preprocessing import preprocess
-    from liverctl.training import TrainConfig, train
+    from liverctl.training import train
 
     clock = _Clock()
     report: Callable[[str, int, int | None], None] | None = progress
@@ -256,21 +316,7 @@ def _steps(
     with clock.step("preprocess"):
         preprocess(train_dir, out / "preprocessed", target_spacing=cfg.spacing, window="liver", progress=report)
     with clock.step("train"):
-        config = TrainConfig(
-            architecture="unet3d",
-            arch_kwargs={"base_features": cfg.base_features, "n_levels": cfg.n_levels},
-            patch_size=cfg.patch_size,
-            batch_size=cfg.batch_size,
-            epochs=cfg.epochs,
-            iterations_per_epoch=cfg.iterations_per_epoch,
-            lr=cfg.lr,
-            scheduler="poly",
-            val_every=0,
-            augment=cfg.augment,
-            checkpoint_every=0,
-            device=device,
-            seed=seed,
-        )
+        config = _train_config(cfg, device, seed)
         trained = train([out / "preprocessed"], out / "model", config, progress=report)
         if trained.model_path is None:
             raise ConfigError("training exported no model")
@@ -290,37 +336,10 @@ def _steps(
         final = evaluate(out / "postprocessed", heldout / "labels", labels=[1], progress=report)
         write_text_atomic(out / "metrics.csv", final.to_csv())
         write_text_atomic(out / "metrics.json", final.to_json())
-    raw_dice = {r.case: r.metrics.dice for r in raw.rows}
-    rows = []
-    for r in final.rows:
-        m = r.metrics
-        rows.append(
-            {
-                "case": r.case,
-                "dice": m.dice,
-                "dice_raw": raw_dice.get(r.case),
-                "jaccard": m.jaccard,
-                "assd": m.assd,
-                "hd95": m.hd95,
-                "rvd": m.rvd,
-                "pred_ml": m.pred_ml,
-                "ref_ml": m.ref_ml,
-            }
-        )
+    rows = _case_rows(raw, final)
     mean_dice = sum(r["dice"] for r in rows) / len(rows)
     with clock.step("overlay"):
-        first = names[0]
-        image = read_image(heldout / "images" / f"{first}.nii.gz")
-        ref = read_label(heldout / "labels" / f"{first}.nii.gz")
-        pred = read_label(out / "postprocessed" / f"{first}.nii.gz")
-        dice_first = next(r["dice"] for r in rows if r["case"] == first)
-        overlay_path = overlay(
-            image,
-            ref,
-            pred,
-            out / "overlay.png",
-            title=f"{first} (held out): reference (green) vs prediction (red), Dice {dice_first:.3f}",
-        )
+        overlay_path = _overlay(out, names[0], rows)
     clock.total()
     result = DemoResult(out, rows, mean_dice, overlay_path, Path(trained.model_path), clock.timings, cfg)
     write_text_atomic(out / "demo.json", json.dumps(result.to_dict(), indent=2) + "\n")

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from liverctl.comparison import ComparisonRow
+from liverctl.jsonsafe import json_safe
 from liverctl.lesions import PooledDetection
 from liverctl.metrics import METRIC_NAMES, PairMetrics
 from liverctl.regions import Region
@@ -260,7 +261,7 @@ class EvaluationResult:
             data["other_cases"] = [r.as_dict() for r in self.other_rows or []]
             data["other_lesions"] = [les.as_dict() for les in self.other_lesion_rows or []]
             data["comparison"] = [c.as_dict() for c in self.comparison]
-        return _finite(data)
+        return json_safe(data)
 
     def _summary_entry(self, region: str, stats: dict[str, Any]) -> dict[str, Any]:
         reg = next((r for r in self.regions if r.name == region), None)
@@ -399,15 +400,3 @@ def summarize(values: np.ndarray) -> dict[str, float]:
         "max": float(np.max(v)),
         "n": int(v.size),
     }
-
-
-def _finite(obj: Any) -> Any:
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_finite(v) for v in obj]
-    if isinstance(obj, np.generic):
-        return _finite(obj.item())
-    return obj

@@ -8,17 +8,17 @@
 Registered names (see :func:`available_models`):
 
 ``unet3d``
-    nnU-Net-style 3D U-Net with optional dataset-wise convolution modules (METHODS §1).
+    nnU-Net-style 3D U-Net with optional dataset-wise convolution modules (``../shared/docs/METHODS.md`` §1).
 ``segresnet``
     MONAI-compatible SegResNet: MONAI Model Zoo state dicts load unchanged.
 ``vnet`` / ``resvnet``
-    V-Net and residual V-Net, the two networks of SD-Net (METHODS §3).
+    V-Net and residual V-Net, the two networks of SD-Net (``../shared/docs/METHODS.md`` §3).
 ``di2in`` / ``di2in_discriminator``
-    DI2IN generator with deep supervision and its adversarial discriminator (METHODS §2).
+    DI2IN generator with deep supervision and its adversarial discriminator (``../shared/docs/METHODS.md`` §2).
 ``pipofan``
-    2D pyramid-input pyramid-output network with adaptive fusion (METHODS §5).
+    2D pyramid-input pyramid-output network with adaptive fusion (``../shared/docs/METHODS.md`` §5).
 ``hdenseunet``
-    H-DenseUNet: 2D DenseUNet over 3-slice stacks + 3D DenseUNet + hybrid fusion (METHODS §4).
+    H-DenseUNet: 2D DenseUNet over 3-slice stacks + 3D DenseUNet + hybrid fusion (``../shared/docs/METHODS.md`` §4).
 
 Importing this package imports torch and defines the classes; nothing is built.
 """

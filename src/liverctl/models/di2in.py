@@ -1,4 +1,4 @@
-"""DI2IN-AN: deep image-to-image network and its adversarial discriminator (METHODS §2).
+"""DI2IN-AN: deep image-to-image network and its adversarial discriminator (``../shared/docs/METHODS.md`` §2).
 
 Generator (:class:`DI2IN`, ``di2in``)
     Encoder of 3x3x3 convolutions only (the first convolution of every level after level 0
@@ -92,7 +92,7 @@ class DI2IN(nn.Module):
         )
         self.side = nn.ModuleList([nn.Conv3d(f[k], out_channels, 1) for k in range(n_levels - 1)])
         self.fuse = nn.Conv3d((n_levels - 1) * out_channels, out_channels, 1)
-        # METHODS §2: total loss = sum_i w_i * l_i + w_final * l_final with every w = 1
+        # ../shared/docs/METHODS.md §2: total loss = sum_i w_i * l_i + w_final * l_final with every w = 1
         self.loss_weights = (1.0,) * n_levels
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:

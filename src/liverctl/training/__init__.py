@@ -1,4 +1,4 @@
-"""Training liver segmentation networks (METHODS §1, with the losses of §3 and §5).
+"""Training liver segmentation networks (``../shared/docs/METHODS.md`` §1, with the losses of §3 and §5).
 
 >>> from liverctl.training import TrainConfig, train          # doctest: +SKIP
 >>> cfg = TrainConfig(patch_size=(64, 64, 64), epochs=2, iterations_per_epoch=10)
@@ -16,7 +16,7 @@ recipe), :mod:`~liverctl.training.common` (what the recipes share),
 :mod:`~liverctl.training.distributed` (torchrun / DDP).
 
 The recipes of the other studies (``TrainConfig(method=...)``, or their own functions):
-:mod:`~liverctl.training.semisupervised` (SD-Net, :func:`train_sdnet`, METHODS §3),
+:mod:`~liverctl.training.semisupervised` (SD-Net, :func:`train_sdnet`, ``../shared/docs/METHODS.md`` §3),
 :mod:`~liverctl.training.adversarial` (DI2IN-AN, :func:`train_di2in_an`, §2) and
 :mod:`~liverctl.training.staged` (H-DenseUNet, :func:`train_hdenseunet`, §4), sharing the
 bookkeeping of :mod:`~liverctl.training.recipe`.

@@ -1,9 +1,10 @@
 """What every training recipe shares: the run's result, its folder, its batches, validation,
 the CSV log and loss curve, the export plans, ``--init`` weights and the poly learning rate.
 
-Used by :mod:`~liverctl.training.he2021` (METHODS §1) and the recipes of METHODS §2-§4
-(:mod:`~liverctl.training.adversarial`, :mod:`~liverctl.training.semisupervised`,
-:mod:`~liverctl.training.staged`, with the epoch bookkeeping of :mod:`~liverctl.training.recipe`).
+Used by :mod:`~liverctl.training.he2021` (``../shared/docs/METHODS.md`` §1) and the recipes
+of ``../shared/docs/METHODS.md`` §2-§4 (:mod:`~liverctl.training.adversarial`,
+:mod:`~liverctl.training.semisupervised`, :mod:`~liverctl.training.staged`, with the epoch
+bookkeeping of :mod:`~liverctl.training.recipe`).
 """
 
 from __future__ import annotations
@@ -96,7 +97,7 @@ def seed_int(*values: int) -> int:
 
 def poly_lr(lr0: float, i: int, n: int, exponent: float = 0.9) -> float:
     """Poly decay: ``lr0 * (1 - i / n)^exponent`` (``i`` clamped to ``n``): per epoch in
-    METHODS §1, per iteration of a stage in H-DenseUNet."""
+    ``../shared/docs/METHODS.md`` §1, per iteration of a stage in H-DenseUNet."""
     return lr0 * (1 - min(i, n) / max(n, 1)) ** exponent
 
 

@@ -19,7 +19,7 @@ METHODS = ("he2021", "sdnet", "di2in-an", "hdenseunet")
 
 @dataclass
 class TrainConfig:
-    """Everything that defines a training run (defaults: METHODS §1 / nnU-Net).
+    """Everything that defines a training run (defaults: ``../shared/docs/METHODS.md`` §1 / nnU-Net).
 
     Attributes:
         architecture: registry name of the network (:func:`liverctl.models.build_model`).
@@ -27,9 +27,9 @@ class TrainConfig:
             ``dcm_from_level`` and ``n_datasets`` are set by the trainer).
         patch_size: training patch (z, y, x) in voxels of the preprocessed data.
         batch_size: patches per iteration (per process under DDP).
-        epochs: maximum number of epochs (METHODS: ~400).
-        iterations_per_epoch: iterations per epoch (METHODS: 250).
-        optimizer: ``"adam"`` (lr 3e-4, METHODS §1) or ``"sgd"`` (momentum 0.99, Nesterov,
+        epochs: maximum number of epochs (``../shared/docs/METHODS.md``: ~400).
+        iterations_per_epoch: iterations per epoch (``../shared/docs/METHODS.md``: 250).
+        optimizer: ``"adam"`` (lr 3e-4, ``../shared/docs/METHODS.md`` §1) or ``"sgd"`` (momentum 0.99, Nesterov,
             lr 1e-2, nnU-Net).
         lr: initial learning rate; ``None`` = 3e-4 for Adam, 1e-2 for SGD.
         weight_decay: L2 weight decay (3e-5, nnU-Net).
@@ -42,10 +42,10 @@ class TrainConfig:
             and the learning rate is below ``stop_min_lr`` (1e-6).
         val_every: run validation every N epochs (and after the last); 0 disables it.
         folds, fold: k-fold cross-validation (``None`` = train on all cases, no validation).
-        sampler: ``"dos"``, ``"rsd"`` or ``"rs"`` (hybrid training, METHODS §1).
+        sampler: ``"dos"``, ``"rsd"`` or ``"rs"`` (hybrid training, ``../shared/docs/METHODS.md`` §1).
         dcm_from_level: GELN_DCM, dataset-wise encoder levels >= N (``None`` = shared).
         loss: ``"dice_ce"`` or ``"tal"`` (target adaptive loss for datasets with different
-            label sets, METHODS §5).
+            label sets, ``../shared/docs/METHODS.md`` §5).
         foreground_fraction: fraction of each batch centred on foreground (1/3).
         augment: apply the augmentation of :mod:`liverctl.training.augmentation`.
         seed: seeds model initialisation and, with the iteration number, all randomness
@@ -55,12 +55,12 @@ class TrainConfig:
         checkpoint_every: also write ``last.pt`` every N iterations inside an epoch
             (0 = only at epoch ends).
         init_checkpoint: start from these weights (pre-train -> fine-tune protocol).
-        finetune_lr: learning rate when ``init_checkpoint`` is given (METHODS: 1e-6);
+        finetune_lr: learning rate when ``init_checkpoint`` is given (``../shared/docs/METHODS.md``: 1e-6);
             ``None`` keeps ``lr``.
         val_overlap: sliding-window overlap for validation.
         dataset_names: names of the datasets, in the order given (DCM branch names);
             filled from the preprocessed folders when empty.
-        method: the training recipe: ``"he2021"`` (METHODS §1, :func:`~liverctl.training.train`'s
+        method: the training recipe: ``"he2021"`` (``../shared/docs/METHODS.md`` §1, :func:`~liverctl.training.train`'s
             own loop), ``"sdnet"`` (§3, :mod:`~liverctl.training.semisupervised`),
             ``"di2in-an"`` (§2, :mod:`~liverctl.training.adversarial`) or ``"hdenseunet"``
             (§4, :mod:`~liverctl.training.staged`). The recipes use ``epochs *

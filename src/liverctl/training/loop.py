@@ -1,7 +1,7 @@
 """Deprecated: the former training loop module, split in three (issue 9).
 
 - :mod:`liverctl.training.methods`: :func:`train` and the table of methods (``METHODS``);
-- :mod:`liverctl.training.he2021`: the He et al. 2021 recipe (METHODS §1) that was ``_run`` here;
+- :mod:`liverctl.training.he2021`: the He et al. 2021 recipe (``../shared/docs/METHODS.md`` §1) that was ``_run`` here;
 - :mod:`liverctl.training.common`: what the recipes share (:class:`TrainResult`,
   :func:`make_batch_fn`, :func:`validate_dice`, :func:`poly_lr`, ...).
 

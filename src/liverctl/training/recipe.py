@@ -1,9 +1,9 @@
-"""The bookkeeping shared by the training recipes of METHODS §2-§4.
+"""The bookkeeping shared by the training recipes of ``../shared/docs/METHODS.md`` §2-§4.
 
 :mod:`~liverctl.training.semisupervised` (SD-Net), :mod:`~liverctl.training.adversarial`
 (DI2IN-AN) and :mod:`~liverctl.training.staged` (H-DenseUNet) each define what one
 iteration does; :class:`RecipeRun` does the rest, as :func:`liverctl.training.train` does
-for METHODS §1: the device (:mod:`liverctl.device`), ``config.json``, epochs of
+for ``../shared/docs/METHODS.md`` §1: the device (:mod:`liverctl.device`), ``config.json``, epochs of
 ``iterations_per_epoch`` iterations, the ``train_log.csv`` rows (the columns of
 :data:`~liverctl.training.common.LOG_COLUMNS` plus the recipe's own), ``loss_curve.png``,
 ``last.pt`` at every epoch end (resume continues from there, bit-identical on the CPU),
