@@ -94,12 +94,12 @@ def build_network(plans: NnUNetPlans) -> Any:
     Raises:
         WeightsError: a class outside the allowlists, or arguments the class does not take.
     """
-    cls = _network_class(plans.network_class)
     kwargs = dict(plans.arch_kwargs)
-    for key in plans.kw_requires_import:
+    for key in plans.kw_requires_import:  # every name is checked before anything is imported
         if key not in kwargs:
             raise WeightsError(f"architecture._kw_requires_import names '{key}', which arch_kwargs lacks")
         kwargs[key] = _layer(key, kwargs[key])
+    cls = _network_class(plans.network_class)
     kwargs["deep_supervision"] = False
     try:
         network = cls(input_channels=1, num_classes=plans.num_classes, **kwargs)
