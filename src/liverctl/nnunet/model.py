@@ -1,0 +1,213 @@
+"""An nnU-Net v2 results folder as a liverctl model: :class:`NnUNetModel`.
+
+>>> model = NnUNetModel.load("Dataset003_Liver/nnUNetTrainer__nnUNetPlans__3d_fullres", folds=(0, 1))  # doctest: +SKIP
+>>> labels, liver_probability, stats = model.predict(image)  # doctest: +SKIP
+
+``labels`` and ``liver_probability`` are on ``image``'s own grid (same array, same geometry).
+``exact=True`` reproduces ``nnUNetPredictor`` (probabilities to float16 rounding, identical
+label maps); the default (``exact=False``) takes the measured shortcuts described in
+:mod:`liverctl.nnunet.predictor` and returns only the liver labels in ``labels``.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from liverctl.errors import ConfigError, WeightsError
+from liverctl.io import Image
+from liverctl.nnunet.checkpoint import NnUNetCheckpoint, load_checkpoint
+from liverctl.nnunet.network import build_network, load_weights
+from liverctl.nnunet.plans import NnUNetPlans, read_plans
+from liverctl.nnunet.predictor import export, predict_logits
+from liverctl.nnunet.preprocess import preprocess
+
+__all__ = ["NnUNetModel", "NnUNetPrediction", "available_folds"]
+
+Fold = int | str
+
+
+@dataclass
+class NnUNetPrediction:
+    """``labels`` (uint8) and ``liver_probability`` (float32) on the scan's grid, ``stats`` (JSON-ready);
+    ``probabilities`` (``(K, z, y, x)``) only when asked for in exact mode. Unpacks as the first three."""
+
+    labels: Image
+    liver_probability: Image
+    stats: dict[str, Any]
+    probabilities: np.ndarray | None = field(default=None, repr=False)
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter((self.labels, self.liver_probability, self.stats))
+
+
+def available_folds(folder: str | os.PathLike[str], checkpoint: str = "checkpoint_final.pth") -> list[Fold]:
+    """Folds of a results folder that hold ``checkpoint`` (``fold_all`` left out, as nnU-Net does)."""
+    found: list[Fold] = []
+    for sub in sorted(Path(folder).glob("fold_*")):
+        name = sub.name[len("fold_") :]
+        if name.isdigit() and (sub / checkpoint).is_file():
+            found.append(int(name))
+    return sorted(found)  # type: ignore[type-var]
+
+
+def _fold_path(folder: Path, fold: Fold, checkpoint: str) -> Path:
+    if not (isinstance(fold, int) and not isinstance(fold, bool) and fold >= 0) and fold != "all":
+        raise ConfigError(f"fold must be a non-negative integer or 'all', not {fold!r}")
+    return folder / f"fold_{fold}" / checkpoint
+
+
+def _check_json_pins(folder: Path, sha256: Mapping[str, str]) -> dict[str, str]:
+    from liverctl.hub import sha256_file
+
+    seen = {}
+    for name in ("plans.json", "dataset.json"):
+        path = folder / name
+        if not path.is_file():
+            raise WeightsError(f"not an nnU-Net results folder: {name} missing in {folder}")
+        actual = sha256_file(path)
+        expected = sha256.get(name)
+        if expected and actual != expected.strip().lower():
+            raise WeightsError(f"sha256 mismatch for {path}: got {actual}, expected {expected}; not using it")
+        seen[name] = actual
+    return seen
+
+
+class NnUNetModel:
+    """The networks of some folds of one results folder, with the plans that preprocess for them."""
+
+    def __init__(
+        self,
+        folder: Path,
+        plans: NnUNetPlans,
+        checkpoints: Sequence[NnUNetCheckpoint],
+        networks: Sequence[Any],
+        device: Any,
+        *,
+        exact: bool,
+        precision: str,
+        hashes: Mapping[str, str],
+    ) -> None:
+        self.folder = folder
+        self.plans = plans
+        self.checkpoints = list(checkpoints)
+        self.networks = list(networks)
+        self.device = device
+        self.exact = exact
+        self.precision = precision
+        self.hashes = dict(hashes)
+        self.mirror_axes = self.checkpoints[0].mirror_axes
+
+    @classmethod
+    def load(
+        cls,
+        folder: str | os.PathLike[str],
+        folds: Sequence[Fold] | None = (0, 1, 2, 3, 4),
+        checkpoint: str = "checkpoint_final.pth",
+        *,
+        configuration: str | None = None,
+        device: str = "auto",
+        precision: str = "auto",
+        exact: bool = False,
+        sha256: Mapping[str, str] | None = None,
+    ) -> NnUNetModel:
+        """Verify and load a results folder.
+
+        Args:
+            folder: ``<trainer>__<plans>__<configuration>`` with ``plans.json``, ``dataset.json``
+                and ``fold_N/<checkpoint>``.
+            folds: the folds to ensemble; ``None`` = every fold that has ``checkpoint``.
+            checkpoint: file name inside each fold folder.
+            configuration: override the configuration (default: the checkpoint's ``init_args``,
+                else the folder name's).
+            device: ``auto``, ``cpu``, ``cuda[:N]`` or ``mps`` (:func:`liverctl.device.resolve_device`).
+            precision: ``auto`` (bf16 on a CPU with native bf16, fp16 on CUDA) or fp32/bf16/fp16;
+                ignored (fp32) when ``exact``.
+            exact: reproduce nnUNetPredictor's numbers instead of the fast defaults.
+            sha256: expected hex digests by path relative to ``folder`` (``"plans.json"``,
+                ``"dataset.json"``, ``"fold_0/checkpoint_final.pth"``...), checked before any
+                file is parsed; files without an entry are hashed for the report only.
+        """
+        from liverctl.device import prepare_network, resolve_device, resolve_precision
+
+        root = Path(folder).expanduser()
+        if not root.is_dir():
+            raise WeightsError(f"nnU-Net results folder not found: {root}")
+        pins = dict(sha256 or {})
+        fold_list = available_folds(root, checkpoint) if folds is None else list(folds)
+        if not fold_list:
+            raise WeightsError(f"{root}: no fold_N/{checkpoint} found")
+        torch_device = resolve_device(device)
+        used = "fp32" if exact else resolve_precision(torch_device, precision, inference=True)
+        hashes = _check_json_pins(root, pins)
+        checkpoints = []
+        for fold in fold_list:
+            path = _fold_path(root, fold, checkpoint)
+            rel = f"fold_{fold}/{checkpoint}"
+            if not path.is_file():
+                raise WeightsError(f"{root}: fold {fold} has no {checkpoint}")
+            ckpt = load_checkpoint(path, pins.get(rel))
+            hashes[rel] = ckpt.sha256
+            checkpoints.append(ckpt)
+        config = configuration or checkpoints[0].configuration
+        plans = read_plans(root, config)
+        networks = []
+        for ckpt in checkpoints:
+            net = load_weights(build_network(plans), ckpt.state_dict, str(ckpt.path))
+            prepare_network(net, torch_device, used)
+            networks.append(net)
+        return cls(root, plans, checkpoints, networks, torch_device, exact=exact, precision=used, hashes=hashes)
+
+    @property
+    def folds(self) -> list[Fold]:
+        return [c.path.parent.name[len("fold_") :] for c in self.checkpoints]  # type: ignore[misc]
+
+    def predict(self, image: Image, *, mirroring: bool = True, probabilities: bool = False) -> NnUNetPrediction:
+        """Segment one scan; everything comes back on ``image``'s grid.
+
+        Args:
+            image: the CT scan (array order as stored; the direction is not used, as in nnU-Net).
+            mirroring: test-time mirroring over the checkpoint's allowed axes (nnU-Net's default).
+            probabilities: also return every class's probabilities (exact mode only).
+        """
+        if probabilities and not self.exact:
+            raise ConfigError("all-class probabilities are only computed in exact mode")
+        t0 = time.perf_counter()
+        pre = preprocess(image, self.plans, exact=self.exact, body=not self.exact)
+        t1 = time.perf_counter()
+        axes = self.mirror_axes if mirroring else None
+        logits, stats = predict_logits(
+            pre, self.networks, self.plans, axes, self.device, exact=self.exact, precision=self.precision
+        )
+        t2 = time.perf_counter()
+        out = export(logits, pre, self.plans, exact=self.exact, probabilities=probabilities)
+        t3 = time.perf_counter()
+        report = {
+            "format": "nnunetv2",
+            "folder": str(self.folder),
+            "configuration": self.plans.configuration,
+            "trainer": self.checkpoints[0].trainer_name,
+            "folds": self.folds,
+            "exact": self.exact,
+            "precision": stats.precision,
+            "mirror_axes": list(axes) if axes else [],
+            "network_grid_shape": list(pre.data.shape[1:]),
+            "windows": stats.windows,
+            "skipped_windows": stats.skipped_windows,
+            "network_passes": stats.network_passes,
+            "network_seconds": round(stats.network_seconds, 3),
+            "preprocess_seconds": round(t1 - t0, 3),
+            "export_seconds": round(t3 - t2, 3),
+            "seconds": round(t3 - t0, 3),
+            "liver_labels": list(self.plans.liver_labels),
+            "sha256": dict(self.hashes),
+        }
+        labels = Image(out.labels, image.geometry)
+        liver = Image(out.liver_probability, image.geometry)
+        return NnUNetPrediction(labels, liver, report, out.probabilities)
