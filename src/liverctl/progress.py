@@ -99,6 +99,7 @@ class LineLog:
     ) -> None:
         self.write, self.interval, self.clock, self.prefix = write, interval, clock, prefix
         self._state: dict[str, list[float]] = {}  # description -> [start, start_done, last_time, last_done]
+        self._born = clock()
 
     def _stamp(self) -> str:
         return f"{self.prefix}{time.strftime('%H:%M:%S')}"
@@ -107,8 +108,10 @@ class LineLog:
         now = self.clock()
         state = self._state.get(description)
         if state is None or completed < state[3]:  # a new run of this step
-            self._state[description] = [now, completed, now, completed]
-            return
+            if completed == 0 or state is not None:
+                self._state[description] = [now, completed, now, completed]
+                return
+            state = self._state[description] = [self._born, 0, self._born, 0]  # first heard of when done
         if completed == state[3]:
             return
         finished = total is not None and completed >= total
