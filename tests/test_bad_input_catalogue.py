@@ -139,7 +139,7 @@ def _foreign_mask(tmp: Path) -> list[str]:
 def _foreign_phantom(tmp: Path) -> list[str]:
     (tmp / "ph" / "labelsTr").mkdir(parents=True)
     (tmp / "ph" / "dataset.json").write_text("{}")  # the user's own file of the same name
-    return ["phantom", str(tmp / "ph"), "--count", "1", "--shape", "16,24,24", "--overwrite"]
+    return ["phantom", str(tmp / "ph"), "--count", "1", "--shape", "24,24,16", "--overwrite"]
 
 
 CATALOGUE = [

@@ -59,7 +59,7 @@ def test_table_csv_and_json(pair: tuple[Path, Path], tmp_path: Path) -> None:
     expected = M.compute_metrics(_mask(1) == 1, _mask(0) == 1, sp)
     assert f"{expected.dice:.4f}" in out and f"{expected.hd:.2f}" in out
 
-    code, out, _ = _cli(str(pred), str(ref), "--json", "-", "--labels", "1")
+    code, out, _ = _cli(str(pred), str(ref), "--json", "--labels", "1")
     assert code == 0
     data = json.loads(out)
     assert data["cases"][0]["dice"] == pytest.approx(expected.dice)
@@ -73,7 +73,7 @@ def test_table_csv_and_json(pair: tuple[Path, Path], tmp_path: Path) -> None:
     assert float(row2["hd95"]) == pytest.approx(lits.hd95) and row2["surface"] == "lits"
 
     csv_path, json_path = tmp_path / "out" / "m.csv", tmp_path / "out" / "m.json"
-    code, out, _ = _cli(str(pred), str(ref), "--csv", str(csv_path), "--json", str(json_path))
+    code, out, _ = _cli(str(pred), str(ref), "--csv", str(csv_path), "--json-file", str(json_path))
     assert code == 0 and "Dice" in out
     assert csv_path.read_text().startswith("row,case,region,ref_labels,pred_labels,lesion,dice")
     assert json.loads(json_path.read_text())["conventions"]["hd95"].startswith("pooled")
@@ -154,20 +154,20 @@ def test_bad_input_one_line_no_output(pair: tuple[Path, Path], tmp_path: Path) -
     _, ref = pair
     out_csv, out_json = tmp_path / "o" / "m.csv", tmp_path / "o" / "m.json"
     for what, (args, needle) in _bad_inputs(tmp_path, ref).items():
-        line = _assert_one_line_error(*_cli(*args, "--csv", str(out_csv), "--json", str(out_json)))
+        line = _assert_one_line_error(*_cli(*args, "--csv", str(out_csv), "--json-file", str(out_json)))
         assert needle in line, (what, line)
         assert not out_csv.exists() and not out_json.exists(), what
         assert not (tmp_path / "o").exists() or not list((tmp_path / "o").iterdir()), what
     # refusing to overwrite an input
     line = _assert_one_line_error(*_cli(str(ref), str(ref), "--csv", str(ref)))
     assert "overwrite" in line
-    line = _assert_one_line_error(*_cli(str(ref), str(ref), "--csv", "-", "--json", "-"))
+    line = _assert_one_line_error(*_cli(str(ref), str(ref), "--csv", "-", "--json"))
     assert "stdout" in line
 
 
 def test_subprocess_no_torch_and_no_traceback(pair: tuple[Path, Path], cli_env: dict[str, str], tmp_path: Path) -> None:
     pred, ref = pair
-    for args in (["--help"], [str(pred), str(ref), "--json", str(tmp_path / "r.json")]):
+    for args in (["--help"], [str(pred), str(ref), "--json-file", str(tmp_path / "r.json")]):
         proc = subprocess.run(
             [sys.executable, "-X", "importtime", "-m", "liverctl", "evaluate", *args],
             capture_output=True,
@@ -225,7 +225,7 @@ def test_csv_json_with_regions_and_compare(tmp_path: Path) -> None:
     assert (tumour["lesions_tp"], tumour["lesions_fn"], tumour["lesions_fp"]) == ("1", "1", "0")
     assert [x["detected"] for x in rows if x["row"] == "lesion"] == ["0", "1"]  # raster order: the missed one first
     assert "nsd_1mm" in liver and liver["nsd_1mm"] != ""
-    code, out, _ = _cli(str(pred), str(ref), "--preset", "lits", "--compare", str(ref), "--json", "-")
+    code, out, _ = _cli(str(pred), str(ref), "--preset", "lits", "--compare", str(ref), "--json")
     data = json.loads(out)
     assert code == 0 and {c["region"] for c in data["comparison"]} == {"liver", "tumour"}
     assert data["summary"]["tumour"]["lesion_detection"]["lesion_recall"] == 0.5
@@ -233,7 +233,7 @@ def test_csv_json_with_regions_and_compare(tmp_path: Path) -> None:
 
 def test_pred_regions_on_the_real_multiorgan_map(liver_path: Path, multiorgan_path: Path) -> None:
     code, out, err = _cli(
-        str(multiorgan_path), str(liver_path), "--regions", "liver=1", "--pred-regions", "totalseg", "--json", "-"
+        str(multiorgan_path), str(liver_path), "--regions", "liver=1", "--pred-regions", "totalseg", "--json"
     )
     assert code == 0, err
     data = json.loads(out)

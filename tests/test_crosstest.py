@@ -250,7 +250,7 @@ def test_cli_prints_matrix(run, data, cli_env):
     out, result = run
     cmd = [sys.executable, "-m", "liverctl", "crosstest", *(str(data / d) for d in DOMAINS), "-o", str(out)]
     cmd += ["--epochs", "2", "--iterations-per-epoch", "3", "--base-features", "4", "--levels", "2"]
-    cmd += ["--patch", "16,32,32", "--lr", "0.01", "--no-augment", "--device", "cpu", "--metrics", "assd"]
+    cmd += ["--patch", "32,32,16", "--lr", "0.01", "--no-augment", "--device", "cpu", "--metrics", "assd"]
     cmd += ["--spacing", "12,12,14", "--window", "liver"]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=cli_env, timeout=300)
     assert proc.returncode == 0, proc.stderr

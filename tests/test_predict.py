@@ -331,7 +331,7 @@ def test_batch_goes_on_past_a_bad_file_and_writes_a_summary(band: LiverModel, ma
     assert [Path(c.input).name for c in result.cases] == ["a.nii.gz", "b.nrrd", "broken.nii.gz"]
     assert [c.ok for c in result.cases] == [True, True, False]
     assert "broken.nii.gz" in result.failures[0].error
-    written = ["a.json", "a.nii.gz", "b.json", "b.nii.gz", "summary.csv"]
+    written = ["a.json", "a.nii.gz", "b.json", "b.nrrd", "summary.csv"]
     assert sorted(p.name for p in out.iterdir()) == [MANIFEST_NAME, *written]
     rows = list(csv.DictReader((out / "summary.csv").open()))
     assert [r["status"] for r in rows] == ["ok", "ok", "failed"]

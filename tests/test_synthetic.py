@@ -326,7 +326,7 @@ def _cli(args, env):
 
 def test_cli_phantom(tmp_path, cli_env):
     out = tmp_path / "phantoms"
-    args = ["phantom", str(out), "--domain", "recumbent", "-n", "2", "--seed", "3", "--shape", "32,48,48"]
+    args = ["phantom", str(out), "--domain", "recumbent", "-n", "2", "--seed", "3", "--shape", "48,48,32"]
     args += ["--spacing", "8,8,10"]
     run = _cli(args, cli_env)
     assert run.returncode == 0, run.stderr

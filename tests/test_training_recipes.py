@@ -388,7 +388,7 @@ def test_recipe_options_are_checked():
         TrainConfig(method="sdnet", labelled_fraction=1.0)
     with pytest.raises(ConfigError, match="dcm-from-level"):
         TrainConfig(method="hdenseunet", dcm_from_level=3)
-    with pytest.raises(ConfigError, match="stage iterations"):
+    with pytest.raises(ConfigError, match="stage-iterations"):
         TrainConfig(method="hdenseunet", stage_iterations=(1,))
     cfg = TrainConfig(method="hdenseunet", stage_iterations=[2, 3], class_weights=[1, 2, 3])
     assert TrainConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg

@@ -337,6 +337,16 @@ def _itk_read(path: Path) -> sitk.Image:
     return sitk.ReadImage(str(path))
 
 
+def _series_of_dicom_file(path: Path) -> str | None:
+    """The SeriesInstanceUID of a DICOM file that is one slice of a series of several, else ``None``."""
+    from liverctl.inputs import _series_of_file, is_dicom_file
+
+    if image_suffix(path) is not None or not is_dicom_file(path):
+        return None
+    uid, n, _ = _series_of_file(path)
+    return uid if n >= 2 else None
+
+
 def read_image(path: str | os.PathLike[str], *, series_uid: str | None = None, check_finite: bool = True) -> Image:
     """Read a 3D image file or a DICOM series folder.
 
@@ -351,6 +361,9 @@ def read_image(path: str | os.PathLike[str], *, series_uid: str | None = None, c
         return read_dicom_series(p, series_uid)
     if series_uid is not None:
         raise InputError(f"--series applies to DICOM folders, but {p} is a file")
+    series = _series_of_dicom_file(p)
+    if series is not None:  # one file of a DICOM series: the series
+        return read_dicom_series(p.parent, series)
     try:
         image = _itk_read(p)
     except RuntimeError as exc:

@@ -55,7 +55,7 @@ def check_pairs(pairs: list[CasePair], missing: list[str], allow_missing: bool, 
         shown = "; ".join(missing[:5]) + (f"; and {len(missing) - 5} more" if len(missing) > 5 else "")
         raise DatasetError(
             f"{len(missing)} case(s) of {where} lack a partner ({shown}); "
-            f"allow_missing / --allow-missing evaluates the {len(pairs)} complete pair(s)"
+            f"--allow-missing evaluates the {len(pairs)} complete pair(s)"
         )
     if not pairs:
         raise DatasetError(f"no prediction in {where} matches a reference by file name")

@@ -19,6 +19,9 @@ except ImportError:  # older Typer uses click itself
     from click import exceptions as _click_errors
 
 from liverctl import __version__
+from liverctl.cli import _help
+
+_help.install()
 
 
 class _OneLineErrors(TyperGroup):
@@ -49,6 +52,15 @@ class _OneLineErrors(TyperGroup):
             sys.stderr.write("liverctl: interrupted\n")
             sys.exit(130)
         sys.exit(code if isinstance(code, int) else 0)
+
+    def resolve_command(self, ctx: Any, args: list[str]) -> Any:
+        name, command, rest = super().resolve_command(ctx, args)
+        if command is not None:
+            message = _help.check_switch_values(command, rest)
+            if message is not None:
+                sub = type(ctx)(command, info_name=name, parent=ctx)
+                raise _click_errors.UsageError(message, ctx=sub)
+        return name, command, rest
 
 
 app = typer.Typer(

@@ -75,17 +75,73 @@ def cli_command(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-@contextlib.contextmanager
-def progress_bar(enabled: bool = True) -> Iterator[Callable[[str, int, int | None], None] | None]:
-    """A :class:`liverctl.progress.ProgressCallback` that draws a rich progress bar on stderr.
+VERBOSITY = {"level": 1}
+"""0: ``--quiet`` (errors and warnings only), 1: normal, 2: ``--verbose``."""
 
-    Disabled (yields ``None``) when ``enabled`` is false or ``LIVERCTL_NO_PROGRESS`` is set.
-    One bar per distinct description.
-    """
-    if not enabled or os.environ.get("LIVERCTL_NO_PROGRESS"):
+
+def progress_option() -> Any:
+    """``--progress/--no-progress``, the same on every command."""
+    return typer.Option(
+        None,
+        "--progress/--no-progress",
+        help="Progress on stderr: bars on a terminal, one plain line per step in a log file. "
+        "Default: on (off with --quiet or LIVERCTL_NO_PROGRESS=1).",
+    )
+
+
+def quiet_option() -> Any:
+    return typer.Option(
+        False, "-q", "--quiet", help="Only errors and warnings on stderr: no progress, notes or citation."
+    )
+
+
+def verbose_option() -> Any:
+    return typer.Option(False, "-v", "--verbose", help="More on stderr: progress lines every 5 s in a log file.")
+
+
+def set_verbosity(quiet: bool = False, verbose: bool = False) -> int:
+    """Record ``-q`` / ``-v`` for :func:`note`; both at once is a usage error."""
+    if quiet and verbose:
+        from liverctl.errors import ConfigError
+
+        raise ConfigError("give --quiet or --verbose, not both")
+    VERBOSITY["level"] = 0 if quiet else 2 if verbose else 1
+    return VERBOSITY["level"]
+
+
+def note(message: str) -> None:
+    """A note on stderr (``liverctl: note: ...``), unless ``--quiet``."""
+    if VERBOSITY["level"] >= 1:
+        err(f"liverctl: note: {message}")
+
+
+@contextlib.contextmanager
+def reporter(
+    progress: bool | None = None, quiet: bool = False, verbose: bool = False
+) -> Iterator[Callable[[str, int, int | None], None] | None]:
+    """The :class:`liverctl.progress.ProgressCallback` of a command, after ``--progress/--no-progress``,
+    ``-q`` and ``-v``: rich bars on a terminal (with the latest loss and Dice), one plain
+    timestamped line per step when stderr is a file or a pipe (:class:`liverctl.progress.LineLog`),
+    ``None`` when progress is off (``--no-progress``, ``--quiet``, ``LIVERCTL_NO_PROGRESS=1``)."""
+    level = set_verbosity(quiet, verbose)
+    enabled = progress if progress is not None else level > 0 and not os.environ.get("LIVERCTL_NO_PROGRESS")
+    if not enabled:
         yield None
         return
     from rich.console import Console
+
+    console = Console(stderr=True)
+    if not console.is_terminal:
+        from liverctl.progress import LineLog
+
+        yield LineLog(err, interval=5.0 if level >= 2 else 60.0)
+        return
+    with _bars(console) as callback:
+        yield callback
+
+
+@contextlib.contextmanager
+def _bars(console: Any) -> Iterator[Callable[[str, int, int | None], None]]:
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -95,28 +151,66 @@ def progress_bar(enabled: bool = True) -> Iterator[Callable[[str, int, int | Non
         TimeRemainingColumn,
     )
 
-    console = Console(stderr=True)
+    from liverctl.progress import format_values
+
     progress = Progress(
         TextColumn("{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
         TimeRemainingColumn(),
+        TextColumn("{task.fields[info]}"),
         console=console,
         transient=False,
-        disable=not console.is_terminal,
     )
     tasks: dict[str, Any] = {}
 
-    def callback(description: str, completed: int, total: int | None) -> None:
-        if description not in tasks:
-            tasks[description] = progress.add_task(description, total=total)
-        progress.update(tasks[description], completed=completed, total=total)
+    class Bars:
+        def __call__(self, description: str, completed: int, total: int | None) -> None:
+            if description not in tasks:
+                tasks[description] = progress.add_task(description, total=total, info="")
+            progress.update(tasks[description], completed=completed, total=total)
+
+        def values(self, description: str, values: dict[str, Any]) -> None:
+            info = format_values(values)
+            target = "training" if "training" in tasks else description
+            if target not in tasks:
+                tasks[target] = progress.add_task(target, total=values.get("epochs"), info="")
+            update: dict[str, Any] = {"info": info}
+            if target == description and values.get("epoch") is not None:
+                update["completed"] = values["epoch"]
+            progress.update(tasks[target], **update)
 
     with progress:
+        yield Bars()
+
+
+@contextlib.contextmanager
+def progress_bar(enabled: bool = True) -> Iterator[Callable[[str, int, int | None], None] | None]:
+    """Kept for callers of the earlier name: :func:`reporter` with ``--progress`` as ``enabled``
+    (``LIVERCTL_NO_PROGRESS`` still switches it off)."""
+    with reporter(None if enabled else False) as callback:
         yield callback
 
 
 def not_available(command: str, issue: str) -> None:
     err(f"liverctl: error: '{command}' is not available yet in this version of liverctl ({issue})")
     raise typer.Exit(2)
+
+
+def parse_xyz(text: str, option: str, cast: type = int, *, one: bool = False) -> tuple:
+    """``X,Y,Z`` (x first, as :attr:`liverctl.io.Geometry.spacing`) -> a tuple in that order;
+    ``one``: a single value stands for all three. The same order on every command."""
+    from liverctl.errors import ConfigError
+
+    parts = [p.strip() for p in text.replace("x", ",").split(",") if p.strip()]
+    try:
+        values = tuple(cast(p) for p in parts)
+    except ValueError:
+        values = ()
+    if one and len(values) == 1:
+        values = values * 3
+    if len(values) != 3:
+        also = " (or one value for all three)" if one else ""
+        raise ConfigError(f"{option} must be three comma-separated numbers X,Y,Z{also}, got {text!r}")
+    return values

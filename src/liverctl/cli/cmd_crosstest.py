@@ -10,22 +10,7 @@ from typing import Any
 import typer
 
 from liverctl.cli import app
-from liverctl.cli._common import cli_command, progress_bar
-
-
-def _patch(text: str) -> tuple[int, int, int]:
-    from liverctl.errors import ConfigError
-
-    parts = [p for p in text.replace("x", ",").split(",") if p.strip()]
-    try:
-        values = tuple(int(p) for p in parts)
-    except ValueError:
-        values = ()
-    if len(values) == 1:
-        values = values * 3
-    if len(values) != 3:
-        raise ConfigError(f"--patch expects Z,Y,X (or one size for a cube), got {text!r}")
-    return values  # type: ignore[return-value]
+from liverctl.cli._common import cli_command, parse_xyz, progress_option, quiet_option, reporter, verbose_option
 
 
 def _table(result: Any, metric: str) -> str:
@@ -51,30 +36,46 @@ def _table(result: Any, metric: str) -> str:
 @app.command("crosstest")
 @cli_command
 def crosstest(
-    datasets: list[Path] = typer.Argument(..., help="Two or more raw or preprocessed dataset folders."),
-    output: Path = typer.Option(..., "-o", "--output", help="Output folder (rerun in it to resume)."),
-    epochs: int = typer.Option(400, "--epochs", help="Maximum epochs per source model."),
-    iterations_per_epoch: int = typer.Option(250, "--iterations-per-epoch", help="Iterations per epoch."),
-    arch: str = typer.Option("unet3d", "--arch", help="Network architecture (see liverctl.models)."),
-    base_features: int | None = typer.Option(None, "--base-features", help="Features at level 0 (unet3d: 32)."),
-    n_levels: int | None = typer.Option(None, "--levels", help="Encoder levels (unet3d: 6)."),
-    patch: str = typer.Option("128,128,128", "--patch", help="Training patch Z,Y,X in voxels."),
-    batch_size: int = typer.Option(2, "--batch-size", help="Patches per iteration."),
-    lr: float | None = typer.Option(None, "--lr", help="Learning rate (default 3e-4 for Adam)."),
-    optimizer: str = typer.Option("adam", "--optimizer", help="adam or sgd."),
-    scheduler: str = typer.Option("plateau", "--scheduler", help="plateau or poly."),
-    no_augment: bool = typer.Option(False, "--no-augment", help="Train without augmentation."),
-    metrics: str = typer.Option("dice", "--metrics", help="Comma-separated metrics (dice always included)."),
-    spacing: str = typer.Option(
-        "128-median", "--spacing", help="Preprocessing spacing of raw datasets: 128-median, median or X,Y,Z mm."
+    datasets: list[Path] = typer.Argument(
+        ..., metavar="DATASET...", help="Two or more raw or preprocessed dataset folders."
     ),
-    window: str = typer.Option("none", "--window", help="HU window preset of raw datasets (liver, abdomen, none...)."),
+    output: Path = typer.Option(..., "-o", "--output", metavar="DIR", help="Output folder (rerun in it to resume)."),
+    epochs: int = typer.Option(400, "--epochs", metavar="N", help="Maximum epochs per source model."),
+    iterations_per_epoch: int = typer.Option(250, "--iterations-per-epoch", metavar="N", help="Iterations per epoch."),
+    arch: str = typer.Option("unet3d", "--arch", metavar="NAME", help="Network architecture (see liverctl.models)."),
+    base_features: int | None = typer.Option(
+        None, "--base-features", metavar="N", help="Features at level 0 (unet3d: 32)."
+    ),
+    n_levels: int | None = typer.Option(None, "--levels", metavar="N", help="Encoder levels (unet3d: 6)."),
+    patch: str = typer.Option(
+        "128,128,128", "--patch", metavar="X,Y,Z", help="Training patch in voxels along x, y, z (or one size)."
+    ),
+    batch_size: int = typer.Option(2, "--batch-size", metavar="N", help="Patches per iteration."),
+    lr: float | None = typer.Option(None, "--lr", metavar="LR", help="Learning rate (default 3e-4 for Adam)."),
+    optimizer: str = typer.Option("adam", "--optimizer", metavar="adam|sgd", help="adam or sgd."),
+    scheduler: str = typer.Option("plateau", "--scheduler", metavar="plateau|poly", help="plateau or poly."),
+    no_augment: bool = typer.Option(False, "--no-augment", help="Train without augmentation."),
+    metrics: str = typer.Option(
+        "dice", "--metrics", metavar="M,M", help="Comma-separated metrics (dice always included)."
+    ),
+    spacing: str = typer.Option(
+        "128-median",
+        "--spacing",
+        metavar="RULE|X,Y,Z",
+        help="Preprocessing spacing of raw datasets: 128-median, median or X,Y,Z mm.",
+    ),
+    window: str = typer.Option(
+        "none", "--window", metavar="NAME|LO,HI", help="HU window preset of raw datasets (liver, abdomen, none...)."
+    ),
     liver_only: bool = typer.Option(
         False, "--liver-only", help="Accept datasets with different label sets (compared on the liver region)."
     ),
-    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
-    seed: int = typer.Option(0, "--seed", help="Training seed."),
+    device: str = typer.Option("auto", "--device", metavar="DEVICE", help="auto, cpu, cuda, cuda:N or mps."),
+    seed: int = typer.Option(0, "--seed", metavar="N", help="Training seed."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON instead of tables."),
+    progress: bool | None = progress_option(),
+    quiet: bool = quiet_option(),
+    verbose: bool = verbose_option(),
 ) -> None:
     """Train one model per dataset on all its scans and test it on every other dataset.
 
@@ -96,7 +97,7 @@ def crosstest(
     config = TrainConfig(
         architecture=arch,
         arch_kwargs=arch_kwargs,
-        patch_size=_patch(patch),
+        patch_size=parse_xyz(patch, "--patch", int, one=True)[::-1],  # TrainConfig: array order (z, y, x)
         batch_size=batch_size,
         epochs=epochs,
         iterations_per_epoch=iterations_per_epoch,
@@ -110,7 +111,7 @@ def crosstest(
     )
     from liverctl.preprocessing import parse_spacing
 
-    with progress_bar() as progress:
+    with reporter(progress, quiet, verbose) as callback:
         result = run_crosstest(
             [str(d) for d in datasets],
             output,
@@ -118,7 +119,7 @@ def crosstest(
             metrics=wanted,
             preprocess_options={"target_spacing": parse_spacing(spacing), "window": window},
             liver_only=liver_only,
-            progress=progress,
+            progress=callback,
         )
     if as_json:
         typer.echo(json.dumps(result.to_dict(), indent=2))

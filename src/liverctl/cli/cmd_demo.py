@@ -8,20 +8,23 @@ from pathlib import Path
 import typer
 
 from liverctl.cli import app
-from liverctl.cli._common import cli_command, progress_bar
+from liverctl.cli._common import cli_command, progress_option, quiet_option, reporter, verbose_option
 
 
 @app.command("demo")
 @cli_command
 def demo(
     output: Path = typer.Option(
-        Path("liverctl-demo"), "-o", "--output", help="Output folder (new, empty or an earlier demo)."
+        Path("liverctl-demo"), "-o", "--output", metavar="DIR", help="Output folder (new, empty or an earlier demo)."
     ),
-    seed: int = typer.Option(0, "--seed", help="Phantom and training seed."),
+    seed: int = typer.Option(0, "--seed", metavar="N", help="Phantom and training seed."),
     quick: bool = typer.Option(False, "--quick", help="Smoke test: few phantoms and iterations (low Dice)."),
-    device: str = typer.Option("cpu", "--device", help="cpu (the measured setting), auto, cuda..."),
-    threads: int = typer.Option(1, "--threads", help="CPU threads for torch (1: the measured setting)."),
+    device: str = typer.Option("cpu", "--device", metavar="DEVICE", help="cpu (the measured setting), auto, cuda..."),
+    threads: int = typer.Option(1, "--threads", metavar="N", help="CPU threads for torch (1: the measured setting)."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON instead of a table."),
+    progress: bool | None = progress_option(),
+    quiet: bool = quiet_option(),
+    verbose: bool = verbose_option(),
 ) -> None:
     """Make phantoms, preprocess, train a small 3D U-Net, predict held-out phantoms,
     post-process, evaluate: print the held-out metrics and write an overlay PNG.
@@ -31,8 +34,8 @@ def demo(
     """
     from liverctl.demo import demo as run_demo
 
-    with progress_bar() as progress:
-        result = run_demo(output, seed=seed, quick=quick, device=device, threads=threads, progress=progress)
+    with reporter(progress, quiet, verbose) as callback:
+        result = run_demo(output, seed=seed, quick=quick, device=device, threads=threads, progress=callback)
     if as_json:
         typer.echo(json.dumps(result.to_dict(), indent=2))
         return

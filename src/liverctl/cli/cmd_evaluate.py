@@ -9,7 +9,7 @@ from typing import Any
 import typer
 
 from liverctl.cli import app
-from liverctl.cli._common import cli_command, progress_bar
+from liverctl.cli._common import cli_command, progress_option, quiet_option, reporter, verbose_option
 
 _HEADERS = {
     "dice": "Dice",
@@ -199,67 +199,92 @@ def _render(result: Any) -> None:
         "sensitivity, specificity, precision, accuracy and volumes (mL), per label or per region (a named union "
         "of labels, e.g. --preset lits: liver = 1+2, tumour = 2), with the normalised surface Dice (--nsd) and, "
         "for a tumour region, lesion detection and tumour burden. PRED and REF are two files or two folders "
-        "(paired by file name). Prints tables; --csv / --json write machine-readable results ('-' for stdout). "
+        "(paired by file name). Prints tables; --json prints the full result as JSON instead, --json-file / --csv "
+        "write it to files ('-' for stdout). "
         "Surface distances follow MedPy unless --surface / --hd95 say otherwise."
     ),
 )
 @cli_command
 def evaluate(
-    pred: Path = typer.Argument(..., help="Predicted mask/label map file, or a folder of them."),
-    ref: Path = typer.Argument(..., help="Reference mask/label map file, or a folder of them."),
+    pred: Path = typer.Argument(..., metavar="PRED", help="Predicted mask/label map file, or a folder of them."),
+    ref: Path = typer.Argument(..., metavar="REF", help="Reference mask/label map file, or a folder of them."),
     labels: str | None = typer.Option(
         None,
         "--labels",
+        metavar="L,L",
         help="Comma-separated labels to evaluate one by one, e.g. '1,2' (default: every label present).",
     ),
     regions: str | None = typer.Option(
         None,
         "--regions",
+        metavar="NAME=L+L,...",
         help="Named unions of labels, each scored as one mask, e.g. 'liver=1+2,tumour=2' (or a preset name).",
     ),
     preset: str | None = typer.Option(
-        None, "--preset", help="Region preset: 'lits' / 'msd-liver' (liver=1+2, tumour=2) or 'totalseg' (liver=5)."
+        None,
+        "--preset",
+        metavar="NAME",
+        help="Region preset: 'lits' / 'msd-liver' (liver=1+2, tumour=2) or 'totalseg' (liver=5).",
     ),
     pred_regions: str | None = typer.Option(
         None,
         "--pred-regions",
+        metavar="NAME=L+L,...",
         help="Labels of regions in the prediction where they differ, e.g. 'liver=5' for a TotalSegmentator map.",
     ),
     ref_regions: str | None = typer.Option(
-        None, "--ref-regions", help="Labels of regions in the reference where they differ, e.g. 'liver=1+2'."
+        None,
+        "--ref-regions",
+        metavar="NAME=L+L,...",
+        help="Labels of regions in the reference where they differ, e.g. 'liver=1+2'.",
     ),
     nsd: str | None = typer.Option(
-        None, "--nsd", help="Normalised surface Dice at these tolerances in mm, e.g. '1,2' (DeepMind's definition)."
+        None,
+        "--nsd",
+        metavar="MM,MM",
+        help="Normalised surface Dice at these tolerances in mm, e.g. '1,2' (DeepMind's definition).",
     ),
     lesions: str | None = typer.Option(
         None,
         "--lesions",
+        metavar="REGION,...",
         help="Regions scored with lesion detection and tumour burden (default: regions named tumour/tumor/lesion; "
         "'none' for none).",
     ),
     lesion_connectivity: int = typer.Option(
-        26, "--lesion-connectivity", help="Lesion components: 6, 18 or 26-connected."
+        26, "--lesion-connectivity", metavar="6|18|26", help="Lesion components: 6, 18 or 26-connected."
     ),
     lesion_dice: float = typer.Option(
         0.2,
         "--lesion-dice",
+        metavar="DICE",
         help="A reference lesion is detected when its overlapping predicted components reach Dice > this.",
     ),
     surface: str = typer.Option(
-        "medpy", "--surface", help="Surface convention: 'medpy' (6-connected border) or 'lits' (18-connected)."
+        "medpy",
+        "--surface",
+        metavar="medpy|lits",
+        help="Surface convention: 'medpy' (6-connected border) or 'lits' (18-connected).",
     ),
     hd95: str = typer.Option(
         "pooled",
         "--hd95",
+        metavar="pooled|directed-max",
         help="HD95 convention: 'pooled' (MedPy: 95th percentile of both directions pooled) or "
         "'directed-max' (MONAI: max of the two directed 95th percentiles).",
     ),
     csv_out: str | None = typer.Option(
-        None, "--csv", help="Write per-case and summary rows as CSV to FILE ('-': stdout)."
+        None, "--csv", metavar="FILE", help="Write per-case and summary rows as CSV to FILE ('-': stdout)."
     ),
-    json_out: str | None = typer.Option(None, "--json", help="Write the full result as JSON to FILE ('-': stdout)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the full result as JSON on stdout instead of tables."),
+    json_out: str | None = typer.Option(
+        None, "--json-file", metavar="FILE", help="Write the full result as JSON to FILE ('-': stdout)."
+    ),
     compare: Path | None = typer.Option(
-        None, "--compare", help="A second method's predictions (file/folder): paired t-test and Wilcoxon per metric."
+        None,
+        "--compare",
+        metavar="PATH",
+        help="A second method's predictions (file/folder): paired t-test and Wilcoxon per metric.",
     ),
     allow_missing: bool = typer.Option(
         False, "--allow-missing", help="Evaluate the complete pairs when some cases lack a partner (listed)."
@@ -269,13 +294,19 @@ def evaluate(
         "--resample-pred",
         help="Resample predictions onto the reference grid (nearest neighbour) if they differ.",
     ),
-    workers: int = typer.Option(1, "--workers", "-j", help="Cases evaluated in parallel."),
-    no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar on stderr."),
+    workers: int = typer.Option(1, "--workers", "-j", metavar="N", help="Cases evaluated in parallel."),
+    progress: bool | None = progress_option(),
+    quiet: bool = quiet_option(),
+    verbose: bool = verbose_option(),
 ) -> None:
     from liverctl.errors import ConfigError
     from liverctl.evaluation import evaluate as run_evaluate
     from liverctl.io import atomic_path, check_not_input
 
+    if as_json:
+        if json_out not in (None, "-"):
+            raise ConfigError("give --json (JSON on stdout) or --json-file FILE, not both")
+        json_out = "-"
     if csv_out == "-" and json_out == "-":
         raise ConfigError("only one of --csv and --json can write to stdout ('-')")
     if preset is not None and regions is not None:
@@ -289,7 +320,7 @@ def evaluate(
                 raise ConfigError(f"output {out} is a folder; give a file name")
             check_not_input(out, inputs)
 
-    with progress_bar(not no_progress) as progress:
+    with reporter(progress, quiet, verbose) as callback:
         result = run_evaluate(
             pred,
             ref,
@@ -307,7 +338,7 @@ def evaluate(
             resample_pred=resample_pred,
             compare=compare,
             workers=workers,
-            progress=progress,
+            progress=callback,
         )
 
     texts = {}

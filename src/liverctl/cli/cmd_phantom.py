@@ -7,12 +7,13 @@ from pathlib import Path
 import typer
 
 from liverctl.cli import app
-from liverctl.cli._common import cli_command, err, progress_bar
+from liverctl.cli._common import cli_command, note, progress_option, quiet_option, reporter, verbose_option
 
 DOMAIN_HELP = "contrast, plain, tumour, recumbent, pneumoperitoneum or porcine."
 
 
 def _triple(text: str | None, what: str, cast: type) -> tuple | None:
+    """Three comma-separated numbers X,Y,Z, as given (x first)."""
     from liverctl.errors import ConfigError
 
     if text is None:
@@ -30,17 +31,25 @@ def _triple(text: str | None, what: str, cast: type) -> tuple | None:
 @app.command("phantom", help="Write synthetic abdominal CT phantoms with liver/tumour labels (MSD layout).")
 @cli_command
 def phantom(
-    outdir: Path = typer.Argument(..., help="Dataset folder to create (imagesTr/, labelsTr/, dataset.json)."),
-    domain: str = typer.Option("contrast", "--domain", "-d", help=f"Domain: {DOMAIN_HELP}"),
-    count: int = typer.Option(10, "-n", "--count", help="Number of phantoms."),
-    seed: int = typer.Option(0, "--seed", help="Dataset seed; the same seed gives identical files."),
-    shape: str | None = typer.Option(None, "--shape", help="Array shape Z,Y,X (default 64,96,96)."),
-    spacing: str | None = typer.Option(None, "--spacing", help="Voxel spacing X,Y,Z in mm (default 4,4,5)."),
-    noise: float | None = typer.Option(None, "--noise", help="Noise SD in HU (default: random 10-18 per case)."),
+    outdir: Path = typer.Argument(
+        ..., metavar="OUTDIR", help="Dataset folder to create (imagesTr/, labelsTr/, dataset.json)."
+    ),
+    domain: str = typer.Option("contrast", "--domain", "-d", metavar="DOMAIN", help=f"Domain: {DOMAIN_HELP}"),
+    count: int = typer.Option(10, "-n", "--count", metavar="N", help="Number of phantoms."),
+    seed: int = typer.Option(0, "--seed", metavar="N", help="Dataset seed; the same seed gives identical files."),
+    shape: str | None = typer.Option(None, "--shape", metavar="X,Y,Z", help="Voxels along x, y, z (default 96,96,64)."),
+    spacing: str | None = typer.Option(
+        None, "--spacing", metavar="X,Y,Z", help="Voxel spacing along x, y, z in mm (default 4,4,5)."
+    ),
+    noise: float | None = typer.Option(
+        None, "--noise", metavar="HU", help="Noise SD in HU (default: random 10-18 per case)."
+    ),
     organs: bool = typer.Option(False, "--organs", help="Also label spleen, kidneys, stomach... (codes 3-11)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing phantom files."),
     json_out: bool = typer.Option(False, "--json", help="Print a JSON summary instead of the folder."),
-    progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar on stderr."),
+    progress: bool | None = progress_option(),
+    quiet: bool = quiet_option(),
+    verbose: bool = verbose_option(),
 ) -> None:
     """Write COUNT phantoms of one domain to OUTDIR and print OUTDIR."""
     import json
@@ -48,9 +57,10 @@ def phantom(
     from liverctl.phantoms import PhantomConfig
     from liverctl.phantoms import phantom as make_dataset
 
-    size = _triple(shape, "--shape", int) or PhantomConfig.shape
+    xyz = _triple(shape, "--shape", int)
+    size = tuple(xyz[::-1]) if xyz else PhantomConfig.shape  # the library takes the array shape (z, y, x)
     mm = _triple(spacing, "--spacing", float) or PhantomConfig.spacing
-    with progress_bar(progress) as callback:
+    with reporter(progress, quiet, verbose) as callback:
         out = make_dataset(
             outdir,
             domain=domain,
@@ -70,12 +80,12 @@ def phantom(
             "domain": domain,
             "n": count,
             "seed": seed,
-            "shape_zyx": list(size),
+            "shape_xyz": list(size[::-1]),
             "spacing_xyz": list(mm),
             "labels": meta["labels"],
             "cases": [item["image"] for item in meta["training"]],
         }
         typer.echo(json.dumps(summary, indent=2))
     else:
-        err(f"wrote {count} {domain} phantoms")
+        note(f"wrote {count} {domain} phantoms")
         typer.echo(str(out))

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from liverctl.cli import app
-from liverctl.cli._common import cli_command, err, progress_bar
+from liverctl.cli._common import cli_command, err, progress_option, quiet_option, reporter, verbose_option
 
 
 @app.command(
@@ -20,8 +20,12 @@ from liverctl.cli._common import cli_command, err, progress_bar
 )
 @cli_command
 def postprocess(
-    input: Path = typer.Argument(..., help="Label map file (.nii.gz, .nii, .nrrd, .mha) or a folder of them."),
-    output: Path = typer.Option(..., "--output", "-o", help="Output file, or folder (required for a folder input)."),
+    input: Path = typer.Argument(
+        ..., metavar="INPUT", help="Label map file (.nii.gz, .nii, .nrrd, .mha) or a folder of them."
+    ),
+    output: Path = typer.Option(
+        ..., "--output", "-o", metavar="PATH", help="Output file, or folder (required for a folder input)."
+    ),
     preset: str = typer.Option(
         "liver",
         "--preset",
@@ -58,7 +62,9 @@ def postprocess(
         False, "--no-tumour-in-liver", help="Keep tumour voxels that lie outside the liver."
     ),
     json_output: bool = typer.Option(False, "--json", help="Print a JSON report instead of the written paths."),
-    no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar on stderr."),
+    progress: bool | None = progress_option(),
+    quiet: bool = quiet_option(),
+    verbose: bool = verbose_option(),
 ) -> None:
     from liverctl.errors import ConfigError
     from liverctl.postprocessing import PostprocessConfig, parse_keep
@@ -79,8 +85,8 @@ def postprocess(
         tumour_in_liver=not no_tumour_in_liver,
         connectivity=connectivity,
     )
-    with progress_bar(not no_progress) as progress:
-        reports = run_postprocess(input, output, config=config, progress=progress)
+    with reporter(progress, quiet, verbose) as callback:
+        reports = run_postprocess(input, output, config=config, progress=callback)
     if json_output:
         import json
 

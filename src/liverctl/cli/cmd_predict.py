@@ -5,41 +5,106 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import typer
 
 from liverctl.cli import app
-from liverctl.cli._common import cli_command, err, progress_bar
+from liverctl.cli._common import (
+    cli_command,
+    err,
+    note,
+    progress_option,
+    quiet_option,
+    reporter,
+    verbose_option,
+)
+
+OUTPUT_FORMATS = "nii.gz|nrrd|mha|dicom-seg"
+
+
+def _citation(net: Any) -> str | None:
+    """One line naming the model(s) and what to cite, for each run with pretrained weights."""
+    parts = []
+    for item in net.resolved:
+        entry = item.entry
+        if entry.citation:
+            parts.append(f"{entry.name}: {entry.citation}")
+    if not parts:
+        return None
+    return "model " + "; ".join(parts) if len(parts) == 1 else "models " + " | ".join(parts)
+
+
+def _items(inputs: list[str] | None, input_option: list[str] | None) -> list[str]:
+    from liverctl.errors import ConfigError
+    from liverctl.predict import parse_paths
+
+    items: list[str] = []
+    for item in [*(input_option or []), *(inputs or [])]:
+        items.extend(parse_paths(sys.stdin.read()) if item == "-" else [item])
+    if not items and not (inputs or input_option):
+        raise ConfigError("give the scans to segment: liverctl predict SCAN... (or -i SCAN)")
+    return items
 
 
 @app.command("predict")
 @cli_command
 def predict(
-    inputs: list[str] = typer.Argument(
-        ..., help="Scan files, folders of scans, DICOM series folders, or '-' to read paths from stdin (one a line)."
+    inputs: list[str] | None = typer.Argument(
+        None,
+        metavar="SCAN...",
+        help="Scan files, folders of scans, DICOM series folders, zipped DICOM series, single DICOM files "
+        "(their series), or '-' to read paths from stdin (one a line).",
+    ),
+    input_option: list[str] | None = typer.Option(
+        None, "-i", "--input", metavar="SCAN", help="A scan, as TotalSegmentator's -i (repeatable; SCAN... works too)."
     ),
     output: Path | None = typer.Option(
-        None, "-o", "--output", help="Mask file (one scan) or folder. Default: ./<name>_liver.nii.gz."
+        None,
+        "-o",
+        "--output",
+        metavar="PATH",
+        help="Mask file (one scan) or folder. Default: ./<name>_liver.<format>.",
+    ),
+    output_format: str | None = typer.Option(
+        None,
+        "--output-format",
+        metavar=OUTPUT_FORMATS,
+        help="Mask format. Default: the input's (NIfTI, NRRD, MetaImage); NIfTI for DICOM input. dicom-seg: a "
+        "DICOM Segmentation referencing the source series (DICOM input; pip install 'liverctl[dicom]').",
+    ),
+    recursive: bool = typer.Option(
+        False, "-r", "--recursive", help="Also segment the scans in every folder below each input folder."
+    ),
+    preview: bool = typer.Option(
+        False, "--preview", help="Also write <name>_preview.png: three planes through the liver, mask outlined."
     ),
     model: list[str] | None = typer.Option(
-        None, "--model", "-m", help="Registry model name (see `liverctl weights list`); repeat for an ensemble."
+        None,
+        "--model",
+        "-m",
+        metavar="NAME",
+        help="Registry model name (see `liverctl weights list`); repeat for an ensemble.",
     ),
     weights: list[Path] | None = typer.Option(
-        None, "--weights", help="Local weights file instead of a download; repeat for an ensemble."
+        None, "--weights", metavar="FILE", help="Local weights file instead of a download; repeat for an ensemble."
     ),
     arch: str | None = typer.Option(
-        None, "--arch", help="Architecture of --weights files that have no .toml beside them."
+        None, "--arch", metavar="NAME", help="Architecture of --weights files that have no .toml beside them."
     ),
-    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
+    device: str = typer.Option("auto", "--device", metavar="DEVICE", help="auto, cpu, cuda, cuda:N or mps."),
     precision: str = typer.Option(
         "auto",
         "--precision",
+        metavar="PRECISION",
         help="auto (fp16 on CUDA, bf16 on a CPU with native bf16, else fp32), fp32, fp16 or bf16.",
     ),
     tta: bool = typer.Option(False, "--tta", help="Mirror test-time augmentation (8 passes; slower)."),
-    overlap: float | None = typer.Option(None, "--overlap", help="Sliding-window overlap (default: the model's)."),
+    overlap: float | None = typer.Option(
+        None, "--overlap", metavar="F", help="Sliding-window overlap in [0, 1) (default: the model's)."
+    ),
     batch_size: int | None = typer.Option(
-        None, "--batch-size", help="Windows per forward pass (default: 4 on a GPU, 1 on the CPU)."
+        None, "--batch-size", metavar="N", help="Windows per forward pass (default: 4 on a GPU, 1 on the CPU)."
     ),
     save_probabilities: bool = typer.Option(
         False, "--save-probabilities", help="Also write <name>_probabilities.nii.gz (liver probability, float32)."
@@ -50,6 +115,7 @@ def predict(
     no_shortcuts: bool = typer.Option(
         False,
         "--no-shortcuts",
+        "--exact",
         help="Every MONAI window (air windows too), in fp32 unless --precision: MONAI's result to rounding.",
     ),
     fast: bool = typer.Option(
@@ -57,29 +123,38 @@ def predict(
         "--fast",
         help="Also crop to the body and shrink windows (~2-4x less compute; masks may differ from MONAI's).",
     ),
-    dataset: str | None = typer.Option(None, "--dataset", help="Dataset branch of a dataset-wise (DCM) model."),
-    series: str | None = typer.Option(None, "--series", help="SeriesInstanceUID to read from a DICOM folder."),
-    shard: str | None = typer.Option(None, "--shard", help="I/N: segment only shard I (0-based) of N of the inputs."),
-    summary: Path | None = typer.Option(None, "--summary", help="Summary CSV path (default: OUTPUT/summary.csv)."),
-    threads: int | None = typer.Option(None, "--threads", help="CPU threads for torch."),
+    dataset: str | None = typer.Option(
+        None, "--dataset", metavar="NAME", help="Dataset branch of a dataset-wise (DCM) model."
+    ),
+    series: str | None = typer.Option(
+        None, "--series", metavar="UID", help="SeriesInstanceUID to read from a DICOM folder."
+    ),
+    shard: str | None = typer.Option(
+        None, "--shard", metavar="I/N", help="Segment only shard I (0-based) of N of the inputs."
+    ),
+    summary: Path | None = typer.Option(
+        None, "--summary", metavar="FILE", help="Summary CSV path (default: OUTPUT/summary.csv)."
+    ),
+    threads: int | None = typer.Option(None, "--threads", metavar="N", help="CPU threads for torch."),
     resume: bool = typer.Option(
         False,
         "--resume",
         help="Skip scans whose mask and report an earlier run wrote with the same model and options.",
     ),
     as_json: bool = typer.Option(False, "--json", help="Print the per-scan reports as a JSON list instead of paths."),
+    progress: bool | None = progress_option(),
+    quiet: bool = quiet_option(),
+    verbose: bool = verbose_option(),
 ) -> None:
     """Segment the liver in CT scans; write masks aligned to each scan, a JSON report beside each, and a summary CSV.
 
     Weights come from the Hugging Face Hub (pinned in weights.toml, sha256-verified, cached);
     HF_HUB_OFFLINE=1 uses the cache only. Each written mask path is printed on stdout.
     """
-    from liverctl.predict import PredictOptions, parse_paths, parse_shard
+    from liverctl.predict import PredictOptions, parse_shard
     from liverctl.predict import predict as run_predict
 
-    items: list[str] = []
-    for item in inputs:
-        items.extend(parse_paths(sys.stdin.read()) if item == "-" else [item])
+    items = _items(inputs, input_option)
     options = PredictOptions(
         device=device,
         precision=precision,
@@ -92,18 +167,25 @@ def predict(
         save_probabilities=save_probabilities,
         dataset=dataset,
         threads=threads,
+        output_format=output_format,
+        preview=preview,
     )
 
-    def written(case) -> None:  # each mask path as soon as it is written, so pipelines stream
+    def loaded(net: Any) -> None:
+        line = _citation(net)
+        if line:
+            note(f"{line} (please cite it when you publish results)")
+
+    def written(case: Any) -> None:  # each mask path as soon as it is written, so pipelines stream
         if case.skipped:
-            err(f"liverctl: note: {Path(case.input).name}: kept the earlier result ({case.mask})")
+            note(f"{Path(case.input).name}: kept the earlier result ({case.mask})")
         for message in (case.report or {}).get("qc", {}).get("messages", []) if not case.skipped else []:
-            err(f"liverctl: note: {Path(case.input).name}: {message}")
+            note(f"{Path(case.input).name}: {message}")
         if case.ok and not as_json:
             typer.echo(str(case.mask))
             sys.stdout.flush()
 
-    with progress_bar() as progress:
+    with reporter(progress, quiet, verbose) as callback:
         result = run_predict(
             items,
             output,
@@ -115,8 +197,10 @@ def predict(
             shard=parse_shard(shard) if shard else None,
             summary=summary,
             resume=resume,
-            progress=progress,
+            progress=callback,
             on_case=written,
+            recursive=recursive,
+            on_model=loaded,
         )
     if as_json:
         reports = [c.report if c.ok else {"input": c.input, "error": c.error} for c in result.cases]

@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 
 from liverctl.cli import app
-from liverctl.cli._common import cli_command, progress_bar
+from liverctl.cli._common import cli_command, progress_option, quiet_option, reporter, verbose_option
 
 
 def _fmt_spacing(values: list[float]) -> str:
@@ -47,34 +47,56 @@ def _summary(s: dict) -> str:
 def preprocess(
     dataset: Path = typer.Argument(
         ...,
+        metavar="DATASET",
         help="Dataset folder: imagesTr/+labelsTr/ (MSD, nnU-Net), LiTS volume-N/segmentation-N, or images/+labels/.",
     ),
-    output: Path = typer.Option(..., "-o", "--output", help="Output folder (what `liverctl train` reads)."),
+    output: Path = typer.Option(
+        ..., "-o", "--output", metavar="DIR", help="Output folder (what `liverctl train` reads)."
+    ),
     spacing: str = typer.Option(
-        "128-median", "--spacing", help="Target spacing: 128-median (METHODS.md §1), median, or X,Y,Z in mm."
+        "128-median",
+        "--spacing",
+        metavar="RULE|X,Y,Z",
+        help="Target spacing: 128-median (METHODS.md §1), median, or X,Y,Z in mm.",
     ),
     window: str = typer.Option(
         "none",
         "--window",
+        metavar="NAME|LO,HI",
         help="HU window: liver (-200..250), abdomen/sdnet (0..400), pipofan (-200..200), none, or LO,HI.",
     ),
-    crop_margin: float = typer.Option(60.0, "--crop-margin", help="Liver z-crop margin in mm on each side."),
+    crop_margin: float = typer.Option(
+        60.0, "--crop-margin", metavar="MM", help="Liver z-crop margin in mm on each side."
+    ),
     no_crop: bool = typer.Option(False, "--no-crop", help="Keep the whole z range (no liver z-crop)."),
     normalization: str = typer.Option(
-        "dataset", "--normalization", help="dataset: z-score with the dataset's liver mean/std; image: per image."
+        "dataset",
+        "--normalization",
+        metavar="dataset|image",
+        help="dataset: z-score with the dataset's liver mean/std; image: per image.",
     ),
-    image_order: int = typer.Option(1, "--image-order", help="Image interpolation: 1 linear, 3 cubic B-spline."),
+    image_order: int = typer.Option(
+        1, "--image-order", metavar="1|3", help="Image interpolation: 1 linear, 3 cubic B-spline."
+    ),
     liver_label: list[int] = typer.Option(
-        None, "--liver-label", help="Label value(s) forming the liver region (repeatable). Default: every label >= 1."
+        None,
+        "--liver-label",
+        metavar="LABEL",
+        help="Label value(s) forming the liver region (repeatable). Default: every label >= 1.",
     ),
-    workers: int = typer.Option(1, "--workers", "-j", min=1, help="Cases processed in parallel (processes)."),
+    workers: int = typer.Option(
+        1, "--workers", "-j", min=1, metavar="N", help="Cases processed in parallel (processes)."
+    ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an output folder made with another plan."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+    progress: bool | None = progress_option(),
+    quiet: bool = quiet_option(),
+    verbose: bool = verbose_option(),
 ) -> None:
     """Preprocess a dataset: fingerprint.json, plan.json, cases.json, images/*.npy, labels/*.npy."""
     from liverctl.preprocessing import preprocess as run_preprocess
 
-    with progress_bar() as progress:
+    with reporter(progress, quiet, verbose) as callback:
         result = run_preprocess(
             dataset,
             output,
@@ -87,7 +109,7 @@ def preprocess(
             liver_labels=liver_label or None,
             workers=workers,
             overwrite=overwrite,
-            progress=progress,
+            progress=callback,
         )
     summary = result.summary()
     if as_json:

@@ -4,25 +4,17 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import typer
 
 from liverctl.cli import app
-from liverctl.cli._common import cli_command, progress_bar
+from liverctl.cli._common import cli_command, parse_xyz, progress_option, quiet_option, reporter, verbose_option
 
 
 def _patch(text: str) -> tuple[int, int, int]:
-    from liverctl.errors import ConfigError
-
-    try:
-        values = [int(v) for v in text.replace("x", ",").split(",") if v.strip()]
-    except ValueError:
-        raise ConfigError(f"--patch must be Z,Y,X or one size, got {text!r}") from None
-    if len(values) == 1:
-        values *= 3
-    if len(values) != 3:
-        raise ConfigError(f"--patch must be Z,Y,X or one size, got {text!r}")
-    return tuple(values)  # type: ignore[return-value]
+    """``--patch X,Y,Z`` (or one size) -> the patch in array order (z, y, x), as TrainConfig keeps it."""
+    return tuple(parse_xyz(text, "--patch", int, one=True)[::-1])  # type: ignore[return-value]
 
 
 def _numbers(text: str | None, option: str, kind: type = float) -> list | None:
@@ -54,131 +46,241 @@ def _arch_kwargs(text: str | None, base_features: int | None, levels: int | None
     return kwargs
 
 
+NETWORK, SCHEDULE, DATA, RUN, RECIPES = "Network", "Schedule", "Data", "Run", "Recipes (--method)"
+
+
+def _opt(default, *names: str, metavar: str | None = None, panel: str = RUN, help: str) -> Any:
+    return typer.Option(default, *names, metavar=metavar, rich_help_panel=panel, help=help)
+
+
+# Options by group (the help shows one panel per group); the command body passes each group
+# to one helper below, which returns its TrainConfig fields.
+ARCH = _opt(
+    "unet3d", "--arch", metavar="NAME", panel=NETWORK, help="Architecture (liverctl.models.available_models())."
+)
+ARCH_KWARGS = _opt(
+    None, "--arch-kwargs", metavar="JSON", panel=NETWORK, help="Network arguments as JSON, e.g. '{\"dropout\": 0.1}'."
+)
+BASE_FEATURES = _opt(None, "--base-features", metavar="N", panel=NETWORK, help="Features at level 0 (unet3d: 32).")
+LEVELS = _opt(None, "--levels", metavar="N", panel=NETWORK, help="Number of U-Net levels (unet3d: 6).")
+DCM_FROM_LEVEL = _opt(
+    None, "--dcm-from-level", metavar="N", panel=NETWORK, help="GELN_DCM: dataset-wise encoder levels >= N."
+)
+INIT = _opt(None, "--init", metavar="FILE", panel=NETWORK, help="Start from these weights (.pt or .safetensors).")
+EPOCHS = _opt(400, "--epochs", metavar="N", panel=SCHEDULE, help="Maximum number of epochs.")
+ITERATIONS = _opt(250, "--iterations-per-epoch", metavar="N", panel=SCHEDULE, help="Iterations per epoch.")
+PATCH = _opt(
+    "128,128,128", "--patch", metavar="X,Y,Z", panel=SCHEDULE, help="Patch size in voxels along x, y, z (or one size)."
+)
+BATCH = _opt(2, "--batch-size", metavar="N", panel=SCHEDULE, help="Patches per iteration (per process with torchrun).")
+OPTIMIZER = _opt("adam", "--optimizer", metavar="adam|sgd", panel=SCHEDULE, help="adam (+ plateau) or sgd (+ poly).")
+SCHEDULER = _opt(
+    None, "--scheduler", metavar="plateau|poly", panel=SCHEDULE, help="Default: plateau for adam, poly for sgd."
+)
+LR = _opt(None, "--lr", metavar="LR", panel=SCHEDULE, help="Initial learning rate (default 3e-4 adam, 1e-2 sgd).")
+FINETUNE_LR = _opt(None, "--finetune-lr", metavar="LR", panel=SCHEDULE, help="Learning rate with --init (1e-6).")
+VAL_EVERY = _opt(10, "--val-every", metavar="N", panel=SCHEDULE, help="Validate every N epochs (0: never).")
+CHECKPOINT_EVERY = _opt(
+    50, "--checkpoint-every", metavar="N", panel=SCHEDULE, help="Also save last.pt every N iterations."
+)
+FOLDS = _opt(None, "--folds", metavar="K", panel=DATA, help="k-fold cross-validation on sorted case names (2 or 5).")
+FOLD = _opt(0, "--fold", metavar="I", panel=DATA, help="Which fold to train (0-based).")
+SAMPLER = _opt("dos", "--sampler", metavar="dos|rsd|rs", panel=DATA, help="Hybrid training sampler.")
+LOSS = _opt("dice_ce", "--loss", metavar="dice_ce|tal", panel=DATA, help="tal: datasets with different label sets.")
+NO_AUGMENT = _opt(False, "--no-augment", panel=DATA, help="Switch data augmentation off.")
+WORKERS = _opt(0, "--workers", "-j", metavar="N", panel=DATA, help="Threads preparing batches ahead (0: in the loop).")
+RESUME = _opt(False, "--resume", help="Continue the run in --output from its last.pt.")
+SEED = _opt(0, "--seed", metavar="N", help="Random seed (same seed, same weights on the CPU).")
+DEVICE = _opt("auto", "--device", metavar="DEVICE", help="auto, cpu, cuda, cuda:N or mps.")
+PRECISION = _opt("auto", "--precision", metavar="PRECISION", help="auto (fp16 autocast on CUDA), fp32, bf16, fp16.")
+AS_JSON = _opt(False, "--json", help="Print a JSON summary instead of the model path.")
+METHOD = _opt(
+    "he2021",
+    "--method",
+    metavar="NAME",
+    panel=RECIPES,
+    help="Training recipe: he2021, sdnet, di2in-an or hdenseunet (METHODS §1-§4).",
+)
+UNLABELLED = _opt(
+    None,
+    "--unlabelled",
+    metavar="DIR",
+    panel=RECIPES,
+    help="sdnet: preprocessed folder of unlabelled data (repeatable).",
+)
+LABELLED_FRACTION = _opt(
+    None, "--labelled-fraction", metavar="F", panel=RECIPES, help="sdnet: keep this fraction of the cases labelled."
+)
+PRETRAIN = _opt(
+    0, "--pretrain-iterations", metavar="N", panel=RECIPES, help="di2in-an: generator-only iterations first."
+)
+D_STEPS = _opt(10, "--d-steps", metavar="N", panel=RECIPES, help="di2in-an: discriminator steps per generator step.")
+D_BATCH = _opt(8, "--d-batch-size", metavar="N", panel=RECIPES, help="di2in-an: patches per discriminator step.")
+ADV_WEIGHT = _opt(0.01, "--adv-weight", metavar="W", panel=RECIPES, help="di2in-an: weight of the adversarial term.")
+DISC_WITH_IMAGE = _opt(
+    False,
+    "--disc-with-image",
+    panel=RECIPES,
+    help="di2in-an: the discriminator sees the image too (paper: labels only).",
+)
+STAGE_ITERATIONS = _opt(
+    None, "--stage-iterations", metavar="N1,N2", panel=RECIPES, help="hdenseunet: iterations of stage 1 and stage 2."
+)
+CLASS_WEIGHTS = _opt(
+    None,
+    "--class-weights",
+    metavar="W,W,W",
+    panel=RECIPES,
+    help="hdenseunet: cross-entropy class weights (0.78,0.65,8.57).",
+)
+
+
+def _network(arch: str, arch_kwargs: str | None, base_features, levels, dcm_from_level, init) -> dict:
+    return {
+        "architecture": arch,
+        "arch_kwargs": _arch_kwargs(arch_kwargs, base_features, levels),
+        "dcm_from_level": dcm_from_level,
+        "init_checkpoint": str(init) if init else None,
+    }
+
+
+def _schedule(epochs, iterations, patch, batch_size, optimizer, scheduler, lr, finetune_lr, val_every, every) -> dict:
+    return {
+        "epochs": epochs,
+        "iterations_per_epoch": iterations,
+        "patch_size": _patch(patch),
+        "batch_size": batch_size,
+        "optimizer": optimizer,
+        "scheduler": scheduler or ("poly" if optimizer == "sgd" else "plateau"),
+        "lr": lr,
+        "finetune_lr": finetune_lr,
+        "val_every": val_every,
+        "checkpoint_every": every,
+    }
+
+
+def _data(folds, fold, sampler, loss, no_augment, workers, seed, device, precision) -> dict:
+    return {
+        "folds": folds,
+        "fold": fold,
+        "sampler": sampler,
+        "loss": loss,
+        "augment": not no_augment,
+        "num_workers": workers,
+        "seed": seed,
+        "device": device,
+        "precision": precision,
+    }
+
+
+def _recipe(method, unlabelled, fraction, pretrain, d_steps, d_batch, adv, with_image, stages, weights) -> dict:
+    return {
+        "method": method,
+        "unlabelled": [str(u) for u in unlabelled or []],
+        "labelled_fraction": fraction,
+        "pretrain_iterations": pretrain,
+        "d_steps": d_steps,
+        "d_batch_size": d_batch,
+        "adv_weight": adv,
+        "disc_with_image": with_image,
+        "stage_iterations": _numbers(stages, "--stage-iterations", int),
+        "class_weights": _numbers(weights, "--class-weights"),
+    }
+
+
+def _summary(result: Any) -> dict:
+    return {
+        "model": str(result.model_path),
+        "weights_toml": str(result.toml_path),
+        "output_dir": str(result.output_dir),
+        "epochs": result.epochs,
+        "iterations": result.iterations,
+        "final_train_loss": result.train_losses[-1] if result.train_losses else None,
+        "best_val_dice": result.best_metric,
+        "best_epoch": result.best_epoch,
+        "stop_reason": result.stop_reason,
+        "skipped": [list(s) for s in result.skipped],
+    }
+
+
 @app.command(
     "train",
     help="Train a network (3D U-Net by default) on one or more `liverctl preprocess` outputs; "
     "prints the exported model path. --method picks the recipe: he2021 (3D U-Net, DCM, hybrid "
     "samplers), sdnet (semi-supervised V-Net + residual V-Net), di2in-an (adversarial DI2IN) or "
-    "hdenseunet (staged 2D/3D H-DenseUNet).",
+    "hdenseunet (staged 2D/3D H-DenseUNet). With --resume, only --device, --precision and --workers may change.",
 )
 @cli_command
 def train(
     datasets: list[Path] = typer.Argument(
-        ..., help="Preprocessed dataset folder(s); several = hybrid training (dataset i = DCM branch i)."
+        ..., metavar="DATASET...", help="Preprocessed dataset folder(s); several = hybrid training (DCM branch i)."
     ),
-    output: Path = typer.Option(..., "-o", "--output", help="Run folder: checkpoints, log, plot, exported model."),
-    arch: str = typer.Option("unet3d", "--arch", help="Architecture name (liverctl.models.available_models())."),
-    arch_kwargs: str = typer.Option(
-        None, "--arch-kwargs", help="Network arguments as JSON, e.g. '{\"dropout\": 0.1}'."
-    ),
-    base_features: int = typer.Option(None, "--base-features", help="Features at level 0 (unet3d: 32)."),
-    levels: int = typer.Option(None, "--levels", help="Number of U-Net levels (unet3d: 6)."),
-    epochs: int = typer.Option(400, "--epochs", help="Maximum number of epochs."),
-    iterations: int = typer.Option(250, "--iterations-per-epoch", help="Iterations per epoch."),
-    patch: str = typer.Option("128,128,128", "--patch", help="Patch size Z,Y,X in voxels (or one size)."),
-    batch_size: int = typer.Option(2, "--batch-size", help="Patches per iteration (per process with torchrun)."),
-    optimizer: str = typer.Option("adam", "--optimizer", help="adam (+ ReduceLROnPlateau) or sgd (+ poly)."),
-    scheduler: str = typer.Option(
-        None, "--scheduler", help="plateau or poly (default: plateau for adam, poly for sgd)."
-    ),
-    lr: float = typer.Option(None, "--lr", help="Initial learning rate (default 3e-4 adam, 1e-2 sgd)."),
-    folds: int = typer.Option(None, "--folds", help="k-fold cross-validation on sorted case names (2 or 5)."),
-    fold: int = typer.Option(0, "--fold", help="Which fold to train (0-based)."),
-    val_every: int = typer.Option(10, "--val-every", help="Validate every N epochs (0: never)."),
-    sampler: str = typer.Option("dos", "--sampler", help="Hybrid training sampler: dos, rsd or rs."),
-    dcm_from_level: int = typer.Option(None, "--dcm-from-level", help="GELN_DCM: dataset-wise encoder levels >= N."),
-    loss: str = typer.Option("dice_ce", "--loss", help="dice_ce, or tal for datasets with different label sets."),
-    init: Path = typer.Option(None, "--init", help="Start from these weights (.pt checkpoint or .safetensors)."),
-    finetune_lr: float = typer.Option(None, "--finetune-lr", help="Learning rate with --init (METHODS: 1e-6)."),
-    no_augment: bool = typer.Option(False, "--no-augment", help="Switch data augmentation off."),
-    checkpoint_every: int = typer.Option(50, "--checkpoint-every", help="Also save last.pt every N iterations."),
-    resume: bool = typer.Option(False, "--resume", help="Continue the run in --output from its last.pt."),
-    seed: int = typer.Option(0, "--seed", help="Random seed (same seed, same weights on the CPU)."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
-    precision: str = typer.Option("auto", "--precision", help="auto (fp16 autocast on CUDA), fp32, bf16, fp16."),
-    workers: int = typer.Option(0, "--workers", "-j", help="Threads preparing batches ahead (0: in the loop)."),
-    as_json: bool = typer.Option(False, "--json", help="Print a JSON summary instead of the model path."),
-    method: str = typer.Option(
-        "he2021", "--method", help="Training recipe: he2021, sdnet, di2in-an or hdenseunet (METHODS §1-§4)."
-    ),
-    unlabelled: list[Path] = typer.Option(
-        None, "--unlabelled", help="sdnet: preprocessed folder used as unlabelled data (repeatable; labels ignored)."
-    ),
-    labelled_fraction: float = typer.Option(
-        None, "--labelled-fraction", help="sdnet: keep this fraction of the cases labelled, the rest unlabelled."
-    ),
-    pretrain_iterations: int = typer.Option(
-        0, "--pretrain-iterations", help="di2in-an: generator-only iterations before the adversarial phase."
-    ),
-    d_steps: int = typer.Option(10, "--d-steps", help="di2in-an: discriminator steps per generator step (k_D)."),
-    d_batch_size: int = typer.Option(8, "--d-batch-size", help="di2in-an: patches per discriminator step."),
-    adv_weight: float = typer.Option(0.01, "--adv-weight", help="di2in-an: weight lambda of the adversarial term."),
-    disc_with_image: bool = typer.Option(
-        False, "--disc-with-image", help="di2in-an: the discriminator sees the image too (paper: label map only)."
-    ),
-    stage_iterations: str = typer.Option(
-        None, "--stage-iterations", help="hdenseunet: iterations of stage 1 (2D) and 2 (3D+HFF) as N1,N2."
-    ),
-    class_weights: str = typer.Option(
-        None, "--class-weights", help="hdenseunet: cross-entropy class weights (default 0.78,0.65,8.57)."
-    ),
+    output: Path = typer.Option(..., "-o", "--output", metavar="DIR", help="Run folder: checkpoints, log, model."),
+    arch: str = ARCH,
+    arch_kwargs: str = ARCH_KWARGS,
+    base_features: int = BASE_FEATURES,
+    levels: int = LEVELS,
+    dcm_from_level: int = DCM_FROM_LEVEL,
+    init: Path = INIT,
+    epochs: int = EPOCHS,
+    iterations: int = ITERATIONS,
+    patch: str = PATCH,
+    batch_size: int = BATCH,
+    optimizer: str = OPTIMIZER,
+    scheduler: str = SCHEDULER,
+    lr: float = LR,
+    finetune_lr: float = FINETUNE_LR,
+    val_every: int = VAL_EVERY,
+    checkpoint_every: int = CHECKPOINT_EVERY,
+    folds: int = FOLDS,
+    fold: int = FOLD,
+    sampler: str = SAMPLER,
+    loss: str = LOSS,
+    no_augment: bool = NO_AUGMENT,
+    workers: int = WORKERS,
+    method: str = METHOD,
+    unlabelled: list[Path] = UNLABELLED,
+    labelled_fraction: float = LABELLED_FRACTION,
+    pretrain_iterations: int = PRETRAIN,
+    d_steps: int = D_STEPS,
+    d_batch_size: int = D_BATCH,
+    adv_weight: float = ADV_WEIGHT,
+    disc_with_image: bool = DISC_WITH_IMAGE,
+    stage_iterations: str = STAGE_ITERATIONS,
+    class_weights: str = CLASS_WEIGHTS,
+    resume: bool = RESUME,
+    seed: int = SEED,
+    device: str = DEVICE,
+    precision: str = PRECISION,
+    as_json: bool = AS_JSON,
+    progress: bool | None = progress_option(),
+    quiet: bool = quiet_option(),
+    verbose: bool = verbose_option(),
 ) -> None:
-    """Train; with --resume, only --device, --precision and --workers may change."""
     from liverctl.training import TrainConfig
     from liverctl.training import train as run_train
 
     config = TrainConfig(
-        architecture=arch,
-        arch_kwargs=_arch_kwargs(arch_kwargs, base_features, levels),
-        patch_size=_patch(patch),
-        batch_size=batch_size,
-        epochs=epochs,
-        iterations_per_epoch=iterations,
-        optimizer=optimizer,
-        scheduler=scheduler or ("poly" if optimizer == "sgd" else "plateau"),
-        lr=lr,
-        folds=folds,
-        fold=fold,
-        val_every=val_every,
-        sampler=sampler,
-        dcm_from_level=dcm_from_level,
-        loss=loss,
-        init_checkpoint=str(init) if init else None,
-        finetune_lr=finetune_lr,
-        augment=not no_augment,
-        checkpoint_every=checkpoint_every,
-        seed=seed,
-        device=device,
-        precision=precision,
-        num_workers=workers,
-        method=method,
-        unlabelled=[str(u) for u in unlabelled or []],
-        labelled_fraction=labelled_fraction,
-        pretrain_iterations=pretrain_iterations,
-        d_steps=d_steps,
-        d_batch_size=d_batch_size,
-        adv_weight=adv_weight,
-        disc_with_image=disc_with_image,
-        stage_iterations=_numbers(stage_iterations, "--stage-iterations", int),
-        class_weights=_numbers(class_weights, "--class-weights"),
+        **_network(arch, arch_kwargs, base_features, levels, dcm_from_level, init),
+        **_schedule(
+            epochs, iterations, patch, batch_size, optimizer, scheduler, lr, finetune_lr, val_every, checkpoint_every
+        ),
+        **_data(folds, fold, sampler, loss, no_augment, workers, seed, device, precision),
+        **_recipe(
+            method,
+            unlabelled,
+            labelled_fraction,
+            pretrain_iterations,
+            d_steps,
+            d_batch_size,
+            adv_weight,
+            disc_with_image,
+            stage_iterations,
+            class_weights,
+        ),
     )
-    with progress_bar() as progress:
-        result = run_train(datasets, output, config, progress=progress, resume=resume)
+    with reporter(progress, quiet, verbose) as callback:
+        result = run_train(datasets, output, config, progress=callback, resume=resume)
     if result.model_path is None:  # not rank 0 under torchrun
         return
-    if as_json:
-        summary = {
-            "model": str(result.model_path),
-            "weights_toml": str(result.toml_path),
-            "output_dir": str(result.output_dir),
-            "epochs": result.epochs,
-            "iterations": result.iterations,
-            "final_train_loss": result.train_losses[-1] if result.train_losses else None,
-            "best_val_dice": result.best_metric,
-            "best_epoch": result.best_epoch,
-            "stop_reason": result.stop_reason,
-            "skipped": [list(s) for s in result.skipped],
-        }
-        typer.echo(json.dumps(summary, indent=2))
-    else:
-        typer.echo(str(result.model_path))
+    typer.echo(json.dumps(_summary(result), indent=2) if as_json else str(result.model_path))

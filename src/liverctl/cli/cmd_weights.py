@@ -7,10 +7,11 @@ from pathlib import Path
 
 import typer
 
-from liverctl.cli import app
-from liverctl.cli._common import cli_command, err, progress_bar
+from liverctl.cli import _OneLineErrors, app
+from liverctl.cli._common import cli_command, err, progress_option, quiet_option, reporter, verbose_option
 
 weights_app = typer.Typer(
+    cls=_OneLineErrors,  # its switch checks (`--force true`); usage errors are caught by the top-level app
     name="weights",
     help="Pretrained weights: list the registry (weights.toml), download, verify sha256, print cached paths.",
     no_args_is_help=True,
@@ -59,11 +60,13 @@ def list_(
 @cli_command
 def download(
     name: str | None = typer.Argument(
-        None, help="Model name from `liverctl weights list` (default: the default model)."
+        None, metavar="NAME", help="Model name from `liverctl weights list` (default: the default model)."
     ),
     all_: bool = typer.Option(False, "--all", help="Download every model of the registry."),
     force: bool = typer.Option(False, "--force", help="Download again even if cached."),
-    progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar on stderr."),
+    progress: bool | None = progress_option(),
+    quiet: bool = quiet_option(),
+    verbose: bool = verbose_option(),
 ) -> None:
     from liverctl import weights
 
@@ -72,7 +75,7 @@ def download(
 
         raise ConfigError("give either a model NAME or --all, not both")
     names = weights.load_registry().names() if all_ else [name]
-    with progress_bar(progress) as callback:
+    with reporter(progress, quiet, verbose) as callback:
         for n in names:
             path = weights.download(n, force=force, progress=callback)
             typer.echo(str(path))
@@ -81,7 +84,7 @@ def download(
 @weights_app.command("verify", help="Check cached weights against their sha256 (exit 1 on a mismatch).")
 @cli_command
 def verify(
-    name: str | None = typer.Argument(None, help="Model name (default: every model of the registry)."),
+    name: str | None = typer.Argument(None, metavar="NAME", help="Model name (default: every model of the registry)."),
     as_json: bool = typer.Option(False, "--json", help="Print the results as JSON."),
 ) -> None:
     from liverctl import weights
@@ -108,7 +111,7 @@ def verify(
 @weights_app.command("path", help="Print the path of a model's cached weights file (no network).")
 @cli_command
 def path(
-    name: str | None = typer.Argument(None, help="Model name (default: the default model)."),
+    name: str | None = typer.Argument(None, metavar="NAME", help="Model name (default: the default model)."),
 ) -> None:
     from liverctl import weights
 

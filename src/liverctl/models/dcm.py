@@ -30,7 +30,9 @@ def normalize_dataset_index(dataset_index: DatasetIndex, batch: int, n_datasets:
     """
     if dataset_index is None:
         if n_datasets > 1:
-            raise ConfigError(f"dataset_index is required: the model has {n_datasets} dataset-wise branches")
+            raise ConfigError(
+                f"this dataset-wise (DCM) model has {n_datasets} branches: choose one with --dataset NAME"
+            )
         return 0
     if isinstance(dataset_index, torch.Tensor):
         idx = dataset_index.reshape(-1).long()

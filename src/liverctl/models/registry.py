@@ -154,6 +154,28 @@ def _examples(items: list[str], n: int = 3) -> str:
     return f"e.g. {shown}" + (", ..." if len(items) > n else "")
 
 
+def _prefixes(keys: Any) -> set[str]:
+    return {k.split(".", 1)[0] for k in keys}
+
+
+def guess_architecture(state_dict: Mapping[str, Any]) -> str | None:
+    """The registered architecture whose top-level module names best match ``state_dict``'s
+    keys (more than half of them shared), else ``None``. Networks are built on the ``meta``
+    device: no memory, no weights; used only to explain a misfit."""
+    found = _prefixes(_unwrap(state_dict))
+    best, best_score = None, 0.5
+    for name in available_models():
+        try:
+            with torch.device("meta"):
+                own = _prefixes(build_model(name).state_dict())
+        except Exception:  # an architecture that needs arguments to be built: no guess from it
+            continue
+        score = len(found & own) / max(len(found | own), 1)
+        if score > best_score:
+            best, best_score = name, score
+    return best
+
+
 def load_state_dict_checked(model: torch.nn.Module, state_dict: Mapping[str, Any]) -> torch.nn.Module:
     """Load ``state_dict`` into ``model`` strictly, explaining any misfit in one line.
 
@@ -187,6 +209,8 @@ def load_state_dict_checked(model: torch.nn.Module, state_dict: Mapping[str, Any
         if mismatched:
             parts.append(f"{len(mismatched)} shape mismatches ({_examples(mismatched, 2)})")
         arch = getattr(model, "registry_name", type(model).__name__)
-        raise WeightsError(f"weights do not fit architecture {arch}: {'; '.join(parts)}")
+        guess = guess_architecture(sd)
+        hint = f"; they look like --arch {guess}" if guess is not None and guess != arch else ""
+        raise WeightsError(f"weights do not fit architecture {arch}: {'; '.join(parts)}{hint}")
     model.load_state_dict(sd, strict=True)
     return model

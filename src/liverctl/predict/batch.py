@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 from liverctl.ct import read_ct
-from liverctl.dicom import list_dicom_series
 from liverctl.errors import ConfigError, InputError, LiverctlError
 from liverctl.io import (
     Image,
@@ -28,7 +27,6 @@ from liverctl.io import (
     check_writable,
     image_stem,
     image_suffix,
-    list_images,
     write_image,
     write_mask,
     write_text_atomic,
@@ -73,27 +71,17 @@ class PredictResult:
         return [c for c in self.cases if not c.ok]
 
 
-def expand_inputs(inputs: Sequence[str | os.PathLike[str]]) -> list[Path]:
+def expand_inputs(inputs: Sequence[str | os.PathLike[str]], *, recursive: bool = False) -> list[Path]:
     """Files, folders of images, and DICOM series folders -> the list of scans to segment.
 
     A folder that holds image files stands for those files; a folder that holds a DICOM
-    series stands for that series. A path that does not exist is kept (:func:`predict`
-    refuses it before loading a model).
+    series stands for that series; zips and single DICOM files are resolved too (see
+    :func:`liverctl.inputs.resolve_inputs`). A path that does not exist is kept
+    (:func:`predict` refuses it before loading a model).
     """
-    scans: list[Path] = []
-    for item in inputs:
-        p = Path(item)
-        if p.is_dir():
-            images = list_images(p)
-            if images:
-                scans.extend(images)
-            elif list_dicom_series(p):
-                scans.append(p)
-            else:
-                raise InputError(f"no images and no DICOM series in folder {p}")
-        else:
-            scans.append(p)
-    return scans
+    from liverctl.inputs import resolve_inputs
+
+    return resolve_inputs(inputs, recursive=recursive)[0]
 
 
 def _shard(scans: list[Path], shard: tuple[int, int] | None) -> list[Path]:
@@ -120,23 +108,35 @@ def _scan_name(path: Path) -> str:
     return image_stem(path) if path.is_file() or image_suffix(path) else path.name
 
 
-def output_paths(scans: list[Path], output: str | os.PathLike[str] | None) -> list[Path]:
+def output_paths(
+    scans: list[Path],
+    output: str | os.PathLike[str] | None,
+    names: dict[Path, str] | None = None,
+    output_format: str | None = None,
+) -> list[Path]:
     """Where each scan's mask goes.
 
     No ``output``: ``<name>_liver.nii.gz`` in the current folder. An ``output`` with an image
     suffix: that file (one scan only). Otherwise a folder: ``<output>/<name>.nii.gz``, the
     same name as the scan, so that ``liverctl evaluate`` pairs it with a reference by name.
+    ``names``: the name of each scan (:func:`liverctl.inputs.resolve_inputs`); the suffix
+    follows ``output_format`` (:func:`liverctl.outputs.mask_suffix`).
     """
-    if output is not None:
+    from liverctl.outputs import check_output_format, mask_suffix
+
+    check_output_format(output_format, scans, output)
+    named = {**{s: _scan_name(s) for s in scans}, **(names or {})}
+    seg_file = output is not None and str(output).lower().endswith(".dcm") and not Path(output).is_dir()
+    if output is not None and not seg_file:
         check_output_suffix(output)
     if output is None:
-        paths = [Path.cwd() / f"{_scan_name(s)}_liver.nii.gz" for s in scans]
-    elif image_suffix(output) is not None and not Path(output).is_dir():
+        paths = [Path.cwd() / f"{named[s]}_liver{mask_suffix(s, output_format)}" for s in scans]
+    elif seg_file or (image_suffix(output) is not None and not Path(output).is_dir()):
         if len(scans) != 1:
             raise ConfigError(f"-o {output} is a file, but there are {len(scans)} scans: give a folder")
         paths = [Path(output)]
     else:
-        paths = [Path(output) / f"{_scan_name(s)}.nii.gz" for s in scans]
+        paths = [Path(output) / f"{named[s]}{mask_suffix(s, output_format)}" for s in scans]
     names = [p.resolve() for p in paths]
     if len(set(names)) != len(names):
         dup = next(n for n in names if names.count(n) > 1)
@@ -147,13 +147,16 @@ def output_paths(scans: list[Path], output: str | os.PathLike[str] | None) -> li
 
 
 def _sidecar(mask_path: Path, suffix: str) -> Path:
-    return mask_path.with_name(image_stem(mask_path) + suffix)
+    from liverctl.outputs import mask_stem
+
+    return mask_path.with_name(mask_stem(mask_path) + suffix)
 
 
 def _case_files(mask: Path, options: PredictOptions) -> list[Path]:
     """What :func:`predict` writes for one scan: the mask, its report, its probabilities."""
     files = [mask, _sidecar(mask, ".json")]
-    return [*files, _sidecar(mask, "_probabilities.nii.gz")] if options.save_probabilities else files
+    files += [_sidecar(mask, "_probabilities.nii.gz")] if options.save_probabilities else []
+    return [*files, _sidecar(mask, "_preview.png")] if options.preview else files
 
 
 def _check_outputs(files: Sequence[Path]) -> dict[Path, Manifest]:
@@ -196,7 +199,7 @@ def _earlier_result(case: CaseResult, files: Sequence[Path], model: LiverModel, 
     if earlier_shas != shas or report.get("options") != options.result_key():
         return False
     case.mask, case.report_path, case.report, case.skipped = files[0], files[1], report, True
-    case.probabilities = files[2] if len(files) > 2 else None
+    case.probabilities = files[2] if options.save_probabilities else None
     return True
 
 
@@ -238,6 +241,8 @@ def predict(
     loaded: LiverModel | None = None,
     progress: ProgressCallback | None = None,
     on_case: Callable[[CaseResult], None] | None = None,
+    recursive: bool = False,
+    on_model: Callable[[LiverModel], None] | None = None,
 ) -> PredictResult:
     """Segment the liver in one or many CT scans and write masks, reports and a summary.
 
@@ -260,6 +265,9 @@ def predict(
         loaded: an already loaded :class:`LiverModel` (skips loading).
         progress: called per scan (``"scans"``) and per window batch (``"sliding window"``).
         on_case: called with each :class:`CaseResult` as soon as its files are written.
+        recursive: also segment the scans in the folders below each input folder
+            (:func:`liverctl.inputs.resolve_inputs`; zips and DICOM files are resolved too).
+        on_model: called with the loaded :class:`LiverModel` before the first scan.
 
     Every option and output is checked before the weights are loaded (or downloaded): an
     output folder that cannot be written, or an existing file there that liverctl did not
@@ -270,8 +278,8 @@ def predict(
         batch: its error is in its :class:`CaseResult` and in the summary.
     """
     options = options or PredictOptions()
-    scans = _scans(inputs, shard)
-    outputs = output_paths(scans, output)
+    scans, names = _scans(inputs, shard, recursive)
+    outputs = output_paths(scans, output, names, options.output_format)
     if summary is None and len(scans) > 1:
         summary = outputs[0].parent / "summary.csv"
     summary_path = None if summary is None else Path(summary)
@@ -287,6 +295,8 @@ def predict(
     net = loaded or LiverModel.load(
         model, weights, arch=arch, dataset=options.dataset, progress=progress, device_config=options.device_config
     )
+    if on_model is not None:
+        on_model(net)
     _remove_stale_temporaries(every_file)
     result = PredictResult()
     kept = _kept(scans, files, net, options) if resume else {}
@@ -298,7 +308,7 @@ def predict(
         else:
             scan, future = next(prepared)
             case = CaseResult(input=str(scan))
-            _segment_case(net, case, future, group, options, manifests[out.parent.absolute()], progress)
+            _segment_case(net, case, future, group, options, manifests[out.parent.absolute()], progress, series_uid)
         result.cases.append(case)
         if summary_path is not None:
             result.summary_csv = write_summary(result.cases, summary_path)
@@ -311,20 +321,26 @@ def predict(
 
 
 def _scans(
-    inputs: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], shard: tuple[int, int] | None
-) -> list[Path]:
-    """The scans of this shard of the inputs, refused if any does not exist (before any download)."""
+    inputs: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+    shard: tuple[int, int] | None,
+    recursive: bool = False,
+) -> tuple[list[Path], dict[Path, str]]:
+    """The scans of this shard of the inputs and their names, refused if any does not exist
+    (before any download)."""
+    from liverctl.inputs import resolve_inputs
+
     items = [inputs] if isinstance(inputs, str | os.PathLike) else list(inputs)
     if not items:
         raise InputError("no input scans given")
-    scans = _shard(expand_inputs(items), shard)
+    found, names = resolve_inputs(items, recursive=recursive)
+    scans = _shard(found, shard)
     if not scans:
         raise InputError("no scans to segment in this shard")
     missing = [s for s in scans if not s.exists()]
     if missing:
         more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
         raise InputError(f"no such file or folder: {missing[0]}{more}")
-    return scans
+    return scans, names
 
 
 def _kept(
@@ -347,6 +363,7 @@ def _segment_case(
     options: PredictOptions,
     manifest: Manifest,
     progress: ProgressCallback | None,
+    series_uid: str | None = None,
 ) -> None:
     """Segment one scan, read ahead by ``future``, and write its files (recorded in the
     folder's manifest); errors go into ``case``."""
@@ -355,7 +372,7 @@ def _segment_case(
         image, model_space, notes = future.result()
         seg = net.segment(image, options, source=scan, prepared=model_space, ct_notes=notes, progress=progress)
         manifest.claim(files, "predict")
-        case.mask = write_mask(seg.mask, image, out)
+        case.mask = _write_mask(seg.mask, image, out, scan, series_uid)
         if seg.probabilities is not None:
             case.probabilities = write_image(seg.probabilities, files[2])
         seg.report = {"input": scan, "mask": str(out), "options": options.result_key(), **seg.report}
@@ -363,11 +380,30 @@ def _segment_case(
             seg.report["probabilities"] = str(case.probabilities)
         case.report_path = write_text_atomic(report_path, json.dumps(seg.report, indent=2) + "\n")
         case.report = seg.report
+        if options.preview:
+            _write_preview(image, seg.mask, files[-1], scan, seg.report)
         manifest.record(files)
     except LiverctlError as exc:
         case.error = str(exc)
     except MemoryError:
         case.error = "out of memory"
+
+
+def _write_mask(mask: Any, image: Image, out: Path, scan: str, series_uid: str | None) -> Path:
+    """The mask in the format its suffix names: a DICOM-SEG referencing the source series for ``.dcm``."""
+    if out.suffix.lower() != ".dcm":
+        return write_mask(mask, image, out)
+    from liverctl.dicom_seg import series_files, write_dicom_seg
+
+    array = mask.array if isinstance(mask, Image) else mask
+    return write_dicom_seg(array, image.geometry, series_files(scan, series_uid), out)
+
+
+def _write_preview(image: Image, mask: Any, path: Path, scan: str, report: dict[str, Any]) -> None:
+    from liverctl.preview import write_preview
+
+    flags = (report.get("qc") or {}).get("flags", [])
+    write_preview(image, mask, path, title=Path(scan).name, volume_ml=report.get("liver_volume_ml"), flags=flags)
 
 
 def parse_paths(text: str) -> list[str]:

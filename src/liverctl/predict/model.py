@@ -271,7 +271,8 @@ def _resolve_weights(
         registry = hub.load_registry(sibling) if sibling else None
         item = hub.resolve_weights(None if sibling else names[0], path, registry=registry)
         if arch is not None:
-            item = replace(item, entry=replace(item.entry, architecture=arch))
+            same = arch == item.entry.architecture  # another architecture: not the template's arguments
+            item = replace(item, entry=replace(item.entry, architecture=arch, kwargs=item.entry.kwargs if same else {}))
         resolved.append(item)
     return resolved
 

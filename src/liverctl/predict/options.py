@@ -44,6 +44,9 @@ class PredictOptions:
         save_probabilities: also write the liver probability map (float32, scan grid).
         dataset: branch of a dataset-wise (DCM) network to use, by dataset name.
         threads: CPU threads for torch (``None`` = torch's default).
+        output_format: ``"nii.gz"``, ``"nrrd"``, ``"mha"`` or ``"dicom-seg"``; ``None`` = the
+            input's format, NIfTI for DICOM (see :mod:`liverctl.outputs`).
+        preview: also write ``<name>_preview.png`` (see :mod:`liverctl.preview`).
     """
 
     device: str = "auto"
@@ -57,6 +60,8 @@ class PredictOptions:
     save_probabilities: bool = False
     dataset: str | None = None
     threads: int | None = None
+    output_format: str | None = None
+    preview: bool = False
 
     def __post_init__(self) -> None:
         from liverctl.device import PRECISIONS  # torch is imported only when a network runs
@@ -69,6 +74,10 @@ class PredictOptions:
             raise ConfigError(f"--batch-size must be 1 or more, got {self.batch_size}")
         if self.threads is not None and self.threads < 1:
             raise ConfigError(f"--threads must be 1 or more, got {self.threads}")
+        from liverctl.outputs import FORMATS
+
+        if self.output_format is not None and self.output_format not in FORMATS:
+            raise ConfigError(f"unknown --output-format {self.output_format!r}: use one of {', '.join(FORMATS)}")
 
     @property
     def device_config(self) -> DeviceConfig:

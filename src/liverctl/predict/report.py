@@ -90,7 +90,9 @@ def case_report(
         "inference": {
             "device": stats.device,
             "precision": stats.precision,
-            "windows": stats.windows,
+            # every window the networks evaluated: grid windows x mirror passes (--tta) x ensemble members
+            "windows": stats.evaluated_voxels // max(int(np.prod(stats.window)), 1),
+            "grid_windows": stats.windows,
             "skipped_windows": stats.skipped_windows,
             "window_zyx": list(stats.window),
             "compute_amplification": round(stats.compute_amplification, 3),

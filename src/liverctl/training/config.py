@@ -157,35 +157,36 @@ class TrainConfig:
     def validate(self) -> None:
         """Raise :class:`ConfigError` (one line) for an invalid option."""
         if len(self.patch_size) != 3 or min(self.patch_size) < 1:
-            raise ConfigError(f"patch size must be three positive integers (z,y,x), got {self.patch_size}")
+            shown = ",".join(str(v) for v in self.patch_size[::-1])
+            raise ConfigError(f"--patch must be three positive integers X,Y,Z, got {shown}")
         for name in ("batch_size", "epochs", "iterations_per_epoch"):
             if int(getattr(self, name)) < 1:
-                raise ConfigError(f"{name.replace('_', ' ')} must be >= 1, got {getattr(self, name)}")
+                raise ConfigError(f"{_flag(name)} must be >= 1, got {getattr(self, name)}")
         if self.optimizer not in _OPTIMIZERS:
-            raise ConfigError(f"optimizer must be one of {', '.join(_OPTIMIZERS)}, got {self.optimizer!r}")
+            raise ConfigError(f"--optimizer must be one of {', '.join(_OPTIMIZERS)}, got {self.optimizer!r}")
         if self.scheduler not in _SCHEDULERS:
-            raise ConfigError(f"scheduler must be one of {', '.join(_SCHEDULERS)}, got {self.scheduler!r}")
+            raise ConfigError(f"--scheduler must be one of {', '.join(_SCHEDULERS)}, got {self.scheduler!r}")
         if self.sampler not in _SAMPLERS:
-            raise ConfigError(f"sampler must be one of {', '.join(_SAMPLERS)}, got {self.sampler!r}")
+            raise ConfigError(f"--sampler must be one of {', '.join(_SAMPLERS)}, got {self.sampler!r}")
         if self.loss not in _LOSSES:
-            raise ConfigError(f"loss must be one of {', '.join(_LOSSES)}, got {self.loss!r}")
+            raise ConfigError(f"--loss must be one of {', '.join(_LOSSES)}, got {self.loss!r}")
         for name in ("lr", "finetune_lr"):
             value = getattr(self, name)
             if value is not None and not value > 0:
-                raise ConfigError(f"{name.replace('_', ' ')} must be > 0, got {value}")
+                raise ConfigError(f"{_flag(name)} must be > 0, got {value}")
         if self.folds is not None:
             if self.folds < 2:
                 raise ConfigError(f"--folds must be >= 2, got {self.folds}")
             if not 0 <= self.fold < self.folds:
                 raise ConfigError(f"--fold must be in 0..{self.folds - 1} for {self.folds} folds, got {self.fold}")
         if self.val_every < 0 or self.checkpoint_every < 0 or self.num_workers < 0:
-            raise ConfigError("val_every, checkpoint_every and num_workers must be >= 0")
+            raise ConfigError("--val-every, --checkpoint-every and --workers must be >= 0")
         if not 0 <= self.foreground_fraction <= 1:
             raise ConfigError(f"foreground fraction must be in [0, 1], got {self.foreground_fraction}")
         if self.dcm_from_level is not None and self.dcm_from_level < 0:
             raise ConfigError(f"--dcm-from-level must be >= 0, got {self.dcm_from_level}")
         if self.method not in METHODS:
-            raise ConfigError(f"method must be one of {', '.join(METHODS)}, got {self.method!r}")
+            raise ConfigError(f"--method must be one of {', '.join(METHODS)}, got {self.method!r}")
         if self.method != "he2021" and self.dcm_from_level is not None:
             raise ConfigError(f"--dcm-from-level is part of the he2021 recipe, not of --method {self.method}")
         if self.labelled_fraction is not None and not 0 < self.labelled_fraction < 1:
@@ -193,18 +194,18 @@ class TrainConfig:
         if not self.sharpen_temperature > 0:
             raise ConfigError(f"sharpen temperature must be > 0, got {self.sharpen_temperature}")
         if self.unsup_weight < 0 or self.adv_weight < 0:
-            raise ConfigError("unsup_weight and adv_weight must be >= 0")
+            raise ConfigError("the unsupervised weight and --adv-weight must be >= 0")
         for name in ("lr_step", "d_steps", "g_steps", "d_batch_size"):
             if int(getattr(self, name)) < 1:
-                raise ConfigError(f"{name.replace('_', ' ')} must be >= 1, got {getattr(self, name)}")
+                raise ConfigError(f"{_flag(name)} must be >= 1, got {getattr(self, name)}")
         if self.pretrain_iterations < 0:
-            raise ConfigError(f"pretrain iterations must be >= 0, got {self.pretrain_iterations}")
+            raise ConfigError(f"--pretrain-iterations must be >= 0, got {self.pretrain_iterations}")
         if self.stage_iterations is not None and (len(self.stage_iterations) != 2 or min(self.stage_iterations) < 0):
             raise ConfigError(
-                f"stage iterations must be two numbers >= 0 (stages 1 and 2), got {self.stage_iterations}"
+                f"--stage-iterations must be two numbers >= 0 (stages 1 and 2), got {self.stage_iterations}"
             )
         if self.class_weights is not None and (not self.class_weights or min(self.class_weights) < 0):
-            raise ConfigError(f"class weights must be >= 0, got {self.class_weights}")
+            raise ConfigError(f"--class-weights must be >= 0, got {self.class_weights}")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able dict (tuples become lists)."""
@@ -222,3 +223,16 @@ class TrainConfig:
         if unknown:
             raise ConfigError(f"unknown training options: {', '.join(unknown)}")
         return cls(**data)
+
+
+_FLAGS = {
+    "iterations_per_epoch": "--iterations-per-epoch",
+    "num_workers": "--workers",
+    "lr_step": "the learning-rate step",
+    "g_steps": "the generator steps",
+}
+
+
+def _flag(name: str) -> str:
+    """The ``liverctl train`` option of a :class:`TrainConfig` field, for messages."""
+    return _FLAGS.get(name, "--" + name.replace("_", "-"))

@@ -50,7 +50,7 @@ from torch import nn
 
 from liverctl.errors import ConfigError, LiverctlWarning
 from liverctl.io import write_text_atomic
-from liverctl.progress import ProgressCallback
+from liverctl.progress import ProgressCallback, report_values
 from liverctl.training.checkpoint import save_checkpoint
 from liverctl.training.common import (
     GRAD_CLIP,
@@ -357,6 +357,18 @@ class _Run:
                 "skipped": ";".join(f"{d}/{c}" for d, c, _ in data.skipped),
             }
         )
+        if self.dist.is_main:
+            row = self.rows[-1]
+            report_values(
+                self.progress,
+                "epoch",
+                epoch=self.epoch + 1,
+                epochs=config.epochs,
+                loss=mean_loss,
+                val_dice=None if math.isnan(val) else val,
+                lr=lr_used,
+                seconds=float(row["seconds"]),
+            )
         self.epoch += 1
         if self.epoch == config.epochs:
             self.finished = True

@@ -31,7 +31,7 @@ from torch import nn
 
 from liverctl.errors import LiverctlWarning
 from liverctl.io import write_text_atomic
-from liverctl.progress import ProgressCallback
+from liverctl.progress import ProgressCallback, report_values
 from liverctl.training.checkpoint import save_checkpoint
 from liverctl.training.common import LOG_COLUMNS, TrainResult, export_plans, plot_log, write_log
 from liverctl.training.config import TrainConfig
@@ -196,6 +196,16 @@ class RecipeRun:
             for k in self.extra_columns:
                 row[k] = f"{means[k]:.6f}" if k in means else ""
             self.rows.append(row)
+            report_values(
+                progress,
+                "epoch",
+                epoch=self.epoch + 1,
+                epochs=cfg.epochs,
+                loss=mean_loss,
+                val_dice=None if math.isnan(val) else val,
+                lr=lr_used,
+                seconds=float(row["seconds"]),
+            )
             self.epoch += 1
             if improved:
                 save_checkpoint({**best_parts(), "epoch": self.epoch, "metric": metric}, self.best_path)

@@ -1,0 +1,67 @@
+"""The format of ``predict``'s masks: ``--output-format nii.gz|nrrd|mha|dicom-seg``.
+
+Default (``None``): the input's own format for NIfTI, NRRD and MetaImage scans (``.nii`` ->
+``.nii.gz``, ``.nhdr`` -> ``.nrrd``, ``.mhd`` -> ``.mha``: one compressed file each), NIfTI
+(``.nii.gz``) for DICOM series, zipped series and DICOM files, because every liverctl command and
+nnU-Net/TotalSegmentator read it. ``dicom-seg`` writes a DICOM Segmentation object beside the
+NIfTI-free outputs (``<name>.dcm``) referencing the source series (:mod:`liverctl.dicom_seg`);
+only DICOM inputs can have one. An ``-o FILE`` with a suffix decides the format itself.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from liverctl.errors import ConfigError
+from liverctl.io import IMAGE_SUFFIXES, image_suffix
+
+__all__ = ["FORMATS", "check_output_format", "mask_stem", "mask_suffix"]
+
+FORMATS = {"nii.gz": ".nii.gz", "nrrd": ".nrrd", "mha": ".mha", "dicom-seg": ".dcm"}
+_SAME = {".nii.gz": ".nii.gz", ".nii": ".nii.gz", ".nrrd": ".nrrd", ".nhdr": ".nrrd", ".mha": ".mha", ".mhd": ".mha"}
+
+
+def _is_dicom(scan: Path) -> bool:
+    return scan.is_dir() or image_suffix(scan) is None
+
+
+def check_output_format(
+    output_format: str | None, scans: Sequence[Path], output: str | os.PathLike[str] | None
+) -> None:
+    """Refuse, before any work, a format liverctl cannot write for these scans and this ``-o``."""
+    if output_format is None:
+        return
+    if output_format not in FORMATS:
+        raise ConfigError(f"unknown --output-format {output_format!r}: use one of {', '.join(FORMATS)}")
+    if output is not None and not Path(output).is_dir():
+        suffix = ".dcm" if str(output).lower().endswith(".dcm") else image_suffix(output)
+        if suffix is not None and suffix != FORMATS[output_format]:
+            raise ConfigError(f"-o {output} has suffix {suffix} but --output-format is {output_format}")
+    if output_format == "dicom-seg":
+        not_dicom = [s for s in scans if not _is_dicom(s)]
+        if not_dicom:
+            raise ConfigError(
+                f"--output-format dicom-seg needs DICOM input (it references the source series); "
+                f"{not_dicom[0]} is a {image_suffix(not_dicom[0])} file"
+            )
+        from liverctl.dicom_seg import check_available
+
+        check_available()
+
+
+def mask_suffix(scan: Path, output_format: str | None) -> str:
+    """The suffix of ``scan``'s mask (see the module docs)."""
+    if output_format is not None:
+        return FORMATS[output_format]
+    return _SAME.get(image_suffix(scan) or "", ".nii.gz")
+
+
+def mask_stem(path: str | os.PathLike[str]) -> str:
+    """A mask's file name without its suffix (``.dcm`` included), for the report beside it."""
+    name = Path(path).name
+    for suffix in (*IMAGE_SUFFIXES, ".dcm"):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return name
