@@ -97,7 +97,8 @@ def predict(
         "auto",
         "--precision",
         metavar="PRECISION",
-        help="auto (fp16 on CUDA, bf16 on a CPU with native bf16, else fp32), fp32, fp16 or bf16.",
+        help="auto (fp16 on CUDA, fp32 on the CPU), fp32, fp16 or bf16 (2.5x faster on CPUs with native bf16; "
+        "flips thin decisions).",
     ),
     tta: bool = typer.Option(False, "--tta", help="Mirror test-time augmentation (8 passes; slower)."),
     overlap: float | None = typer.Option(
@@ -116,7 +117,7 @@ def predict(
         False,
         "--no-shortcuts",
         "--exact",
-        help="Every MONAI window (air windows too), in fp32 unless --precision: MONAI's result to rounding.",
+        help="The MONAI bundle's arithmetic: its Spacingd/Invertd steps bit for bit, every window, fp32.",
     ),
     fast: bool = typer.Option(
         False,
