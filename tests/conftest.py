@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+
+# Test files live in folders that mirror the package (tests/predict/, tests/training/, ...); the
+# helpers beside this file (hub_server.py, the Hub imitation) are importable from all of them.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 SHARED_DATA = Path(os.environ.get("LIVERCTL_TEST_DATA", REPO.parent / "shared" / "data"))
 
 

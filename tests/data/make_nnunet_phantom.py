@@ -1,4 +1,4 @@
-"""Make the small nnU-Net v2 results folder that tests/test_nnunet.py runs (run once, commit the output).
+"""Make the small nnU-Net v2 results folder that tests/nnunet/test_nnunet.py runs (run once, commit the output).
 
 Everything is done by nnU-Net 2.5.1 itself, on liverctl phantoms:
 

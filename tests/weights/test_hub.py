@@ -128,7 +128,7 @@ def setup(tmp_path: Path, server: HubServer, data: bytes, *, sha256: str = "", r
 
 def test_shipped_registry_matches_the_monai_bundle_config():
     """Values copied from MONAI wholeBody_ct_segmentation configs/inference.json and metadata.json."""
-    reg = hub.load_registry(Path(__file__).resolve().parents[1] / "weights.toml")
+    reg = hub.load_registry(Path(__file__).resolve().parents[2] / "weights.toml")
     assert reg.default == "wholebody-ct-3mm"
     low, high = reg.get("wholebody-ct-3mm"), reg.get("wholebody-ct-1.5mm")
     assert reg.get() is low
@@ -159,7 +159,7 @@ def test_shipped_registry_kwargs_build_a_network_of_the_published_file_size():
     """The Hub lists model.pt and model_lowres.pt at 75.2 MB: float32 parameters of these kwargs."""
     from liverctl.models.registry import build_model
 
-    entry = hub.load_registry(Path(__file__).resolve().parents[1] / "weights.toml").get()
+    entry = hub.load_registry(Path(__file__).resolve().parents[2] / "weights.toml").get()
     net = build_model(entry.architecture, **entry.kwargs)
     n_bytes = 4 * sum(p.numel() for p in net.state_dict().values() if p.is_floating_point())
     assert abs(n_bytes / 1e6 - 75.2) < 0.1

@@ -246,7 +246,7 @@ def test_monai_models_see_windows_in_xyz_order(marked: Path):
 
 
 def test_registry_monai_entries_use_xyz_axes():
-    registry = hub.load_registry(Path(__file__).resolve().parents[1] / "weights.toml")
+    registry = hub.load_registry(Path(__file__).resolve().parents[2] / "weights.toml")
     assert {registry.get(n).network_axes for n in registry.names()} == {"xyz"}
     assert {registry.get(n).sliding_window.padding_mode for n in registry.names()} == {"replicate"}
 
@@ -392,7 +392,6 @@ def run_cli(args: list[str], env: dict[str, str], stdin: str | None = None) -> s
 
 @pytest.fixture(scope="module")
 def hub_env(tmp_path_factory: pytest.TempPathFactory):
-    sys.path.insert(0, str(Path(__file__).parent))
     from hub_server import HubServer, client_env, registry_entry, write_registry
     from liverctl.models import build_model
 

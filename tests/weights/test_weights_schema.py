@@ -9,7 +9,7 @@ import pytest
 from liverctl import hub, weights
 from liverctl.weights.registry import WindowRecipe
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_shipped_registry_round_trips_through_the_writer(tmp_path: Path):

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from nnunet_cases import CASES, FOLDER, dice, write_cases
 
 from liverctl.errors import WeightsError
 from liverctl.io import read_image
@@ -25,7 +26,6 @@ from liverctl.nnunet.checkpoint import load_checkpoint
 from liverctl.nnunet.network import build_network
 from liverctl.nnunet.plans import liver_labels, plans_from_dicts, read_plans
 from liverctl.nnunet.predictor import compute_gaussian, compute_steps, mirror_combinations
-from nnunet_cases import CASES, FOLDER, dice, write_cases
 
 PLANS = json.loads((FOLDER / "plans.json").read_text())
 DATASET = json.loads((FOLDER / "dataset.json").read_text())

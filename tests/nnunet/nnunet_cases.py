@@ -21,7 +21,7 @@ from liverctl.io import Geometry, Image, write_image
 from liverctl.synthetic import make_phantom
 
 FOLDER = (
-    Path(__file__).resolve().parent
+    Path(__file__).resolve().parents[1]
     / "data"
     / "nnunet"
     / "Dataset914_LiverPhantom"

@@ -315,7 +315,6 @@ def test_catalogue_covers_every_command() -> None:
 
 @pytest.fixture(scope="module")
 def hub(tmp_path_factory: pytest.TempPathFactory):
-    sys.path.insert(0, str(Path(__file__).parent))
     from hub_server import HubServer, client_env, registry_entry, write_registry
     from liverctl.models import build_model
 
