@@ -33,6 +33,7 @@ def _table(result: Any, metric: str) -> str:
     return "\n".join(lines)
 
 
+# Long by its signature: the Typer options with their help texts (issue 9).
 @app.command("crosstest")
 @cli_command
 def crosstest(

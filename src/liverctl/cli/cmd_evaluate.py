@@ -204,6 +204,8 @@ def _render(result: Any) -> None:
         "Surface distances follow MedPy unless --surface / --hd95 say otherwise."
     ),
 )
+# Long by its signature: the Typer options with their help texts (issue 9); the body parses and
+# calls liverctl.evaluation.evaluate.
 @cli_command
 def evaluate(
     pred: Path = typer.Argument(..., metavar="PRED", help="Predicted mask/label map file, or a folder of them."),

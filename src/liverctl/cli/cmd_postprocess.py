@@ -18,6 +18,7 @@ from liverctl.cli._common import cli_command, err, progress_option, quiet_option
         "OUTPUT a file or a folder (never an input). Prints each written path, or a JSON report with --json."
     ),
 )
+# Long by its signature: the Typer options with their help texts (issue 9).
 @cli_command
 def postprocess(
     input: Path = typer.Argument(

@@ -47,6 +47,8 @@ def _items(inputs: list[str] | None, input_option: list[str] | None) -> list[str
     return items
 
 
+# Long by its signature: each of the ~30 Typer options is declared with its help text (issue 9);
+# the body only parses and calls liverctl.predict.predict.
 @app.command("predict")
 @cli_command
 def predict(
