@@ -21,7 +21,7 @@ from liverctl.crosstest.sources import SourceDataset, _safe_name
 from liverctl.errors import LiverctlError, LiverctlWarning
 from liverctl.io import write_text_atomic
 from liverctl.jsonsafe import json_safe
-from liverctl.progress import ProgressCallback
+from liverctl.progress import ProgressCallback, report_values
 
 __all__ = ["CELL_FORMAT", "cell_reusable", "model_loader", "run_cell"]
 
@@ -236,6 +236,13 @@ def run_cells(
             write_json(path, cell)
             computed.append((s.name, t.name))
         cells[(s.name, t.name)] = cell
+        summary = cell.get("summary") or {}
+        report_values(  # the cell's mean scores, for the log line (and the bar) of this cell
+            progress,
+            "crosstest",
+            cell=f"{s.name} -> {t.name}",
+            **{m: (summary.get(m) or {}).get("mean") for m in metrics},
+        )
         if progress is not None:
             progress("crosstest", done, len(pairs))
     return cells, computed, reused
