@@ -17,6 +17,7 @@ from nnunet_cases import FOLDER, write_cases
 from typer.testing import CliRunner
 
 from liverctl.cli import app
+from liverctl.errors import ConfigError
 from liverctl.io import Geometry, Image, read_image
 from liverctl.nnunet import NnUNetModel, available_folds
 from liverctl.postprocessing import clean_liver_mask
@@ -80,22 +81,17 @@ def test_cli_exact_mask_is_nnunets_liver_labels(scans: dict[str, Path], tmp_path
     assert inference["grid_windows"] >= 1 and inference["windows"] >= inference["grid_windows"]
 
 
-def test_defaults_postprocess_tta_and_probabilities(scans: dict[str, Path], tmp_path: Path) -> None:
+def test_defaults_postprocess_mirroring_and_probabilities(scans: dict[str, Path], tmp_path: Path) -> None:
     image = read_image(scans["native"])
     net = NnUNetLiverModel.load(FOLDER)
     seg = net.segment(image, PredictOptions(save_probabilities=True))
-    raw = NnUNetModel.load(FOLDER, folds=None, device="cpu").predict(image, mirroring=False)
+    raw = NnUNetModel.load(FOLDER, folds=None, device="cpu").predict(image)  # mirrored, nnU-Net's default
     liver = np.isin(raw.labels.array, raw.stats["liver_labels"])
     assert np.array_equal(seg.mask.array, clean_liver_mask(liver)[0])
     assert seg.probabilities is not None and seg.probabilities.geometry == image.geometry
     assert np.allclose(seg.probabilities.array, raw.liver_probability.array)
-    assert seg.report["inference"]["mirror_axes"] == []  # defaults mirror only with --tta
-    tta = net.segment(image, PredictOptions(tta=True))
-    assert (
-        tta.report["inference"]["mirror_axes"]
-        and tta.report["inference"]["windows"] > seg.report["inference"]["windows"]
-    )
-    with pytest.raises(Exception, match="exact"):
+    assert seg.report["inference"]["mirror_axes"] == raw.stats["mirror_axes"] != []  # mirrored without --tta
+    with pytest.raises(ConfigError, match="exact"):
         net.segment(image, PredictOptions(shortcuts=False))
 
 

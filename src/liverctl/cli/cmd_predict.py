@@ -123,7 +123,8 @@ def predict(
         False,
         "--no-shortcuts",
         "--exact",
-        help="The MONAI bundle's arithmetic: its Spacingd/Invertd steps bit for bit, every window, fp32.",
+        help="The MONAI bundle's arithmetic: its Spacingd/Invertd steps bit for bit, every window, fp32 "
+        "(an nnU-Net folder: nnUNetPredictor's labels).",
     ),
     fast: bool = typer.Option(
         False,
