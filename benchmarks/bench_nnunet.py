@@ -102,8 +102,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
 
-    from liverctl.io import read_image
     from nnunet_cases import FOLDER, dice, write_cases
+
+    from liverctl.io import read_image
 
     work = Path(tempfile.mkdtemp(prefix="bench_nnunet_"))
     scans = write_cases(work / "base")

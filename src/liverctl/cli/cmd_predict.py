@@ -28,7 +28,7 @@ def _citation(net: Any) -> str | None:
     parts = []
     for item in net.resolved:
         entry = item.entry
-        if entry.citation:
+        if entry.citation and f"{entry.name}: {entry.citation}" not in parts:  # nnU-Net folds share one entry
             parts.append(f"{entry.name}: {entry.citation}")
     if not parts:
         return None
@@ -89,7 +89,11 @@ def predict(
         help="Registry model name (see `liverctl weights list`); repeat for an ensemble.",
     ),
     weights: list[Path] | None = typer.Option(
-        None, "--weights", metavar="FILE", help="Local weights file instead of a download; repeat for an ensemble."
+        None,
+        "--weights",
+        metavar="FILE",
+        help="Local weights file instead of a download (repeat for an ensemble), or an nnU-Net v2 results folder "
+        "(holding plans.json; its folds are the ensemble).",
     ),
     arch: str | None = typer.Option(
         None, "--arch", metavar="NAME", help="Architecture of --weights files that have no .toml beside them."
@@ -119,7 +123,8 @@ def predict(
         False,
         "--no-shortcuts",
         "--exact",
-        help="The MONAI bundle's arithmetic: its Spacingd/Invertd steps bit for bit, every window, fp32.",
+        help="The MONAI bundle's arithmetic: its Spacingd/Invertd steps bit for bit, every window, fp32 "
+        "(an nnU-Net folder: nnUNetPredictor's labels).",
     ),
     fast: bool = typer.Option(
         False,

@@ -251,7 +251,8 @@ def predict(
         inputs: a scan file, a DICOM series folder, a folder of scans, or a list of these.
         output: mask file (one scan), or folder (see :func:`output_paths`).
         model: registry name(s) (``None`` = the default entry; several = an ensemble).
-        weights: local weights file(s) instead of a download (see :meth:`LiverModel.load`).
+        weights: local weights file(s) instead of a download, or one nnU-Net v2 results folder
+            (a folder holding ``plans.json``; see :meth:`LiverModel.load`).
         arch: architecture of local weights that have no ``.toml`` beside them.
         options: :class:`PredictOptions`.
         series_uid: the DICOM series to read from a folder that holds several.
@@ -294,7 +295,13 @@ def predict(
 
         resolve_device(options.device)  # an absent device is refused before any download
     net = loaded or LiverModel.load(
-        model, weights, arch=arch, dataset=options.dataset, progress=progress, device_config=options.device_config
+        model,
+        weights,
+        arch=arch,
+        dataset=options.dataset,
+        progress=progress,
+        device_config=options.device_config,
+        exact=not options.shortcuts,
     )
     if on_model is not None:
         on_model(net)

@@ -85,6 +85,7 @@ class LiverModel:
         dataset: str | None = None,
         progress: ProgressCallback | None = None,
         device_config: DeviceConfig | None = None,
+        exact: bool = False,
     ) -> LiverModel:
         """Download (or find in the cache), verify and load the network(s).
 
@@ -98,13 +99,19 @@ class LiverModel:
             dataset: the DCM branch to use, by dataset name (models trained on several datasets).
             device_config: the three device fields at once (:attr:`PredictOptions.device_config`),
                 instead of ``device``, ``precision`` and ``threads``.
+            exact: for an nnU-Net v2 results folder (``weights`` = one folder holding
+                ``plans.json``, loaded as :class:`~liverctl.predict.nnunet_model.NnUNetLiverModel`):
+                nnUNetPredictor's numbers (``--exact``); unused by other models.
         """
         from liverctl.device import DeviceConfig
+        from liverctl.predict.nnunet_model import NnUNetLiverModel, nnunet_folder
 
         if device_config is None:
             device_config = DeviceConfig(device, precision, threads)
         elif (device, precision, threads) != ("auto", "auto", None):
             raise ConfigError("give either device_config or device/precision/threads to LiverModel.load, not both")
+        if (folder := nnunet_folder(weights)) is not None:  # an nnU-Net v2 results folder
+            return NnUNetLiverModel.load(folder, exact=exact, device_config=device_config)  # type: ignore[return-value]
         torch_device = device_config.resolve()
         resolved = _resolve_weights(model, weights, arch, progress)
         _check_ensemble(resolved)

@@ -1,0 +1,236 @@
+"""An nnU-Net v2 results folder behind ``predict``: :class:`NnUNetLiverModel`.
+
+``liverctl predict SCAN --weights RESULTS_DIR`` (a folder holding ``plans.json``) loads the folder
+with :class:`liverctl.nnunet.NnUNetModel` and segments through this adapter, which offers what
+:func:`liverctl.predict.predict` uses of a :class:`~liverctl.predict.model.LiverModel`:
+``resolved`` (one item per fold checkpoint, with its ``sha256``, for ``--resume``), ``entry`` (name
+and citation), ``to_model_space`` (the scan itself: nnU-Net's own preprocessing runs inside
+:meth:`NnUNetModel.predict`), :meth:`segment` and :meth:`model_info`.
+
+Options: ``--exact`` (``PredictOptions(shortcuts=False)``) loads the folder with
+``NnUNetModel(exact=True)`` (nnUNetPredictor's numbers, fp32). Mirroring: always, in both modes,
+over the checkpoint's allowed axes (nnUNetPredictor's default ``use_mirroring=True``), so ``--tta``
+changes nothing: nnU-Net networks are trained and validated with it, and on the test folder the
+default mode without mirroring agrees with nnUNetPredictor only to Dice 0.92-0.93 (0.9998-1.0 with
+it). :meth:`NnUNetModel.predict(mirroring=False) <liverctl.nnunet.NnUNetModel.predict>` is the
+faster unmirrored prediction from Python.
+``--overlap``, ``--batch-size``, ``--fast`` and ``--dataset`` do not apply (nnU-Net's plans fix
+the windows).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from liverctl.ct import check_ct, has_body
+from liverctl.errors import ConfigError
+from liverctl.io import Image
+from liverctl.postprocessing import clean_liver_mask
+from liverctl.predict.options import PredictOptions
+from liverctl.predict.report import case_report
+from liverctl.progress import ProgressCallback
+
+if TYPE_CHECKING:
+    from liverctl.device import DeviceConfig
+    from liverctl.nnunet import NnUNetModel
+    from liverctl.predict.model import Segmentation
+
+__all__ = ["CITATION", "NnUNetLiverModel", "nnunet_folder"]
+
+CITATION = (
+    "Isensee F. et al., nnU-Net: a self-configuring method for deep learning-based biomedical image "
+    "segmentation, Nature Methods 2021, doi:10.1038/s41592-020-01008-z"
+)
+
+
+def nnunet_folder(weights: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None) -> Path | None:
+    """The nnU-Net results folder that ``weights`` names (one directory holding ``plans.json``), else ``None``.
+
+    Several paths of which one is such a folder are refused (one folder = one model; its folds
+    are the ensemble).
+    """
+    if weights is None:
+        return None
+    items = [weights] if isinstance(weights, str | os.PathLike) else list(weights)
+    folders = [Path(w).expanduser() for w in items if (Path(w).expanduser() / "plans.json").is_file()]
+    if not folders:
+        return None
+    if len(items) > 1:
+        raise ConfigError("an nnU-Net results folder is one --weights: its folds are the ensemble")
+    return folders[0]
+
+
+@dataclass(frozen=True)
+class NnUNetEntryInfo:
+    """What the CLI and reports name of a results folder (the registry entry's role)."""
+
+    name: str
+    citation: str = CITATION
+    architecture: str = "nnunetv2"
+
+
+@dataclass(frozen=True)
+class NnUNetCheckpointItem:
+    """One fold checkpoint of the folder, as ``resolved`` items are for ``--resume``."""
+
+    path: Path
+    sha256: str
+    fold: str
+    entry: NnUNetEntryInfo
+    source: str = "local"
+
+
+@dataclass(frozen=True)
+class NnUNetStats:
+    """:class:`NnUNetModel`'s stats in the fields :func:`~liverctl.predict.report.case_report` reads."""
+
+    device: str
+    precision: str
+    windows: int
+    skipped_windows: int
+    window: tuple[int, ...]
+    evaluated_voxels: int
+    compute_amplification: float
+    network_seconds: float
+
+
+class NnUNetLiverModel:
+    """An :class:`~liverctl.nnunet.NnUNetModel` with the interface ``predict`` uses of a ``LiverModel``."""
+
+    def __init__(self, model: NnUNetModel) -> None:
+        self.model = model
+        self.device = model.device
+        name = f"{model.folder.parent.name}/{model.folder.name}"
+        self.entry = NnUNetEntryInfo(name)
+        self.resolved = [
+            NnUNetCheckpointItem(c.path, c.sha256, str(fold), self.entry)
+            for c, fold in zip(model.checkpoints, model.folds, strict=True)
+        ]
+
+    @classmethod
+    def load(
+        cls,
+        folder: str | os.PathLike[str],
+        *,
+        exact: bool = False,
+        device_config: DeviceConfig | None = None,
+        folds: Sequence[int | str] | None = None,
+        checkpoint: str = "checkpoint_final.pth",
+    ) -> NnUNetLiverModel:
+        """Verify and load a results folder (``folds=None``: every fold with ``checkpoint``)."""
+        from liverctl.device import DeviceConfig
+        from liverctl.nnunet import NnUNetModel
+
+        config = device_config or DeviceConfig()
+        config.resolve()  # validates device and precision, applies threads
+        model = NnUNetModel.load(
+            folder, folds, checkpoint, device=config.device, precision=config.precision, exact=exact
+        )
+        return cls(model)
+
+    @property
+    def liver_labels(self) -> list[int]:
+        return list(self.model.plans.liver_labels)
+
+    def to_model_space(self, image: Image, exact: bool = False) -> Image:
+        """The scan itself: nnU-Net's preprocessing runs inside :meth:`NnUNetModel.predict`."""
+        return image
+
+    def mirroring(self, options: PredictOptions) -> bool:
+        """Always (nnUNetPredictor's default, whatever ``options.tta`` says): see the module docs."""
+        return True
+
+    def segment(
+        self,
+        image: Image,
+        options: PredictOptions | None = None,
+        *,
+        source: str = "image",
+        prepared: Any = None,
+        ct_notes: list[str] | None = None,
+        progress: ProgressCallback | None = None,
+    ) -> Segmentation:
+        """Segment the liver of one CT scan; the mask is on ``image``'s own grid."""
+        from liverctl.predict.model import Segmentation
+
+        options = options or PredictOptions()
+        if options.shortcuts == self.model.exact:
+            want = "--exact" if not options.shortcuts else "the default mode"
+            raise ConfigError(
+                f"this nnU-Net model was loaded for {'exact' if self.model.exact else 'default'} mode, not {want}"
+            )
+        t0 = time.perf_counter()
+        notes = check_ct(image, source) if ct_notes is None else ct_notes
+        result = self.model.predict(image, mirroring=self.mirroring(options))
+        body = has_body(image)
+        raw = np.isin(result.labels.array, self.liver_labels) if body else np.zeros(image.shape, dtype=bool)
+        mask, components = clean_liver_mask(raw, keep_largest=options.postprocess)
+        probabilities = None
+        if options.save_probabilities:
+            liver = result.liver_probability.array if body else np.zeros(image.shape, dtype=np.float32)
+            probabilities = Image(liver.astype(np.float32), image.geometry)
+        stats = self._stats(result.stats)
+        report = case_report(
+            image,
+            Image(mask, image.geometry),
+            components,
+            notes,
+            stats,
+            time.perf_counter() - t0,
+            body,
+            self.model_info(),
+        )
+        report["inference"].update(
+            mirror_axes=result.stats["mirror_axes"],
+            network_passes=result.stats["network_passes"],
+            network_grid_shape=result.stats["network_grid_shape"],
+            preprocess_seconds=result.stats["preprocess_seconds"],
+            export_seconds=result.stats["export_seconds"],
+        )
+        return Segmentation(Image(mask, image.geometry), probabilities, report)
+
+    def _stats(self, stats: dict[str, Any]) -> NnUNetStats:
+        plans = self.model.plans
+        patch = plans.patch_size
+        window = tuple(int(patch[a]) for a in plans.transpose_backward)  # network axes -> (z, y, x)
+        evaluated = int(stats["network_passes"]) * int(np.prod(patch))
+        grid = max(int(np.prod(stats["network_grid_shape"])), 1)
+        return NnUNetStats(
+            device=str(self.device),
+            precision=str(stats["precision"]),
+            windows=int(stats["windows"]),
+            skipped_windows=int(stats["skipped_windows"]),
+            window=window,
+            evaluated_voxels=evaluated,
+            compute_amplification=evaluated / grid,
+            network_seconds=float(stats["network_seconds"]),
+        )
+
+    def model_info(self) -> dict[str, Any]:
+        """The ``model`` section of a report: the folder, its folds and the sha256 of each file."""
+        m = self.model
+        first = self.resolved[0]
+        return {
+            "name": self.entry.name,
+            "architecture": self.entry.architecture,
+            "format": "nnunetv2",
+            "folder": str(m.folder),
+            "configuration": m.plans.configuration,
+            "trainer": m.checkpoints[0].trainer_name,
+            "folds": [r.fold for r in self.resolved],
+            "exact": m.exact,
+            "liver_labels": self.liver_labels,
+            "sha256": first.sha256,
+            "source": "local",
+            "files": dict(m.hashes),
+            "ensemble": [{"path": str(r.path), "fold": r.fold, "sha256": r.sha256} for r in self.resolved]
+            if len(self.resolved) > 1
+            else None,
+        }
