@@ -91,7 +91,11 @@ def _resample_sitk(
     shape_zyx: Sequence[int],
     order: int,
     default_value: float | None,
+    *,
+    extrapolate_nearest: bool = False,
 ) -> Image:
+    """Resample onto ``geometry``; outside the input, ``default_value`` (see :func:`resample`), or
+    the nearest input voxel's value with ``extrapolate_nearest``."""
     if default_value is None:
         default_value = 0.0 if order == 0 or image.array.size == 0 else float(image.array.min())
     source = image.to_sitk()
@@ -102,6 +106,7 @@ def _resample_sitk(
     f.SetSize([int(shape_zyx[2]), int(shape_zyx[1]), int(shape_zyx[0])])
     f.SetInterpolator(_SITK_INTERPOLATORS[order])
     f.SetDefaultPixelValue(float(default_value))
+    f.SetUseNearestNeighborExtrapolator(extrapolate_nearest)
     f.SetOutputPixelType(source.GetPixelID() if order == 0 else sitk.sitkFloat32)
     result = f.Execute(source)
     del source

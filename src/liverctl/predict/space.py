@@ -26,12 +26,11 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
-import SimpleITK as sitk
 
 from liverctl.io import Geometry, Image
 from liverctl.monai_grid import BundleGrid
 from liverctl.preprocessing.intensity import normalise
-from liverctl.spatial import bounding_box, orientation_of, reorient, resample, resample_to_reference
+from liverctl.spatial import _resample_sitk, bounding_box, orientation_of, reorient, resample, resample_to_reference
 
 __all__ = ["ModelSpace"]
 
@@ -107,15 +106,7 @@ class ModelSpace:
 
 def _itk_linear(oriented: Image, geometry: Geometry, shape_zyx: tuple[int, int, int]) -> np.ndarray:
     """Linear resampling onto ``geometry`` (float32), edge values beyond the scan."""
-    f = sitk.ResampleImageFilter()
-    f.SetOutputSpacing(geometry.spacing)
-    f.SetOutputOrigin(geometry.origin)
-    f.SetOutputDirection(geometry.direction)
-    f.SetSize([int(shape_zyx[2]), int(shape_zyx[1]), int(shape_zyx[0])])
-    f.SetInterpolator(sitk.sitkLinear)
-    f.SetUseNearestNeighborExtrapolator(True)
-    f.SetOutputPixelType(sitk.sitkFloat32)
-    return sitk.GetArrayFromImage(f.Execute(oriented.to_sitk()))
+    return _resample_sitk(oriented, geometry, shape_zyx, 1, 0.0, extrapolate_nearest=True).array
 
 
 def _reach(labels: np.ndarray, grid: BundleGrid) -> tuple[slice, slice, slice] | None:
