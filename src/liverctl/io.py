@@ -24,7 +24,7 @@ import stat
 import tempfile
 import zlib
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +35,7 @@ from liverctl.dicom import DicomSeries as DicomSeries  # moved to liverctl.dicom
 from liverctl.dicom import list_dicom_series as list_dicom_series
 from liverctl.dicom import read_dicom_series
 from liverctl.errors import ConfigError, GeometryError, ImageFormatError, InputError, LabelError
-from liverctl.nifti import check_complete, nifti_has_nonfinite  # moved to liverctl.nifti, re-exported
+from liverctl.nifti import check_complete, nifti_affine, nifti_has_nonfinite  # moved to liverctl.nifti, re-exported
 
 # ITK prints warnings (e.g. about DICOM slice spacing) straight to stderr; the library
 # must not print, and the CLI reports problems itself.
@@ -131,10 +131,17 @@ def _fmt(values: Sequence[float]) -> str:
 
 @dataclass
 class Image:
-    """A 3D array in (z, y, x) order with the geometry that places it in the patient."""
+    """A 3D array in (z, y, x) order with the geometry that places it in the patient.
+
+    ``stored_affine``: for a NIfTI file, the voxel (x, y, z) -> RAS affine exactly as nibabel
+    reads it from the header (:func:`liverctl.nifti.nifti_affine`), which ``geometry`` matches
+    to a few float32 ulps; MONAI-exact resampling starts from these bits. Kept by
+    :meth:`with_array` (same grid), dropped by everything that makes a new grid.
+    """
 
     array: np.ndarray
     geometry: Geometry
+    stored_affine: np.ndarray | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.array.ndim != 3:
@@ -156,7 +163,7 @@ class Image:
         """The same grid with other voxel values (e.g. a mask of this scan)."""
         if array.shape != self.array.shape:
             raise GeometryError(f"array shape {array.shape} does not match image shape {self.array.shape}")
-        return Image(array, self.geometry)
+        return Image(array, self.geometry, self.stored_affine)
 
     def to_sitk(self) -> sitk.Image:
         array = self.array
@@ -380,7 +387,22 @@ def read_image(path: str | os.PathLike[str], *, series_uid: str | None = None, c
     result = _checked(Image.from_sitk(image), p)
     if check_finite:
         _check_finite(result, p)
+    if image_suffix(p) in (".nii", ".nii.gz"):
+        result.stored_affine = _stored_affine(p, result.geometry)
     return result
+
+
+def _stored_affine(path: Path, geometry: Geometry) -> np.ndarray | None:
+    """The header's own affine (nibabel's reading), if it describes the grid ITK read (a
+    sheared sform ITK passed over for the qform does not)."""
+    affine = nifti_affine(path)
+    if affine is None:
+        return None
+    ours = np.diag([-1.0, -1.0, 1.0]) @ geometry.direction_matrix @ np.diag(geometry.spacing)
+    origin = np.array([-1.0, -1.0, 1.0]) * np.asarray(geometry.origin)
+    if np.allclose(affine[:3, :3], ours, atol=1e-4) and np.allclose(affine[:3, 3], origin, atol=1e-3):
+        return affine
+    return None
 
 
 def _check_finite(image: Image, path: Path, error: type[InputError] = ImageFormatError, what: str = "") -> None:

@@ -49,6 +49,12 @@ def ras_affine(geometry: Geometry) -> np.ndarray:
     return _LPS_TO_RAS @ affine
 
 
+def source_affine(image: Image) -> np.ndarray:
+    """The RAS affine MONAI's reader gives ``image``: the file's stored bits where liverctl read
+    them (NIfTI, :attr:`Image.stored_affine`), else :func:`ras_affine` of its geometry."""
+    return image.stored_affine.copy() if image.stored_affine is not None else ras_affine(image.geometry)
+
+
 def geometry_of(affine: np.ndarray) -> Geometry:
     """The LPS :class:`Geometry` of a RAS voxel-to-world affine (inverse of :func:`ras_affine`)."""
     lps = _LPS_TO_RAS @ np.asarray(affine, dtype=float)
@@ -128,7 +134,7 @@ def orientation_affine(original: Image, oriented: Image) -> np.ndarray:
         flip[old_axis, new_axis] = sign
         if sign < 0:
             flip[old_axis, 3] = shape0[old_axis] - 1.0
-    return _times(ras_affine(original.geometry), flip)
+    return _times(source_affine(original), flip)
 
 
 @dataclass(frozen=True)
