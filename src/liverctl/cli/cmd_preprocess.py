@@ -104,6 +104,31 @@ def _check_modes(dataset, unlabelled, like, fraction, split_seed, defaults_kept:
         raise ConfigError("--split-seed goes with --labelled-fraction")
 
 
+UNLABELLED = typer.Option(
+    None,
+    "--unlabelled",
+    metavar="DIR",
+    help="Scans without labels (a folder of scans, or a dataset whose labels are ignored): body crop, then "
+    "the --like plan. For train --method sdnet --unlabelled.",
+)
+
+LIKE = typer.Option(
+    None, "--like", metavar="PREP", help="With --unlabelled: the labelled preprocess output whose plan to apply."
+)
+
+LABELLED_FRACTION = typer.Option(
+    None,
+    "--labelled-fraction",
+    metavar="F",
+    help="Keep the labels of this fraction of the cases (picked by name with --split-seed) and preprocess the "
+    "rest as unlabelled scans: OUT/labelled, OUT/unlabelled. 0.2 = SD-Net's 20:80; 1 = 100:0.",
+)
+
+SPLIT_SEED = typer.Option(None, "--split-seed", metavar="N", help="Seed of the --labelled-fraction split (default 0).")
+
+
+# Long by its signature: the Typer options with their help texts; the body checks which options go
+# together and calls one library function (preprocess, preprocess_split or preprocess_unlabelled).
 @app.command(
     "preprocess",
     help="Fingerprint, plan and preprocess a CT dataset (MSD, LiTS or images/+labels/) for train; "
@@ -151,26 +176,10 @@ def preprocess(
         metavar="LABEL",
         help="Label value(s) forming the liver region (repeatable). Default: every label >= 1.",
     ),
-    unlabelled: Path | None = typer.Option(
-        None,
-        "--unlabelled",
-        metavar="DIR",
-        help="Scans without labels (a folder of scans, or a dataset whose labels are ignored): body crop, then "
-        "the --like plan. For train --method sdnet --unlabelled.",
-    ),
-    like: Path | None = typer.Option(
-        None, "--like", metavar="PREP", help="With --unlabelled: the labelled preprocess output whose plan to apply."
-    ),
-    labelled_fraction: float | None = typer.Option(
-        None,
-        "--labelled-fraction",
-        metavar="F",
-        help="Keep the labels of this fraction of the cases (picked by name with --split-seed) and preprocess the "
-        "rest as unlabelled scans: OUT/labelled, OUT/unlabelled. 0.2 = SD-Net's 20:80; 1 = 100:0.",
-    ),
-    split_seed: int | None = typer.Option(
-        None, "--split-seed", metavar="N", help="Seed of the --labelled-fraction split (default 0)."
-    ),
+    unlabelled: Path | None = UNLABELLED,
+    like: Path | None = LIKE,
+    labelled_fraction: float | None = LABELLED_FRACTION,
+    split_seed: int | None = SPLIT_SEED,
     workers: int = typer.Option(
         1, "--workers", "-j", min=1, metavar="N", help="Cases processed in parallel (processes)."
     ),

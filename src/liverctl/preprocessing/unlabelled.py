@@ -265,6 +265,31 @@ def preprocess_unlabelled(
     write_text_atomic(out / MARKER, json.dumps(marker, indent=2) + "\n")
     write_text_atomic(out / "plan.json", plan_.to_json())
     manifest.record(top[:2])
+    ordered, processed, skipped = _run_cases(out, cases, plan_, manifest, body_margin, workers, progress)
+    return UnlabelledResult(
+        output=out,
+        like=Path(like),  # as given: the summary's train command uses the user's paths
+        plan=plan_,
+        source=str(source.root if isinstance(source, Dataset) else source),
+        layout=layout,
+        cases=ordered,
+        processed=processed,
+        skipped=skipped,
+        seconds=time.perf_counter() - start,
+    )
+
+
+def _run_cases(
+    out: Path,
+    cases: list[Case],
+    plan_: Plan,
+    manifest: Manifest,
+    body_margin: int,
+    workers: int,
+    progress: ProgressCallback | None,
+) -> tuple[list[dict[str, Any]], list[str], list[str]]:
+    """Preprocess the scans an earlier run did not finish, then write ``cases.json``:
+    ``(records in order, names processed, names skipped)``."""
     records: dict[str, dict[str, Any]] = {}
     todo, skipped = [], []
     for case in cases:
@@ -283,14 +308,4 @@ def preprocess_unlabelled(
     ordered = [records[c.name] for c in cases]
     write_text_atomic(out / "cases.json", json.dumps(ordered, indent=2) + "\n")
     manifest.record([out / "cases.json"])
-    return UnlabelledResult(
-        output=out,
-        like=like_dir,
-        plan=plan_,
-        source=str(root),
-        layout=layout,
-        cases=ordered,
-        processed=[args[0].name for args, _ in todo],
-        skipped=skipped,
-        seconds=time.perf_counter() - start,
-    )
+    return ordered, [args[0].name for args, _ in todo], skipped
