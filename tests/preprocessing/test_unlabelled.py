@@ -105,6 +105,19 @@ def test_a_flat_folder_of_scans_and_bad_input(tmp_path, labelled_prep):
         pp.preprocess_unlabelled(tmp_path / "flat", tmp_path / "u3", tmp_path / "flat")
     assert not (tmp_path / "u2").exists() and not (tmp_path / "u3").exists()
 
+    # a scan without a body is refused before anything is written, alone or in a split's unlabelled share
+    air, _ = scan_and_label(0, 50)
+    air = Image(np.full(air.shape, -1000, np.int16), air.geometry)
+    sitk.WriteImage(air.to_sitk(), str(tmp_path / "flat" / "s1.nii.gz"))
+    with pytest.raises(DatasetError, match=r"scan s1 .*no body"):
+        pp.preprocess_unlabelled(tmp_path / "flat", tmp_path / "u4", labelled_prep)
+    write_dataset(tmp_path / "raw", ["r0", "r1", "r2"])
+    sitk.WriteImage(air.to_sitk(), str(tmp_path / "raw" / "imagesTr" / "r1_0000.nii.gz"))
+    assert "r1" in pp.labelled_split(["r0", "r1", "r2"], 0.34, 0)[1]  # r1 falls in the unlabelled share
+    with pytest.raises(DatasetError, match=r"scan r1 .*no body"):
+        pp.preprocess_split(tmp_path / "raw", tmp_path / "S", labelled_fraction=0.34, target_spacing=(8, 8, 5))
+    assert not (tmp_path / "u4").exists() and not (tmp_path / "S").exists()
+
 
 def blank_labels(root: Path, names: list[str]) -> None:
     """Replace the label maps of ``names`` by empty (all background) ones on the same grid."""

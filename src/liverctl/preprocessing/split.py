@@ -31,12 +31,14 @@ import numpy as np
 from liverctl.datasets import Dataset, discover_dataset
 from liverctl.errors import ConfigError, InputError
 from liverctl.io import write_text_atomic
-from liverctl.manifest import Manifest, check_new_or_owned_folder
+from liverctl.manifest import MANIFEST_NAME, Manifest, check_new_or_owned_folder
 from liverctl.preprocessing.dataset import PreprocessResult, _checked_options, preprocess
-from liverctl.preprocessing.unlabelled import UnlabelledResult, preprocess_unlabelled
+from liverctl.preprocessing.unlabelled import UnlabelledResult, check_scans, preprocess_unlabelled
 from liverctl.progress import ProgressCallback
 
 __all__ = ["SplitResult", "labelled_split", "preprocess_split"]
+
+_OWN = (MANIFEST_NAME, "labelled", "unlabelled")
 
 
 def labelled_split(names: Sequence[str], fraction: float, seed: int) -> tuple[list[str], list[str]]:
@@ -80,6 +82,26 @@ def _subset(ds: Dataset, names: Sequence[str]) -> Dataset:
     return dataclasses.replace(ds, cases=tuple(c for c in ds.cases if c.name in keep))
 
 
+def _split_folder(out: Path, split: dict[str, Any], overwrite: bool) -> tuple[Manifest, Path]:
+    """The manifest of ``OUT`` and its ``split.json``: refuse a folder holding anything but a split's
+    outputs (``labelled/`` and ``unlabelled/`` answer for themselves), or another split without ``overwrite``."""
+    if out.exists() and not out.is_dir():
+        raise InputError(f"output {out} exists and is not a folder")
+    manifest, split_path = Manifest(out), out / "split.json"
+    if out.is_dir():
+        foreign = [p.name for p in out.iterdir() if p.name not in _OWN and not manifest.owns(p)]
+        if foreign:
+            raise InputError(
+                f"output folder {out} holds files that are not from a liverctl preprocess --labelled-fraction "
+                f"({', '.join(sorted(foreign)[:3])}); choose an empty or new folder"
+            )
+    for sub in ("labelled", "unlabelled"):  # both checked before either is written
+        check_new_or_owned_folder(out / sub, "preprocess")
+    if split_path.is_file() and not overwrite and json.loads(split_path.read_text(encoding="utf-8")) != split:
+        raise ConfigError(f"{out} holds another split ({split_path}); use --overwrite or another output folder")
+    return manifest, split_path
+
+
 def preprocess_split(
     dataset: Dataset | str | os.PathLike[str],
     output: str | os.PathLike[str],
@@ -119,26 +141,21 @@ def preprocess_split(
         "labelled": lab,
         "unlabelled": unl,
     }
-    if out.exists() and not out.is_dir():
-        raise InputError(f"output {out} exists and is not a folder")
     if ds.root.resolve().is_relative_to(out.resolve()) or out.resolve().is_relative_to(ds.root.resolve()):
         raise InputError(f"output folder {output} would hold or be inside the input dataset; choose another folder")
-    manifest = check_new_or_owned_folder(out, "preprocess")
-    split_path = out / "split.json"
-    manifest.check_replaceable([split_path])
-    if split_path.is_file() and not overwrite:
-        previous = json.loads(split_path.read_text(encoding="utf-8"))
-        if previous != split:
-            raise ConfigError(f"{out} holds another split ({split_path}); use --overwrite or another output folder")
-    out.mkdir(parents=True, exist_ok=True)
-    manifest.claim([split_path], "preprocess")  # first: a rerun after a crash knows the split and the folder
-    write_text_atomic(split_path, json.dumps(split, indent=2) + "\n")
-    manifest.record([split_path])
+    manifest, split_path = _split_folder(out, split, overwrite)
+    unlabelled_share = _subset(ds, unl)
+    check_scans(unlabelled_share.cases, workers=workers, progress=progress)  # the labelled ones: in preprocess
     common = {"workers": workers, "overwrite": overwrite, "progress": progress}
     labelled = preprocess(_subset(ds, lab), out / "labelled", **options, **common)
+    manifest.claim([split_path], "preprocess")
+    write_text_atomic(split_path, json.dumps(split, indent=2) + "\n")
+    manifest.record([split_path])
     unlabelled = None
     if unl:
-        unlabelled = preprocess_unlabelled(_subset(ds, unl), out / "unlabelled", out / "labelled", **common)
+        unlabelled = preprocess_unlabelled(
+            unlabelled_share, out / "unlabelled", out / "labelled", check=False, **common
+        )
     elif overwrite and (out / "unlabelled").is_dir():  # an earlier split's unlabelled share is stale now
         Manifest(out / "unlabelled").remove_owned()
     return SplitResult(output=out, labelled=labelled, unlabelled=unlabelled, split=split)

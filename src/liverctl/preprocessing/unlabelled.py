@@ -32,6 +32,7 @@ import json
 import os
 import re
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,7 +42,7 @@ import numpy as np
 from liverctl import __version__
 from liverctl.datasets import Case, Dataset, natural_key
 from liverctl.errors import ConfigError, DatasetError, InputError, LiverctlError
-from liverctl.io import atomic_path, image_stem, list_images, write_text_atomic
+from liverctl.io import Image, atomic_path, image_stem, list_images, write_text_atomic
 from liverctl.manifest import Manifest, check_new_or_owned_folder
 from liverctl.preprocessing.cases import source_stat
 from liverctl.preprocessing.crop import crop_box
@@ -49,7 +50,14 @@ from liverctl.preprocessing.planning import Plan, apply_plan
 from liverctl.preprocessing.workers import map_cases
 from liverctl.progress import ProgressCallback
 
-__all__ = ["UnlabelledResult", "image_cases", "preprocess_unlabelled", "preprocess_unlabelled_case"]
+__all__ = [
+    "UnlabelledResult",
+    "check_scans",
+    "image_cases",
+    "preprocess_unlabelled",
+    "preprocess_unlabelled_case",
+    "read_scan",
+]
 
 MARKER = "unlabelled.json"
 _CHANNEL = re.compile(r"^(?P<case>.+)_\d{4}$")
@@ -125,20 +133,39 @@ def image_cases(folder: str | os.PathLike[str]) -> tuple[str, list[Case]]:
     return layout, cases
 
 
-def preprocess_unlabelled_case(
-    case: Case, plan: Plan, output: str | os.PathLike[str], body_margin: int = 4
-) -> dict[str, Any]:
-    """Preprocess one scan into ``output`` (images/, cases/<name>.json) and return its record (module docs)."""
-    from liverctl.ct import BODY_HU, NO_BODY, has_body, read_ct
-    from liverctl.inference.body import crop_to_body
+def read_scan(case: Case) -> Image:
+    """Read and check one unlabelled scan: CT in HU (:func:`~liverctl.ct.read_ct`) with a body."""
+    from liverctl.ct import NO_BODY, has_body, read_ct
 
-    out = Path(output)
     try:
         image, _ = read_ct(case.image_path)
     except LiverctlError as exc:
         raise type(exc)(f"scan {case.name}: {exc}") from None
+    if image.array.ndim != 3:
+        raise DatasetError(f"scan {case.name} ({Path(case.image_path).name}) is not a 3D image")
     if not has_body(image):
         raise DatasetError(f"scan {case.name} ({Path(case.image_path).name}) holds {NO_BODY}; remove it")
+    return image
+
+
+def _check_scan(case: Case) -> None:
+    read_scan(case)
+
+
+def check_scans(cases: Sequence[Case], *, workers: int = 1, progress: ProgressCallback | None = None) -> None:
+    """Read every scan once and refuse a bad one (:func:`read_scan`), before anything is written."""
+    map_cases(_check_scan, [((c,), {}) for c in cases], workers=workers, progress=progress, description="check")
+
+
+def preprocess_unlabelled_case(
+    case: Case, plan: Plan, output: str | os.PathLike[str], body_margin: int = 4
+) -> dict[str, Any]:
+    """Preprocess one scan into ``output`` (images/, cases/<name>.json) and return its record (module docs)."""
+    from liverctl.ct import BODY_HU
+    from liverctl.inference.body import crop_to_body
+
+    out = Path(output)
+    image = read_scan(case)
     source_geometry, source_shape = image.geometry, image.shape
     box = crop_to_body(image.array, threshold=BODY_HU, margin=body_margin)
     if box is None:  # has_body said there is tissue; keep everything rather than guess
@@ -223,6 +250,7 @@ def preprocess_unlabelled(
     workers: int = 1,
     overwrite: bool = False,
     progress: ProgressCallback | None = None,
+    check: bool = True,
 ) -> UnlabelledResult:
     """Preprocess unlabelled scans with the plan of the labelled preprocessed dataset ``like`` (module docs).
 
@@ -233,6 +261,8 @@ def preprocess_unlabelled(
         like: a :func:`~liverctl.preprocessing.preprocess` output: its target spacing, window
             and z-score statistics are applied; nothing of the unlabelled scans enters them.
         body_margin: voxels added around the body box on every side.
+        check: read every scan once before writing anything (:func:`check_scans`), so that a
+            bad scan leaves no output; ``False`` when the caller did it already.
 
     A rerun skips the scans already done; a different ``like`` plan in an existing output
     folder is an error unless ``overwrite``, which removes only the files liverctl wrote.
@@ -250,6 +280,8 @@ def preprocess_unlabelled(
     top = [out / MARKER, out / "plan.json", out / "cases.json"]
     manifest.check_replaceable(top + [p for c in cases for p in _case_files(out, c.name)])
     _check_plan(out, manifest, plan_, overwrite)
+    if check:
+        check_scans([c for c in cases if _case_done(out, c) is None], workers=workers, progress=progress)
     if overwrite:
         manifest.remove_owned()
     out.mkdir(parents=True, exist_ok=True)
