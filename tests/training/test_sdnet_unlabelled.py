@@ -14,7 +14,7 @@ import SimpleITK as sitk
 import torch
 
 from liverctl import preprocessing as pp
-from liverctl.errors import ConfigError, DatasetError
+from liverctl.errors import ConfigError, DatasetError, LiverctlWarning
 from liverctl.io import Geometry, Image
 from liverctl.training import ArrayDataset, TrainConfig, TrainingData, train_sdnet
 from liverctl.training.common import seed_int
@@ -57,7 +57,8 @@ def log_rows(run: Path) -> list[dict[str, str]]:
 
 
 def test_100_0_trains_both_networks_with_no_unsupervised_term(tmp_path):
-    result = train_sdnet([toy(2, seed=1)], tmp_path / "run", config())
+    with pytest.warns(LiverctlWarning, match="100:0"):
+        result = train_sdnet([toy(2, seed=1)], tmp_path / "run", config())
     assert result.iterations == 2
     rows = log_rows(tmp_path / "run")
     assert [float(r["unsupervised_mse"]) for r in rows] == [0.0, 0.0]

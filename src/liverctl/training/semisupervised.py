@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import copy
 import json
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -52,7 +53,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from liverctl.errors import ConfigError, DatasetError
+from liverctl.errors import ConfigError, DatasetError, LiverctlWarning
 from liverctl.io import Image
 from liverctl.preprocessing.split import labelled_split
 from liverctl.progress import ProgressCallback
@@ -320,6 +321,13 @@ def _sdnet_data(
             raise DatasetError(f"unlabelled data {name} holds no cases")
         names.append(cases)
         pool += [(dataset, n) for n in cases]
+    if not pool:
+        warnings.warn(
+            "SD-Net without unlabelled data: the 100:0 run (unsupervised term 0); give --unlabelled PREP "
+            "for a semi-supervised one",
+            LiverctlWarning,
+            stacklevel=3,
+        )
     return pool, extra, names
 
 
