@@ -152,7 +152,8 @@ def test_the_split_comes_before_any_label_derived_crop_or_statistic(tmp_path):
     whole = [pp.preprocess(tmp_path / "raw", tmp_path / "whole", **options).plan]
     with pytest.warns(LiverctlWarning, match="no liver voxels"):
         whole.append(pp.preprocess(tmp_path / "raw_blank", tmp_path / "whole_blank", **options).plan)
-    assert whole[0].mean != whole[1].mean and whole[0].target_spacing != whole[1].target_spacing
+    assert whole[0].mean != whole[1].mean and whole[0].std != whole[1].std
+    assert whole[0].target_spacing != whole[1].target_spacing
 
 
 def test_labelled_split_ratios_and_the_100_0_split(tmp_path):
