@@ -212,3 +212,10 @@ def test_cli_unlabelled_and_split(tmp_path, monkeypatch, labelled_prep):
     )
     assert split.exit_code == 0, split.output
     assert json.loads(split.stdout)["split"]["labelled"] == ["u0"]
+    write_dataset(tmp_path / "two", ["t0", "t1"])
+    half = runner.invoke(
+        app, ["preprocess", str(tmp_path / "two"), "-o", str(tmp_path / "H"), "--labelled-fraction", "0.5"]
+    )
+    assert half.exit_code == 0, half.output
+    assert "1 labelled, 1 unlabelled" in half.stdout
+    assert f"--method sdnet --unlabelled {tmp_path / 'H' / 'unlabelled'}" in half.stdout
