@@ -145,7 +145,16 @@ def test_the_split_comes_before_any_label_derived_crop_or_statistic(tmp_path):
     for sub in ("labelled", "unlabelled"):  # bit-identical inputs for the network
         ia, ib = images_of(tmp_path / "A" / sub), images_of(tmp_path / "B" / sub)
         assert ia.keys() == ib.keys() and all(np.array_equal(ia[k], ib[k]) for k in ia)
+    ia_unl = ia
     assert sorted(images_of(tmp_path / "A" / "unlabelled")) == unl
+    # exactly what preprocess --unlabelled gives for a folder holding only those scans
+    (tmp_path / "alone").mkdir()
+    for name in unl:
+        shutil.copy(tmp_path / "raw" / "imagesTr" / f"{name}_0000.nii.gz", tmp_path / "alone")
+    pp.preprocess_unlabelled(tmp_path / "alone", tmp_path / "U", tmp_path / "A" / "labelled")
+    alone = images_of(tmp_path / "U")
+    assert sorted(alone) == [f"{n}_0000" for n in unl]  # a flat folder keeps the file names
+    assert all(np.array_equal(alone[f"{n}_0000"], ia_unl[n]) for n in unl)
     assert not (tmp_path / "A" / "unlabelled" / "labels").exists()
 
     # the same change reaches a whole-dataset preprocessing: what a split after it leaked
