@@ -130,6 +130,14 @@ def _users_folder(tmp: Path) -> list[str]:
     return ["preprocess", str(dataset(tmp / "ds")), "-o", str(own), "--overwrite"]
 
 
+def _prep(tmp: Path) -> str:
+    """A labelled preprocess output (the --like of preprocess --unlabelled)."""
+    from liverctl.preprocessing import preprocess
+
+    preprocess(dataset(tmp / "lab"), tmp / "prep", target_spacing=GEOMETRY_SPACING, normalization="image")
+    return str(tmp / "prep")
+
+
 def _foreign_mask(tmp: Path) -> list[str]:
     _write(tmp / "ref" / "a.nii.gz", label_array())  # the user's reference, where the mask would go
     _write(tmp / "pred" / "a.nii.gz", label_array())
@@ -213,6 +221,29 @@ CATALOGUE = [
         "preprocess-workers",
         lambda t: ["preprocess", str(dataset(t / "ds")), "-o", str(t / "out"), "--workers", "0"],
         "--workers",
+    ),
+    Bad(
+        "preprocess-unlabelled-without-like",
+        lambda t: ["preprocess", "--unlabelled", str(dataset(t / "ds")), "-o", str(t / "out")],
+        "needs --like",
+    ),
+    Bad(
+        "preprocess-unlabelled-all-air",
+        lambda t: [
+            "preprocess",
+            "--unlabelled",
+            str(dataset(t / "u", all_air)),
+            "--like",
+            _prep(t),
+            "-o",
+            str(t / "out"),
+        ],
+        "no body",
+    ),
+    Bad(
+        "preprocess-split-all-air",  # whichever share the scan falls in: refused before anything is written
+        lambda t: ["preprocess", str(dataset(t / "ds", all_air)), "-o", str(t / "out"), "--labelled-fraction", "0.5"],
+        "no body",
     ),
     # train and crosstest
     Bad("train-missing", lambda t: ["train", str(t / "nope"), "-o", str(t / "run")], "no such"),

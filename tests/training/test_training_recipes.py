@@ -13,7 +13,7 @@ import pytest
 import tomllib
 import torch
 
-from liverctl.errors import ConfigError, DatasetError
+from liverctl.errors import ConfigError
 from liverctl.io import Geometry, Image
 from liverctl.training import ArrayDataset, TrainConfig, train, train_di2in_an, train_hdenseunet, train_sdnet
 from liverctl.training.adversarial import (
@@ -142,7 +142,6 @@ def sdnet_config(**kw) -> TrainConfig:
         patch_size=(16, 32, 32),
         epochs=2,
         iterations_per_epoch=2,
-        labelled_fraction=0.5,
         val_every=0,
         device="cpu",
         seed=5,
@@ -152,13 +151,14 @@ def sdnet_config(**kw) -> TrainConfig:
 
 
 def test_sdnet_end_to_end_resume_is_exact_and_export_segments(tmp_path):
-    data = make_dataset(4)
-    full = train([data], tmp_path / "full", sdnet_config())  # through train()'s dispatch
+    data, unl = make_dataset(2), [make_dataset(2, seed=9, name="unl")]
+    full = train([data], tmp_path / "full", sdnet_config(), unlabelled=unl)  # through train()'s dispatch
     assert full.iterations == 4 and len(full.train_losses) == 2
     header = (tmp_path / "full" / "train_log.csv").read_text().splitlines()[0].split(",")
     assert {"supervised", "disagreement_mse", "unsupervised_mse", "teacher_b"} <= set(header)
     saved = json.loads((tmp_path / "full" / "config.json").read_text())
     assert saved["config"]["architecture"] == "vnet" and len(saved["labelled_cases"][0]) == 2
+    assert saved["unlabelled_cases"] == [["c0", "c1"]]
 
     class Stop(Exception):
         pass
@@ -168,9 +168,9 @@ def test_sdnet_end_to_end_resume_is_exact_and_export_segments(tmp_path):
             raise Stop
 
     with pytest.raises(Stop):
-        train_sdnet([data], tmp_path / "resumed", sdnet_config(), progress=stop_in_epoch_two)
+        train_sdnet([data], tmp_path / "resumed", sdnet_config(), unlabelled=unl, progress=stop_in_epoch_two)
     assert _state(tmp_path / "resumed" / "last.pt", "global_iteration") == 2
-    resumed = train_sdnet([data], tmp_path / "resumed", TrainConfig(device="cpu"), resume=True)
+    resumed = train_sdnet([data], tmp_path / "resumed", TrainConfig(device="cpu"), unlabelled=unl, resume=True)
     assert resumed.iterations == 4
     for key in ("model", "model_b"):  # both networks bit-identical to the uninterrupted run
         assert _same(_state(tmp_path / "full" / "last.pt", key), _state(tmp_path / "resumed" / "last.pt", key))
@@ -190,7 +190,7 @@ def test_sdnet_unlabelled_datasets_and_validation_pick_the_exported_network(tmp_
     result = train_sdnet(
         [labelled],
         tmp_path / "run",
-        sdnet_config(labelled_fraction=None, epochs=1, folds=2, val_every=1),
+        sdnet_config(epochs=1, folds=2, val_every=1),
         unlabelled=[unlabelled],
     )
     best = torch.load(tmp_path / "run" / "best.pt", map_location="cpu", weights_only=True)
@@ -199,8 +199,6 @@ def test_sdnet_unlabelled_datasets_and_validation_pick_the_exported_network(tmp_
     assert result.best_metric == pytest.approx(max(dices))
     entry = tomllib.loads(result.toml_path.read_text())["models"]["run"]
     assert entry["architecture"] == ("resvnet" if best["network"] == 1 else "vnet")
-    with pytest.raises(DatasetError, match="unlabelled"):
-        train_sdnet([labelled], tmp_path / "none", sdnet_config(labelled_fraction=None))
 
 
 # ---------------------------------------------------------------------------- DI2IN-AN
@@ -384,8 +382,9 @@ def test_hdenseunet_stages_freeze_and_train_the_right_parts(tmp_path):
 def test_recipe_options_are_checked():
     with pytest.raises(ConfigError, match="method must be one of"):
         TrainConfig(method="nnunet")
-    with pytest.raises(ConfigError, match="labelled-fraction"):
-        TrainConfig(method="sdnet", labelled_fraction=1.0)
+    with pytest.raises(ConfigError, match="moved to preprocessing"):
+        TrainConfig.from_dict({"method": "sdnet", "labelled_fraction": 0.2})
+    assert TrainConfig.from_dict({"method": "sdnet", "labelled_fraction": None}).method == "sdnet"  # old run folders
     with pytest.raises(ConfigError, match="dcm-from-level"):
         TrainConfig(method="hdenseunet", dcm_from_level=3)
     with pytest.raises(ConfigError, match="stage-iterations"):

@@ -1,4 +1,5 @@
-"""`liverctl preprocess`: fingerprint, plan and preprocess a dataset for `train`."""
+"""`liverctl preprocess`: fingerprint, plan and preprocess a dataset for `train`; unlabelled scans
+(`--unlabelled DIR --like PREP`) and a labelled : unlabelled split (`--labelled-fraction F`) for SD-Net."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import typer
 
 from liverctl.cli import app
 from liverctl.cli._common import cli_command, progress_option, quiet_option, reporter, verbose_option
+from liverctl.errors import ConfigError
 
 
 def _fmt_spacing(values: list[float]) -> str:
@@ -40,13 +42,103 @@ def _summary(s: dict) -> str:
     return " ".join(parts)
 
 
+def _unlabelled_summary(s: dict) -> str:
+    w = s["window"]
+    window = f"HU window {s['window_name']} ({w[0]:g}..{w[1]:g})" if w else "no HU window"
+    if s["normalization"] == "dataset":
+        norm = f"z-score with the labelled liver mean {s['mean']:.2f} and std {s['std']:.2f}"
+    else:
+        norm = "z-score per image"
+    return (
+        f"Preprocessed {s['cases']} unlabelled scan(s) of {s['source']} ({s['layout']} layout) into {s['output']}: "
+        f"{s['processed']} processed, {s['skipped']} already done, in {s['seconds']:.1f} s. No label read: body crop, "
+        f"then the plan of {s['like']}: spacing {_fmt_spacing(s['target_spacing'])} mm (x, y, z), {window}, {norm}. "
+        f"Train with: liverctl train {s['like']} --method sdnet --unlabelled {s['output']}"
+    )
+
+
+def _split_summary(s: dict) -> str:
+    sp = s["split"]
+    n_lab, n_unl = len(sp["labelled"]), len(sp["unlabelled"])
+    text = (
+        f"Split {n_lab + n_unl} case(s) of {sp['dataset']} by name (seed {sp['split_seed']}) before reading any "
+        f"label: {n_lab} labelled, {n_unl} unlabelled (split.json). " + _summary(s["labelled"])
+    )
+    if s["unlabelled"] is None:
+        return text + " No unlabelled share (100:0)."
+    u = s["unlabelled"]
+    return (
+        text
+        + f" Unlabelled share: {u['cases']} scan(s) into {u['output']} (body crop, labelled plan; labels not read). "
+        f"Train with: liverctl train {s['labelled']['output']} --method sdnet --unlabelled {u['output']}"
+    )
+
+
+_LIKE_OPTIONS = (
+    "--spacing",
+    "--window",
+    "--crop-margin",
+    "--no-crop",
+    "--normalization",
+    "--image-order",
+    "--liver-label",
+)
+
+
+def _check_modes(dataset, unlabelled, like, fraction, split_seed, defaults_kept: bool) -> None:
+    """One line for a combination of options that does not go together (before any work)."""
+    if (dataset is None) == (unlabelled is None):
+        raise ConfigError("give a DATASET to preprocess, or --unlabelled DIR with --like PREP (not both)")
+    if unlabelled is not None:
+        if like is None:
+            raise ConfigError(
+                "--unlabelled DIR needs --like PREP: the labelled preprocess output whose plan it follows"
+            )
+        if fraction is not None:
+            raise ConfigError("--labelled-fraction splits a labelled DATASET; it does not go with --unlabelled")
+        if not defaults_kept:
+            raise ConfigError(f"with --unlabelled the recipe comes from --like; drop {', '.join(_LIKE_OPTIONS)}")
+    elif like is not None:
+        raise ConfigError("--like goes with --unlabelled DIR")
+    if split_seed is not None and fraction is None:
+        raise ConfigError("--split-seed goes with --labelled-fraction")
+
+
+UNLABELLED = typer.Option(
+    None,
+    "--unlabelled",
+    metavar="DIR",
+    help="Scans without labels (a folder of scans, or a dataset whose labels are ignored): body crop, then "
+    "the --like plan. For train --method sdnet --unlabelled.",
+)
+
+LIKE = typer.Option(
+    None, "--like", metavar="PREP", help="With --unlabelled: the labelled preprocess output whose plan to apply."
+)
+
+LABELLED_FRACTION = typer.Option(
+    None,
+    "--labelled-fraction",
+    metavar="F",
+    help="Keep the labels of this fraction of the cases (picked by name with --split-seed) and preprocess the "
+    "rest as unlabelled scans: OUT/labelled, OUT/unlabelled. 0.2 = SD-Net's 20:80; 1 = 100:0.",
+)
+
+SPLIT_SEED = typer.Option(None, "--split-seed", metavar="N", help="Seed of the --labelled-fraction split (default 0).")
+
+
+# Long by its signature: the Typer options with their help texts; the body checks which options go
+# together and calls one library function (preprocess, preprocess_split or preprocess_unlabelled).
 @app.command(
-    "preprocess", help="Fingerprint, plan and preprocess a CT dataset (MSD, LiTS or images/+labels/) for train."
+    "preprocess",
+    help="Fingerprint, plan and preprocess a CT dataset (MSD, LiTS or images/+labels/) for train; "
+    "--unlabelled DIR --like PREP: unlabelled scans with PREP's plan (no label read); "
+    "--labelled-fraction F: split the dataset by name first (SD-Net's labelled:unlabelled ratios).",
 )
 @cli_command
 def preprocess(
-    dataset: Path = typer.Argument(
-        ...,
+    dataset: Path | None = typer.Argument(
+        None,
         metavar="DATASET",
         help="Dataset folder: imagesTr/+labelsTr/ (MSD, nnU-Net), LiTS volume-N/segmentation-N, or images/+labels/.",
     ),
@@ -84,6 +176,10 @@ def preprocess(
         metavar="LABEL",
         help="Label value(s) forming the liver region (repeatable). Default: every label >= 1.",
     ),
+    unlabelled: Path | None = UNLABELLED,
+    like: Path | None = LIKE,
+    labelled_fraction: float | None = LABELLED_FRACTION,
+    split_seed: int | None = SPLIT_SEED,
     workers: int = typer.Option(
         1, "--workers", "-j", min=1, metavar="N", help="Cases processed in parallel (processes)."
     ),
@@ -94,25 +190,44 @@ def preprocess(
     verbose: bool = verbose_option(),
 ) -> None:
     """Preprocess a dataset: fingerprint.json, plan.json, cases.json, images/*.npy, labels/*.npy."""
-    from liverctl.preprocessing import preprocess as run_preprocess
+    from liverctl import preprocessing as pp
 
+    defaults = (spacing, window, crop_margin, no_crop, normalization, image_order, liver_label or None)
+    _check_modes(
+        dataset,
+        unlabelled,
+        like,
+        labelled_fraction,
+        split_seed,
+        defaults == ("128-median", "none", 60.0, False, "dataset", 1, None),
+    )
+    options = {
+        "target_spacing": spacing,
+        "window": window,
+        "normalization": normalization,
+        "crop": not no_crop,
+        "crop_margin_mm": crop_margin,
+        "image_order": image_order,
+        "liver_labels": liver_label or None,
+    }
+    common = {"workers": workers, "overwrite": overwrite}
     with reporter(progress, quiet, verbose) as callback:
-        result = run_preprocess(
-            dataset,
-            output,
-            target_spacing=spacing,
-            window=window,
-            normalization=normalization,
-            crop=not no_crop,
-            crop_margin_mm=crop_margin,
-            image_order=image_order,
-            liver_labels=liver_label or None,
-            workers=workers,
-            overwrite=overwrite,
-            progress=callback,
-        )
+        if unlabelled is not None:
+            result = pp.preprocess_unlabelled(unlabelled, output, like, progress=callback, **common)
+            render = _unlabelled_summary
+        elif labelled_fraction is not None:
+            result = pp.preprocess_split(
+                dataset,
+                output,
+                labelled_fraction=labelled_fraction,
+                split_seed=split_seed or 0,
+                progress=callback,
+                **options,
+                **common,
+            )
+            render = _split_summary
+        else:
+            result = pp.preprocess(dataset, output, progress=callback, **options, **common)
+            render = _summary
     summary = result.summary()
-    if as_json:
-        typer.echo(json.dumps(summary, indent=2))
-    else:
-        typer.echo(_summary(summary))
+    typer.echo(json.dumps(summary, indent=2) if as_json else render(summary))

@@ -106,10 +106,8 @@ UNLABELLED = _opt(
     "--unlabelled",
     metavar="DIR",
     panel=RECIPES,
-    help="sdnet: preprocessed folder of unlabelled data (repeatable).",
-)
-LABELLED_FRACTION = _opt(
-    None, "--labelled-fraction", metavar="F", panel=RECIPES, help="sdnet: keep this fraction of the cases labelled."
+    help="sdnet: preprocessed folder of unlabelled data (repeatable): preprocess --unlabelled, or the "
+    "unlabelled/ of preprocess --labelled-fraction.",
 )
 PRETRAIN = _opt(
     0, "--pretrain-iterations", metavar="N", panel=RECIPES, help="di2in-an: generator-only iterations first."
@@ -173,11 +171,10 @@ def _data(folds, fold, sampler, loss, no_augment, workers, seed, device, precisi
     }
 
 
-def _recipe(method, unlabelled, fraction, pretrain, d_steps, d_batch, adv, with_image, stages, weights) -> dict:
+def _recipe(method, unlabelled, pretrain, d_steps, d_batch, adv, with_image, stages, weights) -> dict:
     return {
         "method": method,
         "unlabelled": [str(u) for u in unlabelled or []],
-        "labelled_fraction": fraction,
         "pretrain_iterations": pretrain,
         "d_steps": d_steps,
         "d_batch_size": d_batch,
@@ -240,7 +237,6 @@ def train(
     workers: int = WORKERS,
     method: str = METHOD,
     unlabelled: list[Path] = UNLABELLED,
-    labelled_fraction: float = LABELLED_FRACTION,
     pretrain_iterations: int = PRETRAIN,
     d_steps: int = D_STEPS,
     d_batch_size: int = D_BATCH,
@@ -269,7 +265,6 @@ def train(
         **_recipe(
             method,
             unlabelled,
-            labelled_fraction,
             pretrain_iterations,
             d_steps,
             d_batch_size,

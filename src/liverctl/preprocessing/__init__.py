@@ -14,6 +14,9 @@ One concept per module:
   nnU-Net's sequence) and :func:`load_preprocessed`, its output folder read back;
   :mod:`~liverctl.preprocessing.cases` reads one labelled case and
   :mod:`~liverctl.preprocessing.workers` maps a function over cases in processes.
+- :mod:`~liverctl.preprocessing.unlabelled`: :func:`preprocess_unlabelled`, scans without labels
+  (body crop, a labelled dataset's plan) for SD-Net; :mod:`~liverctl.preprocessing.split`:
+  :func:`preprocess_split`, a labelled : unlabelled split made before any label is read.
 
 Resampling and orientation live in :mod:`liverctl.spatial`; ``resample``,
 ``resample_to_reference``, ``reorient``, ``orientation_of``, ``resampled_grid`` and
@@ -54,6 +57,8 @@ from liverctl.preprocessing.spacing import (
     spacing_for_shape,
     target_spacing,
 )
+from liverctl.preprocessing.split import SplitResult, labelled_split, preprocess_split
+from liverctl.preprocessing.unlabelled import UnlabelledResult, image_cases, preprocess_unlabelled
 
 # Moved to liverctl.spatial; re-exported for one release.
 from liverctl.spatial import (
@@ -78,13 +83,17 @@ __all__ = [
     "Plan",
     "PreprocessResult",
     "PreprocessedDataset",
+    "SplitResult",
+    "UnlabelledResult",
     "_hist_percentile",
     "_merge_histograms",
     "apply_plan",
     "crop_z",
     "fingerprint",
     "fingerprint_case",
+    "image_cases",
     "interpolation_order",
+    "labelled_split",
     "liver_region",
     "liver_z_crop",
     "liver_z_range",
@@ -95,6 +104,8 @@ __all__ = [
     "plan",
     "preprocess",
     "preprocess_case",
+    "preprocess_split",
+    "preprocess_unlabelled",
     "read_case",
     "reorient",
     "resample",

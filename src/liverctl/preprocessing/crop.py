@@ -17,7 +17,7 @@ import numpy as np
 from liverctl.errors import ConfigError, LiverctlWarning
 from liverctl.io import Geometry, Image, check_same_grid
 
-__all__ = ["crop_z", "liver_region", "liver_z_crop", "liver_z_range", "slab_of"]
+__all__ = ["crop_box", "crop_z", "liver_region", "liver_z_crop", "liver_z_range", "slab_of"]
 
 
 def liver_region(label: Image | np.ndarray, liver_labels: Sequence[int] | None = None) -> np.ndarray:
@@ -59,6 +59,20 @@ def crop_z(image: Image, z0: int, z1: int) -> Image:
     origin = image.geometry.index_to_physical(np.array([z0, 0, 0]))
     geometry = Geometry(image.geometry.spacing, tuple(origin), image.geometry.direction)
     return Image(np.ascontiguousarray(image.array[z0:z1]), geometry)
+
+
+def crop_box(image: Image, box: Sequence[slice]) -> Image:
+    """The (z, y, x) box ``box`` of ``image`` (a copy), with the origin moved to the box's first voxel."""
+    starts = [int(b.start or 0) for b in box]
+    stops = [int(n if b.stop is None else b.stop) for b, n in zip(box, image.shape, strict=True)]
+    if not all(0 <= a < b <= n for a, b, n in zip(starts, stops, image.shape, strict=True)):
+        raise ConfigError(
+            f"invalid crop box {list(zip(starts, stops, strict=True))} for an image of shape {image.shape}"
+        )
+    origin = image.geometry.index_to_physical(np.array(starts))
+    geometry = Geometry(image.geometry.spacing, tuple(origin), image.geometry.direction)
+    window = tuple(slice(a, b) for a, b in zip(starts, stops, strict=True))
+    return Image(np.ascontiguousarray(image.array[window]), geometry)
 
 
 def liver_z_crop(

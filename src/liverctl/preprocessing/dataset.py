@@ -338,12 +338,18 @@ def _preprocess_cases(
 
 @dataclass
 class PreprocessedDataset:
-    """A folder written by :func:`preprocess`: ``plan``, ``fingerprint`` and one record per case."""
+    """A folder written by :func:`preprocess`: ``plan``, ``fingerprint`` and one record per case.
+
+    ``labelled`` is false for a folder of unlabelled scans written by
+    :func:`~liverctl.preprocessing.unlabelled.preprocess_unlabelled`: it has images only, so
+    :meth:`load` refuses and :meth:`load_image` reads.
+    """
 
     folder: Path
     plan: Plan
     cases: list[dict[str, Any]]
     fingerprint: dict[str, Any] = field(repr=False, default_factory=dict)
+    labelled: bool = True
 
     def __len__(self) -> int:
         return len(self.cases)
@@ -360,22 +366,34 @@ class PreprocessedDataset:
 
     def load(self, name: str, mmap: bool = True) -> tuple[Image, Image]:
         """``(image, label)`` of a case; memory-mapped read-only arrays when ``mmap``."""
+        if not self.labelled:
+            raise DatasetError(
+                f"{self.folder} holds unlabelled scans (preprocess --unlabelled): use it as "
+                f"train --method sdnet --unlabelled {self.folder}"
+            )
         rec = self.record(name)
         geometry = Geometry.from_dict(rec["geometry"])
-        mode = "r" if mmap else None
-        arrays = []
-        for sub in ("images", "labels"):
-            path = self.folder / sub / f"{name}.npy"
-            try:
-                arrays.append(np.load(path, mmap_mode=mode, allow_pickle=False))
-            except FileNotFoundError:
-                raise InputError(f"missing preprocessed file {path}; rerun liverctl preprocess") from None
-            except ValueError as exc:
-                raise InputError(f"cannot read {path}: {exc}") from None
-        image, label = arrays
+        image, label = (self._array(sub, name, mmap) for sub in ("images", "labels"))
         if tuple(image.shape) != tuple(rec["shape"]) or image.shape != label.shape:
             raise GeometryError(f"case {name}: array shapes {image.shape}/{label.shape} differ from {rec['shape']}")
         return Image(image, geometry), Image(label, geometry)
+
+    def load_image(self, name: str, mmap: bool = True) -> Image:
+        """The image of a case alone (its label map, if any, is not opened)."""
+        rec = self.record(name)
+        image = self._array("images", name, mmap)
+        if tuple(image.shape) != tuple(rec["shape"]):
+            raise GeometryError(f"case {name}: array shape {image.shape} differs from {rec['shape']}")
+        return Image(image, Geometry.from_dict(rec["geometry"]))
+
+    def _array(self, sub: str, name: str, mmap: bool) -> np.ndarray:
+        path = self.folder / sub / f"{name}.npy"
+        try:
+            return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+        except FileNotFoundError:
+            raise InputError(f"missing preprocessed file {path}; rerun liverctl preprocess") from None
+        except ValueError as exc:
+            raise InputError(f"cannot read {path}: {exc}") from None
 
 
 def load_preprocessed(folder: str | os.PathLike[str]) -> PreprocessedDataset:
@@ -394,4 +412,4 @@ def load_preprocessed(folder: str | os.PathLike[str]) -> PreprocessedDataset:
         fp = json.loads(fp_path.read_text(encoding="utf-8")) if fp_path.is_file() else {}
     except (OSError, json.JSONDecodeError) as exc:
         raise DatasetError(f"cannot read {root}: {exc}") from None
-    return PreprocessedDataset(root, plan_, cases, fp)
+    return PreprocessedDataset(root, plan_, cases, fp, labelled=not (root / "unlabelled.json").is_file())

@@ -65,9 +65,9 @@ class TrainConfig:
             ``"di2in-an"`` (§2, :mod:`~liverctl.training.adversarial`) or ``"hdenseunet"``
             (§4, :mod:`~liverctl.training.staged`). The recipes use ``epochs *
             iterations_per_epoch`` iterations; the options below only matter to their recipe.
-        unlabelled: SD-Net: preprocessed folders used as unlabelled data (labels ignored).
-        labelled_fraction: SD-Net: keep this fraction of the training cases labelled and use
-            the rest as unlabelled (0.2 = the paper's 20:80 split); ``None`` = all labelled.
+        unlabelled: SD-Net: preprocessed folders used as unlabelled data (images only; labels never
+            read). The labelled : unlabelled split is made before preprocessing:
+            ``liverctl preprocess DATASET --labelled-fraction F``.
         second_architecture: SD-Net: the second network (``resvnet``; the first is
             ``architecture``, ``vnet`` by default).
         sharpen_temperature: SD-Net: pseudo-label sharpening temperature T (0.1).
@@ -123,7 +123,6 @@ class TrainConfig:
     dataset_names: list[str] = field(default_factory=list)
     method: str = "he2021"
     unlabelled: list[str] = field(default_factory=list)
-    labelled_fraction: float | None = None
     second_architecture: str = "resvnet"
     sharpen_temperature: float = 0.1
     unsup_weight: float = 1.0
@@ -189,8 +188,6 @@ class TrainConfig:
             raise ConfigError(f"--method must be one of {', '.join(METHODS)}, got {self.method!r}")
         if self.method != "he2021" and self.dcm_from_level is not None:
             raise ConfigError(f"--dcm-from-level is part of the he2021 recipe, not of --method {self.method}")
-        if self.labelled_fraction is not None and not 0 < self.labelled_fraction < 1:
-            raise ConfigError(f"--labelled-fraction must be in (0, 1), got {self.labelled_fraction}")
         if not self.sharpen_temperature > 0:
             raise ConfigError(f"sharpen temperature must be > 0, got {self.sharpen_temperature}")
         if self.unsup_weight < 0 or self.adv_weight < 0:
@@ -218,6 +215,15 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
         """Inverse of :meth:`to_dict`; unknown keys are a :class:`ConfigError`."""
+        data = dict(data)
+        if data.get("labelled_fraction", 0) is None:  # a run folder of an earlier release
+            del data["labelled_fraction"]
+        elif "labelled_fraction" in data:
+            raise ConfigError(
+                "labelled_fraction moved to preprocessing (a split after the liver crop and z-score leaks labels): "
+                "liverctl preprocess DATASET -o OUT --labelled-fraction F, then train OUT/labelled --unlabelled "
+                "OUT/unlabelled"
+            )
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:

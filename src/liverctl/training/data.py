@@ -112,7 +112,10 @@ def _open(source: Any) -> tuple[Any, str]:
         raise DatasetError(f"{folder}: no such preprocessed dataset folder")
     from liverctl.preprocessing import load_preprocessed
 
-    return load_preprocessed(folder), folder.name
+    dataset = load_preprocessed(folder)
+    if not dataset.labelled:
+        raise DatasetError(f"{folder} holds unlabelled scans: give it as --unlabelled (train --method sdnet)")
+    return dataset, folder.name
 
 
 @dataclass

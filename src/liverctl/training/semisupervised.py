@@ -25,11 +25,16 @@ lr 0.01 (``config.lr`` overrides it) divided by 10 every ``lr_step`` (200) itera
 gradients clipped to norm 12 as in the main loop. The paper runs 1200 iterations (best at
 about 1000): ``epochs * iterations_per_epoch``.
 
-Unlabelled data: ``config.unlabelled`` folders (``liverctl preprocess`` outputs whose
-labels are ignored, e.g. preprocessed with ``--window sdnet`` for the paper's HU window
-0..400), ``unlabelled=`` dataset objects, and/or ``config.labelled_fraction``: each labelled
-dataset's training cases are shuffled with the run's seed and only the first
-``max(1, round(fraction * n))`` keep their labels (0.2 = the paper's 20:80 experiment).
+Unlabelled data: ``config.unlabelled`` folders and ``unlabelled=`` dataset objects; only their
+images are opened (``load_image``), never a label map. Really unlabelled scans come from
+``liverctl preprocess --unlabelled DIR --like LABELLED_PREP`` (body crop, the labelled data's
+plan), the paper's 20:80 ... 80:20 experiments from ``liverctl preprocess DATASET
+--labelled-fraction F`` (:func:`~liverctl.preprocessing.preprocess_split`: the split by name
+comes before any label-derived crop or statistic). Every unlabelled dataset must carry the plan
+of a labelled one (target spacing, window, z-score statistics), so that both halves of a batch
+are normalised alike. Without unlabelled data (100:0) a batch holds ``batch_size`` labelled
+patches only and the unsupervised term is 0: both networks still train with the supervised and
+disagreement terms.
 
 Export: the network with the higher validation Dice at the best epoch (without validation:
 A from the epoch with the lowest training loss) as ``model.safetensors`` + ``weights.toml``.
@@ -38,7 +43,8 @@ A from the epoch with the lowest training loss) as ``model.safetensors`` + ``wei
 from __future__ import annotations
 
 import copy
-import types
+import json
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -47,12 +53,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from liverctl.errors import ConfigError, DatasetError
+from liverctl.errors import ConfigError, DatasetError, LiverctlWarning
+from liverctl.io import Image
+from liverctl.preprocessing.split import labelled_split
 from liverctl.progress import ProgressCallback
 from liverctl.training.augmentation import Augmentation, choose_center, extract_patch
 from liverctl.training.common import TrainResult, make_batch_fn, seed_int, validate_dice
 from liverctl.training.config import TrainConfig
-from liverctl.training.data import TrainingData
+from liverctl.training.data import TrainingData, plan_dict
 from liverctl.training.losses import DiceCELoss, consistency_mse, masked_mse, soft_dice_loss
 from liverctl.training.recipe import RecipeRun, backward_step, recipe_setup
 
@@ -64,22 +72,6 @@ _COLUMNS = ("supervised", "disagreement_mse", "unsupervised_mse", "teacher_b")
 def sdnet_lr(lr0: float, iteration: int, step: int = 200) -> float:
     """The learning rate of iteration ``iteration`` (0-based): ``lr0 / 10^(iteration // step)``."""
     return lr0 * 0.1 ** (iteration // step)
-
-
-def labelled_split(names: Sequence[str], fraction: float, seed: int) -> tuple[list[str], list[str]]:
-    """``(labelled, unlabelled)``: the sorted ``names`` shuffled with ``seed``; the first
-    ``max(1, round(fraction * n))`` are labelled (both lists sorted).
-
-    Raises:
-        ConfigError: nothing would be left unlabelled.
-    """
-    ordered = sorted(names)
-    n_lab = max(1, round(fraction * len(ordered)))
-    if n_lab >= len(ordered):
-        raise ConfigError(f"--labelled-fraction {fraction} of {len(ordered)} training cases leaves no unlabelled case")
-    perm = np.random.default_rng([int(seed), 7]).permutation(len(ordered))
-    lab = sorted(ordered[i] for i in perm[:n_lab])
-    return lab, sorted(ordered[i] for i in perm[n_lab:])
 
 
 def sdnet_losses(
@@ -135,22 +127,8 @@ def sdnet_losses(
     }
 
 
-class _Subset:
-    """Some cases of a dataset object (same plan, same loader)."""
-
-    def __init__(self, dataset: Any, names: Sequence[str], name: str) -> None:
-        self.dataset, self.names, self.name, self.plan = dataset, sorted(names), name, dataset.plan
-
-    @property
-    def cases(self) -> list[Any]:
-        return [types.SimpleNamespace(name=n) for n in self.names]
-
-    def load(self, name: str, mmap: bool = True) -> Any:
-        return self.dataset.load(name, mmap=mmap)
-
-
-def _unlabelled_batch_fn(pool: list[tuple[TrainingData, int, str]], config: TrainConfig):
-    """``g -> (B, 1, z, y, x)`` unlabelled patches of iteration ``g`` (random centres)."""
+def _unlabelled_batch_fn(pool: list[tuple[Any, str]], config: TrainConfig):
+    """``g -> (B, 1, z, y, x)`` unlabelled patches of iteration ``g`` (random centres; images only)."""
     augment = Augmentation() if config.augment else None
     patch = config.patch_size
 
@@ -158,8 +136,8 @@ def _unlabelled_batch_fn(pool: list[tuple[TrainingData, int, str]], config: Trai
         rng = np.random.default_rng([config.seed, 1_000_003, g])
         out = []
         for _ in range(config.batch_size):
-            data, d, name = pool[int(rng.integers(0, len(pool)))]
-            image, _ = data.load_arrays(d, name)
+            dataset, name = pool[int(rng.integers(0, len(pool)))]
+            image = _image_array(dataset, name)
             zeros = np.broadcast_to(np.zeros((), np.uint8), image.shape)
             img, lab = extract_patch(image, zeros, choose_center(image.shape, rng, None), patch)
             img_t = torch.from_numpy(img)
@@ -169,6 +147,17 @@ def _unlabelled_batch_fn(pool: list[tuple[TrainingData, int, str]], config: Trai
         return torch.stack(out)[:, None].contiguous()
 
     return batch
+
+
+def _image_array(dataset: Any, name: str) -> np.ndarray:
+    """The image of an unlabelled case: ``load_image`` when the dataset has it (a label map is
+    then never opened), else the first of ``load``'s pair (in-memory datasets)."""
+    loader = getattr(dataset, "load_image", None)
+    image = loader(name, mmap=True) if loader is not None else dataset.load(name, mmap=True)[0]
+    array = image.array if isinstance(image, Image) else np.asarray(image)
+    if array.ndim != 3:
+        raise DatasetError(f"unlabelled case {name}: expected a 3D array, got shape {array.shape}")
+    return array
 
 
 def _build(name: str, config: TrainConfig, n_classes: int, seed: int) -> tuple[nn.Module, dict[str, Any]]:
@@ -194,13 +183,13 @@ def run(
     unlabelled: Sequence[Any] | None = None,
 ) -> TrainResult:
     """The SD-Net run behind :func:`~liverctl.training.methods.train_sdnet` and ``train(config.method="sdnet")``."""
-    config, full = recipe_setup(datasets, config, "sdnet", "vnet", scan=False)
-    lab_data, pool, extra, labelled_names, unlabelled_names = _sdnet_data(full, config, unlabelled)
+    config, full = recipe_setup(datasets, config, "sdnet", "vnet")
+    pool, extra, unlabelled_names = _sdnet_data(full, config, unlabelled)
 
     runner = RecipeRun(out, config, state, _COLUMNS)
     device = runner.device
-    net_a, kwargs = _build(config.architecture, config, lab_data.n_classes, config.seed)
-    net_b, _ = _build(config.second_architecture, config, lab_data.n_classes, seed_int(config.seed, 1))
+    net_a, kwargs = _build(config.architecture, config, full.n_classes, config.seed)
+    net_b, _ = _build(config.second_architecture, config, full.n_classes, seed_int(config.seed, 1))
     if state is None and config.init_checkpoint:
         from liverctl.training.common import load_init_weights
 
@@ -219,11 +208,11 @@ def run(
     runner.write_config(
         datasets,
         unlabelled=[str(u) for u in extra],
-        labelled_cases=labelled_names,
+        labelled_cases=[list(n) for n in full.train],
         unlabelled_cases=unlabelled_names,
     )
 
-    step = _step_fn(nets, optimizer, params, scaler, lab_data, pool, lr0, runner)
+    step = _step_fn(nets, optimizer, params, scaler, full, pool, lr0, runner)
 
     last_val = [float("nan"), float("nan")]
     validating = bool(any(full.val) and config.val_every)
@@ -259,13 +248,11 @@ def run(
         progress,
     )
 
-    model_path, toml_path = _export(runner, nets, full, lab_data, kwargs)
+    model_path, toml_path = _export(runner, nets, full, kwargs)
     return runner.result(nets[0], model_path, toml_path, full, validating)
 
 
-def _export(
-    runner: RecipeRun, nets: list[nn.Module], full: TrainingData, lab_data: TrainingData, kwargs: dict[str, Any]
-) -> tuple[Path, Path]:
+def _export(runner: RecipeRun, nets: list[nn.Module], full: TrainingData, kwargs: dict[str, Any]) -> tuple[Path, Path]:
     """The better network of the best epoch (``best.pt`` says which; network A without it)."""
     config = runner.config
     k, exported = 0, nets[0]
@@ -275,46 +262,73 @@ def _export(
         exported = copy.deepcopy(nets[k])
         exported.load_state_dict(best["model"])
     arch = config.architecture if k == 0 else config.second_architecture
-    liver = lab_data.labels.get("liver", lab_data.liver_channels[0])
+    liver = full.labels.get("liver", full.liver_channels[0])
     return runner.export(
         exported,
         full,
         architecture=arch,
         kwargs=kwargs,
-        labels=lab_data.labels,
+        labels=full.labels,
         liver_channel=int(liver),
         description=f"SD-Net {'AB'[k]} network ({arch}) trained with liverctl train --method sdnet",
     )
 
 
+_PLAN_KEYS = ("target_spacing", "window", "normalization", "mean", "std", "image_order")
+"""The plan settings an unlabelled dataset must share with a labelled one (what the network sees)."""
+
+
+def _open_unlabelled(source: Any) -> tuple[Any, str]:
+    if hasattr(source, "cases") and (hasattr(source, "load_image") or hasattr(source, "load")):
+        return source, str(getattr(source, "name", None) or getattr(source, "folder", "unlabelled"))
+    from liverctl.preprocessing import load_preprocessed
+
+    folder = Path(source)
+    if not folder.is_dir():
+        raise DatasetError(f"--unlabelled {folder}: no such preprocessed folder")
+    return load_preprocessed(folder), str(folder)
+
+
+def _check_plan(name: str, plan: Any, labelled_plans: Sequence[dict[str, Any]]) -> None:
+    """Refuse unlabelled data preprocessed with another recipe than every labelled dataset."""
+    mine = plan_dict(plan)
+
+    def differing(other: dict[str, Any]) -> list[str]:
+        keys = [k for k in _PLAN_KEYS if k in mine and k in other]
+        return [k for k in keys if json.dumps(mine[k]) != json.dumps(other[k])]
+
+    diffs = [differing(p) for p in labelled_plans]
+    if all(diffs):
+        raise ConfigError(
+            f"unlabelled data {name} was preprocessed with another plan than the labelled data (different "
+            f"{', '.join(diffs[0])}); preprocess it with liverctl preprocess --unlabelled DIR --like LABELLED_PREP"
+        )
+
+
 def _sdnet_data(
     full: TrainingData, config: TrainConfig, unlabelled: Sequence[Any] | None
-) -> tuple[TrainingData, list[tuple[TrainingData, int, str]], list[Any], list[list[str]], list[list[str]]]:
-    """The labelled training data, the pool of unlabelled cases ``(data, dataset, case)`` (the
-    training cases left unlabelled by ``labelled_fraction``, then ``config.unlabelled`` and
-    ``unlabelled``), the extra unlabelled datasets and the labelled / unlabelled case names."""
-    labelled_names, unlabelled_names = [], []
-    for names in full.train:
-        if config.labelled_fraction is None:
-            labelled_names.append(list(names))
-            unlabelled_names.append([])
-        else:
-            lab, unl = labelled_split(names, config.labelled_fraction, config.seed)
-            labelled_names.append(lab)
-            unlabelled_names.append(unl)
-    lab_data = TrainingData(
-        [_Subset(ds, labelled_names[d], full.names[d]) for d, ds in enumerate(full.datasets)], names=full.names
-    )
-    pool: list[tuple[TrainingData, int, str]] = [
-        (full, d, n) for d, names in enumerate(unlabelled_names) for n in names
-    ]
+) -> tuple[list[tuple[Any, str]], list[Any], list[list[str]]]:
+    """The pool of unlabelled cases ``(dataset, case)`` from ``config.unlabelled`` and
+    ``unlabelled`` (empty: 100:0), the unlabelled sources and their case names."""
     extra = [*config.unlabelled, *(unlabelled or [])]
-    if extra:
-        unl = TrainingData(extra, loss="tal", scan=False)
-        pool += [(unl, d, n) for d, names in enumerate(unl.train) for n in names]
+    pool: list[tuple[Any, str]] = []
+    names: list[list[str]] = []
+    for source in extra:
+        dataset, name = _open_unlabelled(source)
+        _check_plan(name, dataset.plan, full.plans)
+        cases = sorted(str(c["name"] if isinstance(c, dict) else c.name) for c in dataset.cases)
+        if not cases:
+            raise DatasetError(f"unlabelled data {name} holds no cases")
+        names.append(cases)
+        pool += [(dataset, n) for n in cases]
     if not pool:
-        raise DatasetError("SD-Net needs unlabelled data: --unlabelled PREP or --labelled-fraction F")
-    return lab_data, pool, extra, labelled_names, unlabelled_names
+        warnings.warn(
+            "SD-Net without unlabelled data: the 100:0 run (unsupervised term 0); give --unlabelled PREP "
+            "for a semi-supervised one",
+            LiverctlWarning,
+            stacklevel=3,
+        )
+    return pool, extra, names
 
 
 def _step_fn(
@@ -323,7 +337,7 @@ def _step_fn(
     params: list[torch.Tensor],
     scaler: Any,
     lab_data: TrainingData,
-    pool: list[tuple[TrainingData, int, str]],
+    pool: list[tuple[Any, str]],
     lr0: float,
     runner: RecipeRun,
 ):
@@ -332,14 +346,14 @@ def _step_fn(
 
     config, device = runner.config, runner.device
     labelled_batch = make_batch_fn(lab_data, config)
-    unlabelled_batch = _unlabelled_batch_fn(pool, config)
+    unlabelled_batch = _unlabelled_batch_fn(pool, config) if pool else None
     n_lab = config.batch_size
 
     def step(g: int) -> dict[str, float]:
         for group in optimizer.param_groups:
             group["lr"] = sdnet_lr(lr0, g, config.lr_step)
         x_l, y_l, _ = labelled_batch(g)
-        x = torch.cat([x_l, unlabelled_batch(g)]).to(device)
+        x = (torch.cat([x_l, unlabelled_batch(g)]) if unlabelled_batch is not None else x_l).to(device)
         y = y_l.to(device)
         for net in nets:
             net.train()
