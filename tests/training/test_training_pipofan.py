@@ -108,7 +108,8 @@ def test_parameter_count_at_the_papers_settings():
     n = paper_parameter_count()
     print(f"PIPO-FAN parameters at the paper's settings: {n:,}")
     assert abs(n - PAPER_PARAMETERS) / PAPER_PARAMETERS < 0.05
-    assert paper_parameter_count(input_merge="sum") < n  # summing halves the merged blocks' inputs
+    assert n == 27_907_101  # the README's figure
+    assert paper_parameter_count(input_merge="sum") == 23_644_573  # summing halves the merged blocks' inputs
     with torch.device("meta"):
         net = PIPOFAN()
     # one input convolution, shared by the five scales
@@ -145,6 +146,32 @@ def test_phases_and_learning_rates_known_answers():
     with pytest.raises(ConfigError, match="rmsprop"):
         TrainConfig(optimizer="rmsprop")
     assert TrainConfig(method="pipofan", optimizer="rmsprop").optimizer == "rmsprop"
+
+
+def test_optimizers_class_weights_and_learning_rates_of_the_recipe():
+    from liverctl.models import build_model
+    from liverctl.training.pipofan import _class_weights, _Optimizers
+
+    net = build_model("pipofan", **TINY)
+    default = _Optimizers(net, cfg(), None)
+    assert isinstance(default.optimizer, torch.optim.RMSprop)
+    assert default.optimizer.defaults["momentum"] == 0.9 and default.optimizer.defaults["lr"] == 2e-3
+    phase2 = default.use(2)
+    assert {id(p) for g in phase2.param_groups for p in g["params"]} == {id(p) for p in net.scorer.parameters()}
+    assert isinstance(_Optimizers(net, cfg(optimizer="adam"), None).optimizer, torch.optim.Adam)
+    assert isinstance(_Optimizers(net, cfg(optimizer="sgd"), None).optimizer, torch.optim.SGD)
+
+    class Two:
+        n_classes, labels = 2, {"background": 0, "liver": 1}
+
+    class Three:
+        n_classes, labels = 3, {"background": 0, "liver": 1, "spleen": 2}
+
+    assert _class_weights(cfg(), Two()) == [0.2, 1.2]  # the authors' two-class weights
+    assert _class_weights(cfg(), Three()) == [1.0, 1.0, 1.0]
+    assert _class_weights(cfg(class_weights=[1, 2, 3]), Three()) == [1.0, 2.0, 3.0]
+    with pytest.raises(ConfigError, match="class weights"):
+        _class_weights(cfg(class_weights=[1, 2]), Three())
 
 
 def test_slice_batch_gives_each_inner_slice_its_true_neighbours():
@@ -188,12 +215,14 @@ def test_phase_two_moves_only_the_fusion(tmp_path):
 def test_partially_labelled_datasets_train_one_network_over_the_union(tmp_path):
     liver = make_dataset(2, shape=(4, 16, 16), name="liver")
     spleen = make_dataset(2, shape=(4, 16, 16), seed=1, name="spleen", organ="spleen")
-    result = train([liver, spleen], tmp_path / "u", cfg(epochs=2))
+    result = train([liver, spleen], tmp_path / "u", cfg(epochs=2, lr=1e-3))
     import tomllib
 
     entry = tomllib.loads(result.toml_path.read_text())["models"]["u"]
     assert entry["labels"] == {"liver": 1, "spleen": 2} and entry["n_classes"] == 3
     assert all(np.isfinite(result.train_losses))
+    rows = (tmp_path / "u" / "train_log.csv").read_text().splitlines()[1:]
+    assert [r.split(",")[4] for r in rows] == ["0.001", "0.0001"]  # --lr for phase 1, a tenth in phase 2
 
 
 def test_patch_checks_are_2d():

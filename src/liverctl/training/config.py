@@ -46,7 +46,7 @@ class TrainConfig:
         sampler: ``"dos"``, ``"rsd"`` or ``"rs"`` (hybrid training, ``../shared/docs/METHODS.md`` §1).
         dcm_from_level: GELN_DCM, dataset-wise encoder levels >= N (``None`` = shared).
         loss: ``"dice_ce"`` or ``"tal"`` (target adaptive loss for datasets with different
-            label sets, ``../shared/docs/METHODS.md`` §5).
+            label sets, ``../shared/docs/METHODS.md`` §5). ``pipofan`` always uses its TAL.
         foreground_fraction: fraction of each batch centred on foreground (1/3).
         augment: apply the augmentation of :mod:`liverctl.training.augmentation`.
         seed: seeds model initialisation and, with the iteration number, all randomness

@@ -8,7 +8,7 @@ method         recipe                                          module
 ``sdnet``      SD-Net, semi-supervised (§3)                    :mod:`~liverctl.training.semisupervised`
 ``di2in-an``   DI2IN-AN, adversarial (§2)                      :mod:`~liverctl.training.adversarial`
 ``hdenseunet`` H-DenseUNet, staged 2D / 3D + HFF (§4)          :mod:`~liverctl.training.staged`
-``pipofan``    PIPO-FAN, pyramid supervision, then fusion (§5) :mod:`~liverctl.training.pipofan`
+``pipofan``    PIPO-FAN, pyramid supervision + fusion (§5)     :mod:`~liverctl.training.pipofan`
 =============  ==============================================  ===========================
 
 (§: the sections of the methods summary the recipes implement.) Each recipe exposes
