@@ -212,6 +212,27 @@ def test_phase_two_moves_only_the_fusion(tmp_path):
     assert two.best_epoch == 2  # best.pt only from the last phase
 
 
+def test_resume_is_exact_across_the_phases(tmp_path):
+    data = make_dataset(2, shape=(6, 16, 16))
+    config = cfg(epochs=4, stage_iterations=(3, 1))
+    full = train_pipofan([data], tmp_path / "full", config)
+
+    class Stop(Exception):
+        pass
+
+    def stop_in_epoch_two(desc, done, total):
+        if desc == "training" and done == 2:
+            raise Stop
+
+    with pytest.raises(Stop):
+        train_pipofan([data], tmp_path / "resumed", config, progress=stop_in_epoch_two)
+    # resumed in phase 1 (its RMSprop state restored), then through phase 2
+    resumed = train_pipofan([data], tmp_path / "resumed", TrainConfig(device="cpu"), resume=True)
+    assert resumed.iterations == 4
+    a, b = full.model.state_dict(), resumed.model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_partially_labelled_datasets_train_one_network_over_the_union(tmp_path):
     liver = make_dataset(2, shape=(4, 16, 16), name="liver")
     spleen = make_dataset(2, shape=(4, 16, 16), seed=1, name="spleen", organ="spleen")
