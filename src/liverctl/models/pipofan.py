@@ -28,7 +28,7 @@ Pyramid output
     level 0. Every level s (the bottleneck included) predicts class scores after s residual
     blocks that bring it down to f[0] channels (equal depth on the output side) and a
     BN-ReLU-1x1 conv head: S outputs, output s at 1/2**s of the input size, supervised
-    against labels pooled to that size (deep pyramid supervision).
+    against the labels downsampled (nearest neighbour) to that size (deep pyramid supervision).
 
 Adaptive fusion (``scorer``, the only part trained in phase 2 of
 :mod:`liverctl.training.pipofan`)

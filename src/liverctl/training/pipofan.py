@@ -4,7 +4,7 @@ The ``pipofan`` network (:mod:`liverctl.models.pipofan`) is trained in two phase
 run's ``epochs * iterations_per_epoch`` iterations (:func:`phase_lengths`):
 
 1. ``stage_iterations[0]`` iterations of **deep pyramid supervision**: the loss is
-   ``sum_s w_s * L(out_s, labels pooled to 1/2**s)`` over **all** S pyramid outputs, with
+   ``sum_s w_s * L(out_s, labels downsampled to 1/2**s)`` over **all** S pyramid outputs, with
    ``w`` the network's ``loss_weights[1:]`` (1 each, as the authors' code sums them); no
    output gets weight 0. The adaptive fusion is not in this loss, so its parameters do not move;
 2. ``stage_iterations[1]`` iterations of the **adaptive fusion alone**: loss
