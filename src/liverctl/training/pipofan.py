@@ -24,7 +24,8 @@ from one dataset, the datasets taken in turn ("used alternately, one at a time")
 2D training: each patch of ``patch_size`` (z, y, x) (the paper: 224 x 224 crops, one slice:
 ``--patch 224,224,1``) is read with ``slice_context`` more slices on each side, cut into
 3-slice stacks (slice z-1, z, z+1 as channels) and only its own z slices are supervised,
-so every slice sees its true neighbours, as at inference. Augmentation: random mirroring
+so every slice sees its true neighbours, as at inference (a patch stays inside the volume, so a
+scan's first and last slices are seen only as neighbours). Augmentation: random mirroring
 (the authors' flips; ``--no-augment`` switches it off).
 
 Optimizer: RMSprop with momentum 0.9, lr 2e-3 in phase 1 and 2e-4 in phase 2 (the
