@@ -347,15 +347,15 @@ def test_di2in_final_output_is_a_conv_over_the_full_size_side_outputs() -> None:
 def test_pipofan_pyramid_outputs_and_adaptive_fusion() -> None:
     torch.manual_seed(0)
     net = build_model("pipofan", base_features=4, n_scales=4, out_channels=2).train()
-    # equal convolutional depth: scale s's own path is a stem + s residual blocks
-    assert [len(p) for p in net.side_paths] == [2, 3, 4]
+    # equal convolutional depth: scale s's own path is the shared stem + s - 1 residual blocks
+    assert [len(p) for p in net.side_paths] == [0, 1, 2]
     x = torch.randn(2, 3, 32, 16)
     fused, *outs = net(x)
     assert [tuple(o.shape) for o in outs] == [(2, 2, 32, 16), (2, 2, 16, 8), (2, 2, 8, 4), (2, 2, 4, 2)]
     w = net.last_fusion_weights
     assert w.shape == (2, 4)
     assert torch.allclose(w.sum(dim=1), torch.ones(2), atol=1e-6)
-    ups = [torch.nn.functional.interpolate(o, size=(32, 16), mode="bilinear", align_corners=False) for o in outs]
+    ups = [torch.nn.functional.interpolate(o, size=(32, 16), mode="bilinear", align_corners=True) for o in outs]
     expected = sum(w[:, s, None, None, None] * ups[s] for s in range(4))
     assert torch.allclose(fused, expected, atol=1e-5)
     assert model_info("pipofan").spatial_dims == 2

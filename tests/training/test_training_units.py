@@ -70,11 +70,12 @@ def test_dice_ce_agrees_with_monai():
     assert DiceCELoss()(logits, target).item() == pytest.approx(ref.item(), rel=1e-5)
 
 
-def test_tal_equals_dice_ce_when_everything_is_labelled_and_merges_otherwise():
+def test_tal_with_a_dice_term_equals_dice_ce_when_everything_is_labelled_and_merges_otherwise():
+    # he2021's --loss tal: TAL's cross-entropy plus its optional Dice term (dice_weight=1)
     gen = torch.Generator().manual_seed(1)
     logits = torch.randn(2, 3, 4, 4, 4, generator=gen)
     target = torch.randint(0, 3, (2, 4, 4, 4), generator=gen)
-    assert TargetAdaptiveLoss([1, 2])(logits, target).item() == pytest.approx(
+    assert TargetAdaptiveLoss([1, 2], dice_weight=1.0)(logits, target).item() == pytest.approx(
         DiceCELoss()(logits, target).item(), rel=1e-5
     )
     # only class 1 labelled: class-2 probability counts as background
@@ -83,7 +84,8 @@ def test_tal_equals_dice_ce_when_everything_is_labelled_and_merges_otherwise():
     merged = torch.stack([probs[:, 0] + probs[:, 2], probs[:, 1]], 1)
     ce = torch.nn.functional.nll_loss(merged.log(), tgt)
     expected = ce + soft_dice_loss(merged, tgt)
-    assert TargetAdaptiveLoss([1])(logits, tgt).item() == pytest.approx(expected.item(), rel=1e-5)
+    assert TargetAdaptiveLoss([1], dice_weight=1.0)(logits, tgt).item() == pytest.approx(expected.item(), rel=1e-5)
+    assert TargetAdaptiveLoss([1])(logits, tgt).item() == pytest.approx(ce.item(), rel=1e-5)  # the paper: CE only
 
 
 def test_deep_supervision_weights_and_loss():

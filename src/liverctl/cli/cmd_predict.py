@@ -107,6 +107,12 @@ def predict(
         "flips thin decisions).",
     ),
     tta: bool = typer.Option(False, "--tta", help="Mirror test-time augmentation (8 passes; slower)."),
+    ensemble: str = typer.Option(
+        "mean",
+        "--ensemble",
+        metavar="mean|vote",
+        help="Several --weights/--model: mean of probabilities, or majority vote (PIPO-FAN's 5 folds).",
+    ),
     overlap: float | None = typer.Option(
         None, "--overlap", metavar="F", help="Sliding-window overlap in [0, 1) (default: the model's)."
     ),
@@ -177,6 +183,7 @@ def predict(
         threads=threads,
         output_format=output_format,
         preview=preview,
+        ensemble=ensemble,
     )
 
     def loaded(net: Any) -> None:

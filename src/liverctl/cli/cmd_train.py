@@ -73,7 +73,13 @@ PATCH = _opt(
     "128,128,128", "--patch", metavar="X,Y,Z", panel=SCHEDULE, help="Patch size in voxels along x, y, z (or one size)."
 )
 BATCH = _opt(2, "--batch-size", metavar="N", panel=SCHEDULE, help="Patches per iteration (per process with torchrun).")
-OPTIMIZER = _opt("adam", "--optimizer", metavar="adam|sgd", panel=SCHEDULE, help="adam (+ plateau) or sgd (+ poly).")
+OPTIMIZER = _opt(
+    None,
+    "--optimizer",
+    metavar="adam|sgd|rmsprop",
+    panel=SCHEDULE,
+    help="adam (+ plateau, default) or sgd (+ poly); pipofan: rmsprop (default), adam or sgd, with its step decay.",
+)
 SCHEDULER = _opt(
     None, "--scheduler", metavar="plateau|poly", panel=SCHEDULE, help="Default: plateau for adam, poly for sgd."
 )
@@ -99,7 +105,7 @@ METHOD = _opt(
     "--method",
     metavar="NAME",
     panel=RECIPES,
-    help="Training recipe: he2021, sdnet, di2in-an or hdenseunet (METHODS §1-§4).",
+    help="Training recipe: he2021, sdnet, di2in-an, hdenseunet or pipofan (METHODS §1-§5).",
 )
 UNLABELLED = _opt(
     None,
@@ -122,14 +128,21 @@ DISC_WITH_IMAGE = _opt(
     help="di2in-an: the discriminator sees the image too (paper: labels only).",
 )
 STAGE_ITERATIONS = _opt(
-    None, "--stage-iterations", metavar="N1,N2", panel=RECIPES, help="hdenseunet: iterations of stage 1 and stage 2."
+    None,
+    "--stage-iterations",
+    metavar="N1,N2",
+    panel=RECIPES,
+    help="hdenseunet: iterations of stage 1 and stage 2; pipofan: of phase 1 and phase 2 (adding up to the run).",
 )
 CLASS_WEIGHTS = _opt(
     None,
     "--class-weights",
     metavar="W,W,W",
     panel=RECIPES,
-    help="hdenseunet: cross-entropy class weights (0.78,0.65,8.57).",
+    help="hdenseunet / pipofan: cross-entropy class weights (hdenseunet 0.78,0.65,8.57; pipofan 0.2,1.2).",
+)
+DICE_WEIGHT = _opt(
+    0.0, "--dice-weight", metavar="W", panel=RECIPES, help="pipofan: add W x soft Dice to the TAL (paper: 0)."
 )
 
 
@@ -204,8 +217,8 @@ def _summary(result: Any) -> dict:
     "train",
     help="Train a network (3D U-Net by default) on one or more `liverctl preprocess` outputs; "
     "prints the exported model path. --method picks the recipe: he2021 (3D U-Net, DCM, hybrid "
-    "samplers), sdnet (semi-supervised V-Net + residual V-Net), di2in-an (adversarial DI2IN) or "
-    "hdenseunet (staged 2D/3D H-DenseUNet). With --resume, only --device, --precision and --workers may change.",
+    "samplers), sdnet (semi-supervised V-Net + residual V-Net), di2in-an (adversarial DI2IN), "
+    "hdenseunet (staged 2D/3D H-DenseUNet) or pipofan (2D PIPO-FAN, partially labelled datasets). With --resume, only --device, --precision and --workers may change.",
 )
 @cli_command
 def train(
@@ -244,6 +257,7 @@ def train(
     disc_with_image: bool = DISC_WITH_IMAGE,
     stage_iterations: str = STAGE_ITERATIONS,
     class_weights: str = CLASS_WEIGHTS,
+    dice_weight: float = DICE_WEIGHT,
     resume: bool = RESUME,
     seed: int = SEED,
     device: str = DEVICE,
@@ -273,6 +287,7 @@ def train(
             stage_iterations,
             class_weights,
         ),
+        dice_weight=dice_weight,
     )
     with reporter(progress, quiet, verbose) as callback:
         result = run_train(datasets, output, config, progress=callback, resume=resume)

@@ -173,7 +173,9 @@ class _SlabAccumulator:
                 self.head_seconds += time.perf_counter() - t0
             means.append(mean)
         index = torch.tensor(self.channels, device=means[0].device, dtype=torch.long)
-        if not self.channels and cfg.output == "probabilities" and (cfg.activation == "softmax" or len(means) == 1):
+        if cfg.ensemble == "vote" and len(means) > 1:
+            labels, kept = _vote(means, cdim, cfg.activation, index)
+        elif not self.channels and cfg.output == "probabilities" and (cfg.activation == "softmax" or len(means) == 1):
             # labels only: argmax of the (mean) logits needs no probabilities
             combined = means[0] if len(means) == 1 else None
             if combined is None:  # an ensemble averages probabilities
@@ -219,3 +221,26 @@ class _SlabAccumulator:
         probs = self.values if self.config.output == "probabilities" else None
         logits = self.values if self.config.output == "logits" else None
         return InferenceResult(probs, logits, self.labels, self.channels, self.num_classes, stats)
+
+
+def _vote(
+    means: list[torch.Tensor], cdim: int, activation: str, index: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Majority vote of an ensemble's decisions (``SlidingWindow.ensemble == "vote"``): the label
+    map and the kept channels' vote fractions. Softmax: each model votes for its argmax label;
+    the label with most votes wins, ties go to the higher mean probability (it adds less than
+    one vote). Sigmoid: each channel's fraction of models with probability > 0.5."""
+    n = len(means)
+    if activation == "softmax":
+        k = means[0].shape[cdim]
+        counts = torch.zeros_like(means[0])
+        mean_p = torch.zeros_like(means[0])
+        for mean in means:
+            p = torch.softmax(mean, dim=cdim)
+            mean_p += p
+            counts += torch.nn.functional.one_hot(p.argmax(dim=cdim), k).movedim(-1, cdim).to(counts.dtype)
+        labels = (counts + 0.5 * mean_p / n).argmax(dim=cdim)
+    else:
+        counts = torch.stack([(torch.sigmoid(mean) > 0.5).to(means[0].dtype) for mean in means]).sum(0)
+        labels = counts.argmax(dim=cdim)
+    return labels, (counts / n).index_select(cdim, index)

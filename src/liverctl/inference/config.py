@@ -75,6 +75,12 @@ class SlidingWindow:
         padding_mode: ``"constant"`` (``pad_value``), ``"replicate"`` or ``"reflect"``, as
             MONAI's ``padding_mode`` (its whole-body bundle uses ``"replicate"``).
         accumulate_on: ``"device"`` (accumulate where the network runs) or ``"cpu"``.
+        ensemble: how the models of an ensemble are combined: ``"mean"`` (the mean of their
+            probabilities) or ``"vote"`` (majority vote of their decisions, PIPO-FAN's five
+            folds: each model's argmax, or with ``activation="sigmoid"`` each channel > 0.5;
+            the label with most votes wins, a tie goes to the label with the higher mean
+            probability; the returned "probabilities" are then the fractions of votes).
+            One model: both are the same. ``"vote"`` needs ``output="probabilities"``.
     """
 
     roi: tuple[int, int, int] = (96, 96, 96)
@@ -98,6 +104,7 @@ class SlidingWindow:
     pad_value: float = 0.0
     padding_mode: Literal["constant", "replicate", "reflect"] = "constant"
     accumulate_on: Literal["device", "cpu"] = "device"
+    ensemble: Literal["mean", "vote"] = "mean"
 
     @classmethod
     def monai(cls, **changes: Any) -> SlidingWindow:
@@ -145,6 +152,10 @@ class SlidingWindow:
             raise ConfigError(f"padding_mode must be constant, replicate or reflect, got {self.padding_mode!r}")
         if self.accumulate_on not in ("device", "cpu"):
             raise ConfigError(f"accumulate_on must be 'device' or 'cpu', got {self.accumulate_on!r}")
+        if self.ensemble not in ("mean", "vote"):
+            raise ConfigError(f"ensemble must be 'mean' or 'vote', got {self.ensemble!r}")
+        if self.ensemble == "vote" and self.output != "probabilities":
+            raise ConfigError("ensemble='vote' combines decisions: it needs output='probabilities'")
         if self.tta is True:
             object.__setattr__(self, "tta", (0, 1, 2))
         elif self.tta is False or self.tta is None:

@@ -28,7 +28,16 @@ from liverctl.errors import ConfigError, InputError
 from liverctl.inference.accumulate import _SlabAccumulator
 from liverctl.inference.body import crop_to_body
 from liverctl.inference.config import Box, InferenceResult, InferenceStats, Predictor, SlidingWindow
-from liverctl.inference.networks import _model_multiple, _pointwise_weights, _run_flips, _SliceWise, _split_head
+from liverctl.inference.networks import (
+    _Channels,
+    _model_multiple,
+    _pointwise_weights,
+    _run_flips,
+    _SliceWise,
+    _split_head,
+    slice_context_of,
+    stack_neighbours,
+)
 from liverctl.inference.windows import Placement, _occupied, _place, importance_map, plan_axis, window_starts
 from liverctl.progress import ProgressCallback
 
@@ -84,6 +93,9 @@ def predict_volume(
     precision = resolve_precision(device, config.precision, inference=True)
     models = _as_models(models)
     vol, full_shape = _as_volume(volume)
+    n_in, context = int(vol.shape[0]), slice_context_of(models)
+    if context:  # 2D networks see neighbouring slices: stacked once, from the whole volume
+        vol = torch.cat([vol, stack_neighbours(vol, context)], 0)
     box = _body_box(config, full_shape, hu, body_box)
     cropped = vol[(slice(None), *box)] if box is not None else vol
     crop_shape: tuple[int, int, int] = tuple(int(s) for s in cropped.shape[1:])  # type: ignore[assignment]
@@ -110,7 +122,9 @@ def predict_volume(
     restore: list[tuple[torch.nn.Module, bool]] = []
     relayout: list[tuple[torch.nn.Parameter, torch.memory_format]] = []
     try:
-        predictors = _prepare_models(models, config, device, precision, acc_device, heads, restore, relayout)
+        predictors = _prepare_models(
+            models, config, device, precision, acc_device, heads, restore, relayout, (n_in, context)
+        )
         run = _Run(predictors, inputs, grid, weights, engine, config.flips, device, precision, batch_size)
         network_seconds = _run_windows(run, crop_shape, progress)
     finally:
@@ -225,9 +239,13 @@ def _prepare_models(
     heads: list,
     restore: list,
     relayout: list,
+    inputs: tuple[int, int] = (1, 0),
 ) -> list[Predictor]:
     """The predictors the windows go through; modules moved to ``device`` in eval mode (their
-    training flags into ``restore``, their layouts into ``relayout``), pointwise heads into ``heads``."""
+    training flags into ``restore``, their layouts into ``relayout``), pointwise heads into ``heads``.
+    ``inputs`` = (image channels C, slice context K of the neighbour stacks appended to them):
+    each 2D network gets its own neighbour channels, every other predictor the first C."""
+    n_in, context = inputs
     predictors: list[Predictor] = []
     for mdl in models:
         head = None
@@ -238,7 +256,11 @@ def _prepare_models(
             if split is not None:
                 mdl, head = split[0], _pointwise_weights(split[1], acc_device)
             elif int(getattr(mdl, "spatial_dims", 3)) == 2:
-                mdl = _SliceWise(mdl)
+                k = int(getattr(mdl, "slice_context", 0) or 0)
+                picked = slice(n_in * (1 + context - k), n_in * (2 + context + k)) if k else slice(0, n_in)
+                mdl = _SliceWise(mdl, picked, 2 * k + 1)
+        if context and not isinstance(mdl, _SliceWise):
+            mdl = _Channels(mdl, n_in)
         predictors.append(mdl)
         heads.append(head)
     return predictors

@@ -16,16 +16,66 @@ __all__: list[str] = []
 
 
 class _SliceWise(torch.nn.Module):
-    """Runs a 2D network on every z-slice of 3D windows: (B, C, z, y, x) -> (B, K, z, y, x)."""
+    """Runs a 2D network on every z-slice of 3D windows: (B, C', z, y, x) -> (B, K, z, y, x).
 
-    def __init__(self, net: torch.nn.Module) -> None:
+    ``channels`` picks the window channels the network sees. A network with ``slice_context``
+    k > 0 sees each slice with its k neighbours on each side as channels: the engine adds
+    those stacks to the input volume once, from the whole volume (:func:`stack_neighbours`),
+    so a slice at a window's edge still sees its true neighbours and only the volume's own
+    edge slices are repeated. ``mirror_z`` reorders the stacked channels of a window mirrored
+    along z (slice z-1 becomes z+1), so that z-mirroring TTA sees what a mirrored scan would give.
+    """
+
+    def __init__(self, net: torch.nn.Module, channels: slice | None = None, groups: int = 1) -> None:
         super().__init__()
         self.net = net
+        self.channels = channels if channels is not None else slice(None)
+        self.groups = groups  # 2k + 1 stacked slices
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x[:, self.channels]
         b, c, z, y, xx = x.shape
         out = self.net(x.permute(0, 2, 1, 3, 4).reshape(b * z, c, y, xx))
         return out.reshape(b, z, out.shape[1], y, xx).permute(0, 2, 1, 3, 4)
+
+    def mirror_z(self, x: torch.Tensor) -> torch.Tensor:
+        """A z-mirrored window with its stacked neighbour channels in mirrored order."""
+        if self.groups == 1 or self.channels == slice(None):
+            return x
+        part = x[:, self.channels]
+        b, c = part.shape[:2]
+        part = part.reshape(b, self.groups, c // self.groups, *part.shape[2:]).flip(1).reshape(part.shape)
+        out = x.clone()
+        out[:, self.channels] = part
+        return out
+
+
+class _Channels(torch.nn.Module):
+    """A 3D network fed only the first ``n`` channels of windows that also carry neighbour stacks."""
+
+    def __init__(self, net: Predictor, n: int) -> None:
+        super().__init__()
+        self.net = net
+        self.n = n
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x[:, : self.n])
+
+
+def slice_context_of(models: Sequence[Any]) -> int:
+    """The largest ``slice_context`` of the 2D networks among ``models`` (0: none needs neighbours)."""
+    found = [int(getattr(m, "slice_context", 0) or 0) for m in models if int(getattr(m, "spatial_dims", 3)) == 2]
+    return max(found, default=0)
+
+
+def stack_neighbours(vol: torch.Tensor, context: int) -> torch.Tensor:
+    """``(C, z, y, x)`` -> ``((2k+1)*C, z, y, x)``: slices ``z-k .. z+k`` as channels (ordered by
+    slice offset, then channel; the volume's edge slices repeated), as
+    :func:`liverctl.models.slices.slice_stacks` orders them."""
+    from liverctl.models.slices import slice_stacks
+
+    stacks = slice_stacks(vol[None], context)  # (z, (2k+1)*C, y, x)
+    return stacks.permute(1, 0, 2, 3).contiguous()
 
 
 def _model_multiple(models: Sequence[Any], config: SlidingWindow) -> tuple[int, int, int]:
@@ -73,6 +123,8 @@ def _run_flips(
     for axes in flips:
         dims = [a + 2 for a in axes]
         x = torch.flip(win, dims) if dims else win
+        if 0 in axes and isinstance(predict, _SliceWise):
+            x = predict.mirror_z(x)
         with autocast(device, precision):
             out = predict(x)
         if not isinstance(out, torch.Tensor):

@@ -8,34 +8,48 @@ and stacks back: outputs are then (B, K, Z, H, W) (and (B, K, Z, H/2**s, W/2**s)
 pyramid outputs). ``slice_context`` (= ``context_slices``) tells a caller how many
 neighbouring slices on each side the network needs.
 
-Pyramid input
-    The image is average-pooled to ``n_scales`` scales (1, 1/2, ..., 1/2**(S-1)). The main
-    path runs a stem convolution and a residual block at full size, then at each level s
-    max-pools, concatenates the features of scale s's own path and applies a residual
-    block. Scale s's own path is a stem convolution followed by s residual blocks at that
-    scale, so both streams have gone through the same number of convolutional units when
-    they are fused ("equal convolutional depth").
+Widths: ``f[s] = min(base_features * 2**s, max_features)`` at level s (1/2**s of the input
+size); the paper's network (``base_features=64``, ``max_features=512``, S = 5) has
+28,271,005 parameters for two classes (:func:`paper_parameter_count`; the paper reports 28.27 M).
+
+Pyramid input (equal convolutional depth)
+    The image is average-pooled to the S scales 1, 1/2, ..., 1/2**(S-1). **One** input
+    convolution (``stem``: conv3-BN-ReLU-conv3) is shared by all scales. The main path is
+    ``stem(image)``; at level s >= 1 it is max-pooled and merged with scale s's own path,
+    ``stem(pooled image)`` followed by s-1 residual blocks (``side_paths.<s-1>``, widths
+    f[1], ..., f[s-1]), so both have gone through the same number of convolutional units;
+    a residual block (``encoder.<s-1>``) takes the merged features to f[s]. ``input_merge``
+    says how the two are merged: ``"concat"`` (channel concatenation, the authors' released
+    code, which gives the paper's 28.27 M parameters) or ``"sum"`` (element-wise sum, 23.9 M).
 
 Pyramid output
-    The decoder upsamples with transposed convolutions (2x2, stride 2), concatenates the
-    encoder features of the level and applies a residual block; every decoder level s
-    (and the bottleneck) predicts class scores with a 1x1 convolution: S outputs,
-    output s at 1/2**s of the input size (to be supervised against labels pooled to that
-    size: deep pyramid supervision).
+    The decoder upsamples bilinearly (x2), concatenates the encoder features of the level
+    and applies a residual block: decoder width ``f[s-1]`` at level s >= 1, ``f[0]`` at
+    level 0. Every level s (the bottleneck included) predicts class scores after s residual
+    blocks that bring it down to f[0] channels (equal depth on the output side) and a
+    BN-ReLU-1x1 conv head: S outputs, output s at 1/2**s of the input size, supervised
+    against the labels downsampled (nearest neighbour) to that size (deep pyramid supervision).
 
-Adaptive fusion
-    Each output is upsampled (bilinear) to the input size; one shared conv block
-    (3x3 conv, ReLU, 1x1 conv to one channel) scores it; global average + global max
-    pooling of that map give one number per scale; a softmax over the scales turns them
-    into weights, and the final output is the weighted sum of the upsampled score maps.
+Adaptive fusion (``scorer``, the only part trained in phase 2 of
+:mod:`liverctl.training.pipofan`)
+    Each output is upsampled (bilinear) to the input size; one shared block (BN-ReLU-1x1 conv
+    to one channel-BN-ReLU-3x3 conv) scores it; global average + global max pooling of that
+    map give one number per scale; a softmax over the scales turns them into weights, and the
+    final output is the weighted sum of the upsampled score maps.
+
+Residual blocks are pre-activation (BN-ReLU-conv3-BN-ReLU-conv3) plus the input, through a
+BN-ReLU-1x1 conv where the width changes.
 
 ``forward`` returns the fused logits (B, out_channels, H, W); in training mode (with
 ``deep_supervision``) the list ``[fused, out_0 (full size), out_1 (1/2), ...,
-out_{S-1}]`` (``loss_weights``: 1 each, our choice). The fusion weights of the last
-call are kept in ``last_fusion_weights`` (B, S) for inspection.
+out_{S-1}]``, supervised with ``loss_weights`` (1 each: the authors' code sums the S
+pyramid losses unweighted). The fusion weights of the last call are kept in
+``last_fusion_weights`` (B, S) for inspection.
 """
 
 from __future__ import annotations
+
+import itertools
 
 import torch
 import torch.nn.functional as F
@@ -45,32 +59,34 @@ from liverctl.errors import ConfigError
 from liverctl.models.registry import register
 from liverctl.models.slices import slice_stacks, unstack_slices
 
-__all__ = ["PIPOFAN", "ResBlock2d"]
+__all__ = ["PAPER_PARAMETERS", "PIPOFAN", "ResBlock2d", "paper_parameter_count"]
+
+PAPER_PARAMETERS = 28.27e6
+"""The parameter count Fang & Yan report for PIPO-FAN."""
+
+_MERGES = ("concat", "sum")
+
+
+def _pre_act(cin: int, cout: int, kernel: int) -> list[nn.Module]:
+    return [nn.BatchNorm2d(cin), nn.ReLU(inplace=False), nn.Conv2d(cin, cout, kernel, padding=kernel // 2)]
 
 
 class ResBlock2d(nn.Module):
-    """conv3-BN-ReLU-conv3-BN plus the (1x1-projected if needed) input, then ReLU."""
+    """Pre-activation residual block: (BN-ReLU-conv3) x 2 plus the input (BN-ReLU-1x1 conv
+    when the width changes, or always with ``project``)."""
 
-    def __init__(self, cin: int, cout: int) -> None:
+    def __init__(self, cin: int, cout: int, project: bool = False) -> None:
         super().__init__()
-        self.body = nn.Sequential(
-            nn.Conv2d(cin, cout, 3, padding=1, bias=False),
-            nn.BatchNorm2d(cout),
-            nn.ReLU(inplace=True),
-            nn.Conv2d(cout, cout, 3, padding=1, bias=False),
-            nn.BatchNorm2d(cout),
-        )
-        self.skip = (
-            nn.Identity() if cin == cout else nn.Sequential(nn.Conv2d(cin, cout, 1, bias=False), nn.BatchNorm2d(cout))
-        )
-        self.act = nn.ReLU(inplace=True)
+        self.body = nn.Sequential(*_pre_act(cin, cout, 3), *_pre_act(cout, cout, 3))
+        self.skip = nn.Sequential(*_pre_act(cin, cout, 1)) if (project or cin != cout) else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.act(self.body(x) + self.skip(x))
+        return self.body(x) + self.skip(x)
 
 
-def _stem(cin: int, cout: int) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+def _chain(widths: list[int]) -> nn.Sequential:
+    """Residual blocks taking ``widths[0]`` channels through ``widths[1]``, ``widths[2]``, ..."""
+    return nn.Sequential(*[ResBlock2d(a, b) for a, b in itertools.pairwise(widths)])
 
 
 @register("pipofan", spatial_dims=2)
@@ -79,14 +95,14 @@ class PIPOFAN(nn.Module):
 
     Args:
         in_channels: image channels per slice (1 for CT).
-        context_slices: neighbouring slices on each side seen as extra channels (1: three
-            consecutive slices, as in the paper).
         out_channels: classes (logits).
-        base_features: features at full size, doubling per scale.
-        max_features: cap on the features of any scale.
+        base_features: features at full size, doubling per scale (64 in the paper).
+        max_features: cap on the features of any scale (512 in the paper).
         n_scales: S, the number of input / output scales (5 in the paper).
         deep_supervision: in training mode also return the per-scale outputs.
-        fusion_features: channels of the shared scoring conv block.
+        context_slices: neighbouring slices on each side seen as extra channels (1: three
+            consecutive slices, as in the paper).
+        input_merge: ``"concat"`` (the authors' code; 28.27 M parameters) or ``"sum"``.
     """
 
     spatial_dims = 2
@@ -95,52 +111,63 @@ class PIPOFAN(nn.Module):
         self,
         in_channels: int = 1,
         out_channels: int = 2,
-        base_features: int = 32,
+        base_features: int = 64,
         max_features: int = 512,
         n_scales: int = 5,
         deep_supervision: bool = True,
-        fusion_features: int = 16,
         context_slices: int = 1,
+        input_merge: str = "concat",
     ) -> None:
         super().__init__()
         if n_scales < 2:
             raise ConfigError(f"n_scales must be >= 2, got {n_scales}")
-        if min(in_channels, out_channels, base_features, max_features, fusion_features) < 1:
+        if min(in_channels, out_channels, base_features, max_features) < 1:
             raise ConfigError("channel and feature counts must be >= 1")
         if context_slices < 0:
             raise ConfigError(f"context_slices must be >= 0, got {context_slices}")
+        if input_merge not in _MERGES:
+            raise ConfigError(f"input_merge must be one of {', '.join(_MERGES)}, got {input_merge!r}")
         self.in_channels, self.out_channels = in_channels, out_channels
         self.slice_context = context_slices
         self.stack_channels = in_channels * (2 * context_slices + 1)
         self.n_scales = n_scales
         self.deep_supervision = deep_supervision
+        self.input_merge = input_merge
         self.min_input_multiple = 2 ** (n_scales - 1)
         f = [min(base_features * 2**s, max_features) for s in range(n_scales)]
         self.features = f
         S = n_scales
-        self.stem = _stem(self.stack_channels, f[0])
-        # encoder.<s>: residual block of level s (input: main path, concatenated with scale s's path if s > 0)
-        self.encoder = nn.ModuleList(
-            [ResBlock2d(f[0], f[0])] + [ResBlock2d(f[s - 1] + f[s], f[s]) for s in range(1, S)]
+        merged = 2 if input_merge == "concat" else 1
+        # the one input convolution every scale shares
+        self.stem = nn.Sequential(
+            nn.Conv2d(self.stack_channels, f[0], 3, padding=1),
+            nn.BatchNorm2d(f[0]),
+            nn.ReLU(inplace=False),
+            nn.Conv2d(f[0], f[0], 3, padding=1),
         )
-        # side_paths.<s-1>: scale s's own path: stem + s residual blocks (equal convolutional depth)
-        self.side_paths = nn.ModuleList(
-            [
-                nn.Sequential(_stem(self.stack_channels, f[s]), *[ResBlock2d(f[s], f[s]) for _ in range(s)])
-                for s in range(1, S)
-            ]
+        # side_paths.<s-1>: scale s's own residual blocks after the shared stem, widths f[0] .. f[s-1]
+        self.side_paths = nn.ModuleList([_chain(f[:s]) for s in range(1, S)])
+        # encoder.<s-1>: level s, the merged main path + scale s features -> f[s]
+        self.encoder = nn.ModuleList([ResBlock2d(merged * f[s - 1], f[s]) for s in range(1, S)])
+        dec = [f[max(s - 1, 0)] for s in range(S - 1)] + [f[S - 1]]
+        self.decoder_features = dec
+        # decoder.<s>: level s, upsampled level s+1 concatenated with the encoder's level s
+        self.decoder = nn.ModuleList([ResBlock2d(dec[s + 1] + f[s], dec[s], project=True) for s in range(S - 1)])
+        # branches.<s>: s residual blocks from the decoder width of level s down to f[0]
+        self.branches = nn.ModuleList(
+            [_chain([dec[s], *[f[j] for j in range(s - 2, -1, -1)], f[0]] if s else [dec[0]]) for s in range(S)]
         )
-        self.up = nn.ModuleList([nn.ConvTranspose2d(f[s + 1], f[s], 2, stride=2) for s in range(S - 1)])
-        self.decoder = nn.ModuleList([ResBlock2d(2 * f[s], f[s]) for s in range(S - 1)])
-        self.heads = nn.ModuleList([nn.Conv2d(f[s], out_channels, 1) for s in range(S)])
+        self.heads = nn.ModuleList([nn.Sequential(*_pre_act(f[0], out_channels, 1)) for _ in range(S)])
         self.scorer = nn.Sequential(
-            nn.Conv2d(out_channels, fusion_features, 3, padding=1),
-            nn.ReLU(inplace=True),
-            nn.Conv2d(fusion_features, 1, 1),
+            *_pre_act(out_channels, 1, 1), nn.BatchNorm2d(1), nn.ReLU(inplace=False), nn.Conv2d(1, 1, 3, padding=1)
         )
         self.last_fusion_weights: torch.Tensor | None = None
-        # fused output and every pyramid output supervised with the same weight (the paper gives none)
+        # fused output, then every pyramid output (full size first): the authors sum them unweighted
         self.loss_weights = (1.0,) * (n_scales + 1)
+
+    def fusion_parameters(self) -> list[nn.Parameter]:
+        """The parameters of the adaptive fusion (trained alone in phase 2)."""
+        return list(self.scorer.parameters())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
         if x.ndim == 5 and x.shape[1] == self.in_channels:
@@ -151,30 +178,34 @@ class PIPOFAN(nn.Module):
             return unstack_slices(out, b)
         return self._forward_2d(x)
 
-    def _forward_2d(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
+    def pyramid(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The S pyramid outputs of a 2D batch, output s at 1/2**s of the input size."""
         if x.ndim != 4 or x.shape[1] != self.stack_channels or any(s % self.min_input_multiple for s in x.shape[2:]):
             raise ConfigError(
                 f"PIPO-FAN expects (B, {self.stack_channels}, H, W) slice stacks or (B, {self.in_channels}, Z, H, W) "
                 f"volumes with H, W multiples of {self.min_input_multiple}, got {tuple(x.shape)}"
             )
-        size = x.shape[2:]
-        image = x
-        h = self.encoder[0](self.stem(x))
+        h = self.stem(x)
         skips = [h]
         for s in range(1, self.n_scales):
-            scaled = F.avg_pool2d(image, kernel_size=2**s)
-            side = self.side_paths[s - 1](scaled)
-            h = self.encoder[s](torch.cat([F.max_pool2d(h, 2), side], dim=1))
+            side = self.side_paths[s - 1](self.stem(F.avg_pool2d(x, kernel_size=2**s)))
+            main = F.max_pool2d(h, 2)
+            h = self.encoder[s - 1](torch.cat([main, side], dim=1) if self.input_merge == "concat" else main + side)
             skips.append(h)
-        outputs: list[torch.Tensor] = [None] * self.n_scales  # type: ignore[list-item]
-        outputs[-1] = self.heads[-1](h)
+        levels: list[torch.Tensor] = [None] * self.n_scales  # type: ignore[list-item]
+        levels[-1] = h
         for s in range(self.n_scales - 2, -1, -1):
-            h = self.decoder[s](torch.cat([self.up[s](h), skips[s]], dim=1))
-            outputs[s] = self.heads[s](h)
+            up = F.interpolate(h, scale_factor=2, mode="bilinear", align_corners=True)
+            h = self.decoder[s](torch.cat([skips[s], up], dim=1))
+            levels[s] = h
+        return [self.heads[s](self.branches[s](levels[s])) for s in range(self.n_scales)]
 
+    def fuse(self, outputs: list[torch.Tensor], size: tuple[int, int]) -> torch.Tensor:
+        """The adaptive fusion of the pyramid outputs: softmax-over-scales weighted sum of the
+        outputs upsampled to ``size`` (weights kept in ``last_fusion_weights``)."""
         ups = [
-            o if s == 0 else F.interpolate(o, size=size, mode="bilinear", align_corners=False)
-            for s, o in enumerate(outputs)
+            o if tuple(o.shape[2:]) == tuple(size) else F.interpolate(o, size=size, mode="bilinear", align_corners=True)
+            for o in outputs
         ]
         stacked = torch.stack(ups, dim=1)  # (B, S, C, H, W)
         b = stacked.shape[0]
@@ -182,7 +213,19 @@ class PIPOFAN(nn.Module):
         scores = score_maps.mean(dim=(1, 2, 3)) + score_maps.amax(dim=(1, 2, 3))
         weights = torch.softmax(scores.view(b, self.n_scales), dim=1)
         self.last_fusion_weights = weights.detach()
-        fused = (weights[:, :, None, None, None] * stacked).sum(dim=1)
+        return (weights[:, :, None, None, None] * stacked).sum(dim=1)
+
+    def _forward_2d(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
+        outputs = self.pyramid(x)
+        fused = self.fuse(outputs, tuple(x.shape[2:]))
         if self.deep_supervision and self.training:
             return [fused, *outputs]
         return fused
+
+
+def paper_parameter_count(out_channels: int = 2, input_merge: str = "concat") -> int:
+    """Parameters of PIPO-FAN at the paper's settings (3 slices, widths 64..512, S = 5),
+    counted on the meta device (no memory, no initialisation)."""
+    with torch.device("meta"):
+        net = PIPOFAN(out_channels=out_channels, input_merge=input_merge)
+    return sum(p.numel() for p in net.parameters())

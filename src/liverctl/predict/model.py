@@ -157,6 +157,7 @@ class LiverModel:
             # probabilities only where they are used: saved, or the sigmoid decision
             "channels": tuple(self.liver_channels) if options.save_probabilities or e.decision != "argmax" else (),
             "argmax": e.decision == "argmax",
+            "ensemble": options.ensemble,
         }
         if not options.shortcuts:
             return SlidingWindow.monai(**fields)

@@ -161,6 +161,8 @@ class NnUNetLiverModel:
         from liverctl.predict.model import Segmentation
 
         options = options or PredictOptions()
+        if options.ensemble != "mean":
+            raise ConfigError("--ensemble vote: an nnU-Net folder's folds are averaged, as nnUNetPredictor does")
         if options.shortcuts == self.model.exact:
             want = "--exact" if not options.shortcuts else "the default mode"
             raise ConfigError(

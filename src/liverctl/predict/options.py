@@ -47,6 +47,9 @@ class PredictOptions:
         output_format: ``"nii.gz"``, ``"nrrd"``, ``"mha"`` or ``"dicom-seg"``; ``None`` = the
             input's format, NIfTI for DICOM (see :mod:`liverctl.outputs`).
         preview: also write ``<name>_preview.png`` (see :mod:`liverctl.preview`).
+        ensemble: how several ``--weights`` / models are combined: ``"mean"`` (the mean of
+            their probabilities) or ``"vote"`` (majority vote of their decisions, PIPO-FAN's
+            five folds; see :class:`liverctl.inference.SlidingWindow`).
     """
 
     device: str = "auto"
@@ -62,6 +65,7 @@ class PredictOptions:
     threads: int | None = None
     output_format: str | None = None
     preview: bool = False
+    ensemble: str = "mean"
 
     def __post_init__(self) -> None:
         from liverctl.device import PRECISIONS  # torch is imported only when a network runs
@@ -74,6 +78,8 @@ class PredictOptions:
             raise ConfigError(f"--batch-size must be 1 or more, got {self.batch_size}")
         if self.threads is not None and self.threads < 1:
             raise ConfigError(f"--threads must be 1 or more, got {self.threads}")
+        if self.ensemble not in ("mean", "vote"):
+            raise ConfigError(f"--ensemble must be mean or vote, got {self.ensemble!r}")
         from liverctl.outputs import FORMATS
 
         if self.output_format is not None and self.output_format not in FORMATS:
@@ -89,5 +95,15 @@ class PredictOptions:
 
     def result_key(self) -> dict[str, Any]:
         """The options that change a mask or a report (not where or how fast it runs)."""
-        keep = ("precision", "tta", "overlap", "shortcuts", "fast", "postprocess", "save_probabilities", "dataset")
+        keep = (
+            "precision",
+            "tta",
+            "overlap",
+            "shortcuts",
+            "fast",
+            "postprocess",
+            "save_probabilities",
+            "dataset",
+            "ensemble",
+        )
         return {k: getattr(self, k) for k in keep}

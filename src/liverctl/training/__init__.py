@@ -17,8 +17,9 @@ recipe), :mod:`~liverctl.training.common` (what the recipes share),
 
 The recipes of the other studies (``TrainConfig(method=...)``, or their own functions):
 :mod:`~liverctl.training.semisupervised` (SD-Net, :func:`train_sdnet`, ``../shared/docs/METHODS.md`` §3),
-:mod:`~liverctl.training.adversarial` (DI2IN-AN, :func:`train_di2in_an`, §2) and
-:mod:`~liverctl.training.staged` (H-DenseUNet, :func:`train_hdenseunet`, §4), sharing the
+:mod:`~liverctl.training.adversarial` (DI2IN-AN, :func:`train_di2in_an`, §2),
+:mod:`~liverctl.training.staged` (H-DenseUNet, :func:`train_hdenseunet`, §4) and
+:mod:`~liverctl.training.pipofan` (PIPO-FAN, :func:`train_pipofan`, §5), sharing the
 bookkeeping of :mod:`~liverctl.training.recipe`.
 """
 
@@ -28,7 +29,7 @@ from liverctl.training.common import TrainResult
 from liverctl.training.config import TrainConfig
 from liverctl.training.data import ArrayDataset, TrainingData, kfold_split
 from liverctl.training.export import export_model
-from liverctl.training.methods import train, train_di2in_an, train_hdenseunet, train_sdnet
+from liverctl.training.methods import train, train_di2in_an, train_hdenseunet, train_pipofan, train_sdnet
 
 __all__ = [
     "ArrayDataset",
@@ -40,5 +41,6 @@ __all__ = [
     "train",
     "train_di2in_an",
     "train_hdenseunet",
+    "train_pipofan",
     "train_sdnet",
 ]

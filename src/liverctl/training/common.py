@@ -127,13 +127,14 @@ def model_kwargs(config: TrainConfig, n_classes: int, n_datasets: int) -> dict[s
     return kwargs
 
 
-def make_batch_fn(data: TrainingData, config: TrainConfig, rank: int = 0):
+def make_batch_fn(data: TrainingData, config: TrainConfig, rank: int = 0, augmentation: Augmentation | None = None):
     """A function ``g -> (images (B,1,z,y,x), labels (B,z,y,x) long, dataset indices (B,))``
     giving the batch of global iteration ``g`` on ``rank``: a pure function of
-    ``(config.seed, rank, g)`` (and the set of unreadable cases)."""
+    ``(config.seed, rank, g)`` (and the set of unreadable cases). ``augmentation``: the
+    transforms applied with ``config.augment`` (default: :class:`Augmentation`'s)."""
     sampler = make_sampler(config.sampler, data.sizes, config.batch_size)
     slots = foreground_slots(config.batch_size, config.foreground_fraction)
-    augment = Augmentation() if config.augment else None
+    augment = (augmentation or Augmentation()) if config.augment else None
     patch = config.patch_size
 
     def load(d: int, c: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, Any]:

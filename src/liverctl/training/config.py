@@ -10,11 +10,11 @@ from liverctl.errors import ConfigError
 
 __all__ = ["TrainConfig"]
 
-_OPTIMIZERS = ("adam", "sgd")
+_OPTIMIZERS = ("adam", "sgd", "rmsprop")
 _SCHEDULERS = ("plateau", "poly")
 _SAMPLERS = ("dos", "rsd", "rs")
 _LOSSES = ("dice_ce", "tal")
-METHODS = ("he2021", "sdnet", "di2in-an", "hdenseunet")
+METHODS = ("he2021", "sdnet", "di2in-an", "hdenseunet", "pipofan")
 
 
 @dataclass
@@ -30,7 +30,8 @@ class TrainConfig:
         epochs: maximum number of epochs (``../shared/docs/METHODS.md``: ~400).
         iterations_per_epoch: iterations per epoch (``../shared/docs/METHODS.md``: 250).
         optimizer: ``"adam"`` (lr 3e-4, ``../shared/docs/METHODS.md`` §1) or ``"sgd"`` (momentum 0.99, Nesterov,
-            lr 1e-2, nnU-Net).
+            lr 1e-2, nnU-Net); ``"rmsprop"`` only for PIPO-FAN. ``None`` = the recipe's own:
+            Adam, RMSprop for ``pipofan``.
         lr: initial learning rate; ``None`` = 3e-4 for Adam, 1e-2 for SGD.
         weight_decay: L2 weight decay (3e-5, nnU-Net).
         scheduler: ``"plateau"`` (ReduceLROnPlateau on the epoch's mean training loss,
@@ -45,7 +46,7 @@ class TrainConfig:
         sampler: ``"dos"``, ``"rsd"`` or ``"rs"`` (hybrid training, ``../shared/docs/METHODS.md`` §1).
         dcm_from_level: GELN_DCM, dataset-wise encoder levels >= N (``None`` = shared).
         loss: ``"dice_ce"`` or ``"tal"`` (target adaptive loss for datasets with different
-            label sets, ``../shared/docs/METHODS.md`` §5).
+            label sets, ``../shared/docs/METHODS.md`` §5). ``pipofan`` always uses its TAL.
         foreground_fraction: fraction of each batch centred on foreground (1/3).
         augment: apply the augmentation of :mod:`liverctl.training.augmentation`.
         seed: seeds model initialisation and, with the iteration number, all randomness
@@ -62,8 +63,9 @@ class TrainConfig:
             filled from the preprocessed folders when empty.
         method: the training recipe: ``"he2021"`` (``../shared/docs/METHODS.md`` §1, :func:`~liverctl.training.train`'s
             own loop), ``"sdnet"`` (§3, :mod:`~liverctl.training.semisupervised`),
-            ``"di2in-an"`` (§2, :mod:`~liverctl.training.adversarial`) or ``"hdenseunet"``
-            (§4, :mod:`~liverctl.training.staged`). The recipes use ``epochs *
+            ``"di2in-an"`` (§2, :mod:`~liverctl.training.adversarial`), ``"hdenseunet"``
+            (§4, :mod:`~liverctl.training.staged`) or ``"pipofan"`` (§5,
+            :mod:`~liverctl.training.pipofan`). The recipes use ``epochs *
             iterations_per_epoch`` iterations; the options below only matter to their recipe.
         unlabelled: SD-Net: preprocessed folders used as unlabelled data (images only; labels never
             read). The labelled : unlabelled split is made before preprocessing:
@@ -83,9 +85,14 @@ class TrainConfig:
             map (the paper's discriminator sees the label map only: ``False``).
         disc_kwargs: DI2IN-AN: extra arguments of ``di2in_discriminator``.
         stage_iterations: H-DenseUNet: iterations of stage 1 (2D) and stage 2 (3D + HFF, 2D
-            frozen); stage 3 (joint) gets the rest. ``None`` = thirds of the run.
+            frozen); stage 3 (joint) gets the rest. ``None`` = thirds of the run. PIPO-FAN:
+            iterations of phase 1 (deep pyramid supervision) and phase 2 (adaptive fusion
+            alone), adding up to the run's iterations; ``None`` = halves.
         class_weights: H-DenseUNet: cross-entropy class weights; ``None`` = (0.78, 0.65,
             8.57) for 3 classes (background, liver, tumour; the authors' code), else all 1.
+            PIPO-FAN: ``None`` = (0.2, 1.2) for 2 classes (the authors' code), else all 1.
+        dice_weight: PIPO-FAN: weight of a soft Dice term added to the target adaptive
+            loss's cross-entropy (0: the paper's loss, cross-entropy only).
     """
 
     architecture: str = "unet3d"
@@ -94,7 +101,7 @@ class TrainConfig:
     batch_size: int = 2
     epochs: int = 400
     iterations_per_epoch: int = 250
-    optimizer: str = "adam"
+    optimizer: str | None = None
     lr: float | None = None
     weight_decay: float = 3e-5
     scheduler: str = "plateau"
@@ -136,6 +143,7 @@ class TrainConfig:
     disc_kwargs: dict[str, Any] = field(default_factory=dict)
     stage_iterations: tuple[int, int] | None = None
     class_weights: list[float] | None = None
+    dice_weight: float = 0.0
 
     def __post_init__(self) -> None:
         self.patch_size = tuple(int(p) for p in self.patch_size)  # type: ignore[assignment]
@@ -151,7 +159,7 @@ class TrainConfig:
             return float(self.finetune_lr)
         if self.lr is not None:
             return float(self.lr)
-        return 3e-4 if self.optimizer == "adam" else 1e-2
+        return 3e-4 if self.optimizer in (None, "adam") else 1e-2
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` (one line) for an invalid option."""
@@ -161,8 +169,10 @@ class TrainConfig:
         for name in ("batch_size", "epochs", "iterations_per_epoch"):
             if int(getattr(self, name)) < 1:
                 raise ConfigError(f"{_flag(name)} must be >= 1, got {getattr(self, name)}")
-        if self.optimizer not in _OPTIMIZERS:
+        if self.optimizer is not None and self.optimizer not in _OPTIMIZERS:
             raise ConfigError(f"--optimizer must be one of {', '.join(_OPTIMIZERS)}, got {self.optimizer!r}")
+        if self.optimizer == "rmsprop" and self.method != "pipofan":
+            raise ConfigError("--optimizer rmsprop is PIPO-FAN's (--method pipofan); use adam or sgd")
         if self.scheduler not in _SCHEDULERS:
             raise ConfigError(f"--scheduler must be one of {', '.join(_SCHEDULERS)}, got {self.scheduler!r}")
         if self.sampler not in _SAMPLERS:
@@ -203,6 +213,8 @@ class TrainConfig:
             )
         if self.class_weights is not None and (not self.class_weights or min(self.class_weights) < 0):
             raise ConfigError(f"--class-weights must be >= 0, got {self.class_weights}")
+        if not self.dice_weight >= 0:
+            raise ConfigError(f"--dice-weight must be >= 0, got {self.dice_weight}")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able dict (tuples become lists)."""

@@ -104,7 +104,7 @@ def _loss_fn(config: TrainConfig, data: TrainingData):
             return base(outputs, target)
 
         return dice_ce
-    tal = [DeepSupervisionLoss(TargetAdaptiveLoss(lab)) for lab in data.labelled]
+    tal = [DeepSupervisionLoss(TargetAdaptiveLoss(lab, dice_weight=1.0)) for lab in data.labelled]  # Dice + CE
 
     def tal_loss(outputs, target, datasets):
         total = None
@@ -132,7 +132,7 @@ def _poly_lr(config: TrainConfig, epoch: int) -> float:
 
 
 def _optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
-    if config.optimizer == "adam":
+    if config.optimizer in (None, "adam"):
         return torch.optim.Adam(
             model.parameters(), lr=config.initial_lr, weight_decay=config.weight_decay, amsgrad=True
         )
@@ -165,6 +165,11 @@ class _Run:
         if not config.dataset_names:
             config.dataset_names = list(data.names)
         self.model = model = build_training_model(config, data.n_classes, len(data.datasets))
+        if int(getattr(model, "spatial_dims", 3)) == 2:
+            raise ConfigError(
+                f"{config.architecture} is a 2D network, which the he2021 recipe does not train: use its own recipe"
+                f" (train --method {config.architecture}, TrainConfig(method={config.architecture!r}))"
+            )
         multiple = int(getattr(model, "min_input_multiple", 1) or 1)
         if any(p % multiple for p in config.patch_size):
             raise ConfigError(

@@ -8,11 +8,11 @@ map (``(B, z, y, x)`` or ``(B, 1, z, y, x)``) holding class indices ``0..K-1``.
   and all voxels, per foreground class, then ``1 - mean`` over the foreground classes
   (background excluded). ``smooth`` (1e-5) is added to numerator and denominator.
 - :class:`DeepSupervisionLoss`: the same loss at every output scale of a deep-supervised
-  network, weights ``1, 1/2, 1/4, ...`` normalised to sum to 1, labels downsampled by
-  nearest neighbour.
+  network, weights ``1, 1/2, 1/4, ...`` normalised to sum to 1 (or the weights given, as
+  PIPO-FAN's), labels downsampled by nearest neighbour.
 - :class:`TargetAdaptiveLoss` (TAL, PIPO-FAN, ``../shared/docs/METHODS.md`` §5): for a dataset that labels only
   some classes, the probabilities of its unlabelled classes are merged into background
-  before cross-entropy and Dice, so each dataset supervises only what it labels.
+  before the cross-entropy (optionally plus a Dice term), so each dataset supervises only what it labels.
 - :func:`sharpen`, :func:`masked_mse`, :func:`consistency_mse` (SD-Net, ``../shared/docs/METHODS.md`` §3):
   temperature sharpening of probabilities and the MSE terms of semi-supervised training.
 """
@@ -81,18 +81,31 @@ class DiceCELoss(nn.Module):
 
 
 class TargetAdaptiveLoss(nn.Module):
-    """Dice + CE for partially labelled data (PIPO-FAN's target adaptive loss).
+    """PIPO-FAN's target adaptive loss (TAL) for partially labelled data.
 
     ``labelled`` lists the class indices (besides background 0) that the batch's dataset
-    annotates. The softmax probabilities of all other classes are added to background,
-    and the label map is expected to hold only 0 and the labelled classes. With every
-    class labelled this equals :class:`DiceCELoss`.
+    annotates. The softmax probabilities of all other classes are added to background, and
+    the loss is the cross-entropy of these merged probabilities (``class_weights``: weights of
+    the K full classes; background's weight and the labelled classes' weights are used); the
+    label map is expected to hold only 0 and the labelled classes. This is the paper's loss;
+    ``dice_weight`` > 0 adds that multiple of the soft (batch) Dice loss of the merged
+    probabilities (not in the paper: He et al.'s Dice + CE recipe with ``--loss tal`` uses 1).
+    With every class labelled and no Dice term this is plain (weighted) cross-entropy.
     """
 
-    def __init__(self, labelled: Sequence[int], smooth: float = 1e-5) -> None:
+    def __init__(
+        self,
+        labelled: Sequence[int],
+        smooth: float = 1e-5,
+        *,
+        dice_weight: float = 0.0,
+        class_weights: Sequence[float] | None = None,
+    ) -> None:
         super().__init__()
         self.labelled = sorted({int(c) for c in labelled if int(c) != 0})
         self.smooth = smooth
+        self.dice_weight = float(dice_weight)
+        self.class_weights = None if class_weights is None else [float(w) for w in class_weights]
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         target = _labels(target)
@@ -109,9 +122,15 @@ class TargetAdaptiveLoss(nn.Module):
         for new, old in enumerate(self.labelled, start=1):
             lut[old] = new
         mapped = lut[target]
-        ce = F.nll_loss(torch.log(merged.clamp_min(1e-8)), mapped)
-        dice = soft_dice_loss(merged, mapped, smooth=self.smooth)
-        return ce + dice
+        weight = None
+        if self.class_weights is not None:
+            if len(self.class_weights) != k:
+                raise ValueError(f"{len(self.class_weights)} class weights for {k} output channels")
+            weight = torch.tensor([self.class_weights[c] for c in keep], dtype=merged.dtype, device=merged.device)
+        loss = F.nll_loss(torch.log(merged.clamp_min(1e-8)), mapped, weight=weight)
+        if self.dice_weight:
+            loss = loss + self.dice_weight * soft_dice_loss(merged, mapped, smooth=self.smooth)
+        return loss
 
 
 def deep_supervision_weights(n: int) -> list[float]:
@@ -127,19 +146,24 @@ def deep_supervision_weights(n: int) -> list[float]:
 class DeepSupervisionLoss(nn.Module):
     """Apply ``loss`` to each output of a deep-supervised network (full resolution first).
 
-    A single tensor output is passed through unchanged. Labels are downsampled with
-    nearest-neighbour interpolation to each output's spatial size.
+    ``weights``: one per output, used as given (PIPO-FAN's ``loss_weights``); ``None`` =
+    nnU-Net's :func:`deep_supervision_weights`. A single tensor output is passed through
+    unchanged. Labels are downsampled with nearest-neighbour interpolation to each output's
+    spatial size.
     """
 
-    def __init__(self, loss: nn.Module) -> None:
+    def __init__(self, loss: nn.Module, weights: Sequence[float] | None = None) -> None:
         super().__init__()
         self.loss = loss
+        self.weights = None if weights is None else [float(w) for w in weights]
 
     def forward(self, outputs: torch.Tensor | Sequence[torch.Tensor], target: torch.Tensor) -> torch.Tensor:
         if isinstance(outputs, torch.Tensor):
             return self.loss(outputs, target)
         target = _labels(target)
-        weights = deep_supervision_weights(len(outputs))
+        weights = deep_supervision_weights(len(outputs)) if self.weights is None else self.weights
+        if len(weights) != len(outputs):
+            raise ValueError(f"{len(weights)} deep supervision weights for {len(outputs)} outputs")
         total = outputs[0].new_zeros((), dtype=torch.float32)
         for w, out in zip(weights, outputs, strict=True):
             if w == 0:

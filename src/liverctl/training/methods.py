@@ -8,6 +8,7 @@ method         recipe                                          module
 ``sdnet``      SD-Net, semi-supervised (§3)                    :mod:`~liverctl.training.semisupervised`
 ``di2in-an``   DI2IN-AN, adversarial (§2)                      :mod:`~liverctl.training.adversarial`
 ``hdenseunet`` H-DenseUNet, staged 2D / 3D + HFF (§4)          :mod:`~liverctl.training.staged`
+``pipofan``    PIPO-FAN, pyramid supervision + fusion (§5)     :mod:`~liverctl.training.pipofan`
 =============  ==============================================  ===========================
 
 (§: the sections of the methods summary the recipes implement.) Each recipe exposes
@@ -24,11 +25,11 @@ from typing import Any
 
 from liverctl.errors import ConfigError
 from liverctl.progress import ProgressCallback
-from liverctl.training import adversarial, he2021, semisupervised, staged
+from liverctl.training import adversarial, he2021, pipofan, semisupervised, staged
 from liverctl.training.common import TrainResult, open_run
 from liverctl.training.config import TrainConfig
 
-__all__ = ["METHODS", "train", "train_di2in_an", "train_hdenseunet", "train_sdnet"]
+__all__ = ["METHODS", "train", "train_di2in_an", "train_hdenseunet", "train_pipofan", "train_sdnet"]
 
 RunFn = Callable[..., TrainResult]
 METHODS: dict[str, RunFn] = {
@@ -36,6 +37,7 @@ METHODS: dict[str, RunFn] = {
     "sdnet": semisupervised.run,
     "di2in-an": adversarial.run,
     "hdenseunet": staged.run,
+    "pipofan": pipofan.run,
 }
 """Method name -> ``run(datasets, out, config, state, progress)`` of its recipe."""
 
@@ -136,3 +138,17 @@ def train_hdenseunet(
     """:func:`train` with ``method="hdenseunet"`` (:mod:`~liverctl.training.staged`): H-DenseUNet
     in its three stages (3 classes for the paper's liver + tumour setting; 2 work too)."""
     return train(datasets, output_dir, config, progress=progress, resume=resume, method="hdenseunet")
+
+
+def train_pipofan(
+    datasets: Sequence[Any],
+    output_dir: str | os.PathLike[str],
+    config: TrainConfig | None = None,
+    *,
+    progress: ProgressCallback | None = None,
+    resume: bool = False,
+) -> TrainResult:
+    """:func:`train` with ``method="pipofan"`` (:mod:`~liverctl.training.pipofan`): PIPO-FAN
+    with deep pyramid supervision, then the adaptive fusion alone; datasets with different
+    label sets train one network through the target adaptive loss."""
+    return train(datasets, output_dir, config, progress=progress, resume=resume, method="pipofan")

@@ -43,6 +43,7 @@ CITATIONS = {
     "sdnet": "Huang et al., SD-Net semi-supervised liver segmentation (2024); trained with liverctl",
     "di2in-an": "Yang D. et al., DI2IN-AN adversarial liver segmentation (MICCAI 2017); trained with liverctl",
     "hdenseunet": "Li X. et al., H-DenseUNet (IEEE TMI 2018); trained with liverctl",
+    "pipofan": "Fang X. and Yan P., PIPO-FAN (IEEE TMI 2020); trained with liverctl",
 }
 
 
