@@ -53,7 +53,9 @@ def crosstest(
     ),
     batch_size: int = typer.Option(2, "--batch-size", metavar="N", help="Patches per iteration."),
     lr: float | None = typer.Option(None, "--lr", metavar="LR", help="Learning rate (default 3e-4 for Adam)."),
-    optimizer: str = typer.Option("adam", "--optimizer", metavar="adam|sgd", help="adam or sgd."),
+    optimizer: str | None = typer.Option(
+        None, "--optimizer", metavar="adam|sgd", help="adam or sgd (default: the recipe's, adam for he2021)."
+    ),
     scheduler: str = typer.Option("plateau", "--scheduler", metavar="plateau|poly", help="plateau or poly."),
     no_augment: bool = typer.Option(False, "--no-augment", help="Train without augmentation."),
     metrics: str = typer.Option(
