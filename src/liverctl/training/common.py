@@ -227,6 +227,45 @@ def write_log(path: Path, rows: Sequence[dict[str, Any]], columns: Sequence[str]
     write_text_atomic(path, buf.getvalue())
 
 
+def recipe_class_weights(config: TrainConfig, data: Any, paper: Sequence[float]) -> list[float]:
+    """Cross-entropy class weights: ``config.class_weights``, else the paper's (``paper``) when
+    the data has as many classes, else 1 for every class."""
+    k = data.n_classes
+    weights = config.class_weights
+    if weights is None:
+        weights = list(paper) if len(paper) == k else [1.0] * k
+    if len(weights) != k:
+        raise ConfigError(f"{len(weights)} class weights for {k} classes ({', '.join(data.labels)})")
+    return [float(w) for w in weights]
+
+
+def build_recipe_network(
+    config: TrainConfig,
+    n_classes: int,
+    state: dict[str, Any] | None,
+    method: str,
+    required: Sequence[str],
+    check: Any = None,
+) -> tuple[nn.Module, dict[str, Any]]:
+    """A recipe's network and its kwargs: seeded from ``config.seed``, refused unless it has the
+    ``required`` attributes of ``method``'s architecture, ``check(model)`` (e.g. the patch size),
+    then the ``--init`` weights loaded on a fresh run."""
+    from liverctl.models import build_model
+
+    kwargs = dict(config.arch_kwargs)
+    kwargs.setdefault("in_channels", 1)
+    kwargs["out_channels"] = n_classes
+    torch.manual_seed(config.seed)
+    model = build_model(config.architecture, **kwargs)
+    if not all(hasattr(model, name) for name in required):
+        raise ConfigError(f"--method {method} trains the {method} architecture, not {config.architecture}")
+    if check is not None:
+        check(model)
+    if state is None and config.init_checkpoint:
+        load_init_weights(model, config.init_checkpoint)
+    return model, kwargs
+
+
 def load_init_weights(model: nn.Module, path: str) -> None:
     """Load ``--init`` weights (``.pt`` or ``.safetensors``) into ``model``."""
     from liverctl.models import load_state_dict_checked

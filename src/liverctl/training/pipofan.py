@@ -53,7 +53,14 @@ from torch import nn
 from liverctl.errors import ConfigError
 from liverctl.progress import ProgressCallback
 from liverctl.training.augmentation import Augmentation
-from liverctl.training.common import TrainResult, make_batch_fn, seed_int, validate_dice
+from liverctl.training.common import (
+    TrainResult,
+    build_recipe_network,
+    make_batch_fn,
+    recipe_class_weights,
+    seed_int,
+    validate_dice,
+)
 from liverctl.training.config import TrainConfig
 from liverctl.training.losses import DeepSupervisionLoss, TargetAdaptiveLoss
 from liverctl.training.recipe import RecipeRun, backward_step, recipe_setup
@@ -180,35 +187,21 @@ def run(
 
 def _class_weights(config: TrainConfig, data: Any) -> list[float]:
     """The cross-entropy class weights: ``config.class_weights``, or the authors' for 2 classes."""
-    k = data.n_classes
-    weights = config.class_weights
-    if weights is None:
-        weights = list(PIPOFAN_CLASS_WEIGHTS) if k == 2 else [1.0] * k
-    if len(weights) != k:
-        raise ConfigError(f"{len(weights)} class weights for {k} classes ({', '.join(data.labels)})")
-    return [float(w) for w in weights]
+    return recipe_class_weights(config, data, PIPOFAN_CLASS_WEIGHTS)
 
 
 def _build(config: TrainConfig, k: int, state: dict[str, Any] | None) -> tuple[nn.Module, dict[str, Any]]:
     """The ``pipofan`` network (seeded from ``config.seed``, ``--init`` weights loaded) and its kwargs."""
-    from liverctl.models import build_model
 
-    kwargs = dict(config.arch_kwargs)
-    kwargs.setdefault("in_channels", 1)
-    kwargs["out_channels"] = k
-    torch.manual_seed(config.seed)
-    model = build_model(config.architecture, **kwargs)
-    if not (hasattr(model, "pyramid") and hasattr(model, "fusion_parameters")):
-        raise ConfigError(f"--method pipofan trains the pipofan architecture, not {config.architecture}")
-    m = int(model.min_input_multiple)
-    if any(p % m for p in config.patch_size[1:]):
-        shown = ",".join(str(p) for p in config.patch_size[::-1])
-        raise ConfigError(f"--patch {shown}: x and y must be multiples of {m} for this 2D network (z may be any size)")
-    if state is None and config.init_checkpoint:
-        from liverctl.training.common import load_init_weights
+    def check(model: nn.Module) -> None:
+        m = int(model.min_input_multiple)
+        if any(p % m for p in config.patch_size[1:]):
+            shown = ",".join(str(p) for p in config.patch_size[::-1])
+            raise ConfigError(
+                f"--patch {shown}: x and y must be multiples of {m} for this 2D network (z may be any size)"
+            )
 
-        load_init_weights(model, config.init_checkpoint)
-    return model, kwargs
+    return build_recipe_network(config, k, state, "pipofan", ("pyramid", "fusion_parameters"), check)
 
 
 class _Optimizers:

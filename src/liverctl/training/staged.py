@@ -41,7 +41,15 @@ from torch import nn
 
 from liverctl.errors import ConfigError
 from liverctl.progress import ProgressCallback
-from liverctl.training.common import TrainResult, make_batch_fn, poly_lr, seed_int, validate_dice
+from liverctl.training.common import (
+    TrainResult,
+    build_recipe_network,
+    make_batch_fn,
+    poly_lr,
+    recipe_class_weights,
+    seed_int,
+    validate_dice,
+)
 from liverctl.training.config import TrainConfig
 from liverctl.training.recipe import RecipeRun, backward_step, recipe_setup
 
@@ -142,34 +150,20 @@ def run(
 
 def _class_weights(config: TrainConfig, data: Any) -> list[float]:
     """The cross-entropy class weights: ``config.class_weights``, or the authors' for 3 classes."""
-    k = data.n_classes
-    weights = config.class_weights
-    if weights is None:
-        weights = list(HDENSEUNET_CLASS_WEIGHTS) if k == 3 else [1.0] * k
-    if len(weights) != k:
-        raise ConfigError(f"{len(weights)} class weights for {k} classes ({', '.join(data.labels)})")
-    return list(weights)
+    return recipe_class_weights(config, data, HDENSEUNET_CLASS_WEIGHTS)
 
 
 def _build(config: TrainConfig, k: int, state: dict[str, Any] | None) -> tuple[nn.Module, dict[str, Any]]:
     """The ``hdenseunet`` network (seeded from ``config.seed``, ``--init`` weights loaded) and its kwargs."""
-    from liverctl.models import build_model
 
-    kwargs = dict(config.arch_kwargs)
-    kwargs.setdefault("in_channels", 1)
-    kwargs["out_channels"] = k
-    torch.manual_seed(config.seed)
-    model = build_model(config.architecture, **kwargs)
-    if not (hasattr(model, "net2d") and hasattr(model, "freeze_2d")):
-        raise ConfigError(f"--method hdenseunet trains the hdenseunet architecture, not {config.architecture}")
-    multiples = getattr(model, "input_multiple_zyx", (model.min_input_multiple,) * 3)
-    if any(p % m for p, m in zip(config.patch_size, multiples, strict=True)):
-        raise ConfigError(f"patch size {tuple(config.patch_size)} must be a multiple of {tuple(multiples)} (z, y, x)")
-    if state is None and config.init_checkpoint:
-        from liverctl.training.common import load_init_weights
+    def check(model: nn.Module) -> None:
+        multiples = getattr(model, "input_multiple_zyx", (model.min_input_multiple,) * 3)
+        if any(p % m for p, m in zip(config.patch_size, multiples, strict=True)):
+            raise ConfigError(
+                f"patch size {tuple(config.patch_size)} must be a multiple of {tuple(multiples)} (z, y, x)"
+            )
 
-        load_init_weights(model, config.init_checkpoint)
-    return model, kwargs
+    return build_recipe_network(config, k, state, "hdenseunet", ("net2d", "freeze_2d"), check)
 
 
 def _step_fn(
