@@ -35,7 +35,7 @@ from liverctl.dicom import DicomSeries as DicomSeries  # moved to liverctl.dicom
 from liverctl.dicom import list_dicom_series as list_dicom_series
 from liverctl.dicom import read_dicom_series
 from liverctl.errors import ConfigError, GeometryError, ImageFormatError, InputError, LabelError
-from liverctl.nifti import check_complete, nifti_affine, nifti_has_nonfinite  # moved to liverctl.nifti, re-exported
+from liverctl.nifti import check_complete, nifti_has_nonfinite, stored_affine  # moved to liverctl.nifti, re-exported
 
 # ITK prints warnings (e.g. about DICOM slice spacing) straight to stderr; the library
 # must not print, and the CLI reports problems itself.
@@ -85,6 +85,14 @@ class Geometry:
     @property
     def voxel_volume_mm3(self) -> float:
         return float(np.prod(self.spacing))
+
+    def ras_affine(self) -> np.ndarray:
+        """The 4x4 voxel (x, y, z) index -> RAS mm affine of this grid (MONAI's and nibabel's
+        convention; liverctl's own is LPS)."""
+        affine = np.eye(4)
+        affine[:3, :3] = self.direction_matrix @ np.diag(self.spacing)
+        affine[:3, 3] = self.origin
+        return np.diag([-1.0, -1.0, 1.0, 1.0]) @ affine
 
     def index_to_physical(self, index_zyx: np.ndarray) -> np.ndarray:
         """Physical (x, y, z) mm coordinates of voxel indices given as (..., 3) in (z, y, x)."""
@@ -388,21 +396,8 @@ def read_image(path: str | os.PathLike[str], *, series_uid: str | None = None, c
     if check_finite:
         _check_finite(result, p)
     if image_suffix(p) in (".nii", ".nii.gz"):
-        result.stored_affine = _stored_affine(p, result.geometry)
+        result.stored_affine = stored_affine(p, result.geometry)
     return result
-
-
-def _stored_affine(path: Path, geometry: Geometry) -> np.ndarray | None:
-    """The header's own affine (nibabel's reading), if it describes the grid ITK read (a
-    sheared sform ITK passed over for the qform does not)."""
-    affine = nifti_affine(path)
-    if affine is None:
-        return None
-    ours = np.diag([-1.0, -1.0, 1.0]) @ geometry.direction_matrix @ np.diag(geometry.spacing)
-    origin = np.array([-1.0, -1.0, 1.0]) * np.asarray(geometry.origin)
-    if np.allclose(affine[:3, :3], ours, atol=1e-4) and np.allclose(affine[:3, 3], origin, atol=1e-3):
-        return affine
-    return None
 
 
 def _check_finite(image: Image, path: Path, error: type[InputError] = ImageFormatError, what: str = "") -> None:

@@ -43,10 +43,7 @@ SLAB_VOXELS = 1 << 23
 
 def ras_affine(geometry: Geometry) -> np.ndarray:
     """The 4x4 voxel (x, y, z) index -> RAS mm affine that MONAI's readers give this grid."""
-    affine = np.eye(4)
-    affine[:3, :3] = geometry.direction_matrix @ np.diag(geometry.spacing)
-    affine[:3, 3] = geometry.origin
-    return _LPS_TO_RAS @ affine
+    return geometry.ras_affine()
 
 
 def source_affine(image: Image) -> np.ndarray:

@@ -4,6 +4,7 @@ ITK zero-fills the missing part of a truncated NIfTI file, and its NIfTI reader 
 2.5) turns NaN and infinite voxels into 0, both without a word. :func:`check_complete` and
 :func:`nifti_has_nonfinite` read the file's own header (:func:`_nifti_layout`, NIfTI-1 and
 NIfTI-2, either byte order) and bytes to catch both; :func:`liverctl.io.read_image` calls them.
+:func:`nifti_affine` / :func:`stored_affine` give the header's own affine, as nibabel (and MONAI) read it.
 """
 
 from __future__ import annotations
@@ -15,12 +16,16 @@ import struct
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from liverctl.errors import InputError
 
-__all__ = ["check_complete", "nifti_affine", "nifti_has_nonfinite"]
+if TYPE_CHECKING:
+    from liverctl.io import Geometry
+
+__all__ = ["check_complete", "nifti_affine", "nifti_has_nonfinite", "stored_affine"]
 
 
 @dataclass(frozen=True)
@@ -138,6 +143,18 @@ def nifti_affine(path: str | os.PathLike[str]) -> np.ndarray | None:
         return out
     if code(qcode_at) != 0:
         return _qform(np.frombuffer(header, f, 6, quat_at), np.frombuffer(header, f, 8, pixdim_at))
+    return None
+
+
+def stored_affine(path: str | os.PathLike[str], geometry: Geometry) -> np.ndarray | None:
+    """The header's own affine (:func:`nifti_affine`) if it describes the grid ITK read as
+    ``geometry`` (a sheared sform ITK passed over for the qform does not), else ``None``."""
+    affine = nifti_affine(path)
+    if affine is None:
+        return None
+    ours = geometry.ras_affine()
+    if np.allclose(affine[:3, :3], ours[:3, :3], atol=1e-4) and np.allclose(affine[:3, 3], ours[:3, 3], atol=1e-3):
+        return affine
     return None
 
 
