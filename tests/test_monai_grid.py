@@ -82,3 +82,30 @@ def test_the_grid_keeps_the_first_voxel_and_rounds_the_extent() -> None:
     assert np.allclose(out.origin, g.origin) and np.allclose(out.spacing, (3.0, 3.0, 3.0))
     assert shape == (round(7 * 5 / 3 + 1), round(43 * 0.7 / 3 + 1), round(39 * 0.7 / 3 + 1))
     assert geometry_of(ras_affine(g)).mismatch(g) is None
+
+
+@pytest.mark.filterwarnings("ignore")
+@pytest.mark.parametrize("name", list(GRIDS))
+def test_the_default_resampling_is_monais_on_every_grid(name: str) -> None:
+    """The defaults resample with SimpleITK (float32), not MONAI's float64 ``grid_sample``; the
+    values must still be MONAI's, faces included: where a model voxel lies beyond the scan along
+    one axis, ``padding_mode="border"`` clamps that axis and interpolates along the others (ITK's
+    nearest extrapolation alone rounded them all: 85 HU off on the RAS-stored phantom)."""
+    from types import SimpleNamespace
+
+    from liverctl.predict.space import ModelSpace
+    from liverctl.weights import IntensityRecipe
+
+    shape, spacing, direction, pixdim = GRIDS[name]
+    rng = np.random.default_rng(len(name))
+    image = Image(
+        rng.normal(0, 100, shape).astype(np.float32), Geometry(spacing, (5.0, -3.0, 7.0), tuple(direction.ravel()))
+    )
+    _, data = _monai(image, pixdim)
+    entry = SimpleNamespace(
+        orientation="RAS", grid="monai", spacing=(pixdim,) * 3, intensity=IntensityRecipe("nonzero-zscore-minmax")
+    )
+    fast = ModelSpace.of(image, entry, exact=False).hu.array
+    theirs = data["image"][0].numpy().transpose(2, 1, 0)
+    assert fast.shape == theirs.shape
+    assert np.abs(fast - theirs).max() < 1e-3

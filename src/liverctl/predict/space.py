@@ -10,8 +10,8 @@ comes back by nearest neighbour, ties rounded half to even.
 - exact (``shortcuts=False``, ``--no-shortcuts`` / ``--exact``): MONAI's float64
   ``grid_sample`` both ways, bit for bit;
 - defaults: the same grid and the same decisions, computed faster: SimpleITK's linear
-  resampling (float32; nearest extrapolation stands in for border padding beyond the scan's
-  half-voxel rim) and, on the way back, the nearest model voxel of each scan voxel, found axis
+  resampling (float32) of the scan extended by copies of its edge voxels, which is MONAI's
+  border padding to float rounding, and, on the way back, the nearest model voxel of each scan voxel, found axis
   by axis (the two grids share their rotation, so the map is separable) bounds the box where the
   liver can land, and MONAI's nearest neighbour runs in that box alone: the same numbers.
 
@@ -55,7 +55,7 @@ class ModelSpace:
             if exact:
                 array = grid.to_model(oriented.array)
             else:
-                array = _itk_linear(oriented, grid.model_geometry, grid.model_shape)
+                array = _itk_linear(oriented, grid)
             hu = Image(array, grid.model_geometry)
             return cls(hu, normalise(hu.array, entry.intensity), grid, oriented.geometry)
         hu = oriented
@@ -104,9 +104,32 @@ class ModelSpace:
         return reorient(Image(array, self.oriented), orientation_of(image)).array
 
 
-def _itk_linear(oriented: Image, geometry: Geometry, shape_zyx: tuple[int, int, int]) -> np.ndarray:
-    """Linear resampling onto ``geometry`` (float32), edge values beyond the scan."""
-    return _resample_sitk(oriented, geometry, shape_zyx, 1, 0.0, extrapolate_nearest=True).array
+def _itk_linear(oriented: Image, grid: BundleGrid) -> np.ndarray:
+    """``Spacingd``'s bilinear resampling computed by SimpleITK (float32).
+
+    MONAI's ``padding_mode="border"`` clamps each coordinate that falls beyond the scan to its
+    edge and still interpolates along the others; ITK's nearest-neighbour extrapolation would
+    round *every* coordinate of such a point (85 HU off on a face of a 0.9 -> 3 mm grid). So the
+    scan is first extended by copies of its edge voxels until every model voxel lies within it:
+    linear interpolation between equal copies is the clamp, exactly.
+    """
+    # the model grid shares the oriented scan's rotation: each axis maps on its own
+    xform = np.linalg.solve(grid.oriented_affine, grid.model_affine)
+    pads = []
+    for axis_zyx in range(3):
+        axis = 2 - axis_zyx
+        n_scan, n_model = grid.oriented_shape[axis_zyx], grid.model_shape[axis_zyx]
+        ends = xform[axis, axis] * np.array([0.0, n_model - 1]) + xform[axis, 3]
+        lo = max(0, int(np.ceil(-ends.min() - 1e-9)))
+        hi = max(0, int(np.ceil(ends.max() - (n_scan - 1) - 1e-9)))
+        pads.append((lo, hi))
+    source = oriented
+    if any(lo or hi for lo, hi in pads):
+        g = oriented.geometry
+        shift_xyz = np.array([pads[2][0], pads[1][0], pads[0][0]], float) * np.asarray(g.spacing)
+        origin = np.asarray(g.origin) - g.direction_matrix @ shift_xyz
+        source = Image(np.pad(oriented.array, pads, mode="edge"), replace(g, origin=tuple(float(v) for v in origin)))
+    return _resample_sitk(source, grid.model_geometry, grid.model_shape, 1, 0.0, extrapolate_nearest=True).array
 
 
 def _reach(labels: np.ndarray, grid: BundleGrid) -> tuple[slice, slice, slice] | None:
