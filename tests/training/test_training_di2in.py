@@ -137,3 +137,35 @@ def test_tiny_di2in_an_run_records_the_resolved_defaults(tmp_path):
     state = torch.load(tmp_path / "run" / "last.pt", map_location="cpu", weights_only=True)
     assert state["optimizer"]["param_groups"][0]["lr"] == pytest.approx(0.001)
     assert "momentum_buffer" in next(iter(state["optimizer"]["state"].values()))  # SGD with momentum
+
+
+def test_whole_liver_folds_the_tumour_into_the_liver():
+    """He et al. 2021 train the whole liver: tumour voxels train the liver class, no tumour class."""
+    from liverctl.training.data import TrainingData
+
+    lab = np.zeros((4, 8, 8), np.uint8)
+    lab[1:3, 2:6, 2:6] = 1
+    lab[2, 3:5, 3:5] = 2
+    g = Geometry((1.0, 1.0, 1.0))
+    plan = {"labels": {"background": 0, "liver": 1, "tumour": 2}}
+    ds = ArrayDataset({"a": Image(np.zeros((4, 8, 8), np.float32), g)}, {"a": Image(lab, g)}, plan)
+    whole = TrainingData([ds], merge_tumour=True)
+    assert whole.labels == {"background": 0, "liver": 1} and whole.n_classes == 2
+    np.testing.assert_array_equal(whole.luts[0][lab], (lab > 0).astype(np.uint8))
+    classes = TrainingData([ds])
+    assert classes.labels == {"background": 0, "liver": 1, "tumour": 2} and classes.n_classes == 3
+    np.testing.assert_array_equal(classes.luts[0][lab], lab)
+    # a liver-only and a liver + tumour dataset train together on the whole liver
+    other = ArrayDataset({"b": Image(np.zeros((4, 8, 8), np.float32), g)}, {"b": Image((lab > 0).astype(np.uint8), g)})
+    assert TrainingData([ds, other], merge_tumour=True).labels == {"background": 0, "liver": 1}
+    with pytest.raises(Exception, match="different label sets"):
+        TrainingData([ds, other])
+
+
+def test_dropout_paper_puts_dropout_after_every_unet_conv():
+    from liverctl.training.config import PAPER_DROPOUT
+
+    net = build_model("unet3d", base_features=2, n_levels=2, dropout=PAPER_DROPOUT)
+    drops = [m for m in net.modules() if isinstance(m, nn.Dropout3d)]
+    convs = [m for m in net.modules() if isinstance(m, nn.Conv3d) and m.kernel_size == (3, 3, 3)]
+    assert drops and len(drops) == len(convs) and all(d.p == 0.5 for d in drops)
