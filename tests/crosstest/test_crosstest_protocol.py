@@ -199,3 +199,17 @@ def test_cli_crosstest_refuses_unsupported_combinations_before_any_work(extra, m
     assert result.exit_code == 2 and message in result.output, result.output
     assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
     assert not out.exists()
+
+
+def test_whole_liver_accepts_datasets_with_and_without_a_tumour_label(data, tmp_path):
+    from liverctl.crosstest.sources import open_sources
+
+    liver_only = tmp_path / "liver_only"
+    shutil.copytree(data / "plain", liver_only)
+    meta = json.loads((liver_only / "dataset.json").read_text())
+    meta["labels"] = {"background": 0, "liver": 1}  # the plain phantoms hold no tumour voxel
+    (liver_only / "dataset.json").write_text(json.dumps(meta))
+    sets = open_sources([data / "contrast", liver_only], tmp_path / "ct", False, whole_liver=True)
+    assert [s.liver_values for s in sets] == [[1, 2], [1]]  # the tumour still counts as liver when scored
+    with pytest.raises(ConfigError, match="different label sets"):
+        open_sources([data / "contrast", liver_only], tmp_path / "ct", False, whole_liver=False)

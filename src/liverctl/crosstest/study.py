@@ -175,7 +175,8 @@ def crosstest(
     if target_crop not in TARGET_CROPS:
         raise ConfigError(f"--target-crop must be one of {', '.join(TARGET_CROPS)}, got {target_crop!r}")
     config = _train_config(train_config, tumour_class)
-    sets = open_sources(datasets, out, liver_only, stacklevel=3)  # a label warning names our caller
+    # a label warning names our caller; whole-liver models need no agreement on tumour labels
+    sets = open_sources(datasets, out, liver_only, stacklevel=3, whole_liver=not config.tumour_class)
     names = [s.name for s in sets]
     out.mkdir(parents=True, exist_ok=True)
     result = CrosstestResult(out, names, wanted, {}, {}, {}, method=config.method, target_crop=target_crop)
