@@ -115,23 +115,29 @@ def test_matrix_files(run):
     assert dice[0, 1] == pytest.approx(cell["summary"]["dice"]["mean"])
 
 
-def test_cell_equals_predict_on_raw_target(run, data, tmp_path):
-    """A cell's Dice is what `liverctl predict --weights` gives on the raw target scans."""
-    from liverctl.io import read_label
+def test_cell_equals_predict_on_the_cropped_target(run, data, tmp_path):
+    """A cell's Dice is what `liverctl predict --weights` gives on the target scans z-cropped as
+    the paper crops them (the raw scan's reference liver +- 60 mm; --target-crop none: the raw scan)."""
+    from liverctl.crosstest.cells import crop_target
+    from liverctl.io import read_image, read_label, write_image
     from liverctl.metrics import dice
     from liverctl.predict import PredictOptions, predict
 
     out, _ = run
     weights = out / "models" / NAMES[0] / "model.safetensors"
-    pred = predict(
-        data / "plain" / "imagesTr", tmp_path / "pred", weights=weights, options=PredictOptions(device="cpu")
-    )
+    refs = {}
+    for path in sorted((data / "plain" / "imagesTr").glob("*_0000.nii.gz")):
+        case = path.name[: -len("_0000.nii.gz")]
+        ref = read_label(data / "plain" / "labelsTr" / f"{case}.nii.gz")
+        image, refs[case], _ = crop_target(read_image(path), ref.with_array((ref.array > 0).astype(np.uint8)), "paper")
+        write_image(image, tmp_path / "cropped" / path.name)
+    pred = predict(tmp_path / "cropped", tmp_path / "pred", weights=weights, options=PredictOptions(device="cpu"))
     assert not pred.failures
     cell = json.loads((out / "cells" / f"{NAMES[0]}__{NAMES[1]}.json").read_text())
+    assert cell["target_crop"] == "paper"
     for row in cell["per_case"]:
         mask = read_label(tmp_path / "pred" / f"{row['case']}_0000.nii.gz").array > 0
-        ref = read_label(data / "plain" / "labelsTr" / f"{row['case']}.nii.gz").array > 0
-        assert row["dice"] == pytest.approx(dice(mask, ref), abs=1e-12)
+        assert row["dice"] == pytest.approx(dice(mask, refs[row["case"]].array > 0), abs=1e-12)
 
 
 def test_rerun_recomputes_nothing(run, data, monkeypatch):

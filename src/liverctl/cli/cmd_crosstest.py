@@ -33,6 +33,44 @@ def _table(result: Any, metric: str) -> str:
     return "\n".join(lines)
 
 
+# The options of the He et al. 2021 protocol and the recipes (issue 11).
+METHOD = typer.Option(
+    "he2021",
+    "--method",
+    metavar="NAME",
+    help="Training recipe of every source model: he2021, di2in-an, hdenseunet or pipofan (as train --method).",
+)
+ARCH_KWARGS = typer.Option(
+    None, "--arch-kwargs", metavar="JSON", help="Network arguments as JSON, e.g. '{\"n_scales\": 3}'."
+)
+DROPOUT = typer.Option(
+    None,
+    "--dropout",
+    metavar="paper|none|P",
+    help="Dropout after every conv (unet3d): paper (0.5), none, or a rate in [0, 1). Default: the network's (0).",
+)
+TUMOUR_CLASS = typer.Option(
+    False,
+    "--tumour-class/--whole-liver",
+    help="Train the tumour as its own class, or merged into the liver (default, as He et al. 2021).",
+)
+TARGET_CROP = typer.Option(
+    "paper",
+    "--target-crop",
+    metavar="paper|none",
+    help="paper: crop each target scan in z to its liver +- 60 mm, as He et al. 2021 (default); none: raw scans.",
+)
+BATCH = typer.Option(
+    None, "--batch-size", metavar="N", help="Patches per iteration (default: the method's, 2; di2in-an 4)."
+)
+OPTIMIZER = typer.Option(
+    None,
+    "--optimizer",
+    metavar="adam|sgd|rmsprop",
+    help="Default: the recipe's (he2021 adam, di2in-an sgd, pipofan rmsprop).",
+)
+
+
 # Long by its signature: the Typer options with their help texts (issue 9).
 @app.command("crosstest")
 @cli_command
@@ -43,19 +81,22 @@ def crosstest(
     output: Path = typer.Option(..., "-o", "--output", metavar="DIR", help="Output folder (rerun in it to resume)."),
     epochs: int = typer.Option(400, "--epochs", metavar="N", help="Maximum epochs per source model."),
     iterations_per_epoch: int = typer.Option(250, "--iterations-per-epoch", metavar="N", help="Iterations per epoch."),
+    method: str = METHOD,
     arch: str = typer.Option("unet3d", "--arch", metavar="NAME", help="Network architecture (see liverctl.models)."),
+    arch_kwargs: str | None = ARCH_KWARGS,
     base_features: int | None = typer.Option(
         None, "--base-features", metavar="N", help="Features at level 0 (unet3d: 32)."
     ),
     n_levels: int | None = typer.Option(None, "--levels", metavar="N", help="Encoder levels (unet3d: 6)."),
+    dropout: str | None = DROPOUT,
+    tumour_class: bool = TUMOUR_CLASS,
+    target_crop: str = TARGET_CROP,
     patch: str = typer.Option(
         "128,128,128", "--patch", metavar="X,Y,Z", help="Training patch in voxels along x, y, z (or one size)."
     ),
-    batch_size: int = typer.Option(2, "--batch-size", metavar="N", help="Patches per iteration."),
+    batch_size: int | None = BATCH,
     lr: float | None = typer.Option(None, "--lr", metavar="LR", help="Learning rate (default 3e-4 for Adam)."),
-    optimizer: str | None = typer.Option(
-        None, "--optimizer", metavar="adam|sgd", help="adam or sgd (default: the recipe's, adam for he2021)."
-    ),
+    optimizer: str | None = OPTIMIZER,
     scheduler: str = typer.Option("plateau", "--scheduler", metavar="plateau|poly", help="plateau or poly."),
     no_augment: bool = typer.Option(False, "--no-augment", help="Train without augmentation."),
     metrics: str = typer.Option(
@@ -85,21 +126,19 @@ def crosstest(
     Writes OUTPUT/matrix_<metric>.csv and .png (best source per target boxed),
     OUTPUT/crosstest.json, the models (OUTPUT/models/<name>/) and one file per finished
     cell (OUTPUT/cells/); a rerun skips everything already done. Target scans are
-    segmented from their raw files with the source model's own recipe, as `liverctl predict`.
+    segmented from their raw files with the source model's own recipe, as `liverctl predict`,
+    after the paper's z-crop to their reference liver +- 60 mm (--target-crop none: whole scans).
     """
+    from liverctl.cli.cmd_train import _arch_kwargs
     from liverctl.crosstest import crosstest as run_crosstest
     from liverctl.crosstest import parse_metrics
     from liverctl.training import TrainConfig
 
     wanted = parse_metrics(metrics)
-    arch_kwargs: dict[str, Any] = {}
-    if base_features is not None:
-        arch_kwargs["base_features"] = base_features
-    if n_levels is not None:
-        arch_kwargs["n_levels"] = n_levels
     config = TrainConfig(
+        method=method,
         architecture=arch,
-        arch_kwargs=arch_kwargs,
+        arch_kwargs=_arch_kwargs(arch_kwargs, base_features, n_levels, dropout),
         patch_size=parse_xyz(patch, "--patch", int, one=True)[::-1],  # TrainConfig: array order (z, y, x)
         batch_size=batch_size,
         epochs=epochs,
@@ -123,6 +162,8 @@ def crosstest(
             preprocess_options={"target_spacing": parse_spacing(spacing), "window": window},
             liver_only=liver_only,
             progress=callback,
+            target_crop=target_crop,
+            tumour_class=tumour_class,
         )
     if as_json:
         typer.echo(json.dumps(result.to_dict(), indent=2))

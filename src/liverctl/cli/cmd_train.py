@@ -28,8 +28,9 @@ def _numbers(text: str | None, option: str, kind: type = float) -> list | None:
         raise ConfigError(f"{option} must be comma-separated numbers, got {text!r}") from None
 
 
-def _arch_kwargs(text: str | None, base_features: int | None, levels: int | None) -> dict:
+def _arch_kwargs(text: str | None, base_features: int | None, levels: int | None, dropout: str | None = None) -> dict:
     from liverctl.errors import ConfigError
+    from liverctl.training.config import parse_dropout
 
     kwargs: dict = {}
     if text:
@@ -43,6 +44,9 @@ def _arch_kwargs(text: str | None, base_features: int | None, levels: int | None
         kwargs["base_features"] = base_features
     if levels is not None:
         kwargs["n_levels"] = levels
+    rate = parse_dropout(dropout)
+    if rate is not None:
+        kwargs["dropout"] = rate
     return kwargs
 
 
@@ -66,24 +70,44 @@ LEVELS = _opt(None, "--levels", metavar="N", panel=NETWORK, help="Number of U-Ne
 DCM_FROM_LEVEL = _opt(
     None, "--dcm-from-level", metavar="N", panel=NETWORK, help="GELN_DCM: dataset-wise encoder levels >= N."
 )
+DROPOUT = _opt(
+    None,
+    "--dropout",
+    metavar="paper|none|P",
+    panel=NETWORK,
+    help="Dropout after every conv (unet3d): paper (0.5, He et al. 2021), none, or a rate in [0, 1).",
+)
 INIT = _opt(None, "--init", metavar="FILE", panel=NETWORK, help="Start from these weights (.pt or .safetensors).")
 EPOCHS = _opt(400, "--epochs", metavar="N", panel=SCHEDULE, help="Maximum number of epochs.")
 ITERATIONS = _opt(250, "--iterations-per-epoch", metavar="N", panel=SCHEDULE, help="Iterations per epoch.")
 PATCH = _opt(
     "128,128,128", "--patch", metavar="X,Y,Z", panel=SCHEDULE, help="Patch size in voxels along x, y, z (or one size)."
 )
-BATCH = _opt(2, "--batch-size", metavar="N", panel=SCHEDULE, help="Patches per iteration (per process with torchrun).")
+BATCH = _opt(
+    None,
+    "--batch-size",
+    metavar="N",
+    panel=SCHEDULE,
+    help="Patches per iteration (per process with torchrun); default: the method's (di2in-an 4, else 2).",
+)
 OPTIMIZER = _opt(
     None,
     "--optimizer",
     metavar="adam|sgd|rmsprop",
     panel=SCHEDULE,
-    help="adam (+ plateau, default) or sgd (+ poly); pipofan: rmsprop (default), adam or sgd, with its step decay.",
+    help="adam (+ plateau, default) or sgd (+ poly); pipofan: rmsprop (default), adam or sgd, with its step decay; "
+    "di2in-an: sgd (default) or adam, lr / 10 after 100 iterations.",
 )
 SCHEDULER = _opt(
     None, "--scheduler", metavar="plateau|poly", panel=SCHEDULE, help="Default: plateau for adam, poly for sgd."
 )
-LR = _opt(None, "--lr", metavar="LR", panel=SCHEDULE, help="Initial learning rate (default 3e-4 adam, 1e-2 sgd).")
+LR = _opt(
+    None,
+    "--lr",
+    metavar="LR",
+    panel=SCHEDULE,
+    help="Initial learning rate (default 3e-4 adam, 1e-2 sgd; the recipe's).",
+)
 FINETUNE_LR = _opt(None, "--finetune-lr", metavar="LR", panel=SCHEDULE, help="Learning rate with --init (1e-6).")
 VAL_EVERY = _opt(10, "--val-every", metavar="N", panel=SCHEDULE, help="Validate every N epochs (0: never).")
 CHECKPOINT_EVERY = _opt(
@@ -94,6 +118,12 @@ FOLD = _opt(0, "--fold", metavar="I", panel=DATA, help="Which fold to train (0-b
 SAMPLER = _opt("dos", "--sampler", metavar="dos|rsd|rs", panel=DATA, help="Hybrid training sampler.")
 LOSS = _opt("dice_ce", "--loss", metavar="dice_ce|tal", panel=DATA, help="tal: datasets with different label sets.")
 NO_AUGMENT = _opt(False, "--no-augment", panel=DATA, help="Switch data augmentation off.")
+TUMOUR_CLASS = _opt(
+    True,
+    "--tumour-class/--whole-liver",
+    panel=DATA,
+    help="he2021: train the tumour as its own class (default) or merged into the liver (He et al. 2021).",
+)
 WORKERS = _opt(0, "--workers", "-j", metavar="N", panel=DATA, help="Threads preparing batches ahead (0: in the loop).")
 RESUME = _opt(False, "--resume", help="Continue the run in --output from its last.pt.")
 SEED = _opt(0, "--seed", metavar="N", help="Random seed (same seed, same weights on the CPU).")
@@ -116,7 +146,14 @@ UNLABELLED = _opt(
     "unlabelled/ of preprocess --labelled-fraction.",
 )
 PRETRAIN = _opt(
-    0, "--pretrain-iterations", metavar="N", panel=RECIPES, help="di2in-an: generator-only iterations first."
+    None, "--pretrain-iterations", metavar="N", panel=RECIPES, help="di2in-an: generator-only iterations first (200)."
+)
+LR_STEP = _opt(
+    None,
+    "--lr-step",
+    metavar="N",
+    panel=RECIPES,
+    help="di2in-an: lr / 10 once after N iterations (100); sdnet: lr / 10 every N iterations (200).",
 )
 D_STEPS = _opt(10, "--d-steps", metavar="N", panel=RECIPES, help="di2in-an: discriminator steps per generator step.")
 D_BATCH = _opt(8, "--d-batch-size", metavar="N", panel=RECIPES, help="di2in-an: patches per discriminator step.")
@@ -146,10 +183,10 @@ DICE_WEIGHT = _opt(
 )
 
 
-def _network(arch: str, arch_kwargs: str | None, base_features, levels, dcm_from_level, init) -> dict:
+def _network(arch: str, arch_kwargs: str | None, base_features, levels, dropout, dcm_from_level, init) -> dict:
     return {
         "architecture": arch,
-        "arch_kwargs": _arch_kwargs(arch_kwargs, base_features, levels),
+        "arch_kwargs": _arch_kwargs(arch_kwargs, base_features, levels, dropout),
         "dcm_from_level": dcm_from_level,
         "init_checkpoint": str(init) if init else None,
     }
@@ -170,8 +207,9 @@ def _schedule(epochs, iterations, patch, batch_size, optimizer, scheduler, lr, f
     }
 
 
-def _data(folds, fold, sampler, loss, no_augment, workers, seed, device, precision) -> dict:
+def _data(folds, fold, sampler, loss, no_augment, tumour_class, workers, seed, device, precision) -> dict:
     return {
+        "tumour_class": tumour_class,
         "folds": folds,
         "fold": fold,
         "sampler": sampler,
@@ -184,8 +222,9 @@ def _data(folds, fold, sampler, loss, no_augment, workers, seed, device, precisi
     }
 
 
-def _recipe(method, unlabelled, pretrain, d_steps, d_batch, adv, with_image, stages, weights) -> dict:
+def _recipe(method, unlabelled, pretrain, lr_step, d_steps, d_batch, adv, with_image, stages, weights) -> dict:
     return {
+        "lr_step": lr_step,
         "method": method,
         "unlabelled": [str(u) for u in unlabelled or []],
         "pretrain_iterations": pretrain,
@@ -230,6 +269,7 @@ def train(
     arch_kwargs: str = ARCH_KWARGS,
     base_features: int = BASE_FEATURES,
     levels: int = LEVELS,
+    dropout: str = DROPOUT,
     dcm_from_level: int = DCM_FROM_LEVEL,
     init: Path = INIT,
     epochs: int = EPOCHS,
@@ -247,10 +287,12 @@ def train(
     sampler: str = SAMPLER,
     loss: str = LOSS,
     no_augment: bool = NO_AUGMENT,
+    tumour_class: bool = TUMOUR_CLASS,
     workers: int = WORKERS,
     method: str = METHOD,
     unlabelled: list[Path] = UNLABELLED,
     pretrain_iterations: int = PRETRAIN,
+    lr_step: int = LR_STEP,
     d_steps: int = D_STEPS,
     d_batch_size: int = D_BATCH,
     adv_weight: float = ADV_WEIGHT,
@@ -271,15 +313,16 @@ def train(
     from liverctl.training import train as run_train
 
     config = TrainConfig(
-        **_network(arch, arch_kwargs, base_features, levels, dcm_from_level, init),
+        **_network(arch, arch_kwargs, base_features, levels, dropout, dcm_from_level, init),
         **_schedule(
             epochs, iterations, patch, batch_size, optimizer, scheduler, lr, finetune_lr, val_every, checkpoint_every
         ),
-        **_data(folds, fold, sampler, loss, no_augment, workers, seed, device, precision),
+        **_data(folds, fold, sampler, loss, no_augment, tumour_class, workers, seed, device, precision),
         **_recipe(
             method,
             unlabelled,
             pretrain_iterations,
+            lr_step,
             d_steps,
             d_batch_size,
             adv_weight,

@@ -9,7 +9,10 @@
    ``liverctl preprocess``. ``<name>`` is the dataset's name (``dataset.json``), or its
    folder name when two datasets share a name.
 2. **Sources.** One model per dataset, trained on *all* its scans (no validation split)
-   with :func:`liverctl.training.train` into ``OUT/models/<name>/``; a finished model
+   with :func:`liverctl.training.train` (the recipe of ``train_config.method``: he2021 by
+   default, or di2in-an, hdenseunet, pipofan, as ``liverctl train --method`` trains them) into
+   ``OUT/models/<name>/``, on the whole liver (tumour labels folded into the liver, as the paper
+   trains; ``tumour_class=True`` keeps the tumour as its own class); a finished model
    (``model.safetensors`` + ``weights.toml``) is reused (by name: delete its folder to
    retrain), an interrupted run is resumed from its ``last.pt``. Models found in ``OUT``
    that were trained with other options are an error.
@@ -26,7 +29,10 @@ recorded in its ``cases.json``) goes through exactly what ``liverctl predict --w
 does with S's exported model: reorientation, resampling to S's spacing, S's HU window and
 S's z-score statistics (:class:`liverctl.predict.LiverModel`), sliding-window inference,
 back to the scan's own grid, largest component and hole filling. The metrics are computed
-on the scan's own grid against the raw reference label map.
+on the scan's own grid against the raw reference label map. Target crop (``target_crop``):
+``"paper"`` (default) first crops the scan and its reference in z as He et al. 2021
+preprocess every scan, the reference liver's first to last slice widened by 60 mm on each
+side (bounded by the volume); ``"none"`` segments and scores the whole raw scan.
 
 Liver region. Every dataset must name a ``liver`` label. The reference liver region of a
 target scan is the union of its labels named ``liver``, ``tumour``/``tumor`` and

@@ -1,6 +1,11 @@
 """One cell of a cross test: every scan of target T segmented by source S's model, and scored.
 
-Step 3 of the protocol in :mod:`liverctl.crosstest`. A cell is written atomically to
+Step 3 of the protocol in :mod:`liverctl.crosstest`. Target crop (:func:`crop_target`): with
+``target_crop="paper"`` each target scan and its reference are cropped in z as He et al. 2021
+preprocess every scan (``../shared/docs/METHODS.md`` §1: the first to the last slice of the
+reference liver region, widened by 60 mm on each side, bounded by the volume) before the
+source model segments it, and the metrics are computed on that slab; ``"none"`` keeps the raw
+scan. A cell is written atomically to
 ``OUT/cells/<S>__<T>.json`` and each of its scans to ``OUT/cells/<S>__<T>/<case>.json``, with
 the sha256 of S's model, so that a rerun reuses a finished cell and every finished scan of an
 unfinished one. A scan that cannot be read or segmented, or whose reference has no liver
@@ -18,14 +23,26 @@ from typing import Any
 import numpy as np
 
 from liverctl.crosstest.sources import SourceDataset, _safe_name
-from liverctl.errors import LiverctlError, LiverctlWarning
+from liverctl.errors import ConfigError, LiverctlError, LiverctlWarning
 from liverctl.io import write_text_atomic
 from liverctl.jsonsafe import json_safe
 from liverctl.progress import ProgressCallback, report_values
 
-__all__ = ["CELL_FORMAT", "cell_reusable", "model_loader", "run_cell"]
+__all__ = [
+    "CELL_FORMAT",
+    "TARGET_CROPS",
+    "TARGET_MARGIN_MM",
+    "cell_reusable",
+    "crop_target",
+    "model_loader",
+    "run_cell",
+]
 
 CELL_FORMAT = "liverctl-crosstest-cell-1"
+TARGET_CROPS = ("paper", "none")
+"""``target_crop`` values: the paper's liver z-crop of every target scan, or the raw scan."""
+TARGET_MARGIN_MM = 60.0
+"""He et al. 2021: the liver's first and last slice, widened by 60 mm on each side."""
 
 
 def _cell_path(output_dir: Path, source: str, target: str) -> Path:
@@ -52,14 +69,30 @@ def _reference_region(label_path: Path, liver_values: list[int]) -> Any:
     return Image(np.isin(ref.array, liver_values).astype(np.uint8), ref.geometry)
 
 
+def crop_target(image: Any, ref: Any, target_crop: str) -> tuple[Any, Any, tuple[int, int]]:
+    """The target scan and its 0/1 reference region as the cross test scores them: with
+    ``"paper"`` both cropped in z to the reference liver's first to last slice widened by
+    :data:`TARGET_MARGIN_MM` on each side (bounded by the volume); with ``"none"`` unchanged.
+    Returns ``(image, ref, (z0, z1))``, the kept slices ``z0 <= z < z1``."""
+    from liverctl.preprocessing.crop import crop_z, liver_z_range
+
+    if target_crop not in TARGET_CROPS:
+        raise ConfigError(f"--target-crop must be one of {', '.join(TARGET_CROPS)}, got {target_crop!r}")
+    z_range = liver_z_range(ref, TARGET_MARGIN_MM) if target_crop == "paper" else None
+    if z_range is None or z_range == (0, image.shape[0]):
+        return image, ref, (0, image.shape[0])
+    return crop_z(image, *z_range), crop_z(ref, *z_range), z_range
+
+
 def _case_record(
     model: Any,
     options: Any,
     case: tuple[str, Path, Path],
     target: SourceDataset,
     metrics: tuple[str, ...],
+    target_crop: str = "paper",
 ) -> dict[str, Any]:
-    """Segment one raw target scan with the source model and score it (module docs)."""
+    """Segment one raw target scan (cropped as ``target_crop`` says) with the source model and score it."""
     from liverctl.io import check_same_grid, read_image
     from liverctl.metrics import compute_metrics
 
@@ -69,18 +102,22 @@ def _case_record(
     check_same_grid(image, ref, "scan", "reference")
     if not ref.array.any():
         return {"case": name, "skipped": "the reference has no liver voxel"}
+    image, ref, z_range = crop_target(image, ref, target_crop)
     seg = model.segment(image, options, source=str(image_path))
     pm = compute_metrics(seg.mask.array, ref.array, image.spacing_zyx)
     values = pm.values()
-    return {"case": name, **{m: values[m] for m in metrics}, "empty": pm.empty}
+    return {"case": name, **{m: values[m] for m in metrics}, "empty": pm.empty, "z_range": list(z_range)}
 
 
-def _case_done(done: dict[str, Any] | None, model_sha: str, image: Path, metrics: tuple[str, ...]) -> bool:
-    """Whether a scan record of an earlier run holds this model's result for this scan."""
+def _case_done(
+    done: dict[str, Any] | None, model_sha: str, image: Path, metrics: tuple[str, ...], target_crop: str
+) -> bool:
+    """Whether a scan record of an earlier run holds this model's result for this scan and crop."""
     return (
         done is not None
         and done.get("model_sha256") == model_sha
         and done.get("image") == str(image)
+        and done.get("target_crop", "none") == target_crop
         and (all(m in done for m in metrics) or "skipped" in done)
     )
 
@@ -92,11 +129,12 @@ def _score_case(
     target: SourceDataset,
     metrics: tuple[str, ...],
     cell: str,
+    target_crop: str,
 ) -> dict[str, Any]:
     """:func:`_case_record`, with a scan that cannot be scored skipped (and warned about)."""
     name = case[0]
     try:
-        record = _case_record(model, options, case, target, metrics)
+        record = _case_record(model, options, case, target, metrics, target_crop)
     except LiverctlError as exc:
         record = {"case": name, "skipped": " ".join(str(exc).split())}
     except MemoryError:
@@ -116,6 +154,7 @@ def _summarise(
     model_sha: str,
     records: list[dict[str, Any]],
     metrics: tuple[str, ...],
+    target_crop: str,
 ) -> dict[str, Any]:
     """The cell record: mean, SD and n per metric over the scans that were not skipped."""
     used = [r for r in records if "skipped" not in r]
@@ -132,6 +171,7 @@ def _summarise(
         "source": source.name,
         "target": target.name,
         "model_sha256": model_sha,
+        "target_crop": target_crop,
         "scans": [c[0] for c in target.cases],
         "n": len(used),
         "summary": summary,
@@ -149,6 +189,7 @@ def run_cell(
     options: Any,
     metrics: tuple[str, ...],
     progress: ProgressCallback | None,
+    target_crop: str = "paper",
 ) -> dict[str, Any]:
     """Segment and score every scan of ``target`` with ``source``'s model; the cell record.
 
@@ -164,25 +205,33 @@ def run_cell(
     for i, case in enumerate(target.cases):
         path = case_dir / f"{_safe_name(case[0])}.json"
         done = _read_json(path)
-        if _case_done(done, model_sha, case[1], metrics):
+        if _case_done(done, model_sha, case[1], metrics, target_crop):
             assert done is not None
             records.append(done)
         else:
-            record = _score_case(model_loader(), options, case, target, metrics, description)
+            record = _score_case(model_loader(), options, case, target, metrics, description, target_crop)
             record.update({"model_sha256": model_sha, "image": str(case[1]), "label": str(case[2])})
+            record["target_crop"] = target_crop
             write_json(path, record)
             records.append(record)
         if progress is not None:
             progress(description, i + 1, len(target.cases))
-    return _summarise(source, target, model_sha, records, metrics)
+    return _summarise(source, target, model_sha, records, metrics, target_crop)
 
 
-def cell_reusable(cell: dict[str, Any] | None, model_sha: str, target: SourceDataset, metrics: Sequence[str]) -> bool:
-    """Whether a cell record of an earlier run holds this model's result on this scan list."""
+def cell_reusable(
+    cell: dict[str, Any] | None,
+    model_sha: str,
+    target: SourceDataset,
+    metrics: Sequence[str],
+    target_crop: str = "paper",
+) -> bool:
+    """Whether a cell record of an earlier run holds this model's result on this scan list and crop."""
     return (
         cell is not None
         and cell.get("format") == CELL_FORMAT
         and cell.get("model_sha256") == model_sha
+        and cell.get("target_crop", "none") == target_crop
         and cell.get("scans") == [c[0] for c in target.cases]
         and all(m in (cell.get("summary") or {}) for m in metrics)
     )
@@ -213,6 +262,7 @@ def run_cells(
     options: Any,
     metrics: tuple[str, ...],
     progress: ProgressCallback | None,
+    target_crop: str = "paper",
 ) -> tuple[dict[tuple[str, str], dict[str, Any]], list[tuple[str, str]], list[tuple[str, str]]]:
     """Every off-diagonal cell, reused or computed: ``(cells, computed, reused)``."""
     from liverctl.training.export import sha256_file
@@ -228,11 +278,12 @@ def run_cells(
         sha = shas[s.name]
         path = _cell_path(out, s.name, t.name)
         cell = _read_json(path) if path.is_file() else None
-        if cell_reusable(cell, sha, t, metrics):
+        if cell_reusable(cell, sha, t, metrics, target_crop):
             assert cell is not None
             reused.append((s.name, t.name))
         else:
-            cell = run_cell(out, s, t, model_loader(models[s.name], options), sha, options, metrics, progress)
+            load = model_loader(models[s.name], options)
+            cell = run_cell(out, s, t, load, sha, options, metrics, progress, target_crop)
             write_json(path, cell)
             computed.append((s.name, t.name))
         cells[(s.name, t.name)] = cell

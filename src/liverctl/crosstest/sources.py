@@ -123,9 +123,17 @@ def _name_datasets(sets: list[SourceDataset]) -> None:
         s.name = n
 
 
-def _check_labels(sets: list[SourceDataset], liver_only: bool, stacklevel: int = 3) -> None:
-    """Every dataset names a liver label and holds a labelled scan; label sets agree
-    (or ``liver_only``: a warning, attributed ``stacklevel`` frames up)."""
+def _compared_labels(labels: dict[str, int], whole_liver: bool) -> dict[str, int]:
+    """The labels that must agree between datasets: all, or without the tumour-like ones when the
+    models are trained on the whole liver (a tumour label then only widens the liver region)."""
+    if not whole_liver:
+        return labels
+    return {n: v for n, v in labels.items() if n.lower() not in LIVER_REGION_NAMES[1:]}
+
+
+def _check_labels(sets: list[SourceDataset], liver_only: bool, stacklevel: int = 3, whole_liver: bool = False) -> None:
+    """Every dataset names a liver label and holds a labelled scan; label sets agree, tumour labels
+    aside with ``whole_liver`` (or ``liver_only``: a warning, attributed ``stacklevel`` frames up)."""
     for s in sets:
         if not any(n.lower() == "liver" and int(v) != 0 for n, v in s.labels.items()):
             raise ConfigError(f"dataset {s.name} has no label named 'liver' (labels: {s.labels})")
@@ -133,7 +141,7 @@ def _check_labels(sets: list[SourceDataset], liver_only: bool, stacklevel: int =
             raise DatasetError(f"dataset {s.name} holds no labelled scan")
     first = sets[0]
     for s in sets[1:]:
-        if s.labels != first.labels:
+        if _compared_labels(s.labels, whole_liver) != _compared_labels(first.labels, whole_liver):
             message = f"datasets have different label sets: {first.name} {first.labels} vs {s.name} {s.labels}"
             if not liver_only:
                 raise ConfigError(message + "; pass --liver-only (liver_only=True) to compare the liver region only")
@@ -141,15 +149,20 @@ def _check_labels(sets: list[SourceDataset], liver_only: bool, stacklevel: int =
 
 
 def open_sources(
-    datasets: Sequence[str | os.PathLike[str]], out: Path, liver_only: bool, stacklevel: int = 3
+    datasets: Sequence[str | os.PathLike[str]],
+    out: Path,
+    liver_only: bool,
+    stacklevel: int = 3,
+    whole_liver: bool = False,
 ) -> list[SourceDataset]:
-    """Open, name and check the datasets of a cross test (none may lie inside ``out``)."""
+    """Open, name and check the datasets of a cross test (none may lie inside ``out``); with
+    ``whole_liver`` a dataset with a tumour label and one without compare equal."""
     sets = [open_dataset(d, out) for d in datasets]
     _name_datasets(sets)
     for s in sets:
         if out.resolve() == s.folder.resolve() or s.folder.resolve().is_relative_to(out.resolve()):
             raise InputError(f"output folder {out} would hold the input dataset {s.folder}; choose another folder")
-    _check_labels(sets, liver_only, stacklevel=stacklevel + 1)
+    _check_labels(sets, liver_only, stacklevel=stacklevel + 1, whole_liver=whole_liver)
     return sets
 
 

@@ -8,6 +8,7 @@ matrices, heatmaps (:mod:`~liverctl.crosstest.matrix`) and ``crosstest.json``.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections.abc import Sequence
@@ -17,14 +18,14 @@ from typing import Any
 
 import numpy as np
 
-from liverctl.crosstest.cells import run_cells, write_json
+from liverctl.crosstest.cells import TARGET_CROPS, run_cells, write_json
 from liverctl.crosstest.matrix import write_heatmaps, write_matrices
 from liverctl.crosstest.sources import open_sources, parse_metrics, train_sources
 from liverctl.errors import ConfigError, InputError
 from liverctl.jsonsafe import json_safe
 from liverctl.progress import ProgressCallback
 
-__all__ = ["CrosstestResult", "crosstest"]
+__all__ = ["CROSSTEST_METHODS", "CrosstestResult", "crosstest"]
 
 
 @dataclass
@@ -43,6 +44,7 @@ class CrosstestResult:
         trained, reused_models: the sources trained (or resumed) by this run / reused.
         files: written files: ``"json"``, ``"csv:<metric>"``, ``"png:<metric>"``.
         seconds: wall time of this run.
+        method: the training method of the source models; target_crop: how target scans were cropped.
     """
 
     output_dir: Path
@@ -57,12 +59,16 @@ class CrosstestResult:
     reused_models: list[str] = field(default_factory=list)
     files: dict[str, Path] = field(default_factory=dict)
     seconds: float = 0.0
+    method: str = "he2021"
+    target_crop: str = "paper"
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able summary (non-finite values become ``None``)."""
         return {
             "protocol": "train on all scans of each source dataset S, test on every other dataset T "
             "(METHODS.md section 1); diagonal not computed",
+            "method": self.method,
+            "target_crop": self.target_crop,
             "names": list(self.names),
             "metrics": list(self.metrics),
             "statistic": "mean over the target's scans (per-case metrics)",
@@ -91,12 +97,28 @@ def _check_inputs(
     return wanted, out
 
 
-def _train_config(train_config: Any) -> Any:
-    """``train_config`` (or the defaults), validated."""
+CROSSTEST_METHODS = ("he2021", "di2in-an", "hdenseunet", "pipofan")
+"""The training methods a cross test trains its sources with (SD-Net needs unlabelled scans)."""
+
+
+def _train_config(train_config: Any, tumour_class: bool) -> Any:
+    """``train_config`` (or the defaults) with ``tumour_class``, validated; unsupported methods
+    and combinations refused (one line) before any work."""
     from liverctl.training import TrainConfig
+    from liverctl.training.config import check_arch_kwargs, method_architecture
 
     config = train_config if train_config is not None else TrainConfig()
     config.validate()
+    if config.method not in CROSSTEST_METHODS:
+        raise ConfigError(
+            f"crosstest --method {config.method} is not supported (it needs unlabelled scans per source); "
+            f"use one of {', '.join(CROSSTEST_METHODS)}"
+        )
+    if tumour_class and config.method == "di2in-an":
+        raise ConfigError("--tumour-class: --method di2in-an segments the whole liver only (a sigmoid liver map)")
+    # the network the recipe trains, named (as config.json records it, so reruns compare equal)
+    config = dataclasses.replace(config, tumour_class=tumour_class, architecture=method_architecture(config))
+    check_arch_kwargs(config)
     return config
 
 
@@ -111,6 +133,8 @@ def crosstest(
     liver_only: bool = False,
     plot: bool = True,
     progress: ProgressCallback | None = None,
+    target_crop: str = "paper",
+    tumour_class: bool = False,
 ) -> CrosstestResult:
     """Cross-dataset test: one model per dataset, tested on every other dataset (:mod:`liverctl.crosstest`).
 
@@ -118,7 +142,9 @@ def crosstest(
         datasets: two or more raw or preprocessed dataset folders.
         output_dir: the output folder (created; rerunning in it resumes).
         train_config: a :class:`liverctl.training.TrainConfig` (folds are ignored: each
-            source trains on all its scans); ``None`` = the defaults.
+            source trains on all its scans); ``None`` = the defaults. ``train_config.method``
+            is the recipe of every source model (:data:`CROSSTEST_METHODS`), trained by
+            :func:`liverctl.training.train` as ``liverctl train`` does.
         metrics: metric names of :data:`liverctl.metrics.METRIC_NAMES` (Dice is always
             included), as a list or ``"dice,assd"``.
         preprocess_options: keyword arguments of :func:`liverctl.preprocessing.preprocess`
@@ -129,22 +155,31 @@ def crosstest(
         plot: write the heatmap PNGs.
         progress: receives the progress of preprocessing, training, each cell
             (``"S -> T"``) and ``("crosstest", cells done, cells)``.
+        target_crop: ``"paper"`` (default): every target scan and its reference are cropped
+            in z to the reference liver widened by 60 mm, as He et al. 2021 preprocess every
+            scan; ``"none"``: the raw scan (:func:`~liverctl.crosstest.cells.crop_target`).
+        tumour_class: train tumour labels as a class of their own; ``False`` (default, the
+            paper's) merges them into the liver (``TrainConfig.tumour_class``).
 
     Returns:
         A :class:`CrosstestResult`; the files are listed in ``result.files``.
 
     Raises:
         ConfigError: fewer than two datasets, the same dataset twice, different label sets,
-            an unknown metric, an output folder holding models trained with other options.
+            an unknown metric or target crop, an unsupported method or combination, an output
+            folder holding models trained with other options.
         InputError, DatasetError: a missing or unreadable dataset.
     """
     start = time.perf_counter()
     wanted, out = _check_inputs(datasets, output_dir, metrics)
-    config = _train_config(train_config)
-    sets = open_sources(datasets, out, liver_only, stacklevel=3)  # a label warning names our caller
+    if target_crop not in TARGET_CROPS:
+        raise ConfigError(f"--target-crop must be one of {', '.join(TARGET_CROPS)}, got {target_crop!r}")
+    config = _train_config(train_config, tumour_class)
+    # a label warning names our caller; whole-liver models need no agreement on tumour labels
+    sets = open_sources(datasets, out, liver_only, stacklevel=3, whole_liver=not config.tumour_class)
     names = [s.name for s in sets]
     out.mkdir(parents=True, exist_ok=True)
-    result = CrosstestResult(out, names, wanted, {}, {}, {})
+    result = CrosstestResult(out, names, wanted, {}, {}, {}, method=config.method, target_crop=target_crop)
 
     # 1. one model per source (a raw source is preprocessed first, when it must be trained)
     models, result.trained, result.reused_models = train_sources(sets, out, config, preprocess_options, progress)
@@ -153,7 +188,7 @@ def crosstest(
     from liverctl.predict import PredictOptions
 
     options = predict_options or PredictOptions(device=config.device, precision=config.precision)
-    result.cells, result.computed, result.reused = run_cells(sets, out, models, options, wanted, progress)
+    result.cells, result.computed, result.reused = run_cells(sets, out, models, options, wanted, progress, target_crop)
 
     # 3. matrices, best sources, files
     write_matrices(result, out)

@@ -54,6 +54,9 @@ class DI2IN(nn.Module):
         n_levels: levels 0..n_levels-1 (the input size must be a multiple of
             ``2**(n_levels-1)``).
         deep_supervision: return the side outputs too in training mode.
+        n_sides: deep-supervision branches, from the finest decoder levels (the paper: 3);
+            ``None`` = ``min(3, n_levels - 1)``.
+        fuse_features: features of the fusion convolution.
     """
 
     spatial_dims = 3
@@ -66,12 +69,20 @@ class DI2IN(nn.Module):
         max_features: int = 512,
         n_levels: int = 5,
         deep_supervision: bool = True,
+        n_sides: int | None = None,
+        fuse_features: int = 8,
     ) -> None:
         super().__init__()
         if n_levels < 2:
             raise ConfigError(f"n_levels must be >= 2, got {n_levels}")
         if min(in_channels, out_channels, base_features, max_features) < 1:
             raise ConfigError("in_channels, out_channels, base_features and max_features must be >= 1")
+        n_sides = min(3, n_levels - 1) if n_sides is None else int(n_sides)
+        if not 1 <= n_sides <= n_levels - 1:
+            raise ConfigError(f"n_sides must be in 1..{n_levels - 1} for {n_levels} levels, got {n_sides}")
+        if fuse_features < 1:
+            raise ConfigError(f"fuse_features must be >= 1, got {fuse_features}")
+        self.n_sides = n_sides
         self.in_channels, self.out_channels = in_channels, out_channels
         self.n_levels = n_levels
         self.deep_supervision = deep_supervision
@@ -90,10 +101,15 @@ class DI2IN(nn.Module):
         self.decoder = nn.ModuleList(
             [nn.Sequential(_cbl(f[k + 1] + f[k], f[k]), _cbl(f[k], f[k])) for k in range(n_levels - 1)]
         )
-        self.side = nn.ModuleList([nn.Conv3d(f[k], out_channels, 1) for k in range(n_levels - 1)])
-        self.fuse = nn.Conv3d((n_levels - 1) * out_channels, out_channels, 1)
+        # side.<k>: decoder level k (k < n_sides), upsampled to full size
+        self.side = nn.ModuleList([nn.Conv3d(f[k], out_channels, 1) for k in range(n_sides)])
+        self.fuse = nn.Sequential(
+            nn.Conv3d(n_sides * out_channels, fuse_features, 3, padding=1),
+            nn.LeakyReLU(0.01, inplace=True),
+            nn.Conv3d(fuse_features, out_channels, 1),
+        )
         # ../shared/docs/METHODS.md §2: total loss = sum_i w_i * l_i + w_final * l_final with every w = 1
-        self.loss_weights = (1.0,) * n_levels
+        self.loss_weights = (1.0,) * (n_sides + 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
         if x.ndim != 5 or any(s % self.min_input_multiple for s in x.shape[2:]):
@@ -110,6 +126,8 @@ class DI2IN(nn.Module):
         for k in range(self.n_levels - 2, -1, -1):
             x = F.interpolate(x, scale_factor=2.0, mode="trilinear", align_corners=False)
             x = self.decoder[k](torch.cat([x, skips[k]], dim=1))
+            if k >= self.n_sides:
+                continue
             s = self.side[k](x)
             if k > 0:
                 s = F.interpolate(s, size=size, mode="trilinear", align_corners=False)

@@ -23,10 +23,16 @@ Schedule, per iteration ``g`` of ``epochs * iterations_per_epoch``:
   its batch-norm statistics are restored afterwards, so generator steps change only the
   generator.
 
-Optimizers (the paper leaves them open): Adam for the generator (lr ``config.lr`` or 3e-4,
-weight decay ``config.weight_decay``) and Adam with betas (0.5, 0.999) (DCGAN) and the same
-lr for the discriminator; generator gradients clipped to norm 12 as in the main loop. The
-paper resamples to 3 mm isotropic voxels (a preprocessing choice: ``preprocess --spacing 3``).
+Optimizers, as the paper trains: SGD (momentum 0.9, our choice: the paper gives none) at lr
+0.01, divided by 10 after ``lr_step`` (100) iterations (:func:`di2in_lr`; iterations counted
+from the start, pre-training included), for the generator (weight decay
+``config.weight_decay``) and, with the same lr, the discriminator. ``optimizer="adam"``
+selects Adam (lr 3e-4 unless ``config.lr``; the discriminator with betas (0.5, 0.999), DCGAN)
+with the same step. These, 200 pre-training iterations and generator batch 4 are the method's
+defaults (:data:`~liverctl.training.config.METHOD_DEFAULTS`), used for the options left unset;
+``config.json`` records the resolved values. Generator gradients are clipped to norm 12 as in
+the main loop. The paper resamples to 3 mm isotropic voxels (a preprocessing choice:
+``preprocess --spacing 3``).
 
 The discriminator is not used at inference: ``model.safetensors`` holds the generator and
 ``weights.toml`` says ``decision = "sigmoid"``, ``liver_channel = 0``.
@@ -49,9 +55,43 @@ from liverctl.training.common import TrainResult, make_batch_fn, seed_int, valid
 from liverctl.training.config import TrainConfig
 from liverctl.training.recipe import RecipeRun, backward_step, recipe_setup
 
-__all__ = ["AdversarialSteps", "discriminator_loss", "generator_adversarial_loss", "segmentation_bce"]
+__all__ = [
+    "AdversarialSteps",
+    "di2in_lr",
+    "di2in_optimizers",
+    "discriminator_loss",
+    "generator_adversarial_loss",
+    "segmentation_bce",
+]
 
 _COLUMNS = ("segmentation_bce", "adversarial", "discriminator")
+
+
+def di2in_lr(lr0: float, g: int, step: int) -> float:
+    """The learning rate of global iteration ``g``: ``lr0``, divided by 10 from iteration ``step`` on."""
+    return lr0 if g < step else lr0 / 10
+
+
+def di2in_optimizers(
+    gen: nn.Module, disc: nn.Module, config: TrainConfig
+) -> tuple[torch.optim.Optimizer, torch.optim.Optimizer]:
+    """The generator's and the discriminator's optimizers (module docs) at ``config.lr``
+    (``config`` with its method defaults filled in, :data:`~liverctl.training.config.METHOD_DEFAULTS`)."""
+    lr0 = config.lr if config.lr is not None else (1e-2 if config.optimizer == "sgd" else 3e-4)
+    if config.optimizer == "sgd":
+        opt_g: torch.optim.Optimizer = torch.optim.SGD(
+            gen.parameters(), lr=lr0, momentum=0.9, weight_decay=config.weight_decay
+        )
+        opt_d: torch.optim.Optimizer = torch.optim.SGD(disc.parameters(), lr=lr0, momentum=0.9)
+    elif config.optimizer in (None, "adam"):  # None: a run folder of an earlier release (Adam)
+        opt_g = torch.optim.Adam(gen.parameters(), lr=lr0, weight_decay=config.weight_decay)
+        opt_d = torch.optim.Adam(disc.parameters(), lr=lr0, betas=(0.5, 0.999))
+    else:
+        raise ConfigError(f"--method di2in-an trains with sgd or adam, not {config.optimizer}")
+    for opt in (opt_g, opt_d):
+        for group in opt.param_groups:
+            group["initial_lr"] = lr0  # the schedule's base (saved with the optimizer state)
+    return opt_g, opt_d
 
 
 def segmentation_bce(
@@ -186,9 +226,7 @@ def run(
     gen, disc, kwargs = _networks(config, state)
     gen.to(device)
     disc.to(device)
-    lr0 = config.lr if config.lr is not None else 3e-4
-    opt_g = torch.optim.Adam(gen.parameters(), lr=lr0, weight_decay=config.weight_decay)
-    opt_d = torch.optim.Adam(disc.parameters(), lr=lr0, betas=(0.5, 0.999))
+    opt_g, opt_d = di2in_optimizers(gen, disc, config)
     scaler_g, scaler_d = runner.scaler(), runner.scaler()
     if state is not None:
         gen.load_state_dict(state["model"])
@@ -231,7 +269,7 @@ def run(
         step,
         parts,
         lambda: {"model": gen.state_dict()},
-        lambda: float(opt_g.param_groups[0]["lr"]),
+        lambda: di2in_lr(_base_lr(opt_g), runner.g, _lr_step(config)),  # the lr of the epoch's first iteration
         validate if validating else None,
         progress,
     )
@@ -275,13 +313,29 @@ def _networks(config: TrainConfig, state: dict[str, Any] | None) -> tuple[nn.Mod
     return gen, disc, kwargs
 
 
+def _base_lr(opt: torch.optim.Optimizer) -> float:
+    """The schedule's base lr of an optimizer (an earlier release's state has no ``initial_lr``)."""
+    group = opt.param_groups[0]
+    return float(group.get("initial_lr", group["lr"]))
+
+
+def _lr_step(config: TrainConfig) -> int:
+    return int(config.lr_step) if config.lr_step is not None else 100
+
+
 def _step_fn(steps: AdversarialSteps, config: TrainConfig):
-    """Global iteration ``g``: generator pre-training, then ``d_steps`` discriminator and
-    ``g_steps`` generator steps."""
+    """Global iteration ``g``: the learning rate of ``g`` (:func:`di2in_lr`), generator
+    pre-training, then ``d_steps`` discriminator and ``g_steps`` generator steps."""
     d_step, g_step = steps.discriminator_step, steps.generator_step
+    lr0 = {id(opt): _base_lr(opt) for opt in (steps.opt_g, steps.opt_d)}
+    lr_step = _lr_step(config)
+    pretrain = int(config.pretrain_iterations or 0)
 
     def step(g: int) -> dict[str, float]:
-        if g < config.pretrain_iterations:
+        for opt in (steps.opt_g, steps.opt_d):
+            for group in opt.param_groups:
+                group["lr"] = di2in_lr(lr0[id(opt)], g, lr_step)
+        if g < pretrain:
             loss, seg, _ = g_step(g * config.g_steps, adversarial=False)
             return {"loss": loss, "segmentation_bce": seg}
         d_losses = [d_step(g * config.d_steps + j) for j in range(config.d_steps)]

@@ -3,18 +3,47 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
 from liverctl.errors import ConfigError
 
-__all__ = ["TrainConfig"]
+__all__ = [
+    "METHOD_DEFAULTS",
+    "PAPER_DROPOUT",
+    "TrainConfig",
+    "check_arch_kwargs",
+    "method_architecture",
+    "parse_dropout",
+    "with_method",
+]
 
 _OPTIMIZERS = ("adam", "sgd", "rmsprop")
 _SCHEDULERS = ("plateau", "poly")
 _SAMPLERS = ("dos", "rsd", "rs")
 _LOSSES = ("dice_ce", "tal")
 METHODS = ("he2021", "sdnet", "di2in-an", "hdenseunet", "pipofan")
+
+METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
+    "he2021": {},
+    "sdnet": {"lr_step": 200},
+    # Yang et al. 2017: SGD, lr 0.01 divided by 10 after 100 iterations, 200 generator pre-training
+    # iterations, generator batch 4 (with --optimizer adam the lr defaults to 3e-4)
+    "di2in-an": {"optimizer": "sgd", "lr": {"sgd": 1e-2, "adam": 3e-4}, "batch_size": 4, "pretrain_iterations": 200,
+                 "lr_step": 100},
+    "hdenseunet": {},
+    "pipofan": {},
+}  # fmt: skip
+"""Per training method, the values its paper uses for the options the user left unset (``None``);
+a ``dict`` value depends on the resolved optimizer. :class:`TrainConfig` fills them in when it is
+made (so ``config.json`` records the resolved values); :func:`with_method` re-resolves them."""
+_GENERIC_DEFAULTS: dict[str, Any] = {"batch_size": 2, "pretrain_iterations": 0, "lr_step": 200}
+"""The value of an unset option for a method without its own (nnU-Net / He et al. 2021: batch 2)."""
+_ARCHITECTURES = {"he2021": "unet3d", "sdnet": "vnet", "di2in-an": "di2in", "hdenseunet": "hdenseunet"}
+PAPER_DROPOUT = 0.5
+"""``--dropout paper``: He et al. 2021 put dropout after every conv of its nnU-Net-style U-Net but give
+no rate (``../shared/docs/METHODS.md`` §1); 0.5 is the default rate of nnU-Net's Generic_UNet."""
 
 
 @dataclass
@@ -26,12 +55,13 @@ class TrainConfig:
         arch_kwargs: extra constructor arguments (``in_channels``, ``out_channels``,
             ``dcm_from_level`` and ``n_datasets`` are set by the trainer).
         patch_size: training patch (z, y, x) in voxels of the preprocessed data.
-        batch_size: patches per iteration (per process under DDP).
+        batch_size: patches per iteration (per process under DDP); ``None`` = the method's
+            default (:data:`METHOD_DEFAULTS`: 4 for ``di2in-an``, else 2).
         epochs: maximum number of epochs (``../shared/docs/METHODS.md``: ~400).
         iterations_per_epoch: iterations per epoch (``../shared/docs/METHODS.md``: 250).
         optimizer: ``"adam"`` (lr 3e-4, ``../shared/docs/METHODS.md`` §1) or ``"sgd"`` (momentum 0.99, Nesterov,
             lr 1e-2, nnU-Net); ``"rmsprop"`` only for PIPO-FAN. ``None`` = the recipe's own:
-            Adam, RMSprop for ``pipofan``.
+            Adam, SGD for ``di2in-an``, RMSprop for ``pipofan``.
         lr: initial learning rate; ``None`` = 3e-4 for Adam, 1e-2 for SGD.
         weight_decay: L2 weight decay (3e-5, nnU-Net).
         scheduler: ``"plateau"`` (ReduceLROnPlateau on the epoch's mean training loss,
@@ -74,8 +104,10 @@ class TrainConfig:
             ``architecture``, ``vnet`` by default).
         sharpen_temperature: SD-Net: pseudo-label sharpening temperature T (0.1).
         unsup_weight: SD-Net: weight of the unsupervised MSE term (1).
-        lr_step: SD-Net: divide the learning rate by 10 every N iterations (200).
-        pretrain_iterations: DI2IN-AN: generator-only iterations before the adversarial phase.
+        lr_step: SD-Net: divide the learning rate by 10 every N iterations (200). DI2IN-AN:
+            divide it by 10 once, after N iterations (100). ``None`` = the method's default.
+        pretrain_iterations: DI2IN-AN: generator-only iterations before the adversarial phase
+            (``None`` = 200, the paper's).
         d_steps, g_steps: DI2IN-AN: discriminator / generator steps per adversarial iteration
             (k_D = 10, k_G = 1).
         d_batch_size: DI2IN-AN: patches per discriminator step (8; the generator uses
@@ -93,12 +125,15 @@ class TrainConfig:
             PIPO-FAN: ``None`` = (0.2, 1.2) for 2 classes (the authors' code), else all 1.
         dice_weight: PIPO-FAN: weight of a soft Dice term added to the target adaptive
             loss's cross-entropy (0: the paper's loss, cross-entropy only).
+        tumour_class: he2021: train the tumour (``tumour``/``tumor``/``lesion`` labels) as a
+            class of its own (``True``); ``False`` merges it into the liver, the whole organ
+            as He et al. 2021 train it (the default of ``liverctl crosstest``).
     """
 
     architecture: str = "unet3d"
     arch_kwargs: dict[str, Any] = field(default_factory=dict)
     patch_size: tuple[int, int, int] = (128, 128, 128)
-    batch_size: int = 2
+    batch_size: int | None = None
     epochs: int = 400
     iterations_per_epoch: int = 250
     optimizer: str | None = None
@@ -133,8 +168,8 @@ class TrainConfig:
     second_architecture: str = "resvnet"
     sharpen_temperature: float = 0.1
     unsup_weight: float = 1.0
-    lr_step: int = 200
-    pretrain_iterations: int = 0
+    lr_step: int | None = None
+    pretrain_iterations: int | None = None
     d_steps: int = 10
     g_steps: int = 1
     d_batch_size: int = 8
@@ -144,12 +179,17 @@ class TrainConfig:
     stage_iterations: tuple[int, int] | None = None
     class_weights: list[float] | None = None
     dice_weight: float = 0.0
+    tumour_class: bool = True
+    unset: frozenset[str] = field(default=frozenset(), init=False, repr=False, compare=False)
+    """The options left unset (``None``) and filled from :data:`METHOD_DEFAULTS` (not saved)."""
 
     def __post_init__(self) -> None:
         self.patch_size = tuple(int(p) for p in self.patch_size)  # type: ignore[assignment]
         if self.stage_iterations is not None:
             self.stage_iterations = tuple(int(n) for n in self.stage_iterations)  # type: ignore[assignment]
         self.unlabelled = [str(u) for u in self.unlabelled]
+        if self.method in METHOD_DEFAULTS:  # else validate() says which methods exist
+            self.unset = frozenset(self.unset | _fill_defaults(self))
         self.validate()
 
     @property
@@ -167,7 +207,7 @@ class TrainConfig:
             shown = ",".join(str(v) for v in self.patch_size[::-1])
             raise ConfigError(f"--patch must be three positive integers X,Y,Z, got {shown}")
         for name in ("batch_size", "epochs", "iterations_per_epoch"):
-            if int(getattr(self, name)) < 1:
+            if getattr(self, name) is not None and int(getattr(self, name)) < 1:
                 raise ConfigError(f"{_flag(name)} must be >= 1, got {getattr(self, name)}")
         if self.optimizer is not None and self.optimizer not in _OPTIMIZERS:
             raise ConfigError(f"--optimizer must be one of {', '.join(_OPTIMIZERS)}, got {self.optimizer!r}")
@@ -203,9 +243,9 @@ class TrainConfig:
         if self.unsup_weight < 0 or self.adv_weight < 0:
             raise ConfigError("the unsupervised weight and --adv-weight must be >= 0")
         for name in ("lr_step", "d_steps", "g_steps", "d_batch_size"):
-            if int(getattr(self, name)) < 1:
+            if getattr(self, name) is not None and int(getattr(self, name)) < 1:
                 raise ConfigError(f"{_flag(name)} must be >= 1, got {getattr(self, name)}")
-        if self.pretrain_iterations < 0:
+        if self.pretrain_iterations is not None and self.pretrain_iterations < 0:
             raise ConfigError(f"--pretrain-iterations must be >= 0, got {self.pretrain_iterations}")
         if self.stage_iterations is not None and (len(self.stage_iterations) != 2 or min(self.stage_iterations) < 0):
             raise ConfigError(
@@ -219,6 +259,7 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         """JSON-able dict (tuples become lists)."""
         data = dataclasses.asdict(self)
+        del data["unset"]
         data["patch_size"] = list(self.patch_size)
         if self.stage_iterations is not None:
             data["stage_iterations"] = list(self.stage_iterations)
@@ -236,11 +277,77 @@ class TrainConfig:
                 "liverctl preprocess DATASET -o OUT --labelled-fraction F, then train OUT/labelled --unlabelled "
                 "OUT/unlabelled"
             )
-        known = {f.name for f in dataclasses.fields(cls)}
+        known = {f.name for f in dataclasses.fields(cls) if f.init}
         unknown = sorted(set(data) - known)
         if unknown:
             raise ConfigError(f"unknown training options: {', '.join(unknown)}")
         return cls(**data)
+
+
+def _fill_defaults(config: TrainConfig) -> set[str]:
+    """Fill every unset (``None``) option of :data:`METHOD_DEFAULTS` with its method's value (else
+    the generic one); options the user set are kept. Returns the names filled."""
+    table = METHOD_DEFAULTS[config.method]
+    filled: set[str] = set()
+    if config.optimizer is None and "optimizer" in table:
+        config.optimizer = table["optimizer"]
+        filled.add("optimizer")
+    if config.lr is None and config.optimizer in (table.get("lr") or {}):
+        config.lr = table["lr"][config.optimizer]
+        filled.add("lr")
+    for name, generic in _GENERIC_DEFAULTS.items():
+        if getattr(config, name) is None:
+            setattr(config, name, table.get(name, generic))
+            filled.add(name)
+    return filled
+
+
+def with_method(config: TrainConfig, method: str) -> TrainConfig:
+    """``config`` for ``method``: the options that were left unset get ``method``'s defaults
+    (:data:`METHOD_DEFAULTS`), the ones set explicitly are kept. A new config."""
+    if method == config.method:
+        return config
+    return dataclasses.replace(config, method=method, **{name: None for name in config.unset})
+
+
+def method_architecture(config: TrainConfig) -> str:
+    """The network a run trains: ``config.architecture``, or the method's own network when it is
+    left at the ``unet3d`` default (as the recipes choose it)."""
+    if config.architecture != "unet3d":
+        return config.architecture
+    return _ARCHITECTURES.get(config.method, config.method)
+
+
+def check_arch_kwargs(config: TrainConfig) -> None:
+    """Raise :class:`ConfigError` (one line) when the run's network does not accept an
+    argument of ``config.arch_kwargs`` (checked before any data is read)."""
+    from liverctl.models import model_info
+
+    name = method_architecture(config)
+    accepted = model_info(name).defaults
+    unknown = sorted(set(config.arch_kwargs) - set(accepted))
+    if unknown:
+        what = "--dropout" if unknown == ["dropout"] else ", ".join(unknown)
+        raise ConfigError(f"{what}: the {name} network (--method {config.method}) does not accept {', '.join(unknown)}")
+
+
+def parse_dropout(value: str | float | None) -> float | None:
+    """``--dropout paper|none|P`` -> the dropout rate: ``paper`` = :data:`PAPER_DROPOUT`,
+    ``none`` = 0, else a number in [0, 1); ``None`` stays ``None`` (the network's default)."""
+    if value is None:
+        return None
+    text = str(value).strip().lower()
+    if text == "paper":
+        return PAPER_DROPOUT
+    if text == "none":
+        return 0.0
+    try:
+        rate = float(text)
+    except ValueError:
+        rate = math.nan
+    if not 0.0 <= rate < 1.0:
+        raise ConfigError(f"--dropout must be paper, none or a rate in [0, 1), got {value!r}")
+    return rate
 
 
 _FLAGS = {

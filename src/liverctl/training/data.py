@@ -11,6 +11,10 @@ first ``n % k`` chunks one larger, :func:`numpy.array_split`); fold ``i`` valida
 chunk ``i`` and trains on the others. In hybrid training every dataset is split this
 way on its own, so every fold validates on every dataset.
 
+Whole liver (``merge_tumour=True``, He et al. 2021): the labels named ``tumour``, ``tumor`` or
+``lesion`` of a dataset that names a ``liver`` are folded into the liver (their voxels train
+the liver class; the network has no tumour class), before the label sets are compared.
+
 Label sets: all datasets must declare the same ``{name: value}`` labels, unless the
 target adaptive loss (``loss="tal"``) is used; then the network predicts the union of
 the classes (background first, then the other names in order of first appearance) and
@@ -133,6 +137,7 @@ class TrainingData:
         folds, fold: k-fold split (``None``: all cases train, none validate).
         loss: ``"dice_ce"`` (identical label sets required) or ``"tal"``.
         names: dataset names (default: folder names, made unique).
+        merge_tumour: fold tumour labels into the liver (module docs).
 
     Attributes:
         datasets: the opened dataset objects; ``names`` their names.
@@ -152,6 +157,7 @@ class TrainingData:
         loss: str = "dice_ce",
         names: Sequence[str] | None = None,
         scan: bool = True,
+        merge_tumour: bool = False,
     ) -> None:
         if not sources:
             raise ConfigError("training needs at least one preprocessed dataset")
@@ -164,7 +170,7 @@ class TrainingData:
             auto = list(names)
         self.names = _unique(auto)
         self.plans = [plan_dict(d.plan) for d in self.datasets]
-        self._setup_labels(loss)
+        self._setup_labels(loss, merge_tumour)
         self.train: list[list[str]] = []
         self.val: list[list[str]] = []
         for name, ds in zip(self.names, self.datasets, strict=True):
@@ -188,8 +194,10 @@ class TrainingData:
             self._scan()
 
     # -- labels ---------------------------------------------------------------------
-    def _setup_labels(self, loss: str) -> None:
-        sets = [plan_labels(p) for p in self.plans]
+    def _setup_labels(self, loss: str, merge_tumour: bool = False) -> None:
+        raw = [plan_labels(p) for p in self.plans]
+        folded = [_fold_tumour(labels) if merge_tumour else {} for labels in raw]
+        sets = [{n: v for n, v in labels.items() if n not in fold} for labels, fold in zip(raw, folded, strict=True)]
         if loss != "tal":
             for name, labels in zip(self.names[1:], sets[1:], strict=True):
                 if labels != sets[0]:
@@ -209,10 +217,13 @@ class TrainingData:
         self.n_classes = max(self.labels.values()) + 1
         self.luts: list[np.ndarray] = []
         self.labelled: list[list[int]] = []
-        for labels in sets:
-            lut = np.zeros(max(256, max(labels.values()) + 1), np.uint8)
+        for labels, fold in zip(sets, folded, strict=True):
+            lut = np.zeros(max(256, max(labels.values()) + 1, *(v + 1 for v in fold.values())), np.uint8)
             for n, v in labels.items():
                 lut[v] = union[n] if loss == "tal" else v
+            liver = next((v for n, v in labels.items() if n.lower() == "liver"), 0)
+            for tumour_value in fold.values():
+                lut[tumour_value] = lut[liver]
             self.luts.append(lut)
             self.labelled.append(sorted({int(lut[v]) for v in labels.values() if v != 0}))
 
@@ -280,6 +291,17 @@ class TrainingData:
     def sizes(self) -> list[int]:
         """Number of usable training cases per dataset."""
         return [len(i) for i in self.info]
+
+
+def _fold_tumour(labels: dict[str, int]) -> dict[str, int]:
+    """``{name: value}`` of the tumour-like labels to fold into the liver (none when the map
+    names no liver)."""
+    from liverctl.datasets import LIVER_REGION_NAMES
+
+    lower = {n.lower(): v for n, v in labels.items()}
+    if "liver" not in lower:
+        return {}
+    return {n: v for n, v in labels.items() if n.lower() in LIVER_REGION_NAMES[1:] and v != 0}
 
 
 def _foreground(label: np.ndarray, lut: np.ndarray) -> np.ndarray:

@@ -16,6 +16,10 @@ One run, in ``output_dir``:
 - ``model.safetensors`` + ``weights.toml``: the exported best model (see
   :mod:`liverctl.training.export`), usable as is by ``liverctl predict --weights``.
 
+Labels: every class of the datasets, or with ``tumour_class=False`` (``--whole-liver``, the
+paper's setting and the default of ``liverctl crosstest``) the whole liver: tumour labels are
+folded into the liver and the network has no tumour class.
+
 An iteration: the sampler picks the cases of the batch (:mod:`~liverctl.training.samplers`),
 a patch is cut from each (foreground oversampling) and augmented
 (:mod:`~liverctl.training.augmentation`), the network runs under autocast on CUDA, the
@@ -160,7 +164,12 @@ class _Run:
         self.last_path, self.best_path = out / "last.pt", out / "best.pt"
         self.log_path, self.curve_path = out / "train_log.csv", out / "loss_curve.png"
         self.data = data = TrainingData(
-            datasets, folds=config.folds, fold=config.fold, loss=config.loss, names=config.dataset_names or None
+            datasets,
+            folds=config.folds,
+            fold=config.fold,
+            loss=config.loss,
+            names=config.dataset_names or None,
+            merge_tumour=not config.tumour_class,  # whole liver, as He et al. 2021 train it
         )
         if not config.dataset_names:
             config.dataset_names = list(data.names)

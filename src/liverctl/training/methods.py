@@ -17,7 +17,6 @@ method         recipe                                          module
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -27,7 +26,7 @@ from liverctl.errors import ConfigError
 from liverctl.progress import ProgressCallback
 from liverctl.training import adversarial, he2021, pipofan, semisupervised, staged
 from liverctl.training.common import TrainResult, open_run
-from liverctl.training.config import TrainConfig
+from liverctl.training.config import TrainConfig, check_arch_kwargs, with_method
 
 __all__ = ["METHODS", "train", "train_di2in_an", "train_hdenseunet", "train_pipofan", "train_sdnet"]
 
@@ -82,8 +81,9 @@ def train(
     out = Path(output_dir)
     _check_output(out, [*datasets, *(config.unlabelled if config is not None else ()), *(unlabelled or ())])
     if method is not None:
-        config = dataclasses.replace(config, method=method) if config is not None else TrainConfig(method=method)
+        config = with_method(config, method) if config is not None else TrainConfig(method=method)
     config, state = open_run(out, config, resume)
+    check_arch_kwargs(config)
     if config.method != "he2021" and int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
         raise ConfigError(f"--method {config.method} trains in a single process (no torchrun / DDP)")
     run = METHODS[config.method]

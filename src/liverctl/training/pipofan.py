@@ -127,7 +127,9 @@ def run(
 ) -> TrainResult:
     """The PIPO-FAN run behind :func:`~liverctl.training.methods.train_pipofan` and
     ``train(config.method="pipofan")``."""
-    config, data = recipe_setup(datasets, config, "pipofan", "pipofan", loss="tal")
+    config, data = recipe_setup(
+        datasets, config, "pipofan", "pipofan", loss="tal", merge_tumour=not config.tumour_class
+    )  # --whole-liver: tumour labels folded into the liver
     lengths = phase_lengths(config)
     weights = _class_weights(config, data)
     model, kwargs = _build(config, data.n_classes, state)

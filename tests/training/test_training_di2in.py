@@ -1,0 +1,171 @@
+"""DI2IN-AN as Yang et al. 2017 train it (issue 11 point 3): SGD at 0.01 divided by 10 after 100
+iterations (checked on the real optimizers), 200 pre-training iterations and generator batch 4 as
+the method's defaults (explicit options win, config.json records the resolved values), and the
+3-branch deep supervision fused by a convolution with LeakyReLU."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from liverctl.io import Geometry, Image
+from liverctl.models import build_model
+from liverctl.training import ArrayDataset, TrainConfig, train
+from liverctl.training.adversarial import AdversarialSteps, _step_fn, di2in_lr, di2in_optimizers
+from liverctl.training.config import with_method
+
+
+def make_dataset(n: int, shape=(8, 16, 16)) -> ArrayDataset:
+    """Bright ellipsoidal "livers" (label 1) in noise, already normalised."""
+    rng = np.random.default_rng(0)
+    zz, yy, xx = np.meshgrid(*[np.arange(s) for s in shape], indexing="ij")
+    images, labels = {}, {}
+    for i in range(n):
+        c = np.array(shape) / 2 + rng.uniform(-1, 1, 3)
+        lab = ((((zz - c[0]) * 2) ** 2 + (yy - c[1]) ** 2 + (xx - c[2]) ** 2) < 16).astype(np.uint8)
+        images[f"c{i}"] = Image((1.5 * lab + rng.normal(0, 0.3, shape)).astype(np.float32), Geometry((2.0, 2.0, 3.0)))
+        labels[f"c{i}"] = Image(lab, Geometry((2.0, 2.0, 3.0)))
+    return ArrayDataset(images, labels, {"labels": {"background": 0, "liver": 1}, "mean": 0.0, "std": 1.0})
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+def test_method_defaults_are_the_papers_and_explicit_options_win():
+    paper = TrainConfig(method="di2in-an")
+    assert (paper.optimizer, paper.lr, paper.lr_step) == ("sgd", 1e-2, 100)
+    assert (paper.batch_size, paper.pretrain_iterations) == (4, 200)
+    assert paper.d_batch_size == 8 and paper.d_steps == 10 and paper.adv_weight == 0.01
+    mine = TrainConfig(method="di2in-an", optimizer="adam", batch_size=2, pretrain_iterations=0)
+    assert (mine.optimizer, mine.lr, mine.batch_size, mine.pretrain_iterations) == ("adam", 3e-4, 2, 0)
+    assert TrainConfig(method="di2in-an", lr=0.5).lr == 0.5
+    # the other recipes keep their own defaults
+    he = TrainConfig()
+    assert (he.optimizer, he.lr, he.batch_size, he.pretrain_iterations) == (None, None, 2, 0)
+    assert TrainConfig(method="sdnet").lr_step == 200
+    # a config made for one method and trained with another gets that method's defaults
+    moved = with_method(TrainConfig(batch_size=3, epochs=2), "di2in-an")
+    assert (moved.batch_size, moved.pretrain_iterations, moved.optimizer, moved.epochs) == (3, 200, "sgd", 2)
+    back = with_method(paper, "he2021")
+    assert (back.batch_size, back.optimizer, back.lr, back.pretrain_iterations) == (2, None, None, 0)
+    assert TrainConfig.from_dict(paper.to_dict()) == paper and "unset" not in paper.to_dict()
+
+
+def test_generator_has_three_side_branches_fused_by_a_leaky_relu_conv():
+    torch.manual_seed(0)
+    net = build_model("di2in", base_features=2, n_levels=5).train()
+    assert len(net.side) == 3 and len(net.loss_weights) == 4
+    # the branches come from decoder levels 0, 1, 2 (the paper's blocks 12, 11, 10)
+    assert [s.in_channels for s in net.side] == net.features[:3]
+    kinds = [type(m) for m in net.fuse]
+    assert kinds[:2] == [nn.Conv3d, nn.LeakyReLU] and net.fuse[0].in_channels == 3
+    assert net.fuse[-1].out_channels == 1
+    x = torch.randn(2, 1, 16, 16, 32)
+    final, *sides = net(x)
+    assert len(sides) == 3 and all(t.shape == (2, 1, 16, 16, 32) for t in (final, *sides))
+    assert torch.allclose(final, net.fuse(torch.cat(sides, dim=1)), atol=1e-6)
+    net.eval()
+    with torch.no_grad():
+        assert net(x).shape == (2, 1, 16, 16, 32)
+    assert len(build_model("di2in", base_features=2, n_levels=3).side) == 2  # fewer levels than branches
+    with pytest.raises(Exception, match="n_sides"):
+        build_model("di2in", base_features=2, n_levels=3, n_sides=3)
+
+
+def test_sgd_lr_is_divided_by_ten_after_100_iterations_on_the_real_optimizers():
+    assert [di2in_lr(0.01, g, 100) for g in (0, 99, 100, 500)] == [0.01, 0.01, 0.001, 0.001]
+    torch.manual_seed(0)
+    gen = build_model("di2in", base_features=2, n_levels=2)
+    disc = build_model("di2in_discriminator", base_features=2, n_layers=1)
+    config = TrainConfig(method="di2in-an", pretrain_iterations=99, d_steps=1, seed=0)
+    opt_g, opt_d = di2in_optimizers(gen, disc, config)
+    assert isinstance(opt_g, torch.optim.SGD) and isinstance(opt_d, torch.optim.SGD)
+    data = make_dataset(2, shape=(8, 16, 16))
+    x = torch.stack([torch.from_numpy(data.images[n].array) for n in ("c0", "c1")])[:, None]
+    y = torch.stack([torch.from_numpy(data.labels[n].array.astype("int64")) for n in ("c0", "c1")])
+
+    def batch(index):
+        return x, y, torch.zeros(2, dtype=torch.long)
+
+    steps = AdversarialSteps(gen, disc, opt_g, opt_d, config, torch.device("cpu"), "fp32", batch, batch, [1])
+    step = _step_fn(steps, config)
+    seen = {}
+    for g in (0, 99, 100, 101):
+        values = step(g)
+        seen[g] = (opt_g.param_groups[0]["lr"], opt_d.param_groups[0]["lr"], "discriminator" in values)
+    assert seen[0] == (pytest.approx(0.01), pytest.approx(0.01), False)  # pre-training: generator only
+    assert seen[99] == (pytest.approx(0.01), pytest.approx(0.01), True)  # 99 pre-training iterations done
+    assert seen[100][:2] == seen[101][:2] == (pytest.approx(0.001), pytest.approx(0.001))
+    adam_g, adam_d = di2in_optimizers(gen, disc, TrainConfig(method="di2in-an", optimizer="adam"))
+    assert isinstance(adam_g, torch.optim.Adam) and adam_d.param_groups[0]["betas"] == (0.5, 0.999)
+    assert adam_g.param_groups[0]["lr"] == 3e-4
+
+
+def test_tiny_di2in_an_run_records_the_resolved_defaults(tmp_path):
+    cfg = TrainConfig(
+        method="di2in-an",
+        arch_kwargs={"base_features": 2, "n_levels": 3},
+        disc_kwargs={"base_features": 2, "n_layers": 1},
+        patch_size=(8, 16, 16),
+        epochs=2,
+        iterations_per_epoch=2,
+        pretrain_iterations=1,
+        lr_step=2,
+        d_steps=1,
+        d_batch_size=2,
+        val_every=0,
+        checkpoint_every=0,
+        augment=False,
+        device="cpu",
+    )
+    result = train([make_dataset(2, shape=(8, 16, 16))], tmp_path / "run", cfg)
+    assert result.iterations == 4 and result.model_path.is_file()
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())["config"]
+    assert (saved["optimizer"], saved["lr"], saved["batch_size"]) == ("sgd", 0.01, 4)  # the paper's
+    assert (saved["pretrain_iterations"], saved["lr_step"]) == (1, 2)  # set explicitly
+    rows = (tmp_path / "run" / "train_log.csv").read_text().splitlines()[1:]
+    assert [r.split(",")[4] for r in rows] == ["0.01", "0.001"]  # the lr of each epoch's start
+    state = torch.load(tmp_path / "run" / "last.pt", map_location="cpu", weights_only=True)
+    assert state["optimizer"]["param_groups"][0]["lr"] == pytest.approx(0.001)
+    assert "momentum_buffer" in next(iter(state["optimizer"]["state"].values()))  # SGD with momentum
+
+
+def test_whole_liver_folds_the_tumour_into_the_liver():
+    """He et al. 2021 train the whole liver: tumour voxels train the liver class, no tumour class."""
+    from liverctl.training.data import TrainingData
+
+    lab = np.zeros((4, 8, 8), np.uint8)
+    lab[1:3, 2:6, 2:6] = 1
+    lab[2, 3:5, 3:5] = 2
+    g = Geometry((1.0, 1.0, 1.0))
+    plan = {"labels": {"background": 0, "liver": 1, "tumour": 2}}
+    ds = ArrayDataset({"a": Image(np.zeros((4, 8, 8), np.float32), g)}, {"a": Image(lab, g)}, plan)
+    whole = TrainingData([ds], merge_tumour=True)
+    assert whole.labels == {"background": 0, "liver": 1} and whole.n_classes == 2
+    np.testing.assert_array_equal(whole.luts[0][lab], (lab > 0).astype(np.uint8))
+    classes = TrainingData([ds])
+    assert classes.labels == {"background": 0, "liver": 1, "tumour": 2} and classes.n_classes == 3
+    np.testing.assert_array_equal(classes.luts[0][lab], lab)
+    # a liver-only and a liver + tumour dataset train together on the whole liver
+    other = ArrayDataset({"b": Image(np.zeros((4, 8, 8), np.float32), g)}, {"b": Image((lab > 0).astype(np.uint8), g)})
+    assert TrainingData([ds, other], merge_tumour=True).labels == {"background": 0, "liver": 1}
+    with pytest.raises(Exception, match="different label sets"):
+        TrainingData([ds, other])
+
+
+def test_dropout_paper_puts_dropout_after_every_unet_conv():
+    from liverctl.training.config import PAPER_DROPOUT
+
+    net = build_model("unet3d", base_features=2, n_levels=2, dropout=PAPER_DROPOUT)
+    drops = [m for m in net.modules() if isinstance(m, nn.Dropout3d)]
+    convs = [m for m in net.modules() if isinstance(m, nn.Conv3d) and m.kernel_size == (3, 3, 3)]
+    assert drops and len(drops) == len(convs) and all(d.p == 0.5 for d in drops)
