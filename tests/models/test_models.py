@@ -259,7 +259,7 @@ TINY: dict[str, tuple[dict, tuple]] = {
     "pipofan": ({"base_features": 4, "n_scales": 3, "out_channels": 3}, (2, 3, 16, 12)),  # 3 slices as channels
     "hdenseunet": (
         {"features": 4, "blocks_2d": (1, 2), "growth_2d": 4, "blocks_3d": (1, 1), "growth_3d": 2},
-        (1, 1, 4, 8, 6),
+        (1, 1, 8, 8, 8),
     ),
 }
 
@@ -419,8 +419,8 @@ def test_hdenseunet_2d_branch_and_freezing() -> None:
     hybrid, logits2d = net(x)
     assert hybrid.shape == logits2d.shape == (1, 3, *shape[2:])
     default = build_model("hdenseunet")
-    assert default.input_multiple_zyx == (4, 8, 8)
-    assert default.min_input_multiple == 8
+    assert default.input_multiple_zyx == (4, 32, 32)  # z pooled by the stem and its max pooling only
+    assert default.min_input_multiple == 32
     with pytest.raises(ConfigError, match="multiples of"):
         net(torch.randn(1, 1, 3, 8, 6))
     # training-mode outputs but batch norm on running statistics, so slices do not interact:

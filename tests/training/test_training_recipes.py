@@ -408,7 +408,7 @@ def test_cli_method_hdenseunet(tmp_path, monkeypatch):
     preprocess(tmp_path / "raw", tmp_path / "prep", target_spacing=SPACING, window="liver", crop=False)
     monkeypatch.setenv("LIVERCTL_NO_PROGRESS", "1")
     args = ["train", str(tmp_path / "prep"), "-o", str(tmp_path / "run"), "--method", "hdenseunet"]
-    args += ["--arch-kwargs", json.dumps(HD_KW), "--patch", "8,32,32", "--epochs", "3"]
+    args += ["--arch-kwargs", json.dumps(HD_KW), "--patch", "32,32,8", "--epochs", "3"]
     args += ["--iterations-per-epoch", "1", "--stage-iterations", "1,1", "--device", "cpu", "--json"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output

@@ -93,6 +93,10 @@ def run(
 ) -> TrainResult:
     """The H-DenseUNet run behind :func:`~liverctl.training.methods.train_hdenseunet` and
     ``train(config.method="hdenseunet")``."""
+    if state is None and config.encoder_init:  # a missing file is refused before any data is read
+        from liverctl.models.densenet_init import resolve_encoder_file
+
+        resolve_encoder_file(config.encoder_init)
     config, data = recipe_setup(datasets, config, "hdenseunet", "hdenseunet")
     lengths = stage_lengths(config)
     weights = _class_weights(config, data)
@@ -108,7 +112,7 @@ def run(
         optimizer.load_state_dict(state["optimizer"])
         if scaler is not None and state.get("scaler"):
             scaler.load_state_dict(state["scaler"])
-    runner.write_config(datasets, stage_lengths=list(lengths))
+    runner.write_config(datasets, stage_lengths=list(lengths), parameter_counts=_parameter_counts(model))
     class_weights = torch.tensor(weights, dtype=torch.float32, device=device)
     step = _step_fn(model, optimizer, scaler, make_batch_fn(data, config), class_weights, lengths, lr0, runner)
     validating = bool(any(data.val) and config.val_every)
@@ -153,6 +157,15 @@ def _class_weights(config: TrainConfig, data: Any) -> list[float]:
     return recipe_class_weights(config, data, HDENSEUNET_CLASS_WEIGHTS)
 
 
+def _parameter_counts(model: nn.Module) -> dict[str, int]:
+    """The parameters of the network's parts (written to ``config.json``)."""
+    from liverctl.models.hdenseunet import HDenseUNet, parameter_counts
+
+    if isinstance(model, HDenseUNet):
+        return parameter_counts(model)
+    return {"total": sum(p.numel() for p in model.parameters())}
+
+
 def _build(config: TrainConfig, k: int, state: dict[str, Any] | None) -> tuple[nn.Module, dict[str, Any]]:
     """The ``hdenseunet`` network (seeded from ``config.seed``, ``--init`` weights loaded) and its kwargs."""
 
@@ -163,7 +176,12 @@ def _build(config: TrainConfig, k: int, state: dict[str, Any] | None) -> tuple[n
                 f"patch size {tuple(config.patch_size)} must be a multiple of {tuple(multiples)} (z, y, x)"
             )
 
-    return build_recipe_network(config, k, state, "hdenseunet", ("net2d", "freeze_2d"), check)
+    model, kwargs = build_recipe_network(config, k, state, "hdenseunet", ("net2d", "freeze_2d"), check)
+    if state is None and config.encoder_init:
+        from liverctl.models.densenet_init import load_densenet161_encoder
+
+        load_densenet161_encoder(model, config.encoder_init)
+    return model, kwargs
 
 
 def _step_fn(
