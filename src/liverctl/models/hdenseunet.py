@@ -38,7 +38,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from liverctl.errors import ConfigError
