@@ -212,11 +212,16 @@ class LiverModel:
         """The :class:`~liverctl.inference.InferenceResult` of the network(s) on a scan in model
         space, as (z, y, x) arrays."""
         from liverctl.inference import predict_volume
+        from liverctl.inference.roi import has_coarse_stage, predict_in_roi
 
         # A network trained on (x, y, z) arrays (MONAI's) gets the volume in that order, so the
         # engine places, pads and blends its windows exactly as MONAI does; results come back
         # as (z, y, x) views.
         xyz = self.entry.network_axes == "xyz"
+        if not xyz and has_coarse_stage(self.networks):  # H-DenseUNet's cascade: fine stages in the coarse box
+            return predict_in_roi(
+                net_input, self._predictors(), self.window_config(options), self.device, hu=hu.array, progress=progress
+            )
         result = predict_volume(
             net_input.T if xyz else net_input,
             self._predictors(),
