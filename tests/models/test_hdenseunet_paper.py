@@ -42,6 +42,12 @@ def test_paper_sizes_parameter_counts(paper: HDenseUNet) -> None:
     assert [len(getattr(enc3d, f"denseblock{i}")) for i in range(1, 5)] == [3, 4, 12, 8]
     assert [lv[0].out_channels for lv in paper.net3d.decoder] == [504, 224, 192, 96, 64]
     assert paper.input_multiple_zyx == (4, 32, 32)  # 224 x 224 x 12 fits
+    # --arch-kwargs '{"preset": "paper"}' builds the same network
+    from liverctl.models import build_model
+
+    assert parameter_counts(build_model("hdenseunet", preset="paper", features=4)) == counts
+    with pytest.raises(ConfigError, match="preset"):
+        build_model("hdenseunet", preset="small")
 
 
 def test_twelve_slices_run_and_z_pooled_as_the_paper() -> None:

@@ -83,7 +83,9 @@ def _segments(model_path) -> np.ndarray:
     scan = ct_scan()
     seg = model.segment(scan)
     assert seg.mask.array.shape == scan.array.shape
-    assert set(np.unique(seg.mask.array).tolist()) <= {0, 1}
+    tumour = model.tumour_channel is not None  # liver + tumour models write label maps (liver 1, tumour 2)
+    assert set(np.unique(seg.mask.array).tolist()) <= ({0, 1, 2} if tumour else {0, 1})
+    assert tumour == ("tumour_burden" in seg.report)
     return seg.mask.array
 
 

@@ -77,6 +77,8 @@ class HDenseUNet(nn.Module):
         dropout: dropout of the HFF layer (the paper uses 0.3).
         stem_kernel: kernel of both stride-2 stem convolutions (the paper's 7).
         z_pools_3d: downsamplings of the 3D network that halve z (the paper's 2).
+        preset: ``"paper"``: :data:`PAPER_KWARGS` instead of the size arguments
+            (``--arch-kwargs '{"preset": "paper"}'``).
     """
 
     spatial_dims = 3
@@ -97,8 +99,44 @@ class HDenseUNet(nn.Module):
         decoder_3d: Sequence[int] | None = None,
         stem_kernel: int = 7,
         z_pools_3d: int = 2,
+        preset: str | None = None,
     ) -> None:
         super().__init__()
+        sizes: dict[str, Any] = {
+            "features": features,
+            "blocks_2d": blocks_2d,
+            "growth_2d": growth_2d,
+            "blocks_3d": blocks_3d,
+            "growth_3d": growth_3d,
+            "dropout": dropout,
+            "init_features_2d": init_features_2d,
+            "init_features_3d": init_features_3d,
+            "decoder_2d": decoder_2d,
+            "decoder_3d": decoder_3d,
+        }
+        if preset is not None:  # the paper's sizes; the size arguments are ignored
+            if preset != "paper":
+                raise ConfigError(f"hdenseunet preset must be 'paper', got {preset!r}")
+            sizes = {**sizes, "init_features_2d": None, "decoder_2d": None, **PAPER_KWARGS}
+        self._build(in_channels, out_channels, stem_kernel=stem_kernel, z_pools_3d=z_pools_3d, **sizes)
+
+    def _build(
+        self,
+        in_channels: int,
+        out_channels: int,
+        features: int,
+        blocks_2d: Sequence[int],
+        growth_2d: int,
+        blocks_3d: Sequence[int],
+        growth_3d: int,
+        dropout: float,
+        init_features_2d: int | None,
+        init_features_3d: int | None,
+        decoder_2d: Sequence[int] | None,
+        decoder_3d: Sequence[int] | None,
+        stem_kernel: int,
+        z_pools_3d: int,
+    ) -> None:
         if not blocks_2d or not blocks_3d or min([*blocks_2d, *blocks_3d]) < 1:
             raise ConfigError("blocks_2d and blocks_3d need at least one block of >= 1 layer")
         if min(in_channels, out_channels, features, growth_2d, growth_3d) < 1:
