@@ -93,7 +93,7 @@ def test_training_box_is_the_coarse_nets_prediction_not_the_label() -> None:
 def test_cascade_trains_coarse_first_exports_both_and_predicts_in_the_roi(tmp_path) -> None:
     from liverctl.predict import LiverModel
 
-    data = phantoms()
+    data = phantoms(3)
     cfg = TrainConfig(
         method="hdenseunet",
         arch_kwargs=dict(HD_KW),
@@ -102,11 +102,13 @@ def test_cascade_trains_coarse_first_exports_both_and_predicts_in_the_roi(tmp_pa
         epochs=3,
         stage_iterations=(1, 1),
         coarse_iterations=3,
-        val_every=0,
+        folds=3,
+        val_every=1,
         device="cpu",
         seed=1,
     )
     result = train_hdenseunet([data], tmp_path / "run", cfg)
+    assert result.best_metric is not None and 0.0 <= result.best_metric <= 1.0  # validated inside the coarse box
     entry = tomllib.loads(result.toml_path.read_text())["models"]["run"]
     assert entry["architecture"] == "hdenseunet_cascade" and entry["kwargs"]["fine"]["blocks_2d"] == [1, 1, 1]
     saved = json.loads((tmp_path / "run" / "config.json").read_text())
@@ -137,6 +139,18 @@ def test_cascade_trains_coarse_first_exports_both_and_predicts_in_the_roi(tmp_pa
     outside = np.ones(vol.shape, bool)
     outside[tuple(slice(*r) for r in roi)] = False
     assert res.labels.shape == vol.shape and not res.labels[outside].any()
+
+
+def test_resumed_run_loads_the_coarse_net_instead_of_training_it() -> None:
+    from liverctl.training.cascade import coarse_stage
+
+    data = TrainingData([phantoms(1)])
+    cfg = TrainConfig(method="hdenseunet", coarse_iterations=50, seed=3)
+    torch.manual_seed(5)
+    saved = CoarseLiverNet().state_dict()
+    net, roi = coarse_stage(data, cfg, torch.device("cpu"), {"coarse": saved})
+    assert all(torch.equal(v, saved[k]) for k, v in net.state_dict().items())  # loaded, not retrained
+    assert isinstance(roi, RoiData) and not net.training
 
 
 def _options():
