@@ -66,6 +66,10 @@ def test_liver_box_known_answer() -> None:
     mask[0, 0, 0] = True  # a smaller second component: ignored
     assert liver_box(mask, (2, 4, 4), (8, 32, 30), (1, 2, 3)) == (slice(1, 7), slice(6, 18), slice(17, 30))
     assert liver_box(np.zeros((2, 2, 2), bool), (1, 1, 1), (2, 2, 2), (0, 0, 0)) is None
+    # low-resolution voxels beyond the volume (the coarse net's padding) are not liver
+    padded = np.zeros((4, 4, 4), bool)
+    padded[3, 3, 3] = True
+    assert liver_box(padded, (2, 2, 2), (5, 5, 5), (0, 0, 0)) is None
 
 
 def test_training_box_is_the_coarse_nets_prediction_not_the_label() -> None:
@@ -115,6 +119,25 @@ def test_cascade_trains_coarse_first_exports_both_and_predicts_in_the_roi(tmp_pa
     assert 0 < saved["parameter_counts"]["coarse"] < 400_000
     state = torch.load(tmp_path / "run" / "last.pt", map_location="cpu", weights_only=True)
     assert state["coarse"] is not None
+    # predict end to end (the cascade, the label map, the report and summary.csv)
+    from liverctl.io import read_label, write_image
+    from liverctl.predict import PredictOptions, predict
+
+    zz, yy, xx = np.meshgrid(np.arange(8), np.arange(32), np.arange(32), indexing="ij")
+    hu = np.where((zz - 4) ** 2 * 2 + (yy - 16) ** 2 + (xx - 16) ** 2 < 49, 60, -100).astype(np.int16)
+    hu[:, :, :2] = -1000
+    for name in ("s1", "s2"):
+        write_image(Image(hu, Geometry(SPACING)), tmp_path / "scans" / f"{name}.nii.gz")
+    done = predict(
+        tmp_path / "scans", tmp_path / "pred", weights=result.model_path, options=PredictOptions(device="cpu")
+    )
+    assert all(c.ok for c in done.cases), [c.error for c in done.cases]
+    labels = read_label(tmp_path / "pred" / "s1.nii.gz").array
+    assert labels.shape == hu.shape and set(np.unique(labels).tolist()) <= {0, 1, 2}
+    header = (tmp_path / "pred" / "summary.csv").read_text().splitlines()[0].split(",")
+    assert "tumour_volume_ml" in header and "tumour_burden" in header
+    assert "tumour_volume_ml" in done.cases[0].report
+
     model = LiverModel.load(weights=result.model_path, device="cpu")
     net = model.networks[0]
     assert isinstance(net, HDenseUNetCascade)

@@ -77,7 +77,7 @@ def predict_in_roi(
             roi = tuple(slice(max(r.start, b.start), min(r.stop, b.stop)) for r, b in zip(roi, body, strict=True))  # type: ignore[assignment]
             if any(s.stop <= s.start for s in roi):  # the coarse box lies outside the body
                 roi = body
-    if roi is None:
+    if roi is None or any(s.stop <= s.start for s in roi):
         roi = tuple(slice(0, n) for n in shape)  # type: ignore[assignment]
     return predict_volume(
         volume,

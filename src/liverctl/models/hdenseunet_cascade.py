@@ -82,10 +82,13 @@ class CoarseLiverNet(nn.Module):
 def liver_box(mask: np.ndarray, scale: Sequence[int], shape: Sequence[int], margin: Sequence[int]) -> Box | None:
     """The full-grid box (z, y, x slices) of the largest component of the low-resolution liver
     ``mask``, each voxel covering ``scale`` full voxels, grown by ``margin`` and clipped to
-    ``shape``; ``None`` for an empty mask."""
+    ``shape``; ``None`` for an empty mask. Low-resolution voxels beyond the volume (padding)
+    are ignored."""
     from scipy import ndimage
 
-    labels, n = ndimage.label(np.asarray(mask, bool), structure=np.ones((3, 3, 3), bool))
+    # only the low-resolution voxels that cover the volume (the rest is the network's padding)
+    inside = tuple(slice(0, -(-int(n) // int(s))) for n, s in zip(shape, scale, strict=True))
+    labels, n = ndimage.label(np.asarray(mask, bool)[inside], structure=np.ones((3, 3, 3), bool))
     if n == 0:
         return None
     largest = 1 + int(np.argmax(np.bincount(labels.ravel())[1:]))
