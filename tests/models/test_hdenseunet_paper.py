@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 
 import pytest
@@ -35,6 +36,14 @@ def test_paper_sizes_parameter_counts(paper: HDenseUNet) -> None:
     decoder = 2112 * 2208 + 2208 + sum(a * b * 9 + 2 * b for a, b in levels) + 64 * 3 + 3
     assert counts["2d"] == 26_472_000 + decoder
     assert 49.4e6 < counts["2d"] < 49.6e6
+    # 3D: the DenseUNet-65 encoder by formula (68 input channels: image, 2D features, 2D
+    # probabilities), 1x1 skip projections where widths differ, five 3x3x3 conv + BN levels
+    enc3d = densenet_feature_parameters((3, 4, 12, 8), 32, 96, in_channels=68, dims=3)
+    widths = [504, 504, 224, 192, 96, 64]  # the encoder's output, then the decoder levels
+    skips = [496, 224, 192, 96]  # dense blocks 3, 2, 1 and the stem
+    proj = sum(s * w + w for s, w in zip(skips, widths[:4], strict=True) if s != w)
+    dec3d = sum(a * b * 27 + 2 * b for a, b in itertools.pairwise(widths))
+    assert counts["3d"] == enc3d + proj + dec3d == 18_509_328
     assert counts["hff"] == 64 * 64 * 27 + 2 * 64 + 64 * 3 + 3
     assert counts["total"] == counts["2d"] + counts["3d"] + counts["hff"]
     enc3d = paper.net3d.features

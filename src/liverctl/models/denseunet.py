@@ -64,15 +64,18 @@ class _DenseLayer(nn.Module):
         return torch.cat([x, self.conv2(self.relu2(self.norm2(y)))], dim=1)
 
 
-def densenet_feature_parameters(blocks: Sequence[int], growth: int, init_features: int, in_channels: int = 3) -> int:
-    """Parameter count of a 2D DenseNet ``features`` module by the architecture's formula (no
+def densenet_feature_parameters(
+    blocks: Sequence[int], growth: int, init_features: int, in_channels: int = 3, dims: int = 2, stem_kernel: int = 7
+) -> int:
+    """Parameter count of a DenseNet ``features`` module by the architecture's formula (no
     network built): stem conv + BN, per dense layer BN + 1x1 conv + BN + 3x3 conv, per
-    transition BN + 1x1 conv, the final BN. DenseNet-161 (6, 12, 36, 24; 48; 96): 26,472,000."""
-    n = in_channels * init_features * 49 + 2 * init_features
+    transition BN + 1x1 conv, the final BN. 2D DenseNet-161 (6, 12, 36, 24; 48; 96): 26,472,000."""
+    k3 = 3**dims
+    n = in_channels * init_features * stem_kernel**dims + 2 * init_features
     ch = init_features
     for i, layers in enumerate(blocks):
         for _ in range(layers):
-            n += 2 * ch + ch * 4 * growth + 2 * 4 * growth + 4 * growth * growth * 9
+            n += 2 * ch + ch * 4 * growth + 2 * 4 * growth + 4 * growth * growth * k3
             ch += growth
         if i < len(blocks) - 1:
             n += 2 * ch + ch * (ch // 2)

@@ -17,7 +17,7 @@ stem convolution (7x7) + max pooling, DenseNet blocks and transitions, and one u
 level per downsampling back to full size. :data:`PAPER_KWARGS` rebuilds the paper's sizes
 (2D: DenseNet-161, blocks 6-12-36-24, growth 48, 96-feature stem, decoder 768-384-96-96-64;
 3D: DenseUNet-65, blocks 3-4-12-8, growth 32, 96-feature stem, decoder 504-224-192-96-64;
-64 fused features): 2D 49.5 M, 3D 11.6 M and HFF 0.11 M parameters
+64 fused features): 2D 49.5 M, 3D 18.5 M and HFF 0.11 M parameters
 (:func:`parameter_counts`). The defaults are much smaller (for CPUs and tests).
 
 Input sizes: the 3D network pools z only in its stem and max pooling (12 -> 6 -> 3 for the
