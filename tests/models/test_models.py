@@ -25,7 +25,17 @@ def _one_thread():
 def test_registry_lists_every_architecture() -> None:
     names = available_models()
     assert names == sorted(names)
-    assert names == ["di2in", "di2in_discriminator", "hdenseunet", "pipofan", "resvnet", "segresnet", "unet3d", "vnet"]
+    assert names == [
+        "di2in",
+        "di2in_discriminator",
+        "hdenseunet",
+        "hdenseunet_cascade",
+        "pipofan",
+        "resvnet",
+        "segresnet",
+        "unet3d",
+        "vnet",
+    ]
 
 
 def test_unknown_name_is_a_one_line_config_error_listing_names() -> None:
@@ -259,7 +269,14 @@ TINY: dict[str, tuple[dict, tuple]] = {
     "pipofan": ({"base_features": 4, "n_scales": 3, "out_channels": 3}, (2, 3, 16, 12)),  # 3 slices as channels
     "hdenseunet": (
         {"features": 4, "blocks_2d": (1, 2), "growth_2d": 4, "blocks_3d": (1, 1), "growth_3d": 2},
-        (1, 1, 4, 8, 6),
+        (1, 1, 8, 8, 8),
+    ),
+    "hdenseunet_cascade": (
+        {
+            "fine": {"features": 4, "blocks_2d": (1, 2), "growth_2d": 4, "blocks_3d": (1, 1), "growth_3d": 2},
+            "coarse": {"base_features": 2, "n_levels": 2},
+        },
+        (1, 1, 8, 8, 8),
     ),
 }
 
@@ -279,7 +296,7 @@ def test_model_contract_shapes_and_one_training_step(name: str) -> None:
     net = build_model(name, **kwargs)
     info = model_info(name)
     assert net.spatial_dims == info.spatial_dims
-    assert net.spatial_dims == len(shape) - 2 or name == "hdenseunet"
+    assert net.spatial_dims == len(shape) - 2 or name.startswith("hdenseunet")
     assert isinstance(net.min_input_multiple, int) and net.min_input_multiple >= 1
     assert all(s % net.min_input_multiple == 0 for s in shape[2:]) or name == "di2in_discriminator"
     x = torch.randn(shape)
@@ -298,7 +315,10 @@ def test_model_contract_shapes_and_one_training_step(name: str) -> None:
     opt = torch.optim.SGD(net.parameters(), lr=1e-3)
 
     def loss_fn() -> torch.Tensor:
-        return sum(((o - 0.5) ** 2).mean() for o in _outputs(net(x)))
+        outputs = _outputs(net(x))
+        if name == "hdenseunet_cascade":  # the coarse stage runs apart from forward (inference.roi)
+            outputs.append(net.coarse(x))
+        return sum(((o - 0.5) ** 2).mean() for o in outputs)
 
     before = loss_fn()
     weights = getattr(net, "loss_weights", None)
@@ -419,8 +439,8 @@ def test_hdenseunet_2d_branch_and_freezing() -> None:
     hybrid, logits2d = net(x)
     assert hybrid.shape == logits2d.shape == (1, 3, *shape[2:])
     default = build_model("hdenseunet")
-    assert default.input_multiple_zyx == (4, 8, 8)
-    assert default.min_input_multiple == 8
+    assert default.input_multiple_zyx == (4, 32, 32)  # z pooled by the stem and its max pooling only
+    assert default.min_input_multiple == 32
     with pytest.raises(ConfigError, match="multiples of"):
         net(torch.randn(1, 1, 3, 8, 6))
     # training-mode outputs but batch norm on running statistics, so slices do not interact:

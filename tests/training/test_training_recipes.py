@@ -83,7 +83,9 @@ def _segments(model_path) -> np.ndarray:
     scan = ct_scan()
     seg = model.segment(scan)
     assert seg.mask.array.shape == scan.array.shape
-    assert set(np.unique(seg.mask.array).tolist()) <= {0, 1}
+    tumour = model.tumour_channel is not None  # liver + tumour models write label maps (liver 1, tumour 2)
+    assert set(np.unique(seg.mask.array).tolist()) <= ({0, 1, 2} if tumour else {0, 1})
+    assert tumour == ("tumour_burden" in seg.report)
     return seg.mask.array
 
 
@@ -408,7 +410,7 @@ def test_cli_method_hdenseunet(tmp_path, monkeypatch):
     preprocess(tmp_path / "raw", tmp_path / "prep", target_spacing=SPACING, window="liver", crop=False)
     monkeypatch.setenv("LIVERCTL_NO_PROGRESS", "1")
     args = ["train", str(tmp_path / "prep"), "-o", str(tmp_path / "run"), "--method", "hdenseunet"]
-    args += ["--arch-kwargs", json.dumps(HD_KW), "--patch", "8,32,32", "--epochs", "3"]
+    args += ["--arch-kwargs", json.dumps(HD_KW), "--patch", "32,32,8", "--epochs", "3"]
     args += ["--iterations-per-epoch", "1", "--stage-iterations", "1,1", "--device", "cpu", "--json"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output

@@ -178,6 +178,20 @@ CLASS_WEIGHTS = _opt(
     panel=RECIPES,
     help="hdenseunet / pipofan: cross-entropy class weights (hdenseunet 0.78,0.65,8.57; pipofan 0.2,1.2).",
 )
+COARSE_ITERATIONS = _opt(
+    0,
+    "--coarse-iterations",
+    metavar="N",
+    panel=RECIPES,
+    help="hdenseunet: train the coarse liver-ROI network N iterations first; its box crops the fine stages (0: none).",
+)
+ENCODER_INIT = _opt(
+    None,
+    "--encoder-init",
+    metavar="imagenet|PATH",
+    panel=RECIPES,
+    help="hdenseunet: 2D encoder from torchvision's ImageNet DenseNet-161 file (imagenet: the torch hub cache).",
+)
 DICE_WEIGHT = _opt(
     0.0, "--dice-weight", metavar="W", panel=RECIPES, help="pipofan: add W x soft Dice to the TAL (paper: 0)."
 )
@@ -300,6 +314,8 @@ def train(
     stage_iterations: str = STAGE_ITERATIONS,
     class_weights: str = CLASS_WEIGHTS,
     dice_weight: float = DICE_WEIGHT,
+    coarse_iterations: int = COARSE_ITERATIONS,
+    encoder_init: str = ENCODER_INIT,
     resume: bool = RESUME,
     seed: int = SEED,
     device: str = DEVICE,
@@ -331,6 +347,8 @@ def train(
             class_weights,
         ),
         dice_weight=dice_weight,
+        coarse_iterations=coarse_iterations,
+        encoder_init=encoder_init,
     )
     with reporter(progress, quiet, verbose) as callback:
         result = run_train(datasets, output, config, progress=callback, resume=resume)

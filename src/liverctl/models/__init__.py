@@ -41,6 +41,7 @@ from liverctl.models import vnet as vnet  # isort: skip
 from liverctl.models import di2in as di2in  # isort: skip
 from liverctl.models import pipofan as pipofan  # isort: skip
 from liverctl.models import hdenseunet as hdenseunet  # isort: skip
+from liverctl.models import hdenseunet_cascade as hdenseunet_cascade  # isort: skip
 
 __all__ = [
     "ModelInfo",

@@ -12,19 +12,18 @@ The fine stage of the cascade, as one module working on a volume crop (B, 1, Z, 
    by a 3x3x3 convolution, dropout, batch norm, ReLU, and a 1x1x1 convolution to the
    class logits.
 
-Both DenseUNets are built from dense blocks (BN-ReLU-1x1 conv to 4*growth, BN-ReLU-3x3
-conv to ``growth`` features, concatenated), transitions (BN-ReLU-1x1 conv halving the
-features, 2x average pooling) and a decoder that upsamples (bilinear / trilinear), adds
-the (1x1-projected) encoder features of the level and applies conv-BN-ReLU. The paper's
-2D network is DenseNet-161 (blocks 6, 12, 36, 24, growth 48) on 224x224 slices and the
-3D one has blocks 3, 4, 12, 8 on 224x224x12 stacks; the defaults here are smaller, and
-``blocks_2d`` / ``blocks_3d`` / ``growth_2d`` / ``growth_3d`` rebuild the paper's sizes.
-Deviation: the paper's 2D stem is a 7x7 stride-2 convolution + max-pooling; here the
-stem keeps full size (a 3x3 convolution), which keeps the decoder symmetric.
+Both DenseUNets (:mod:`liverctl.models.denseunet`) have the paper's layout: a stride-2
+stem convolution (7x7) + max pooling, DenseNet blocks and transitions, and one upsampling
+level per downsampling back to full size. :data:`PAPER_KWARGS` rebuilds the paper's sizes
+(2D: DenseNet-161, blocks 6-12-36-24, growth 48, 96-feature stem, decoder 768-384-96-96-64;
+3D: DenseUNet-65, blocks 3-4-12-8, growth 32, 96-feature stem, decoder 504-224-192-96-64;
+64 fused features): 2D 49.5 M, 3D 18.5 M and HFF 0.11 M parameters
+(:func:`parameter_counts`). The defaults are much smaller (for CPUs and tests).
 
-Input sizes: Z must be a multiple of ``input_multiple_zyx[0]`` (the 3D network's
-``2**(len(blocks_3d)-1)``, 4 by default, so the paper's 12-slice stacks work), Y and X of
-``input_multiple_zyx[1]`` (8 by default); ``min_input_multiple`` is the larger one.
+Input sizes: the 3D network pools z only in its stem and max pooling (12 -> 6 -> 3 for the
+paper's 224x224x12 stacks; the transitions keep z), so Z must be a multiple of 4
+(``input_multiple_zyx[0]``) and Y, X of ``2**(len(blocks)+1)`` (32 for four blocks);
+``min_input_multiple`` is the y / x one.
 
 ``forward`` returns the hybrid logits (B, out_channels, Z, Y, X); in training mode the
 list ``[hybrid, logits_2d]`` (``logits_2d`` restacked to (B, C, Z, Y, X)) for the loss
@@ -36,118 +35,31 @@ default: background, liver, tumour.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from liverctl.errors import ConfigError
+from liverctl.models.denseunet import DenseUNet
 from liverctl.models.registry import register
 from liverctl.models.slices import slice_stacks, unstack_slices
 
-__all__ = ["DenseUNet", "HDenseUNet"]
+__all__ = ["PAPER_KWARGS", "DenseUNet", "HDenseUNet", "parameter_counts"]
 
-
-def _layers(dims: int) -> tuple[type[nn.Module], type[nn.Module]]:
-    return (nn.Conv2d, nn.BatchNorm2d) if dims == 2 else (nn.Conv3d, nn.BatchNorm3d)
-
-
-class _DenseLayer(nn.Module):
-    def __init__(self, dims: int, cin: int, growth: int) -> None:
-        super().__init__()
-        conv, bn = _layers(dims)
-        self.body = nn.Sequential(
-            bn(cin),
-            nn.ReLU(inplace=True),
-            conv(cin, 4 * growth, 1, bias=False),
-            bn(4 * growth),
-            nn.ReLU(inplace=True),
-            conv(4 * growth, growth, 3, padding=1, bias=False),
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.cat([x, self.body(x)], dim=1)
-
-
-class DenseUNet(nn.Module):
-    """2D or 3D DenseUNet returning (features at full size, class logits).
-
-    Args:
-        dims: 2 or 3.
-        in_channels: input channels.
-        out_channels: classes.
-        blocks: dense layers per encoder block; one 2x downsampling between blocks.
-        growth: growth rate of the dense layers.
-        init_features: features of the stem convolution.
-        features: channels of the full-size output features.
-        with_head: add the 1x1 convolution to class logits (else the logits are ``None``).
-    """
-
-    def __init__(
-        self,
-        dims: int,
-        in_channels: int,
-        out_channels: int,
-        blocks: Sequence[int],
-        growth: int,
-        init_features: int,
-        features: int,
-        with_head: bool = True,
-    ) -> None:
-        super().__init__()
-        conv, bn = _layers(dims)
-        self.dims = dims
-        self.stem = nn.Sequential(
-            conv(in_channels, init_features, 3, padding=1, bias=False), bn(init_features), nn.ReLU(inplace=True)
-        )
-        self.blocks = nn.ModuleList()
-        self.transitions = nn.ModuleList()
-        ch = init_features
-        skip_ch = []
-        for i, n in enumerate(blocks):
-            layers = []
-            for _ in range(n):
-                layers.append(_DenseLayer(dims, ch, growth))
-                ch += growth
-            self.blocks.append(nn.Sequential(*layers))
-            skip_ch.append(ch)
-            if i < len(blocks) - 1:
-                out = ch // 2
-                self.transitions.append(nn.Sequential(bn(ch), nn.ReLU(inplace=True), conv(ch, out, 1, bias=False)))
-                ch = out
-        # decoder level i (i = len-2 .. 0): upsample, add projected skip i, conv-BN-ReLU to dec_ch[i]
-        n_lv = len(blocks)
-        dec_ch = [max(features, min(skip_ch[i], features * 2**i)) for i in range(n_lv)]
-        dec_ch[0] = features
-        self.bottleneck = nn.Sequential(conv(ch, dec_ch[-1], 1, bias=False), bn(dec_ch[-1]), nn.ReLU(inplace=True))
-        self.skip_proj = nn.ModuleList([conv(skip_ch[i], dec_ch[i + 1], 1, bias=False) for i in range(n_lv - 1)])
-        self.decoder = nn.ModuleList(
-            [
-                nn.Sequential(
-                    conv(dec_ch[i + 1], dec_ch[i], 3, padding=1, bias=False), bn(dec_ch[i]), nn.ReLU(inplace=True)
-                )
-                for i in range(n_lv - 1)
-            ]
-        )
-        self.head = conv(features, out_channels, 1) if with_head else None
-        self.features = features
-        self.min_input_multiple = 2 ** (n_lv - 1)
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        pool = F.avg_pool2d if self.dims == 2 else F.avg_pool3d
-        mode = "bilinear" if self.dims == 2 else "trilinear"
-        x = self.stem(x)
-        skips = []
-        for i, block in enumerate(self.blocks):
-            x = block(x)
-            skips.append(x)
-            if i < len(self.transitions):
-                x = pool(self.transitions[i](x), 2)
-        x = self.bottleneck(x)
-        for i in range(len(self.blocks) - 2, -1, -1):
-            x = F.interpolate(x, scale_factor=2.0, mode=mode, align_corners=False)
-            x = self.decoder[i](x + self.skip_proj[i](skips[i]))
-        return x, (self.head(x) if self.head is not None else None)
+PAPER_KWARGS: dict[str, Any] = {
+    "features": 64,
+    "blocks_2d": (6, 12, 36, 24),
+    "growth_2d": 48,
+    "init_features_2d": 96,
+    "blocks_3d": (3, 4, 12, 8),
+    "growth_3d": 32,
+    "init_features_3d": 96,
+    "decoder_3d": (504, 224, 192, 96, 64),
+    "dropout": 0.3,
+}
+"""The paper's sizes (Table I): the 2D DenseNet-161 encoder with its 768-384-96-96-64
+decoder, the 3D DenseUNet-65 with 504-224-192-96-64, 64 fused features, HFF dropout 0.3."""
 
 
 @register("hdenseunet", spatial_dims=3)
@@ -158,11 +70,15 @@ class HDenseUNet(nn.Module):
         in_channels: image channels (1 for CT); the 2D part sees 3 * in_channels.
         out_channels: classes (3: background, liver, tumour).
         features: channels of the 2D and 3D full-size feature maps that HFF sums.
-        blocks_2d: dense layers per block of the 2D DenseUNet.
-        growth_2d: growth rate of the 2D DenseUNet.
-        blocks_3d: dense layers per block of the 3D DenseUNet.
-        growth_3d: growth rate of the 3D DenseUNet.
+        blocks_2d, growth_2d, init_features_2d, decoder_2d: the 2D DenseUNet
+            (:class:`~liverctl.models.denseunet.DenseUNet`; ``init_features_2d`` ``None`` =
+            ``2 * growth_2d``, decoder ``None`` = the default widths).
+        blocks_3d, growth_3d, init_features_3d, decoder_3d: the 3D DenseUNet, likewise.
         dropout: dropout of the HFF layer (the paper uses 0.3).
+        stem_kernel: kernel of both stride-2 stem convolutions (the paper's 7).
+        z_pools_3d: downsamplings of the 3D network that halve z (the paper's 2).
+        preset: ``"paper"``: :data:`PAPER_KWARGS` instead of the size arguments
+            (``--arch-kwargs '{"preset": "paper"}'``).
     """
 
     spatial_dims = 3
@@ -177,8 +93,50 @@ class HDenseUNet(nn.Module):
         blocks_3d: Sequence[int] = (2, 3, 3),
         growth_3d: int = 8,
         dropout: float = 0.3,
+        init_features_2d: int | None = None,
+        init_features_3d: int | None = None,
+        decoder_2d: Sequence[int] | None = None,
+        decoder_3d: Sequence[int] | None = None,
+        stem_kernel: int = 7,
+        z_pools_3d: int = 2,
+        preset: str | None = None,
     ) -> None:
         super().__init__()
+        sizes: dict[str, Any] = {
+            "features": features,
+            "blocks_2d": blocks_2d,
+            "growth_2d": growth_2d,
+            "blocks_3d": blocks_3d,
+            "growth_3d": growth_3d,
+            "dropout": dropout,
+            "init_features_2d": init_features_2d,
+            "init_features_3d": init_features_3d,
+            "decoder_2d": decoder_2d,
+            "decoder_3d": decoder_3d,
+        }
+        if preset is not None:  # the paper's sizes; the size arguments are ignored
+            if preset != "paper":
+                raise ConfigError(f"hdenseunet preset must be 'paper', got {preset!r}")
+            sizes = {**sizes, "init_features_2d": None, "decoder_2d": None, **PAPER_KWARGS}
+        self._build(in_channels, out_channels, stem_kernel=stem_kernel, z_pools_3d=z_pools_3d, **sizes)
+
+    def _build(
+        self,
+        in_channels: int,
+        out_channels: int,
+        features: int,
+        blocks_2d: Sequence[int],
+        growth_2d: int,
+        blocks_3d: Sequence[int],
+        growth_3d: int,
+        dropout: float,
+        init_features_2d: int | None,
+        init_features_3d: int | None,
+        decoder_2d: Sequence[int] | None,
+        decoder_3d: Sequence[int] | None,
+        stem_kernel: int,
+        z_pools_3d: int,
+    ) -> None:
         if not blocks_2d or not blocks_3d or min([*blocks_2d, *blocks_3d]) < 1:
             raise ConfigError("blocks_2d and blocks_3d need at least one block of >= 1 layer")
         if min(in_channels, out_channels, features, growth_2d, growth_3d) < 1:
@@ -186,16 +144,29 @@ class HDenseUNet(nn.Module):
         if not 0.0 <= dropout < 1.0:
             raise ConfigError(f"dropout must be in [0, 1), got {dropout}")
         self.in_channels, self.out_channels = in_channels, out_channels
-        self.net2d = DenseUNet(2, 3 * in_channels, out_channels, blocks_2d, growth_2d, 2 * growth_2d, features)
+        self.net2d = DenseUNet(
+            2,
+            3 * in_channels,
+            out_channels,
+            blocks_2d,
+            growth_2d,
+            init_features_2d or 2 * growth_2d,
+            features,
+            decoder=decoder_2d,
+            stem_kernel=stem_kernel,
+        )
         self.net3d = DenseUNet(
             3,
             in_channels + features + out_channels,
             out_channels,
             blocks_3d,
             growth_3d,
-            2 * growth_3d,
+            init_features_3d or 2 * growth_3d,
             features,
             with_head=False,
+            decoder=decoder_3d,
+            stem_kernel=stem_kernel,
+            z_pools=z_pools_3d,
         )
         self.hff = nn.Sequential(
             nn.Conv3d(features, features, 3, padding=1, bias=False),
@@ -206,7 +177,7 @@ class HDenseUNet(nn.Module):
         )
         m2, m3 = self.net2d.min_input_multiple, self.net3d.min_input_multiple
         # z only passes through the 3D network; y and x through both
-        self.input_multiple_zyx = (m3, max(m2, m3), max(m2, m3))
+        self.input_multiple_zyx = (self.net3d.input_multiple_zyx[0], max(m2, m3), max(m2, m3))
         self.min_input_multiple = max(m2, m3)  # one number for all axes (conservative)
         self.loss_weights = (1.0, 0.5)  # loss = L(hybrid) + 0.5 * L(2D)
 
@@ -235,3 +206,19 @@ class HDenseUNet(nn.Module):
         if self.training:
             return [hybrid, logits2d_v]
         return hybrid
+
+
+def parameter_counts(model: HDenseUNet) -> dict[str, int]:
+    """Parameters of the parts of an H-DenseUNet: ``2d`` (with ``2d_encoder``, the DenseNet
+    features), ``3d``, ``hff`` and ``total``."""
+
+    def count(m: nn.Module) -> int:
+        return sum(p.numel() for p in m.parameters())
+
+    return {
+        "2d": count(model.net2d),
+        "2d_encoder": model.net2d.encoder_parameters(),
+        "3d": count(model.net3d),
+        "hff": count(model.hff),
+        "total": count(model),
+    }

@@ -32,7 +32,7 @@ from liverctl.postprocessing.components import CONNECTIVITIES, ComponentStats, l
 from liverctl.postprocessing.config import PRESETS, LabelRule, PostprocessConfig, parse_keep
 from liverctl.postprocessing.holes import fill_holes
 from liverctl.postprocessing.pipeline import CaseReport, LabelReport, clean_liver_mask, postprocess, postprocess_image
-from liverctl.postprocessing.tumour import remove_outside
+from liverctl.postprocessing.tumour import remove_outside, tumour_in_liver
 
 __all__ = [
     "CONNECTIVITIES",
@@ -49,4 +49,5 @@ __all__ = [
     "postprocess",
     "postprocess_image",
     "remove_outside",
+    "tumour_in_liver",
 ]

@@ -1,7 +1,8 @@
 """Tumour in liver: :func:`remove_outside` drops tumour voxels that are not inside a liver.
 
 A tumour voxel is kept only if its connected component of (liver ∪ tumour) holds at least
-one liver voxel.
+one liver voxel. :func:`tumour_in_liver` is the rule ``predict`` applies to liver + tumour
+networks (H-DenseUNet's post-processing): tumour only inside the final, cleaned liver region.
 """
 
 from __future__ import annotations
@@ -13,6 +14,19 @@ import numpy as np
 from liverctl.errors import ConfigError
 from liverctl.postprocessing.components import MaskLike, _check_connectivity, _components, _isin, _split, _wrap
 from liverctl.spatial import bounding_box
+
+
+def tumour_in_liver(liver_region: np.ndarray, tumour: np.ndarray, tumour_label: int = 2) -> np.ndarray:
+    """The label map of a cleaned liver region (liver and tumour together, bool / 0-1) and a
+    raw tumour decision: 1 in the region, ``tumour_label`` where the tumour lies inside it,
+    0 elsewhere (tumour voxels outside the region are dropped)."""
+    region = np.asarray(liver_region).astype(bool)
+    tumour = np.asarray(tumour).astype(bool)
+    if region.shape != tumour.shape:
+        raise ConfigError(f"liver region {region.shape} and tumour {tumour.shape} differ in shape")
+    out = region.astype(np.uint8)
+    out[region & tumour] = tumour_label
+    return out
 
 
 def remove_outside(

@@ -126,6 +126,17 @@ class LiverModel:
 
         return sorted({self.entry.liver_channel, *liver_region_values(self.entry.labels)})
 
+    @property
+    def tumour_channel(self) -> int | None:
+        """The output channel of the tumour (a label named tumour, tumor or lesion besides the
+        liver), or ``None`` for a liver-only model. Models with one write label maps (liver 1,
+        tumour 2) and report tumour volume and burden."""
+        lower = {str(n).lower(): int(v) for n, v in self.entry.labels.items()}
+        for name in ("tumour", "tumor", "lesion"):
+            if name in lower and lower[name] not in (0, self.entry.liver_channel):
+                return lower[name]
+        return None
+
     # ---- the steps
 
     def to_model_space(self, image: Image, exact: bool = False) -> ModelSpace:
@@ -201,8 +212,22 @@ class LiverModel:
         if options.save_probabilities:
             probabilities = space.probability_on(image, sum(result.channel(c) for c in self.liver_channels))
         mask, components = _clean(raw, image, options.postprocess)
+        tumour = self.tumour_channel
+        if tumour is not None:  # liver 1, tumour 2: tumour kept only inside the cleaned liver region
+            from liverctl.postprocessing import tumour_in_liver
+
+            raw_tumour = space.mask_on(image, self._class_indicator(result, tumour, body), exact=exact)
+            mask = Image(tumour_in_liver(mask.array, raw_tumour), image.geometry)
         report = case_report(
-            image, mask, components, notes, result.stats, time.perf_counter() - t0, body, self.model_info()
+            image,
+            mask,
+            components,
+            notes,
+            result.stats,
+            time.perf_counter() - t0,
+            body,
+            self.model_info(),
+            tumour_label=None if tumour is None else 2,
         )
         return Segmentation(mask, probabilities, report)
 
@@ -212,11 +237,16 @@ class LiverModel:
         """The :class:`~liverctl.inference.InferenceResult` of the network(s) on a scan in model
         space, as (z, y, x) arrays."""
         from liverctl.inference import predict_volume
+        from liverctl.inference.roi import has_coarse_stage, predict_in_roi
 
         # A network trained on (x, y, z) arrays (MONAI's) gets the volume in that order, so the
         # engine places, pads and blends its windows exactly as MONAI does; results come back
         # as (z, y, x) views.
         xyz = self.entry.network_axes == "xyz"
+        if not xyz and has_coarse_stage(self.networks):  # H-DenseUNet's cascade: fine stages in the coarse box
+            return predict_in_roi(
+                net_input, self._predictors(), self.window_config(options), self.device, hu=hu.array, progress=progress
+            )
         result = predict_volume(
             net_input.T if xyz else net_input,
             self._predictors(),
@@ -236,6 +266,14 @@ class LiverModel:
         if not body:  # an all-air scan: whatever the network says, there is no liver
             indicator = np.zeros_like(indicator)
         return indicator
+
+    def _class_indicator(self, result: Any, channel: int, body: bool) -> np.ndarray:
+        """The network's decision for one class in model space (bool)."""
+        if not body:
+            return np.zeros(result.stats.volume_shape, bool)
+        if self.entry.decision == "argmax":
+            return result.labels == channel
+        return result.channel(channel) > 0.5
 
     def model_info(self) -> dict[str, Any]:
         """The ``model`` section of a report: name, architecture, weights and their provenance."""

@@ -39,6 +39,8 @@ SUMMARY_FIELDS = (
     "status",
     "error",
     "liver_volume_ml",
+    "tumour_volume_ml",
+    "tumour_burden",
     "voxel_count",
     "hu_mean",
     "hu_std",
@@ -61,19 +63,34 @@ def case_report(
     seconds: float,
     body: bool,
     model: dict[str, Any],
+    tumour_label: int | None = None,
 ) -> dict[str, Any]:
     """The report of one segmentation: ``mask`` on ``image``'s grid, the raw prediction's
     component sizes (voxels, largest first), the CT notes, the engine's
-    :class:`~liverctl.inference.InferenceStats` and the model section."""
-    liver = mask.array.astype(bool)
+    :class:`~liverctl.inference.InferenceStats` and the model section.
+
+    The liver volume is the whole organ (every non-zero label, as LiTS scores the liver). With
+    ``tumour_label`` (models that segment tumours) the report adds ``tumour_volume_ml``,
+    ``tumour_voxel_count`` and ``tumour_burden`` (tumour volume / liver volume; ``None`` without
+    a liver)."""
+    liver = mask.array > 0
     count = int(np.count_nonzero(liver))
     voxel_ml = image.voxel_volume_ml
     hu_values = image.array[liver].astype(np.float64) if count else np.empty(0)
     bbox = _bbox_mm(liver, image) if count else None
     qc = _qc(liver, count * voxel_ml, components, voxel_ml, notes, body, image.geometry)
+    tumour: dict[str, Any] = {}
+    if tumour_label is not None:
+        n_tumour = int(np.count_nonzero(mask.array == tumour_label))
+        tumour = {
+            "tumour_volume_ml": round(n_tumour * voxel_ml, 3),
+            "tumour_voxel_count": n_tumour,
+            "tumour_burden": round(n_tumour / count, 6) if count else None,
+        }
     return {
         "liver_volume_ml": round(count * voxel_ml, 3),
         "voxel_count": count,
+        **tumour,
         "hu_mean": round(float(hu_values.mean()), 2) if count else None,
         "hu_std": round(float(hu_values.std()), 2) if count else None,
         "components_before_cleanup": len(components),
@@ -207,6 +224,8 @@ def _summary_row(case: CaseResult) -> dict[str, Any]:
         "status": "ok" if case.ok else "failed",
         "error": case.error or "",
         "liver_volume_ml": r.get("liver_volume_ml", ""),
+        "tumour_volume_ml": _blank(r.get("tumour_volume_ml")),
+        "tumour_burden": _blank(r.get("tumour_burden")),
         "voxel_count": r.get("voxel_count", ""),
         "hu_mean": r.get("hu_mean", ""),
         "hu_std": r.get("hu_std", ""),
@@ -218,6 +237,10 @@ def _summary_row(case: CaseResult) -> dict[str, Any]:
         "sha256": (r.get("model") or {}).get("sha256", ""),
         "seconds": r.get("seconds", ""),
     }
+
+
+def _blank(value: Any) -> Any:
+    return "" if value is None else value
 
 
 def write_summary(cases: Sequence[CaseResult], path: str | os.PathLike[str]) -> Path:

@@ -123,6 +123,12 @@ class TrainConfig:
         class_weights: H-DenseUNet: cross-entropy class weights; ``None`` = (0.78, 0.65,
             8.57) for 3 classes (background, liver, tumour; the authors' code), else all 1.
             PIPO-FAN: ``None`` = (0.2, 1.2) for 2 classes (the authors' code), else all 1.
+        coarse_iterations: H-DenseUNet: iterations of the coarse liver-ROI network trained
+            first (:mod:`~liverctl.training.cascade`); its predicted liver box crops the
+            training cases of the fine stages and is exported with the model for ``predict``.
+            0 = no cascade (the fine network sees the whole preprocessed volume).
+        encoder_init: H-DenseUNet: ``"imagenet"`` or a file of torchvision's ImageNet
+            DenseNet-161 weights for the 2D encoder (:mod:`liverctl.models.densenet_init`).
         dice_weight: PIPO-FAN: weight of a soft Dice term added to the target adaptive
             loss's cross-entropy (0: the paper's loss, cross-entropy only).
         tumour_class: he2021: train the tumour (``tumour``/``tumor``/``lesion`` labels) as a
@@ -180,6 +186,8 @@ class TrainConfig:
     class_weights: list[float] | None = None
     dice_weight: float = 0.0
     tumour_class: bool = True
+    coarse_iterations: int = 0
+    encoder_init: str | None = None
     unset: frozenset[str] = field(default=frozenset(), init=False, repr=False, compare=False)
     """The options left unset (``None``) and filled from :data:`METHOD_DEFAULTS` (not saved)."""
 
@@ -253,6 +261,10 @@ class TrainConfig:
             )
         if self.class_weights is not None and (not self.class_weights or min(self.class_weights) < 0):
             raise ConfigError(f"--class-weights must be >= 0, got {self.class_weights}")
+        if self.coarse_iterations < 0:
+            raise ConfigError(f"--coarse-iterations must be >= 0, got {self.coarse_iterations}")
+        if self.method != "hdenseunet" and (self.coarse_iterations or self.encoder_init):
+            raise ConfigError("--coarse-iterations and --encoder-init are H-DenseUNet's (--method hdenseunet)")
         if not self.dice_weight >= 0:
             raise ConfigError(f"--dice-weight must be >= 0, got {self.dice_weight}")
 

@@ -20,8 +20,11 @@ poly decay ``lr0 * (1 - i / N)^0.9`` restarted at every stage (``i`` the iterati
 stage, ``N`` its length); the momentum is reset at each stage start (each stage is a
 training of its own in the paper); gradients clipped to norm 12 as in the main loop.
 
-The paper's HU window -200..250 and the ROI of the coarse liver network are preprocessing
-choices (``preprocess --window liver``; the crop around the liver is the default crop).
+The paper's HU window is a preprocessing choice (``preprocess --window liver``). The cascade's
+coarse liver-ROI network (``config.coarse_iterations`` > 0, :mod:`~liverctl.training.cascade`)
+is trained before stage 1; its predicted liver boxes crop every case the three stages see,
+and the export is then an ``hdenseunet_cascade`` (coarse + fine) that ``predict`` runs as a
+cascade (:mod:`liverctl.inference.roi`). Without it the stages see whole preprocessed volumes.
 Validation and the choice of ``best.pt`` consider only epochs that end in the last stage
 (before it, parts of the network are untrained). Export: the whole ``hdenseunet`` (eval
 output: hybrid logits) of the best epoch, ``decision = "argmax"``, ``liver_channel`` = the
@@ -93,6 +96,10 @@ def run(
 ) -> TrainResult:
     """The H-DenseUNet run behind :func:`~liverctl.training.methods.train_hdenseunet` and
     ``train(config.method="hdenseunet")``."""
+    if state is None and config.encoder_init:  # a missing file is refused before any data is read
+        from liverctl.models.densenet_init import resolve_encoder_file
+
+        resolve_encoder_file(config.encoder_init)
     config, data = recipe_setup(datasets, config, "hdenseunet", "hdenseunet")
     lengths = stage_lengths(config)
     weights = _class_weights(config, data)
@@ -108,7 +115,15 @@ def run(
         optimizer.load_state_dict(state["optimizer"])
         if scaler is not None and state.get("scaler"):
             scaler.load_state_dict(state["scaler"])
-    runner.write_config(datasets, stage_lengths=list(lengths))
+    coarse = None
+    if config.coarse_iterations:  # the cascade: the coarse liver-ROI network first, its boxes crop the data
+        from liverctl.training.cascade import coarse_stage
+
+        coarse, data = coarse_stage(data, config, device, state, progress)
+    counts = _parameter_counts(model)
+    if coarse is not None:
+        counts["coarse"] = sum(p.numel() for p in coarse.parameters())
+    runner.write_config(datasets, stage_lengths=list(lengths), parameter_counts=counts)
     class_weights = torch.tensor(weights, dtype=torch.float32, device=device)
     step = _step_fn(model, optimizer, scaler, make_batch_fn(data, config), class_weights, lengths, lr0, runner)
     validating = bool(any(data.val) and config.val_every)
@@ -124,6 +139,7 @@ def run(
             "model": model.state_dict(),
             "optimizer": optimizer.state_dict(),
             "scaler": scaler.state_dict() if scaler is not None else None,
+            "coarse": coarse.state_dict() if coarse is not None else None,
         }
 
     def current_lr() -> float:
@@ -144,13 +160,22 @@ def run(
         progress,
         eligible=in_last_stage,
     )
-    model_path, toml_path = _export(runner, model, data, kwargs)
+    model_path, toml_path = _export(runner, model, data, kwargs, coarse)
     return runner.result(model, model_path, toml_path, data, validating)
 
 
 def _class_weights(config: TrainConfig, data: Any) -> list[float]:
     """The cross-entropy class weights: ``config.class_weights``, or the authors' for 3 classes."""
     return recipe_class_weights(config, data, HDENSEUNET_CLASS_WEIGHTS)
+
+
+def _parameter_counts(model: nn.Module) -> dict[str, int]:
+    """The parameters of the network's parts (written to ``config.json``)."""
+    from liverctl.models.hdenseunet import HDenseUNet, parameter_counts
+
+    if isinstance(model, HDenseUNet):
+        return parameter_counts(model)
+    return {"total": sum(p.numel() for p in model.parameters())}
 
 
 def _build(config: TrainConfig, k: int, state: dict[str, Any] | None) -> tuple[nn.Module, dict[str, Any]]:
@@ -163,7 +188,12 @@ def _build(config: TrainConfig, k: int, state: dict[str, Any] | None) -> tuple[n
                 f"patch size {tuple(config.patch_size)} must be a multiple of {tuple(multiples)} (z, y, x)"
             )
 
-    return build_recipe_network(config, k, state, "hdenseunet", ("net2d", "freeze_2d"), check)
+    model, kwargs = build_recipe_network(config, k, state, "hdenseunet", ("net2d", "freeze_2d"), check)
+    if state is None and config.encoder_init:
+        from liverctl.models.densenet_init import load_densenet161_encoder
+
+        load_densenet161_encoder(model, config.encoder_init)
+    return model, kwargs
 
 
 def _step_fn(
@@ -224,13 +254,26 @@ def _step_fn(
     return step
 
 
-def _export(runner: RecipeRun, model: nn.Module, data: Any, kwargs: dict[str, Any]) -> tuple[Path, Path]:
-    """The whole network of the best epoch (the last weights without ``best.pt``), ``argmax``."""
+def _export(
+    runner: RecipeRun, model: nn.Module, data: Any, kwargs: dict[str, Any], coarse: nn.Module | None
+) -> tuple[Path, Path]:
+    """The whole network of the best epoch (the last weights without ``best.pt``), ``argmax``;
+    with a coarse stage, both in one ``hdenseunet_cascade``."""
     liver = data.labels.get("liver", data.liver_channels[0])
+    best, architecture = runner.best_model(model), runner.config.architecture
+    if coarse is not None:
+        from liverctl.models.hdenseunet_cascade import HDenseUNetCascade
+
+        fine = {k: v for k, v in kwargs.items() if k not in ("in_channels", "out_channels")}
+        kwargs = {"in_channels": kwargs["in_channels"], "out_channels": kwargs["out_channels"], "fine": fine}
+        cascade = HDenseUNetCascade(**kwargs)
+        cascade.fine.load_state_dict(best.state_dict())
+        cascade.coarse.load_state_dict(coarse.state_dict())
+        best, architecture = cascade, "hdenseunet_cascade"
     return runner.export(
-        runner.best_model(model),
+        best,
         data,
-        architecture=runner.config.architecture,
+        architecture=architecture,
         kwargs=kwargs,
         labels=data.labels,
         liver_channel=int(liver),
