@@ -130,3 +130,14 @@ def test_with_entry_appends_or_replaces_keeping_every_other_line():
 def test_default_name_is_dataset_and_configuration():
     assert default_name("o/r", FOLDER) == "Dataset003_Liver-3d_fullres"
     assert default_name("owner/liver-model", "nnUNetTrainer__nnUNetPlans__3d_lowres") == "liver-model-3d_lowres"
+
+
+def test_a_single_file_api_refuses_an_nnunet_entry_in_one_line(tmp_path: Path):
+    from liverctl.errors import WeightsError
+
+    reg = _load(tmp_path, GOOD)
+    with pytest.raises(WeightsError, match=r"'liver-nnunet' is an nnU-Net results folder, not one weights file"):
+        weights.resolve_weights("liver-nnunet", registry=reg)
+    info = weights.list_weights(registry=reg)[0]
+    assert info.pin == "sha256" and info.cached is None and info.to_dict()["format"] == "nnunetv2"
+    assert weights.verify("liver-nnunet", registry=reg).status == "not-cached"
