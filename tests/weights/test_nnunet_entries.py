@@ -141,3 +141,17 @@ def test_a_single_file_api_refuses_an_nnunet_entry_in_one_line(tmp_path: Path):
     info = weights.list_weights(registry=reg)[0]
     assert info.pin == "sha256" and info.cached is None and info.to_dict()["format"] == "nnunetv2"
     assert weights.verify("liver-nnunet", registry=reg).status == "not-cached"
+
+
+def test_predict_refuses_an_nnunet_entry_in_an_ensemble_before_any_download(tmp_path, monkeypatch):
+    from liverctl.predict import LiverModel
+
+    shipped = (Path(__file__).resolve().parents[2] / "weights.toml").read_text()
+    path = tmp_path / "both.toml"
+    path.write_text(shipped + GOOD.replace('default = "liver-nnunet"\n', ""), encoding="utf-8")
+    monkeypatch.setenv(weights.REGISTRY_ENV, str(path))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # nothing may be fetched (there is no Hub here)
+    with pytest.raises(ConfigError, match=r"nnU-Net model 'liver-nnunet' is one --model: its folds are the ensemble"):
+        LiverModel.load(["wholebody-ct-3mm", "liver-nnunet"], device="cpu")
+    with pytest.raises(ConfigError, match=r"--weights FILE with nnU-Net model 'liver-nnunet'"):
+        LiverModel.load("liver-nnunet", tmp_path / "w.pt", device="cpu")
