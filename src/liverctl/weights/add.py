@@ -193,6 +193,13 @@ def add_nnunet(
     name = name or default_name(repo_id, folder)
     _checked_args(name, repo_id, revision, folder, folds, checkpoint)
     path = Path(registry).expanduser() if registry is not None else registry_path()
+    folder_of_registry = path.parent
+    while not folder_of_registry.exists() and folder_of_registry != folder_of_registry.parent:
+        folder_of_registry = folder_of_registry.parent  # atomic_path creates the missing folders
+    if not os.access(folder_of_registry, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise ConfigError(
+            f"{path}: cannot write the registry there; pass --registry FILE (or set LIVERCTL_WEIGHTS_TOML)"
+        )
     text = path.read_text(encoding="utf-8") if path.is_file() else None
     if text is not None and name in load_registry(path).models and not force:
         raise ConfigError(f"{path}: models.{name} already exists; pass --force to replace it, or --name another name")
