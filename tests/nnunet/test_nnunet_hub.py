@@ -127,7 +127,7 @@ def test_tampered_files_are_refused_with_one_line_and_removed(hub: HubServer, sc
     hub.tamper(REPO, f"{IN_REPO}/plans.json")  # a small file: stored as served, caught by the pin
     out = tmp_path / "out"
     proc = liverctl(env, "predict", scan, "--model", "phantom", "-o", out, "--device", "cpu")
-    assert proc.returncode != 0 and len(errors(proc)) == 1, proc.stderr
+    assert proc.returncode == 2 and len(errors(proc)) == 1, proc.stderr
     assert "sha256 mismatch" in proc.stderr and "plans.json" in proc.stderr and "removed from the cache" in proc.stderr
     assert not snapshot_file(env, hub.commit, "plans.json").exists()
     assert not (out / "crop.nii.gz").exists()

@@ -303,6 +303,8 @@ def _nnunet_entry(
         return None
     names = [model] if model is None or isinstance(model, str) else list(model)
     registry = hub.load_registry()
+    if files and any(name not in registry.models for name in names):
+        return None  # a name that only the registry beside the files knows: _resolve_weights decides
     entries = [registry.get(name) for name in names]
     found = [e for e in entries if isinstance(e, hub.NnUNetEntry)]
     if not found:
