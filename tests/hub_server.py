@@ -10,6 +10,8 @@ It answers ``HEAD``/``GET /{repo_id}/resolve/{revision}/{path}`` the way the Hub
   redirect on ``HEAD``) with ``X-Linked-Etag`` (the sha256), ``X-Linked-Size`` and ``ETag``;
   the client then ``GET``\\s the CDN itself;
 * ``Range: bytes=N-`` -> ``206`` with ``Content-Range``;
+* ``GET /api/models/{repo_id}/tree/{revision}/{path}`` (``HfApi.list_repo_tree``): the files
+  below ``path`` as one JSON page, LFS files with ``lfs.oid`` = their sha256;
 * errors: ``404`` + ``X-Error-Code: EntryNotFound`` / ``RevisionNotFound``; unknown repository:
   ``401`` + ``X-Error-Code: RepoNotFound``.
 
@@ -123,6 +125,9 @@ class _Handler(BaseHTTPRequestHandler):
             self._serve_cdn(path, body)
             return
         parts = path.split("/")
+        if parts[0] == "api":
+            self._serve_tree(parts, body)
+            return
         # {owner}/{name}/resolve/{revision}/{path...}
         if len(parts) < 5 or parts[2] != "resolve":
             self._error(404, "EntryNotFound", "not a resolve URL")
@@ -153,6 +158,49 @@ class _Handler(BaseHTTPRequestHandler):
             self.end_headers()
             return
         self._send_bytes(self._payload(key), body, etag=git_blob_sha1(original))
+
+    def _serve_tree(self, parts: list[str], body: bool) -> None:
+        """``GET /api/models/{owner}/{name}/tree/{revision}/{path}?recursive=...`` (``list_repo_tree``):
+        one page (no ``Link`` header) of the files below ``path``, LFS files with their sha256."""
+        if len(parts) < 6 or parts[1] != "models" or parts[4] != "tree":
+            self._error(404, "EntryNotFound", "not a tree URL")
+            return
+        repo_id, revision, folder = "/".join(parts[2:4]), parts[5], "/".join(parts[6:]).strip("/")
+        recursive = "recursive=true" in self.path.lower()
+        if repo_id not in {r for r, _ in self.state.files}:
+            self._error(401, "RepoNotFound", f"Repository {repo_id} not found")
+            return
+        if revision not in ("main", self.state.commit):
+            self._error(404, "RevisionNotFound", f"Invalid rev id: {revision}")
+            return
+        prefix = f"{folder}/" if folder else ""
+        items, folders = [], set()
+        for (r, name), data in sorted(self.state.files.items()):
+            if r != repo_id or not name.startswith(prefix):
+                continue
+            rest = name[len(prefix) :].split("/")
+            if len(rest) > 1:
+                folders.add(prefix + rest[0])
+                if not recursive:
+                    continue
+                folders.update(prefix + "/".join(rest[:i]) for i in range(1, len(rest)))
+            item = {"type": "file", "oid": git_blob_sha1(data), "size": len(data), "path": name}
+            if name.endswith(LFS_SUFFIXES):
+                item["lfs"] = {"oid": hashlib.sha256(data).hexdigest(), "size": len(data), "pointerSize": 134}
+            items.append(item)
+        if not items:
+            self._error(404, "EntryNotFound", f"{folder} does not exist at {revision}")
+            return
+        items += [{"type": "directory", "oid": "0" * 40, "path": f} for f in sorted(folders)]
+        payload = json.dumps(items).encode()
+        self._record(200)
+        self.send_response(200)
+        self.send_header("X-Repo-Commit", self.state.commit)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        if body:
+            self.wfile.write(payload)
 
     def _serve_cdn(self, path: str, body: bool) -> None:
         # lfs/{owner}/{name}/{sha256}

@@ -93,21 +93,39 @@ class Dataset:
         raise DatasetError(f"dataset {self.name} has no case named {name!r}")
 
 
-LIVER_REGION_NAMES: tuple[str, ...] = ("liver", "tumour", "tumor", "lesion")
-"""Label names that together form the liver region (the whole organ with its tumours, as in
-LiTS' liver scoring)."""
+LIVER_REGION_NAMES: tuple[str, ...] = (
+    "liver",
+    "tumour",
+    "tumor",
+    "lesion",
+    "cancer",
+    "liver_tumour",
+    "liver_tumor",
+    "liver_lesion",
+    "liver_cancer",
+)
+"""Label names that together form the liver region: the whole organ with its tumours, as LiTS
+scores the liver (MSD Task03: liver 1, cancer 2). Matched case-insensitively, with spaces and
+hyphens read as ``_`` (``"Liver Tumor"``). The one list of liverctl: MONAI/registry label maps
+(:attr:`liverctl.predict.LiverModel.liver_channels`), nnU-Net ``dataset.json`` labels
+(:func:`liverctl.nnunet.plans.liver_labels`), training and cross-testing all use it."""
+
+
+def _label_key(name: object) -> str:
+    return str(name).strip().lower().replace(" ", "_").replace("-", "_")
 
 
 def liver_region_values(labels: Mapping[str, int]) -> list[int]:
     """Label values (or output channels) of the liver region in a ``{name: value}`` map.
 
-    The values of the labels named in :data:`LIVER_REGION_NAMES` (case-insensitive), sorted;
-    background (0) is never included. Empty when the map names no liver.
+    The values of the labels named in :data:`LIVER_REGION_NAMES` (case-insensitive; spaces and
+    hyphens read as ``_``), sorted; background (0) is never included. Empty when the map names
+    no liver (a tumour without a liver, e.g. MSD Task08's hepatic vessel tumour, is no liver).
     """
-    lower = {str(n).lower(): int(v) for n, v in labels.items()}
-    if "liver" not in lower:
+    norm = {_label_key(n): int(v) for n, v in labels.items()}
+    if "liver" not in norm:
         return []
-    return sorted({lower[n] for n in LIVER_REGION_NAMES if n in lower and lower[n] != 0})
+    return sorted({v for n, v in norm.items() if n in LIVER_REGION_NAMES and v != 0})
 
 
 def natural_key(text: str) -> list[object]:

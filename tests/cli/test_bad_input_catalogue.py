@@ -292,7 +292,34 @@ CATALOGUE = [
         "not from a liverctl demo",
     ),
     Bad("weights-unknown", lambda t: ["weights", "download", "nope"], "unknown model"),
+    Bad("weights-add-folds", lambda t: [*_ADD, "--folds", "0,x", "--registry", str(t / "w.toml")], "--folds must be"),
+    Bad(
+        "weights-add-folder",
+        lambda t: [
+            "weights",
+            "add",
+            "o/r",
+            "--revision",
+            "main",
+            "--folder",
+            "D/3d_fullres",
+            "--registry",
+            str(t / "w"),
+        ],
+        "folder: must be a <trainer>__<plans>__<configuration> path",
+    ),
+    Bad("weights-add-existing", lambda t: [*_ADD, "--name", "wholebody-ct-3mm", "--registry", _shipped(t)], "--force"),
 ]
+
+
+_ADD = ["weights", "add", "o/r", "--revision", "main", "--folder", "D/nnUNetTrainer__nnUNetPlans__3d_fullres"]
+
+
+def _shipped(t: Path) -> str:
+    """A copy of the shipped registry (``weights add`` must refuse a taken name before any download)."""
+    path = t / "weights.toml"
+    path.write_text((Path(__file__).resolve().parents[2] / "weights.toml").read_text())
+    return str(path)
 
 
 def _snapshot(folder: Path) -> dict[str, str]:

@@ -30,6 +30,7 @@ COMMANDS = [
     ["weights", "download"],
     ["weights", "verify"],
     ["weights", "path"],
+    ["weights", "add"],
 ]
 
 
@@ -44,7 +45,7 @@ def test_help_shows_flags_as_flags_and_names_every_value(command: list[str]) -> 
     text = _help(command)
     assert not re.search(r"<(bool|str|int|float|path|list)", text, re.I), text
     assert not re.search(r"\{[a-z_]+\}", text), text  # {inputs}
-    if command[0] != "weights" or command[1] == "download":
+    if command[0] != "weights" or command[1] in ("download", "add"):
         assert "--progress" in text and "--quiet" in text and "--verbose" in text
 
 

@@ -289,29 +289,3 @@ def _steps(model: NnUNetModel, image) -> list[list[int]]:
     pre = preprocess(image, model.plans)
     shape = [max(s, p) for s, p in zip(pre.data.shape[1:], model.plans.patch_size, strict=True)]
     return compute_steps(shape, model.plans.patch_size, 0.5)
-
-
-# --------------------------------------------------------------------------- registry entries (draft)
-
-
-def test_entry_toml_round_trips_and_refuses_unpinned_files() -> None:
-    try:
-        import tomllib
-    except ImportError:  # Python 3.10
-        import tomli as tomllib
-
-    from liverctl.errors import ConfigError
-    from liverctl.nnunet.entry import entry_toml, parse_nnunet_entry
-
-    pins = {"plans.json": "a" * 64, "dataset.json": "b" * 64, "fold_0/checkpoint_final.pth": "c" * 64}
-    text = entry_toml(
-        "liver-nn", "owner/repo", "0" * 40, "D003/nnUNetTrainer__nnUNetPlans__3d_fullres", pins, folds=(0,)
-    )
-    table = tomllib.loads(text)["models"]["liver-nn"]
-    entry = parse_nnunet_entry("liver-nn", table)
-    assert entry.files[-1] == "D003/nnUNetTrainer__nnUNetPlans__3d_fullres/fold_0/checkpoint_final.pth"
-    assert entry.sha256 == pins
-    with pytest.raises(ConfigError, match="must be pinned"):
-        parse_nnunet_entry("x", {**table, "folds": [0, 1]})
-    with pytest.raises(ConfigError, match="40-hex"):
-        parse_nnunet_entry("x", {**table, "revision": "main"})

@@ -1,4 +1,4 @@
-"""`liverctl weights list | download | verify | path`: the pretrained-weights registry."""
+"""`liverctl weights list | download | verify | path | add`: the pretrained-weights registry."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ from liverctl.cli._common import cli_command, err, progress_option, quiet_option
 weights_app = typer.Typer(
     cls=_OneLineErrors,  # its switch checks (`--force true`); usage errors are caught by the top-level app
     name="weights",
-    help="Pretrained weights: list the registry (weights.toml), download, verify sha256, print cached paths.",
+    help="Pretrained weights: list the registry (weights.toml), download, verify sha256, print cached paths, "
+    "add an nnU-Net v2 results folder from the Hub.",
     no_args_is_help=True,
     add_completion=False,
     context_settings={"help_option_names": ["-h", "--help"]},
@@ -40,13 +41,18 @@ def list_(
     table = [["NAME", "ARCH", "SPACING", "REPO", "FILE", "REVISION", "SHA256", "CACHED"]]
     for r in rows:
         e = r.entry
+        nnunet = isinstance(e, weights.NnUNetEntry)
         table.append(
             [
                 e.name + (" *" if r.default else ""),
                 e.architecture,
-                "x".join(f"{s:g}" for s in e.spacing),
+                "plans" if nnunet else "x".join(f"{s:g}" for s in e.spacing),
                 e.repo_id or "(local)",
-                str(e.local_path) if e.local else e.filename,
+                f"{e.folder}/ (folds {','.join(map(str, e.folds))})"
+                if nnunet
+                else str(e.local_path)
+                if e.local
+                else e.filename,
                 e.revision[:12] if e.revision_is_commit else (e.revision or "-"),
                 {"sha256": "pinned", "recorded": "tofu-recorded", "tofu": "tofu", "none": "unpinned"}[r.pin],
                 "yes" if r.cached else "no",
@@ -117,3 +123,68 @@ def path(
 
     found: Path = weights.weights_path(name)
     typer.echo(str(found))
+
+
+def _fold_list(text: str | None) -> list[int | str] | None:
+    from liverctl.errors import ConfigError
+
+    if text is None:
+        return None
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    if not items or not all(t.isdigit() or t == "all" for t in items):
+        raise ConfigError(f"--folds must be fold numbers separated by commas (or all), such as 0,1,2, not {text!r}")
+    return [int(t) if t.isdigit() else t for t in items]
+
+
+@weights_app.command("add", help="Pin an nnU-Net v2 results folder of a Hub repository as a weights.toml entry.")
+@cli_command
+def add(
+    repo_id: str = typer.Argument(..., metavar="REPO", help="Hugging Face Hub repository (owner/name)."),
+    revision: str = typer.Option(
+        ..., "--revision", metavar="REV", help="Commit, branch or tag; the entry pins the commit it resolves to."
+    ),
+    folder: str = typer.Option(
+        ..., "--folder", metavar="PATH", help="The <trainer>__<plans>__<configuration> folder inside the repository."
+    ),
+    folds: str | None = typer.Option(
+        None, "--folds", metavar="0,1,...", help="Folds to use (default: every fold_N holding the checkpoint)."
+    ),
+    checkpoint: str = typer.Option("checkpoint_final.pth", "--checkpoint", metavar="FILE", help="Checkpoint name."),
+    name: str | None = typer.Option(
+        None, "--name", metavar="NAME", help="Entry name (default: <dataset>-<configuration>)."
+    ),
+    force: bool = typer.Option(False, "--force", help="Replace an existing entry of the same name."),
+    registry: Path | None = typer.Option(
+        None,
+        "--registry",
+        metavar="FILE",
+        help="weights.toml to write (default: $LIVERCTL_WEIGHTS_TOML, else the one liverctl reads).",
+    ),
+    progress: bool | None = progress_option(),
+    quiet: bool = quiet_option(),
+    verbose: bool = verbose_option(),
+) -> None:
+    from liverctl import weights
+    from liverctl.cli._common import note
+    from liverctl.weights.add import add_nnunet
+
+    fold_list = _fold_list(folds)
+    target = registry or weights.registry_path()
+    with reporter(progress, quiet, verbose) as callback:
+        entry = add_nnunet(
+            repo_id,
+            revision,
+            folder,
+            folds=fold_list,
+            checkpoint=checkpoint,
+            name=name,
+            force=force,
+            registry=target,
+            progress=callback,
+        )
+        note(
+            f"added models.{entry.name} to {target}: {entry.repo_id} @ {entry.revision[:12]}, folds "
+            f"{','.join(map(str, entry.folds))}, {len(entry.sha256)} files sha256-pinned; "
+            f"use it with `liverctl predict --model {entry.name}`"
+        )
+    typer.echo(str(target))

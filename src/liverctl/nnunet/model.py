@@ -127,8 +127,8 @@ class NnUNetModel:
             configuration: override the configuration (default: the checkpoint's ``init_args``,
                 else the folder name's).
             device: ``auto``, ``cpu``, ``cuda[:N]`` or ``mps`` (:func:`liverctl.device.resolve_device`).
-            precision: ``auto`` (bf16 on a CPU with native bf16, fp16 on CUDA) or fp32/bf16/fp16;
-                ignored (fp32) when ``exact``.
+            precision: ``auto`` (fp32 on the CPU, fp16 on CUDA: :func:`liverctl.device.resolve_precision`)
+                or fp32/bf16/fp16 (bf16: asked for explicitly); ignored (fp32) when ``exact``.
             exact: reproduce nnUNetPredictor's numbers instead of the fast defaults.
             sha256: expected hex digests by path relative to ``folder`` (``"plans.json"``,
                 ``"dataset.json"``, ``"fold_0/checkpoint_final.pth"``...), checked before any

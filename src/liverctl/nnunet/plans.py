@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from liverctl.datasets import LIVER_REGION_NAMES, liver_region_values
 from liverctl.errors import WeightsError
 
 __all__ = [
@@ -49,19 +50,9 @@ RESAMPLING_FUNCTIONS: tuple[str, ...] = ("resample_data_or_seg_to_shape",)
 """Resampling functions of ``nnunetv2.preprocessing.resampling`` that liverctl reimplements
 (the one every default planner writes)."""
 
-LIVER_LABEL_NAMES: tuple[str, ...] = (
-    "liver",
-    "tumour",
-    "tumor",
-    "lesion",
-    "cancer",
-    "liver_tumour",
-    "liver_tumor",
-    "liver_lesion",
-    "liver_cancer",
-)
-"""Label names (case-insensitive; spaces and hyphens read as ``_``) whose classes form the liver
-region: the organ with its tumours, as LiTS scores it (MSD Task03: liver 1, cancer 2)."""
+LIVER_LABEL_NAMES: tuple[str, ...] = LIVER_REGION_NAMES
+"""Label names whose classes form the liver region: :data:`liverctl.datasets.LIVER_REGION_NAMES`,
+the list the MONAI entries use too (MSD Task03: liver 1, cancer 2)."""
 
 _CT_KEYS = ("mean", "std", "percentile_00_5", "percentile_99_5")
 
@@ -265,12 +256,9 @@ def _labels(dataset: dict[str, Any], where: str) -> tuple[dict[str, int], int]:
 
 
 def liver_labels(labels: dict[str, int]) -> tuple[int, ...]:
-    """Label values of the liver region in a ``{name: value}`` map (see :data:`LIVER_LABEL_NAMES`);
-    empty when no label is named ``liver``."""
-    norm = {str(n).strip().lower().replace(" ", "_").replace("-", "_"): v for n, v in labels.items()}
-    if "liver" not in norm:
-        return ()
-    return tuple(sorted({v for n, v in norm.items() if n in LIVER_LABEL_NAMES and v != 0}))
+    """Label values of the liver region in a ``{name: value}`` map
+    (:func:`liverctl.datasets.liver_region_values`); empty when no label is named ``liver``."""
+    return tuple(liver_region_values(labels))
 
 
 def _intensity(plans: dict[str, Any], scheme: str, where: str) -> dict[str, float]:

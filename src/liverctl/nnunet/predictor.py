@@ -20,8 +20,9 @@ Follows ``nnUNetPredictor`` 2.5.1 (``predict_from_raw_data.py``) step by step:
 
 ``exact=True`` does exactly that. ``exact=False`` (the default of
 :class:`~liverctl.nnunet.model.NnUNetModel`) keeps the windows, weights, mirroring and fold
-mean, but runs the network under bf16 autocast with channels-last weights on a CPU with native
-bf16 (:func:`liverctl.device.resolve_precision`), accumulates in float32, skips windows that
+mean, but runs the network in the precision asked for (``auto``: float32 on the CPU, float16
+autocast on CUDA; ``bf16`` only when asked for, see :func:`liverctl.device.resolve_precision`),
+accumulates in float32, skips windows that
 hold only air, and brings back only what the liver decision needs: the liver channels' logits,
 and the max and the log-sum-exp of the other channels (for a model whose only other channel is
 background, the same decision and probability nnU-Net computes).

@@ -100,7 +100,9 @@ class LiverModel:
             device_config: the three device fields at once (:attr:`PredictOptions.device_config`),
                 instead of ``device``, ``precision`` and ``threads``.
             exact: for an nnU-Net v2 results folder (``weights`` = one folder holding
-                ``plans.json``, loaded as :class:`~liverctl.predict.nnunet_model.NnUNetLiverModel`):
+                ``plans.json``, or ``model`` = a ``format = "nnunetv2"`` registry entry, whose
+                files are downloaded and verified first; both loaded as
+                :class:`~liverctl.predict.nnunet_model.NnUNetLiverModel`):
                 nnUNetPredictor's numbers (``--exact``); unused by other models.
         """
         from liverctl.device import DeviceConfig
@@ -112,6 +114,10 @@ class LiverModel:
             raise ConfigError("give either device_config or device/precision/threads to LiverModel.load, not both")
         if (folder := nnunet_folder(weights)) is not None:  # an nnU-Net v2 results folder
             return NnUNetLiverModel.load(folder, exact=exact, device_config=device_config)  # type: ignore[return-value]
+        if (entry := _nnunet_entry(model, weights)) is not None:  # a format = "nnunetv2" registry entry
+            return NnUNetLiverModel.from_entry(  # type: ignore[return-value]
+                entry, exact=exact, device_config=device_config, progress=progress
+            )
         torch_device = device_config.resolve()
         resolved = _resolve_weights(model, weights, arch, progress)
         _check_ensemble(resolved)
@@ -321,6 +327,33 @@ def _resolve_weights(
             item = replace(item, entry=replace(item.entry, architecture=arch, kwargs=item.entry.kwargs if same else {}))
         resolved.append(item)
     return resolved
+
+
+def _nnunet_entry(
+    model: str | Sequence[str] | None, weights: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None
+) -> Any:
+    """The ``format = "nnunetv2"`` registry entry ``model`` names, else ``None`` (checked before
+    any download: such an entry is one model, its folds the ensemble, and has no single file)."""
+    from liverctl import weights as hub
+
+    files = [] if weights is None else [weights] if isinstance(weights, str | os.PathLike) else list(weights)
+    if files and model is None:  # local files: their recipe comes from beside them
+        return None
+    names = [model] if model is None or isinstance(model, str) else list(model)
+    registry = hub.load_registry()
+    if files and any(name not in registry.models for name in names):
+        return None  # a name that only the registry beside the files knows: _resolve_weights decides
+    entries = [registry.get(name) for name in names]
+    found = [e for e in entries if isinstance(e, hub.NnUNetEntry)]
+    if not found:
+        return None
+    if len(entries) > 1:
+        raise ConfigError(f"nnU-Net model '{found[0].name}' is one --model: its folds are the ensemble")
+    if files:
+        raise ConfigError(
+            f"--weights FILE with nnU-Net model '{found[0].name}': give --weights RESULTS_DIR (the folder) instead"
+        )
+    return found[0]
 
 
 def _check_ensemble(resolved: Sequence[Any]) -> None:

@@ -1,7 +1,9 @@
 """An nnU-Net v2 results folder behind ``predict``: :class:`NnUNetLiverModel`.
 
 ``liverctl predict SCAN --weights RESULTS_DIR`` (a folder holding ``plans.json``) loads the folder
-with :class:`liverctl.nnunet.NnUNetModel` and segments through this adapter, which offers what
+with :class:`liverctl.nnunet.NnUNetModel`, and ``liverctl predict SCAN --model NAME`` does the same
+for a ``format = "nnunetv2"`` registry entry after downloading and verifying its files
+(:meth:`NnUNetLiverModel.from_entry`); both segment through this adapter, which offers what
 :func:`liverctl.predict.predict` uses of a :class:`~liverctl.predict.model.LiverModel`:
 ``resolved`` (one item per fold checkpoint, with its ``sha256``, for ``--resume``), ``entry`` (name
 and citation), ``to_model_space`` (the scan itself: nnU-Net's own preprocessing runs inside
@@ -41,6 +43,7 @@ if TYPE_CHECKING:
     from liverctl.device import DeviceConfig
     from liverctl.nnunet import NnUNetModel
     from liverctl.predict.model import Segmentation
+    from liverctl.weights import NnUNetEntry
 
 __all__ = ["CITATION", "NnUNetLiverModel", "nnunet_folder"]
 
@@ -69,11 +72,15 @@ def nnunet_folder(weights: str | os.PathLike[str] | Sequence[str | os.PathLike[s
 
 @dataclass(frozen=True)
 class NnUNetEntryInfo:
-    """What the CLI and reports name of a results folder (the registry entry's role)."""
+    """What the CLI and reports name of a results folder (the registry entry's role); for a
+    registry entry, also where its files come from."""
 
     name: str
     citation: str = CITATION
     architecture: str = "nnunetv2"
+    repo_id: str = ""
+    revision: str = ""
+    repo_folder: str = ""
 
 
 @dataclass(frozen=True)
@@ -104,15 +111,46 @@ class NnUNetStats:
 class NnUNetLiverModel:
     """An :class:`~liverctl.nnunet.NnUNetModel` with the interface ``predict`` uses of a ``LiverModel``."""
 
-    def __init__(self, model: NnUNetModel) -> None:
+    def __init__(self, model: NnUNetModel, entry: NnUNetEntryInfo | None = None) -> None:
         self.model = model
         self.device = model.device
-        name = f"{model.folder.parent.name}/{model.folder.name}"
-        self.entry = NnUNetEntryInfo(name)
+        self.entry = entry or NnUNetEntryInfo(f"{model.folder.parent.name}/{model.folder.name}")
+        self.source = "hub" if self.entry.repo_id else "local"
         self.resolved = [
-            NnUNetCheckpointItem(c.path, c.sha256, str(fold), self.entry)
+            NnUNetCheckpointItem(c.path, c.sha256, str(fold), self.entry, self.source)
             for c, fold in zip(model.checkpoints, model.folds, strict=True)
         ]
+
+    @classmethod
+    def from_entry(
+        cls,
+        entry: NnUNetEntry,
+        *,
+        exact: bool = False,
+        device_config: DeviceConfig | None = None,
+        progress: ProgressCallback | None = None,
+    ) -> NnUNetLiverModel:
+        """Download (or find in the cache) the files of a ``format = "nnunetv2"`` registry entry,
+        verify each against its pin (a file that fails is removed and refused) and load them."""
+        from liverctl.device import DeviceConfig
+        from liverctl.nnunet import NnUNetModel
+        from liverctl.weights.nnunet_files import download_folder
+
+        config = device_config or DeviceConfig()
+        config.resolve()  # an unusable device or precision is refused before any download
+        folder = download_folder(entry, progress=progress)
+        model = NnUNetModel.load(
+            folder,
+            entry.folds,
+            entry.checkpoint,
+            device=config.device,
+            precision=config.precision,
+            exact=exact,
+            sha256=entry.sha256,  # checked again right before each file is parsed
+        )
+        citation = f"{entry.citation}; {CITATION}" if entry.citation else CITATION
+        info = NnUNetEntryInfo(entry.name, citation, "nnunetv2", entry.repo_id, entry.revision, entry.folder)
+        return cls(model, info)
 
     @classmethod
     def load(
@@ -230,7 +268,12 @@ class NnUNetLiverModel:
             "exact": m.exact,
             "liver_labels": self.liver_labels,
             "sha256": first.sha256,
-            "source": "local",
+            "source": self.source,
+            **(
+                {"repo_id": self.entry.repo_id, "revision": self.entry.revision, "repo_folder": self.entry.repo_folder}
+                if self.entry.repo_id
+                else {}
+            ),
             "files": dict(m.hashes),
             "ensemble": [{"path": str(r.path), "fold": r.fold, "sha256": r.sha256} for r in self.resolved]
             if len(self.resolved) > 1

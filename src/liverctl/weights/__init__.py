@@ -4,6 +4,11 @@ sha256 pins and safe loading.
 - :mod:`~liverctl.weights.registry`: :class:`ModelEntry`, :class:`IntensityRecipe`,
   :class:`WindowRecipe`, the ``weights.toml`` schema (:func:`load_registry` reads it,
   :func:`save_registry` writes it; ``liverctl train`` exports its entry through it);
+- :mod:`~liverctl.weights.nnunet_entry`: :class:`NnUNetEntry`, the ``format = "nnunetv2"``
+  entries (an nnU-Net v2 results folder on the Hub, every file pinned);
+  :mod:`~liverctl.weights.nnunet_files` downloads and verifies their files;
+  :mod:`~liverctl.weights.add`: :func:`add_nnunet` (``liverctl weights add``) writes one;
+- :mod:`~liverctl.weights.recipes`: :class:`IntensityRecipe`, :class:`WindowRecipe`;
 - :mod:`~liverctl.weights.pins`: :func:`sha256_file` and the trust-on-first-use pin store;
 - :mod:`~liverctl.weights.download`: :func:`download` (Hugging Face cache, resumable),
   :func:`weights_path`, :func:`verify`, :func:`list_weights`;
@@ -22,6 +27,7 @@ Example::
 
 from __future__ import annotations
 
+from liverctl.weights.add import add_nnunet
 from liverctl.weights.download import (
     PARTIAL_SUFFIX,
     WeightsInfo,
@@ -31,6 +37,7 @@ from liverctl.weights.download import (
     verify_all,
     weights_path,
 )
+from liverctl.weights.nnunet_entry import NnUNetEntry
 from liverctl.weights.pins import HOME_ENV, VerifyResult, pins_path, sha256_file
 from liverctl.weights.registry import (
     DECISIONS,
@@ -67,12 +74,14 @@ __all__ = [
     "WINDOW_MODES",
     "IntensityRecipe",
     "ModelEntry",
+    "NnUNetEntry",
     "Registry",
     "ResolvedWeights",
     "SlidingWindow",
     "VerifyResult",
     "WeightsInfo",
     "WindowRecipe",
+    "add_nnunet",
     "download",
     "format_registry",
     "get_entry",

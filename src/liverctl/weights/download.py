@@ -18,11 +18,13 @@ from typing import Any
 
 from liverctl.errors import WeightsError
 from liverctl.progress import ProgressCallback
+from liverctl.weights.nnunet_entry import NnUNetEntry
 from liverctl.weights.pins import VerifyResult, accept, check, pin_key, read_pins, sha256_file
-from liverctl.weights.registry import ModelEntry, Registry, as_entry, load_registry
+from liverctl.weights.registry import Entry, ModelEntry, Registry, as_entry, load_registry
 
 __all__ = [
     "PARTIAL_SUFFIX",
+    "HubFile",
     "WeightsInfo",
     "cached_path",
     "download",
@@ -73,14 +75,30 @@ def _tqdm_adapter(progress: ProgressCallback | None, description: str) -> type:
     return _Bar
 
 
-def _offline_hint(entry: ModelEntry) -> str:
+@dataclass(frozen=True)
+class HubFile:
+    """One file on the Hub, as :func:`hub_download` needs it: a :class:`ModelEntry` is one, and
+    :mod:`liverctl.weights.nnunet_files` makes one for each file of an nnU-Net entry. ``name`` is
+    the registry entry's (for messages)."""
+
+    name: str
+    repo_id: str
+    filename: str
+    revision: str
+
+    @property
+    def revision_is_commit(self) -> bool:
+        return bool(re.fullmatch(r"[0-9a-f]{40}", self.revision))
+
+
+def _offline_hint(entry: ModelEntry | HubFile) -> str:
     return (
         f"run `liverctl weights download {entry.name}` on a machine with network access "
         "(and copy its Hugging Face cache, HF_HOME, here), or pass --weights PATH to a local copy of the file"
     )
 
 
-def _describe(entry: ModelEntry) -> str:
+def _describe(entry: ModelEntry | HubFile) -> str:
     return f"weights '{entry.name}' ({entry.repo_id}, file {entry.filename}, revision {entry.revision})"
 
 
@@ -88,7 +106,7 @@ PARTIAL_SUFFIX = ".liverctl-partial"
 """Suffix of the partial blob a download grows in the Hugging Face cache until it is complete."""
 
 
-def _resumable_fetch(entry: ModelEntry, progress: ProgressCallback | None) -> None:
+def _resumable_fetch(entry: ModelEntry | HubFile, progress: ProgressCallback | None) -> None:
     """Bring the file's blob into the Hugging Face cache through a partial file that outlives
     the command, so that a download interrupted by a killed command or a lost connection
     resumes where it stopped (HTTP Range) the next time.
@@ -122,7 +140,7 @@ def _resumable_fetch(entry: ModelEntry, progress: ProgressCallback | None) -> No
             os.replace(blobs / f"{meta.etag}{PARTIAL_SUFFIX}", blob)
 
 
-def _remote_metadata(entry: ModelEntry) -> Any:
+def _remote_metadata(entry: ModelEntry | HubFile) -> Any:
     """The Hub's metadata (etag, size, location) of a file still to fetch; ``None`` to leave it all
     to ``hf_hub_download`` (offline, already cached at a commit, unreachable, an odd answer)."""
     from huggingface_hub import constants, get_hf_file_metadata, hf_hub_url, try_to_load_from_cache
@@ -142,7 +160,7 @@ def _remote_metadata(entry: ModelEntry) -> Any:
     return meta
 
 
-def _grow_partial(entry: ModelEntry, meta: Any, partial: Path, progress: ProgressCallback | None) -> None:
+def _grow_partial(entry: ModelEntry | HubFile, meta: Any, partial: Path, progress: ProgressCallback | None) -> None:
     """Download the rest of ``partial`` (HTTP Range from its size) and check the announced sha256."""
     from huggingface_hub.file_download import http_get
     from huggingface_hub.utils import build_hf_headers
@@ -169,7 +187,7 @@ def _grow_partial(entry: ModelEntry, meta: Any, partial: Path, progress: Progres
         )
 
 
-def hub_download(entry: ModelEntry, *, force: bool, progress: ProgressCallback | None) -> Path:
+def hub_download(entry: ModelEntry | HubFile, *, force: bool, progress: ProgressCallback | None) -> Path:
     """``hf_hub_download`` with its exceptions turned into one-line :class:`WeightsError`."""
     from huggingface_hub import hf_hub_download
 
@@ -192,7 +210,7 @@ def hub_download(entry: ModelEntry, *, force: bool, progress: ProgressCallback |
     return Path(path)
 
 
-def _force_error(entry: ModelEntry, exc: Exception) -> WeightsError | None:
+def _force_error(entry: ModelEntry | HubFile, exc: Exception) -> WeightsError | None:
     """The one-line error for ``force_download=True`` when the Hub cannot be asked: offline mode,
     or a server that does not answer (huggingface_hub raises a bare ``ValueError`` then, with the
     real failure as its cause)."""
@@ -214,7 +232,7 @@ def _force_error(entry: ModelEntry, exc: Exception) -> WeightsError | None:
     )
 
 
-def _download_error(entry: ModelEntry, exc: Exception) -> WeightsError | None:
+def _download_error(entry: ModelEntry | HubFile, exc: Exception) -> WeightsError | None:
     """The one-line :class:`WeightsError` for a failed ``hf_hub_download`` (``None``: not a
     download failure, let it through)."""
     from huggingface_hub import constants
@@ -261,13 +279,16 @@ def _download_error(entry: ModelEntry, exc: Exception) -> WeightsError | None:
 
 
 def download(
-    entry: ModelEntry | str | None = None,
+    entry: Entry | str | None = None,
     *,
     force: bool = False,
     progress: ProgressCallback | None = None,
     registry: Registry | None = None,
 ) -> Path:
     """Fetch a model's weights file into the Hugging Face cache and check its sha256.
+
+    For an nnU-Net entry (``format = "nnunetv2"``): every file of its results folder, each
+    checked against its pin; returns the folder (:func:`liverctl.weights.nnunet_files.download_folder`).
 
     ``entry`` is a :class:`ModelEntry` or a registry name (``None``: the default model).
     A cached file is reused (no transfer; for a commit revision, no network at all); a
@@ -281,6 +302,10 @@ def download(
     with a :class:`LiverctlWarning` (trust-on-first-use).
     """
     entry = as_entry(entry, registry)
+    if isinstance(entry, NnUNetEntry):
+        from liverctl.weights.nnunet_files import download_folder
+
+        return download_folder(entry, force=force, progress=progress)
     path = local_file(entry) if entry.local else hub_download(entry, force=force, progress=progress)
     accept(entry, path)
     return path
@@ -293,8 +318,13 @@ def local_file(entry: ModelEntry) -> Path:
     return path
 
 
-def cached_path(entry: ModelEntry) -> Path | None:
-    """The cached file of ``entry`` (a local entry: its file) without network access, or ``None``."""
+def cached_path(entry: Entry) -> Path | None:
+    """The cached file of ``entry`` (a local entry: its file; an nnU-Net entry: its results
+    folder, when every file is cached) without network access, or ``None``."""
+    if isinstance(entry, NnUNetEntry):
+        from liverctl.weights.nnunet_files import cached_folder
+
+        return cached_folder(entry)
     if entry.local:
         return entry.local_path if entry.local_path.is_file() else None
     from huggingface_hub import try_to_load_from_cache
@@ -312,6 +342,10 @@ def weights_path(name: str | None = None, *, registry: Registry | None = None) -
     (with the command that fetches it) or fails its check (it is then removed).
     """
     entry = as_entry(name, registry)
+    if isinstance(entry, NnUNetEntry):
+        from liverctl.weights.nnunet_files import verified_folder
+
+        return verified_folder(entry)
     path = cached_path(entry)
     if path is None:
         raise WeightsError(f"{_describe(entry)} are not downloaded yet: " + _offline_hint(entry))
@@ -323,6 +357,10 @@ def verify(name: str | None = None, *, registry: Registry | None = None) -> Veri
     """Check a model's cached file against its pin, its trust-on-first-use record and the
     sha256 the Hub announced. Read-only: nothing is recorded or removed."""
     entry = as_entry(name, registry)
+    if isinstance(entry, NnUNetEntry):
+        from liverctl.weights.nnunet_files import verify_folder
+
+        return verify_folder(entry)
     path = cached_path(entry)
     if path is None:
         return VerifyResult(entry.name, "not-cached")
@@ -342,7 +380,7 @@ class WeightsInfo:
     ``"recorded"`` (trust-on-first-use hash recorded), ``"tofu"`` (nothing recorded yet) or
     ``"none"`` (an unpinned local entry)."""
 
-    entry: ModelEntry
+    entry: Entry
     default: bool
     cached: Path | None
     pin: str
@@ -363,7 +401,7 @@ def list_weights(*, registry: Registry | None = None) -> list[WeightsInfo]:
     rows = []
     for entry in registry.models.values():
         cached = cached_path(entry)
-        if entry.sha256:
+        if isinstance(entry, NnUNetEntry) or entry.sha256:  # an nnU-Net entry pins every file
             pin = "sha256"
         elif entry.local:
             pin = "none"

@@ -28,6 +28,18 @@ from pathlib import Path
 from typing import Any
 
 from liverctl.errors import ConfigError, WeightsError
+from liverctl.weights.nnunet_entry import FORMAT, NnUNetEntry, parse_nnunet_entry
+from liverctl.weights.recipes import (
+    INTENSITY_METHODS,
+    INTERPOLATIONS,
+    PADDING_MODES,
+    WINDOW_MODES,
+    IntensityRecipe,
+    SlidingWindow,
+    WindowRecipe,
+    parse_intensity,
+    parse_sliding_window,
+)
 from liverctl.weights.tables import Table, toml_key, toml_value
 
 if sys.version_info >= (3, 11):
@@ -38,10 +50,15 @@ else:  # pragma: no cover - exercised on Python 3.10 only
 __all__ = [
     "DECISIONS",
     "INTENSITY_METHODS",
+    "INTERPOLATIONS",
+    "PADDING_MODES",
     "REGISTRY_ENV",
     "WEIGHT_SUFFIXES",
+    "WINDOW_MODES",
+    "Entry",
     "IntensityRecipe",
     "ModelEntry",
+    "NnUNetEntry",
     "Registry",
     "SlidingWindow",
     "WindowRecipe",
@@ -56,82 +73,16 @@ __all__ = [
 #: Environment variable naming a registry file that replaces the shipped ``weights.toml``.
 REGISTRY_ENV = "LIVERCTL_WEIGHTS_TOML"
 
-#: Intensity recipes the predict pipeline knows (see :class:`IntensityRecipe`).
-INTENSITY_METHODS = ("nonzero-zscore-minmax", "window-zscore")
 #: How output channels become a liver mask (see :class:`ModelEntry`).
 DECISIONS = ("argmax", "sigmoid")
 NETWORK_AXES: tuple[str, ...] = ("zyx", "xyz")
 GRIDS: tuple[str, ...] = ("liverctl", "monai")
 """Array axis order the network was trained on: liverctl's (z, y, x), or MONAI's (x, y, z)."""
-INTERPOLATIONS = ("linear", "bspline")
-WINDOW_MODES = ("gaussian", "constant")
-PADDING_MODES = ("constant", "replicate", "reflect")
 #: File suffixes :func:`load_state_dict` reads (``.safetensors`` via safetensors, the rest via torch).
 WEIGHT_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".safetensors")
 
 HEX40 = re.compile(r"^[0-9a-f]{40}$")
 HEX64 = re.compile(r"^[0-9a-f]{64}$")
-
-
-@dataclass(frozen=True)
-class IntensityRecipe:
-    """How CT intensities are normalised before the network sees them.
-
-    ``method`` is one of :data:`INTENSITY_METHODS`:
-
-    * ``"nonzero-zscore-minmax"`` (MONAI bundles): over the voxels ``!= 0``,
-      ``x <- (x - mean) / std`` (zero voxels stay 0, as MONAI ``NormalizeIntensity(nonzero=True)``);
-      then the whole volume is min-max rescaled to ``range = (lo, hi)`` (``ScaleIntensity``).
-    * ``"window-zscore"`` (liverctl-trained models): ``x <- (clip(x, *window) - mean) / std``
-      with a fixed HU ``window`` (optional: no clipping without it) and fixed ``mean``/``std``.
-    """
-
-    method: str
-    range: tuple[float, float] | None = None
-    window: tuple[float, float] | None = None
-    mean: float | None = None
-    std: float | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items() if v is not None}
-
-
-@dataclass(frozen=True)
-class WindowRecipe:
-    """A model's patch-wise inference settings (``[models.NAME.sliding_window]``): ``roi``
-    voxels per patch in **(x, y, z)** order (the array axes i, j, k, like
-    :attr:`liverctl.io.Geometry.spacing`), ``overlap`` fraction between patches, blending
-    ``mode`` and the image ``padding_mode`` at the borders.
-
-    The inference engine (:class:`liverctl.inference.SlidingWindow`) takes its ``roi`` in the
-    order of the array it runs on: (z, y, x) for liverctl's arrays, so :attr:`roi_zyx`; a
-    network trained on MONAI's (x, y, z) arrays gets :attr:`roi` as it is.
-    """
-
-    roi: tuple[int, int, int]
-    overlap: float = 0.25
-    mode: str = "gaussian"
-    padding_mode: str = "constant"
-
-    @classmethod
-    def from_zyx(cls, roi_zyx: Sequence[int], **fields: Any) -> WindowRecipe:
-        """The recipe of a window given in array order (z, y, x), e.g. a training patch."""
-        z, y, x = (int(v) for v in roi_zyx)
-        return cls(roi=(x, y, z), **fields)
-
-    @property
-    def roi_zyx(self) -> tuple[int, int, int]:
-        """:attr:`roi` in array order (z, y, x)."""
-        x, y, z = self.roi
-        return (z, y, x)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"roi": list(self.roi), "overlap": self.overlap, "mode": self.mode, "padding_mode": self.padding_mode}
-
-
-SlidingWindow = WindowRecipe
-"""Former name of :class:`WindowRecipe` (``liverctl.hub.SlidingWindow``), kept for one release;
-not to be confused with the engine's :class:`liverctl.inference.SlidingWindow`."""
 
 
 @dataclass(frozen=True)
@@ -231,18 +182,22 @@ class ModelEntry:
         }
 
 
+Entry = ModelEntry | NnUNetEntry
+"""A registry entry: a single weights file with its recipe, or an nnU-Net v2 results folder."""
+
+
 @dataclass(frozen=True)
 class Registry:
     """A parsed, validated ``weights.toml``: the ``default`` model name and every entry."""
 
     default: str
-    models: dict[str, ModelEntry]
+    models: dict[str, Entry]
     path: Path | None = None
 
     def names(self) -> list[str]:
         return list(self.models)
 
-    def get(self, name: str | None = None) -> ModelEntry:
+    def get(self, name: str | None = None) -> Entry:
         """The entry called ``name`` (the default when ``None``); unknown -> :class:`WeightsError`."""
         key = self.default if name is None else name
         try:
@@ -271,46 +226,6 @@ def registry_path() -> Path:
     except (ModuleNotFoundError, TypeError, OSError):  # pragma: no cover - unusual loaders
         pass
     return Path(__file__).resolve().parents[3] / "weights.toml"
-
-
-def _parse_intensity(value: Any, where: str) -> IntensityRecipe:
-    if not isinstance(value, dict):
-        raise ConfigError(f'{where}: must be a table such as {{ method = "window-zscore", ... }}')
-    t = Table(value, where)
-    method = t.choice("method", INTENSITY_METHODS)
-    if method == "nonzero-zscore-minmax":
-        lo_hi = t.numbers("range", 2, default=[-1.0, 1.0])
-        assert lo_hi is not None
-        if not lo_hi[0] < lo_hi[1]:
-            raise t.fail("range", f"must be [lo, hi] with lo < hi, not {list(lo_hi)}")
-        t.check_unknown()
-        return IntensityRecipe(method=method, range=lo_hi)
-    window = t.numbers("window", 2, default=None)
-    if window is not None and not window[0] < window[1]:
-        raise t.fail("window", f"must be [lo, hi] with lo < hi, not {list(window)}")
-    mean = t.number("mean")
-    std = t.number("std")
-    if not std > 0:
-        raise t.fail("std", f"must be > 0, not {std}")
-    t.check_unknown()
-    return IntensityRecipe(method=method, window=window, mean=mean, std=std)
-
-
-def _parse_sliding_window(value: Any, where: str) -> WindowRecipe:
-    if not isinstance(value, dict):
-        raise ConfigError(f"{where}: must be a table with roi, overlap, mode")
-    t = Table(value, where)
-    roi = t.numbers("roi", 3, kind=int)
-    assert roi is not None
-    if min(roi) < 1:
-        raise t.fail("roi", f"must be positive, not {list(roi)}")
-    overlap = t.number("overlap", 0.25)
-    if not 0.0 <= overlap < 1.0:
-        raise t.fail("overlap", f"must be in [0, 1), not {overlap}")
-    mode = t.choice("mode", WINDOW_MODES, "gaussian")
-    padding = t.choice("padding_mode", PADDING_MODES, "constant")
-    t.check_unknown()
-    return WindowRecipe(roi=roi, overlap=overlap, mode=mode, padding_mode=padding)
 
 
 def _parse_location(t: Table) -> dict[str, Any]:
@@ -383,25 +298,31 @@ def _parse_datasets(t: Table) -> dict[str, Any]:
     per_dataset = t.data.get("datasets_intensity", {})
     if not isinstance(per_dataset, dict):
         raise t.fail("datasets_intensity", "must be a table of { dataset = { method = ... } }")
-    recipes = {d: _parse_intensity(r, f"{t.where}.datasets_intensity.{d}") for d, r in per_dataset.items()}
+    recipes = {d: parse_intensity(r, f"{t.where}.datasets_intensity.{d}") for d, r in per_dataset.items()}
     return {"datasets": tuple(datasets), "datasets_intensity": recipes}
 
 
-def _parse_entry(name: str, value: Any, source: str, base_dir: Path | None = None) -> ModelEntry:
-    """One ``[models.NAME]`` table as a :class:`ModelEntry` (fields checked in file order)."""
+def _parse_entry(name: str, value: Any, source: str, base_dir: Path | None = None) -> Entry:
+    """One ``[models.NAME]`` table as a :class:`ModelEntry`, or an :class:`NnUNetEntry` for
+    ``format = "nnunetv2"`` (fields checked in file order)."""
     where = f"{source}: models.{name}"
     if not isinstance(value, dict):
         raise ConfigError(f"{where}: must be a table")
+    fmt = value.get("format")
+    if fmt == FORMAT:
+        return parse_nnunet_entry(name, value, where)
+    if fmt is not None:
+        raise ConfigError(f'{where}.format: must be "{FORMAT}" (an nnU-Net v2 results folder) or left out, not {fmt!r}')
     t = Table(value, where)
     fields = {**_parse_location(t), **_parse_network(t)}
     t.used.add("intensity")
     if "intensity" not in value:
         raise ConfigError(f"{where}: missing field 'intensity'")
-    fields["intensity"] = _parse_intensity(value["intensity"], f"{where}.intensity")
+    fields["intensity"] = parse_intensity(value["intensity"], f"{where}.intensity")
     fields.update(_parse_outputs(t))
     t.used.add("sliding_window")
     window = value.get("sliding_window", {"roi": [96, 96, 96]})
-    fields["sliding_window"] = _parse_sliding_window(window, f"{where}.sliding_window")
+    fields["sliding_window"] = parse_sliding_window(window, f"{where}.sliding_window")
     fields.update(_parse_datasets(t))
     fields["network_axes"] = t.choice("network_axes", NETWORK_AXES, "zyx")
     fields["grid"] = t.choice("grid", GRIDS, "liverctl")
@@ -442,7 +363,7 @@ def load_registry(path: str | os.PathLike[str] | None = None) -> Registry:
     return Registry(default=default, models=models, path=path)
 
 
-def get_entry(name: str | None = None, *, registry: Registry | None = None) -> ModelEntry:
+def get_entry(name: str | None = None, *, registry: Registry | None = None) -> Entry:
     """The registry entry called ``name`` (the registry's default when ``None``).
 
     An unknown name raises :class:`WeightsError` listing the known names.
@@ -450,19 +371,21 @@ def get_entry(name: str | None = None, *, registry: Registry | None = None) -> M
     return (registry or load_registry()).get(name)
 
 
-def as_entry(entry: ModelEntry | str | None, registry: Registry | None = None) -> ModelEntry:
+def as_entry(entry: Entry | str | None, registry: Registry | None = None) -> Entry:
     """``entry`` itself, or the registry entry it names (``None``: the default)."""
-    return entry if isinstance(entry, ModelEntry) else get_entry(entry, registry=registry)
+    return entry if isinstance(entry, ModelEntry | NnUNetEntry) else get_entry(entry, registry=registry)
 
 
 _SUBTABLES = ("kwargs", "sliding_window", "datasets_intensity")
 
 
-def entry_toml(entry: ModelEntry) -> str:
+def entry_toml(entry: Entry) -> str:
     """The ``[models.NAME]`` tables of ``entry``, which :func:`load_registry` reads back as it.
 
     Fields without a value (``None``) are left out; so is an empty ``datasets_intensity``.
     """
+    if isinstance(entry, NnUNetEntry):
+        return entry.to_toml()
     fields = entry.to_dict()
     name = toml_key(fields.pop("name"))
     lines = [f"[models.{name}]"]
@@ -474,7 +397,7 @@ def entry_toml(entry: ModelEntry) -> str:
     return "\n".join(lines) + "\n"
 
 
-def format_registry(entries: Sequence[ModelEntry], default: str | None = None, *, comment: str = "") -> str:
+def format_registry(entries: Sequence[Entry], default: str | None = None, *, comment: str = "") -> str:
     """A ``weights.toml`` text holding ``entries`` (``default``: the first entry's name)."""
     lines = [f"# {line}" for line in comment.splitlines()]
     lines.append(f"default = {toml_value(default if default is not None else entries[0].name)}")
@@ -482,7 +405,7 @@ def format_registry(entries: Sequence[ModelEntry], default: str | None = None, *
 
 
 def save_registry(
-    path: str | os.PathLike[str], entries: Sequence[ModelEntry], default: str | None = None, *, comment: str = ""
+    path: str | os.PathLike[str], entries: Sequence[Entry], default: str | None = None, *, comment: str = ""
 ) -> Path:
     """Write :func:`format_registry` atomically to ``path``; returns the path."""
     from liverctl.io import write_text_atomic

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from liverctl.errors import WeightsError
 from liverctl.progress import ProgressCallback
 from liverctl.weights.download import hub_download, local_file
+from liverctl.weights.nnunet_entry import NnUNetEntry
 from liverctl.weights.pins import accept, sha256_file
 from liverctl.weights.registry import WEIGHT_SUFFIXES, ModelEntry, Registry, get_entry
 
@@ -79,6 +80,11 @@ def resolve_weights(
     pinned sha256 it must then match.
     """
     entry = get_entry(model, registry=registry)
+    if isinstance(entry, NnUNetEntry):
+        raise WeightsError(
+            f"model '{entry.name}' is an nnU-Net results folder, not one weights file: load it with "
+            "liverctl.predict.LiverModel.load(model=...) or `liverctl predict --model`"
+        )
     if weights is not None:
         path, sha = local_weights(weights)
         if entry.local and entry.sha256 and path.resolve() == entry.local_path.resolve() and sha != entry.sha256:
