@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -167,3 +168,18 @@ def test_train_output_inside_a_dataset_folder_is_refused(prepared, tmp_path, mon
         assert proc.exit_code == 2 and proc.stderr.count("\n") == 1, proc.stderr
         assert proc.stderr.startswith("liverctl: error: output folder") and "input dataset" in proc.stderr
     assert sorted(p.relative_to(prep) for p in prep.rglob("*")) == before  # nothing written
+
+
+def test_the_removed_labelled_fraction_option_points_to_preprocess(prepared, tmp_path, monkeypatch):
+    """`train --labelled-fraction` split cases after label-derived preprocessing (a leak); it is
+    gone from the help but refused with the commands that replace it, before any work."""
+    out = tmp_path / "run"
+    r = run_inprocess(
+        "train", str(prepared / "prep"), "-o", str(out), "--labelled-fraction", "0.2", monkeypatch=monkeypatch
+    )
+    assert r.exit_code == 2 and r.stderr.count("\n") == 1
+    assert "preprocess DATASET -o OUT --labelled-fraction F" in r.stderr and "--unlabelled OUT/unlabelled" in r.stderr
+    assert not out.exists()
+    helped = run_inprocess("train", "--help", monkeypatch=monkeypatch)
+    # no option row for it (the --unlabelled help still names `preprocess --labelled-fraction`)
+    assert not re.search(r"^[│|]?\s*--labelled-fraction\s", helped.stdout, re.M)

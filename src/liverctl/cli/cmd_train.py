@@ -192,9 +192,22 @@ ENCODER_INIT = _opt(
     panel=RECIPES,
     help="hdenseunet: 2D encoder from torchvision's ImageNet DenseNet-161 file (imagenet: the torch hub cache).",
 )
+REMOVED_LABELLED_FRACTION = typer.Option(None, "--labelled-fraction", hidden=True)  # removed; see _removed()
 DICE_WEIGHT = _opt(
     0.0, "--dice-weight", metavar="W", panel=RECIPES, help="pipofan: add W x soft Dice to the TAL (paper: 0)."
 )
+
+
+def _removed(labelled_fraction: float | None) -> None:
+    """Options that were removed, refused with a pointer to what replaced them."""
+    from liverctl.errors import ConfigError
+
+    if labelled_fraction is not None:
+        raise ConfigError(
+            "train --labelled-fraction was removed (it split cases after label-derived preprocessing): split "
+            "first with `liverctl preprocess DATASET -o OUT --labelled-fraction F`, then "
+            "`liverctl train OUT/labelled --unlabelled OUT/unlabelled --method sdnet`"
+        )
 
 
 def _network(arch: str, arch_kwargs: str | None, base_features, levels, dropout, dcm_from_level, init) -> dict:
@@ -316,6 +329,7 @@ def train(
     dice_weight: float = DICE_WEIGHT,
     coarse_iterations: int = COARSE_ITERATIONS,
     encoder_init: str = ENCODER_INIT,
+    labelled_fraction: float = REMOVED_LABELLED_FRACTION,
     resume: bool = RESUME,
     seed: int = SEED,
     device: str = DEVICE,
@@ -328,6 +342,7 @@ def train(
     from liverctl.training import TrainConfig
     from liverctl.training import train as run_train
 
+    _removed(labelled_fraction)
     config = TrainConfig(
         **_network(arch, arch_kwargs, base_features, levels, dropout, dcm_from_level, init),
         **_schedule(
