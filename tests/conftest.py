@@ -58,3 +58,22 @@ def cli_env(monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     env["LIVERCTL_NO_PROGRESS"] = "1"
     env.pop("LIVERCTL_DEBUG", None)
     return env
+
+
+ONE_THREAD_FOLDERS = ("training", "crosstest", "models")
+
+
+@pytest.fixture(autouse=True)
+def one_thread(request: pytest.FixtureRequest):
+    """torch on one CPU thread (restored after) for the tests of ONE_THREAD_FOLDERS: the same results
+    everywhere, and no threads spinning against each other on shared cores (training tests ran up
+    to 60x slower with two)."""
+    if request.path.parent.name not in ONE_THREAD_FOLDERS:
+        yield
+        return
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)

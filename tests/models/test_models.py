@@ -9,16 +9,6 @@ from liverctl.errors import ConfigError, WeightsError
 from liverctl.models import available_models, build_model, load_state_dict_checked, model_info
 from liverctl.models.unet3d import UNet3D
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models run fastest single-threaded, above all on a shared machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 # ---------------------------------------------------------------- registry
 
 

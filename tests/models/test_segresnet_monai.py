@@ -11,15 +11,6 @@ from liverctl.models.segresnet import SegResNet
 monai_nets = pytest.importorskip("monai.networks.nets")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models run fastest single-threaded, above all on a shared machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 # (MONAI SegResNet kwargs, input shape)
 CONFIGS = [
     pytest.param({}, (2, 1, 16, 16, 16), id="defaults"),

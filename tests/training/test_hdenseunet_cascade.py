@@ -24,14 +24,6 @@ SPACING = (2.0, 2.0, 3.0)
 HD_KW = {"features": 8, "blocks_2d": [1, 1, 1], "growth_2d": 4, "blocks_3d": [1, 1], "growth_3d": 4}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 def phantoms(n: int = 2, shape=(8, 32, 32), tumour: bool = True) -> ArrayDataset:
     """Bright ellipsoid livers (1) with a tumour core (2), normalised intensities."""
     rng = np.random.default_rng(0)

@@ -32,14 +32,6 @@ def make_dataset(n: int, shape=(8, 16, 16)) -> ArrayDataset:
     return ArrayDataset(images, labels, {"labels": {"background": 0, "liver": 1}, "mean": 0.0, "std": 1.0})
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 def test_method_defaults_are_the_papers_and_explicit_options_win():
     paper = TrainConfig(method="di2in-an")
     assert (paper.optimizer, paper.lr, paper.lr_step) == ("sgd", 1e-2, 100)

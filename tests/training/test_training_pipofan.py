@@ -35,14 +35,6 @@ def make_dataset(n: int, shape=(6, 16, 16), seed: int = 0, name: str = "toy", or
     return ArrayDataset(images, labels, plan, name=name)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 def cfg(**kw) -> TrainConfig:
     base = dict(
         method="pipofan",

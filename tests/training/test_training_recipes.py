@@ -59,15 +59,6 @@ def ct_scan(shape=(16, 32, 32)) -> Image:
     return Image(hu.astype(np.int16), Geometry(SPACING))
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Same thread count everywhere (exact comparisons; the cores are shared)."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 def _state(path, key="model"):
     return torch.load(path, map_location="cpu", weights_only=True)[key]
 
