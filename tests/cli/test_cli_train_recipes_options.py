@@ -45,7 +45,10 @@ def test_di2in_an_gets_the_papers_settings_unless_set(tmp_path, monkeypatch):
     own = _config_of([*mine, "--lr-step", "50"], tmp_path, monkeypatch)
     assert (own.optimizer, own.lr, own.batch_size, own.pretrain_iterations, own.lr_step) == ("adam", 3e-4, 2, 0, 50)
     he = _config_of([], tmp_path, monkeypatch)
-    assert (he.batch_size, he.optimizer, he.pretrain_iterations, he.tumour_class) == (2, None, 0, True)
+    # he2021 trains the whole liver (tumour merged), as the paper; the staged recipe keeps the tumour
+    assert (he.batch_size, he.optimizer, he.pretrain_iterations, he.tumour_class) == (2, None, 0, False)
+    assert _config_of(["--tumour-class"], tmp_path, monkeypatch).tumour_class is True
+    assert _config_of(["--method", "hdenseunet"], tmp_path, monkeypatch).tumour_class is True
 
 
 def test_dropout_and_whole_liver_options(tmp_path, monkeypatch):

@@ -119,10 +119,10 @@ SAMPLER = _opt("dos", "--sampler", metavar="dos|rsd|rs", panel=DATA, help="Hybri
 LOSS = _opt("dice_ce", "--loss", metavar="dice_ce|tal", panel=DATA, help="tal: datasets with different label sets.")
 NO_AUGMENT = _opt(False, "--no-augment", panel=DATA, help="Switch data augmentation off.")
 TUMOUR_CLASS = _opt(
-    True,
+    None,
     "--tumour-class/--whole-liver",
     panel=DATA,
-    help="he2021: train the tumour as its own class (default) or merged into the liver (He et al. 2021).",
+    help="Train the tumour as its own class, or merged into the liver (default for he2021, as He et al. 2021).",
 )
 WORKERS = _opt(0, "--workers", "-j", metavar="N", panel=DATA, help="Threads preparing batches ahead (0: in the loop).")
 RESUME = _opt(False, "--resume", help="Continue the run in --output from its last.pt.")
@@ -314,7 +314,7 @@ def train(
     sampler: str = SAMPLER,
     loss: str = LOSS,
     no_augment: bool = NO_AUGMENT,
-    tumour_class: bool = TUMOUR_CLASS,
+    tumour_class: bool | None = TUMOUR_CLASS,
     workers: int = WORKERS,
     method: str = METHOD,
     unlabelled: list[Path] = UNLABELLED,

@@ -26,7 +26,7 @@ _LOSSES = ("dice_ce", "tal")
 METHODS = ("he2021", "sdnet", "di2in-an", "hdenseunet", "pipofan")
 
 METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
-    "he2021": {},
+    "he2021": {"tumour_class": False},  # the whole liver, as He et al. 2021 train it
     "sdnet": {"lr_step": 200},
     # Yang et al. 2017: SGD, lr 0.01 divided by 10 after 100 iterations, 200 generator pre-training
     # iterations, generator batch 4 (with --optimizer adam the lr defaults to 3e-4)
@@ -38,7 +38,7 @@ METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
 """Per training method, the values its paper uses for the options the user left unset (``None``);
 a ``dict`` value depends on the resolved optimizer. :class:`TrainConfig` fills them in when it is
 made (so ``config.json`` records the resolved values); :func:`with_method` re-resolves them."""
-_GENERIC_DEFAULTS: dict[str, Any] = {"batch_size": 2, "pretrain_iterations": 0, "lr_step": 200}
+_GENERIC_DEFAULTS: dict[str, Any] = {"batch_size": 2, "pretrain_iterations": 0, "lr_step": 200, "tumour_class": True}
 """The value of an unset option for a method without its own (nnU-Net / He et al. 2021: batch 2)."""
 _ARCHITECTURES = {"he2021": "unet3d", "sdnet": "vnet", "di2in-an": "di2in", "hdenseunet": "hdenseunet"}
 PAPER_DROPOUT = 0.5
@@ -131,9 +131,10 @@ class TrainConfig:
             DenseNet-161 weights for the 2D encoder (:mod:`liverctl.models.densenet_init`).
         dice_weight: PIPO-FAN: weight of a soft Dice term added to the target adaptive
             loss's cross-entropy (0: the paper's loss, cross-entropy only).
-        tumour_class: he2021: train the tumour (``tumour``/``tumor``/``lesion`` labels) as a
-            class of its own (``True``); ``False`` merges it into the liver, the whole organ
-            as He et al. 2021 train it (the default of ``liverctl crosstest``).
+        tumour_class: he2021 / pipofan: train the tumour (``tumour``/``tumor``/``lesion`` labels)
+            as a class of its own (``True``); ``False`` merges it into the liver, the whole organ.
+            ``None`` = the method's (:data:`METHOD_DEFAULTS`): ``False`` for ``he2021``, as He
+            et al. 2021 train it, ``True`` for the others.
     """
 
     architecture: str = "unet3d"
@@ -185,7 +186,7 @@ class TrainConfig:
     stage_iterations: tuple[int, int] | None = None
     class_weights: list[float] | None = None
     dice_weight: float = 0.0
-    tumour_class: bool = True
+    tumour_class: bool | None = None
     coarse_iterations: int = 0
     encoder_init: str | None = None
     unset: frozenset[str] = field(default=frozenset(), init=False, repr=False, compare=False)
