@@ -7,33 +7,39 @@ Usage::
 
 One run, one seed, for every method: K ``contrast`` phantoms (:func:`liverctl.phantoms.write_dataset`,
 seed S) of :data:`SHAPE` voxels at :data:`SPACING` mm (the phantoms' whole 384 x 384 x 320 mm field of
-view, coarsely sampled so that a CPU manages), preprocessed as each method's "Reproducing ..." section
-of the README says (window, crop, normalisation; at the phantoms' own spacing), trained through
+view, coarsely sampled so that a CPU manages), preprocessed with each method's HU window and crop as
+its "Reproducing ..." section of the README says (at the phantoms' own spacing), trained through
 :func:`liverctl.training.train` for N iterations (``epochs * iterations_per_epoch``) with the
-recipe's own optimiser, schedule and losses, then M held-out phantoms (seed S + 1) segmented from
-their HU volumes by the exported ``model.safetensors`` through :class:`liverctl.predict.LiverModel`
-(``predict``'s defaults: largest component, holes filled) and scored against their whole liver.
+recipe's own optimiser, learning rate, schedule and losses, then M held-out phantoms (seed S + 1)
+segmented from their HU volumes by the exported ``model.safetensors`` through
+:class:`liverctl.predict.LiverModel` (``predict``'s defaults: largest component, holes filled) and
+scored against their whole liver (Dice per case on the scan's grid, liver = label > 0).
 
 The methods (:func:`recipes`):
 
 ``unet3d``
-    the baseline: ``--method he2021`` with the plain 3D U-Net (no DCM), window none, liver z-crop.
+    the baseline: ``--method he2021`` with the plain 3D U-Net (no DCM) and the demo's short-budget
+    settings (Adam at 3e-3 with poly decay, ``--window liver``, liver z-crop): He et al.'s Adam at
+    3e-4 barely moves in 60 iterations.
 ``di2in-an``
-    DI2IN generator + discriminator; N/2 generator pre-training iterations (the paper: 200).
+    DI2IN generator + discriminator, SGD at 0.01 (the recipe's), generator batch 4; N/2 generator
+    pre-training iterations (the paper: 200); k_D = 2 discriminator steps of 4 patches (paper: 10 of 8).
 ``hdenseunet``
-    H-DenseUNet with its cascade: N/2 coarse liver-ROI iterations first (counted apart), then
-    the three stages (thirds of N) inside the coarse box.
+    H-DenseUNet with its cascade: N/2 coarse liver-ROI iterations first (counted apart), then the
+    three stages (thirds of N) inside the coarse box; ``--window liver --no-crop``.
 ``pipofan``
-    PIPO-FAN, 2D on 3-slice stacks, batch 8 (the README's protocol), phases 1 and 2 halves of N.
+    PIPO-FAN, 2D on 3-slice stacks, batch 8 slices (the README's protocol), phases 1 and 2 halves of
+    N, ``--window pipofan --no-crop``, but the dataset z-score: with ``--normalization image`` (the
+    README's protocol) the exported entry cannot say so and ``predict`` feeds unnormalised HU.
 ``sdnet``
-    SD-Net, V-Net + residual V-Net, with half of the K cases as unlabelled data
-    (``preprocess_split``, split before preprocessing).
+    SD-Net, V-Net + residual V-Net, SGD at 0.01, with half of the K cases as unlabelled data
+    (``preprocess_split``: split before preprocessing), ``--window sdnet``.
 
 Every network is narrower than its paper's (the widths are printed): the paper sizes do not train
 on a CPU in minutes. Augmentation is off for every method (a short budget; the held-out phantoms
-come from the same generator). Dice is per case on the scan's grid, liver = label > 0.
-It prints one table; it asserts nothing. Times are wall seconds on this machine, so only
-comparable within one run on an otherwise idle machine.
+come from the same generator). ``--threads`` defaults to 1: on a shared 2-core machine two torch
+threads that wait on each other made a PIPO-FAN prediction 50 times slower. It prints one table; it
+asserts nothing. Times are wall seconds, comparable only within one run on an otherwise idle machine.
 """
 
 from __future__ import annotations
@@ -79,19 +85,22 @@ def recipes(n: int) -> dict[str, Recipe]:
             "unet3d",
             "he2021",
             "unet3d 8-16-32-64, 4 levels (paper: 32..320, 6 levels)",
-            {"window": "none"},
-            {"arch_kwargs": unet, "patch_size": (32, 64, 64)},
+            {"window": "liver"},
+            {"arch_kwargs": unet, "patch_size": (32, 64, 64), "lr": 3e-3, "scheduler": "poly"},
         ),
         "di2in-an": Recipe(
             "di2in-an",
             "di2in-an",
-            "di2in 8-16-32-64, 4 levels; discriminator 8, 3 layers (paper: 32..512, 5 levels)",
+            "di2in 8-16-32-64, 4 levels; discriminator 8, 3 layers, k_D = 2 steps of 4 patches"
+            " (paper: 32..512, 5 levels; k_D = 10 of 8)",
             {"window": "liver"},
             {
                 "arch_kwargs": {"base_features": 8, "n_levels": 4},
                 "disc_kwargs": {"base_features": 8, "n_layers": 3},
                 "patch_size": (32, 64, 64),
                 "pretrain_iterations": n // 2,
+                "d_steps": 2,
+                "d_batch_size": 4,
             },
         ),
         "hdenseunet": Recipe(
@@ -105,16 +114,19 @@ def recipes(n: int) -> dict[str, Recipe]:
             "pipofan",
             "pipofan",
             "pipofan 16..128, 4 scales (paper: 64..512, 5 scales)",
-            {"window": "pipofan", "normalization": "image", "crop": False},
-            {"arch_kwargs": {"base_features": 16, "max_features": 128, "n_scales": 4}, "patch_size": (1, 64, 64),
-             "batch_size": 8},
-        ),  # fmt: skip
+            {"window": "pipofan", "crop": False},
+            {
+                "arch_kwargs": {"base_features": 16, "max_features": 128, "n_scales": 4},
+                "patch_size": (1, 64, 64),
+                "batch_size": 8,
+            },
+        ),
         "sdnet": Recipe(
             "sdnet",
             "sdnet",
-            "vnet + resvnet, 8 base features (paper: 16)",
+            "vnet + resvnet, 4 base features (paper: 16)",
             {"window": "sdnet"},
-            {"arch_kwargs": {"base_features": 8}, "patch_size": (32, 64, 64)},
+            {"arch_kwargs": {"base_features": 4}, "patch_size": (32, 64, 64)},
             labelled_fraction=0.5,
         ),
     }
@@ -130,6 +142,18 @@ def iteration_note(recipe: Recipe, n: int) -> str:
     if recipe.method == "sdnet":
         return f"{n} (x2 nets)"
     return str(n)
+
+
+def batch_note(recipe: Recipe, config: Any) -> str:
+    """The batch column: patches per iteration as the recipe takes them."""
+    b = config.batch_size
+    if recipe.method == "di2in-an":
+        return f"{b} (D: {config.d_steps} x {config.d_batch_size})"
+    if recipe.method == "sdnet":
+        return f"{b} + {b} unlabelled"
+    if recipe.method == "pipofan":
+        return f"{b} slices"
+    return str(b)
 
 
 def train_config(recipe: Recipe, n: int, seed: int, unlabelled: list[str]) -> Any:
@@ -210,6 +234,7 @@ def run_one(recipe: Recipe, n: int, seed: int, raw: Path, work: Path, cases: lis
         "architecture": model.entry.architecture,
         "params": params,
         "iterations": iteration_note(recipe, n),
+        "batch": batch_note(recipe, config),
         "prep_s": prep_s,
         "train_s": train_s,
         "predict_s": predict_s,
@@ -219,13 +244,15 @@ def run_one(recipe: Recipe, n: int, seed: int, raw: Path, work: Path, cases: lis
 
 
 def print_table(rows: list[dict[str, Any]], chosen: dict[str, Recipe]) -> None:
-    head = f"| {'method':<10} | {'architecture':<18} | {'parameters':>10} | {'iterations':<16} | {'train s':>7} |"
+    head = f"| {'method':<10} | {'architecture':<18} | {'parameters':>10} | {'iterations':<17} | {'batch':<16} |"
+    head += f" {'train s':>7} |"
     head += f" {'predict s/case':>14} | {'Dice mean':>9} | {'Dice min':>8} |"
     print(head)
     print("|" + "|".join("-" * (len(c)) for c in head.split("|")[1:-1]) + "|")
     for r in rows:
         print(
-            f"| {r['method']:<10} | {r['architecture']:<18} | {r['params']:>10,} | {r['iterations']:<16} |"
+            f"| {r['method']:<10} | {r['architecture']:<18} | {r['params']:>10,} | {r['iterations']:<17} |"
+            f" {r['batch']:<16} |"
             f" {r['train_s']:>7.1f} | {r['predict_s']:>14.2f} | {r['dice_mean']:>9.3f} | {r['dice_min']:>8.3f} |"
         )
     print("\nwidths (reduced from the papers' for the CPU):")
@@ -257,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
     from liverctl.errors import LiverctlWarning
     from liverctl.phantoms import write_dataset
 
-    warnings.simplefilter("ignore", LiverctlWarning)
+    warnings.simplefilter("once", LiverctlWarning)
     os.environ.setdefault("LIVERCTL_NO_PROGRESS", "1")
     torch.set_num_threads(args.threads)
     chosen = {name: r for name, r in recipes(args.iterations).items() if name in args.methods.split(",")}
