@@ -49,7 +49,7 @@ import os
 import tempfile
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -73,7 +73,6 @@ class Recipe:
     preprocess: dict[str, Any]
     config: dict[str, Any]
     labelled_fraction: float | None = None  # SD-Net: split before preprocessing
-    notes: list[str] = field(default_factory=list)
 
 
 def recipes(n: int) -> dict[str, Recipe]:
