@@ -94,3 +94,42 @@ FORMER_HUB_NAMES = [
 @pytest.mark.parametrize("name", FORMER_HUB_NAMES)
 def test_hub_shim_keeps_every_public_name(name: str):
     assert getattr(hub, name) is getattr(weights, name)
+
+
+def test_a_model_preprocessed_with_image_normalization_z_scores_each_scan_as_training_did(tmp_path: Path):
+    """``preprocess --normalization image`` z-scores each scan with its own statistics (PIPO-FAN's
+    README protocol); the exported entry says so (``window-image-zscore``), so predict feeds the
+    network what training fed it: apply_plan's output, not windowed HU (mean 0, std 1)."""
+    import numpy as np
+
+    from liverctl.io import Geometry, Image
+    from liverctl.models import build_model
+    from liverctl.preprocessing import apply_plan
+    from liverctl.preprocessing.intensity import normalise
+    from liverctl.preprocessing.planning import Plan
+    from liverctl.spatial import resample
+    from liverctl.training.export import export_model
+
+    kwargs = {"spatial_dims": 3, "in_channels": 1, "out_channels": 2, "init_filters": 8}
+    plan = Plan(dataset="d", target_spacing=(2.0, 2.0, 3.0), window=(-100.0, 200.0), normalization="image")
+    _, toml = export_model(
+        build_model("segresnet", **kwargs),
+        tmp_path / "run",
+        name="image-norm",
+        architecture="segresnet",
+        kwargs=kwargs,
+        plans=[plan.to_dict()],
+        dataset_names=["d"],
+        labels={"background": 0, "liver": 1},
+        liver_channel=1,
+        patch_size=[16, 16, 16],
+    )
+    entry = weights.load_registry(toml).get()
+    assert entry.intensity.method == "window-image-zscore" and entry.intensity.window == (-100.0, 200.0)
+    assert entry.intensity.mean is None and entry.intensity.std is None
+    rng = np.random.default_rng(0)
+    scan = Image(rng.normal(40, 150, (12, 20, 18)).astype(np.float32), Geometry((1.5, 1.5, 2.0)))
+    expected = apply_plan(scan, plan).array
+    ours = normalise(resample(scan, plan.target_spacing).array, entry.intensity)
+    assert abs(float(expected.mean())) < 1e-5 and abs(float(expected.std()) - 1) < 1e-4  # a real z-score
+    np.testing.assert_allclose(ours, expected, atol=1e-5)

@@ -89,7 +89,8 @@ def normalise(array: np.ndarray, recipe: Any) -> np.ndarray:
 
     ``nonzero-zscore-minmax`` is MONAI's ``NormalizeIntensity(nonzero=True)`` followed by
     ``ScaleIntensity(minv, maxv)``; ``window-zscore`` clips to a HU window and applies a fixed
-    z-score (liverctl-trained models).
+    z-score (liverctl-trained models); ``window-image-zscore`` clips and z-scores with the
+    scan's own mean/std (models preprocessed with ``--normalization image``).
     """
     x = np.asarray(array, dtype=np.float32)
     if recipe.method == "nonzero-zscore-minmax":
@@ -106,8 +107,15 @@ def normalise(array: np.ndarray, recipe: Any) -> np.ndarray:
         else:
             out = out - mn + lo
         return out.astype(np.float32, copy=False)
-    if recipe.method == "window-zscore":
+    if recipe.method in ("window-zscore", "window-image-zscore"):
         lo, hi = recipe.window if recipe.window is not None else (-np.inf, np.inf)
-        std = recipe.std if recipe.std else 1.0
-        return ((np.clip(x, lo, hi) - (recipe.mean or 0.0)) / std).astype(np.float32, copy=False)
+        clipped = np.clip(x, lo, hi)
+        if recipe.method == "window-zscore":
+            mean, std = recipe.mean or 0.0, recipe.std if recipe.std else 1.0
+        else:  # apply_plan's normalization="image": the scan's own statistics
+            mean, std = float(clipped.mean(dtype=np.float64)), float(clipped.std(dtype=np.float64))
+            std = std if std > 0 else 1.0
+        clipped -= np.float32(mean)
+        clipped /= np.float32(std)
+        return clipped.astype(np.float32, copy=False)
     raise ConfigError(f"unknown intensity recipe {recipe.method!r}")

@@ -23,14 +23,12 @@ dataset; with several datasets, the plans of all datasets are listed under
 from __future__ import annotations
 
 import os
-import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from liverctl.errors import LiverctlWarning
 from liverctl.io import atomic_path, write_text_atomic
 from liverctl.weights.pins import sha256_file
 from liverctl.weights.registry import IntensityRecipe, ModelEntry, WindowRecipe, save_registry
@@ -47,7 +45,8 @@ def _first(d: Mapping[str, Any], *names: str, default: Any = None) -> Any:
 
 
 def intensity_from_plan(plan: Mapping[str, Any]) -> dict[str, Any]:
-    """The ``window-zscore`` recipe of a preprocessing plan: ``window``, ``mean``, ``std``."""
+    """The intensity recipe of a preprocessing plan: ``window-zscore`` (``window``, ``mean``,
+    ``std``), or ``window-image-zscore`` (``window``) for ``normalization = "image"``."""
     norm = plan.get("normalization") if isinstance(plan.get("normalization"), Mapping) else {}
     window = _first(plan, "window", "clip", default=None) or _first(norm, "window", "clip", default=None)
     mean = _first(plan, "mean", "intensity_mean", default=None)
@@ -56,9 +55,12 @@ def intensity_from_plan(plan: Mapping[str, Any]) -> dict[str, Any]:
         mean = _first(norm, "mean", default=0.0)
     if std is None:
         std = _first(norm, "std", default=1.0)
-    out: dict[str, Any] = {"method": "window-zscore"}
+    image = str(plan.get("normalization", "dataset")) == "image"
+    out: dict[str, Any] = {"method": "window-image-zscore" if image else "window-zscore"}
     if window is not None:
         out["window"] = [float(w) for w in window]
+    if image:  # each scan z-scored with its own statistics, at training and at predict time
+        return out
     out["mean"] = float(mean)
     out["std"] = float(std)
     return out
@@ -107,14 +109,6 @@ def export_model(
     write_text_atomic(out / "model.safetensors.sha256", f"{digest}  model.safetensors\n")
 
     plan = dict(plans[0]) if plans else {}
-    if str(plan.get("normalization", "dataset")) == "image":
-        warnings.warn(
-            "the preprocessing plan z-scores each image with its own mean/std, which weights.toml's"
-            " window-zscore recipe cannot express: the exported entry uses mean 0, std 1; edit it"
-            " (or preprocess with --normalization dataset) before using the model with predict",
-            LiverctlWarning,
-            stacklevel=2,
-        )
     entry = ModelEntry(
         name=name,
         repo_id="",
@@ -157,4 +151,4 @@ def _spacing_xyz(plan: Mapping[str, Any]) -> tuple[float, float, float] | None:
 def _recipe(plan: Mapping[str, Any]) -> IntensityRecipe:
     r = intensity_from_plan(plan)
     window = tuple(r["window"]) if "window" in r else None
-    return IntensityRecipe(r["method"], window=window, mean=r["mean"], std=r["std"])  # type: ignore[arg-type]
+    return IntensityRecipe(r["method"], window=window, mean=r.get("mean"), std=r.get("std"))  # type: ignore[arg-type]

@@ -28,7 +28,7 @@ __all__ = [
 ]
 
 #: Intensity recipes the predict pipeline knows (see :class:`IntensityRecipe`).
-INTENSITY_METHODS = ("nonzero-zscore-minmax", "window-zscore")
+INTENSITY_METHODS = ("nonzero-zscore-minmax", "window-zscore", "window-image-zscore")
 INTERPOLATIONS = ("linear", "bspline")
 WINDOW_MODES = ("gaussian", "constant")
 PADDING_MODES = ("constant", "replicate", "reflect")
@@ -45,6 +45,9 @@ class IntensityRecipe:
       then the whole volume is min-max rescaled to ``range = (lo, hi)`` (``ScaleIntensity``).
     * ``"window-zscore"`` (liverctl-trained models): ``x <- (clip(x, *window) - mean) / std``
       with a fixed HU ``window`` (optional: no clipping without it) and fixed ``mean``/``std``.
+    * ``"window-image-zscore"`` (liverctl models preprocessed with ``--normalization image``):
+      ``x <- clip(x, *window)``, then z-scored with the scan's own mean/std over all its voxels
+      in model space (std 0 -> 1), as :func:`liverctl.preprocessing.apply_plan` does.
     """
 
     method: str
@@ -110,6 +113,9 @@ def parse_intensity(value: Any, where: str) -> IntensityRecipe:
     window = t.numbers("window", 2, default=None)
     if window is not None and not window[0] < window[1]:
         raise t.fail("window", f"must be [lo, hi] with lo < hi, not {list(window)}")
+    if method == "window-image-zscore":  # the scan's own statistics: no mean/std to give
+        t.check_unknown()
+        return IntensityRecipe(method=method, window=window)
     mean = t.number("mean")
     std = t.number("std")
     if not std > 0:
