@@ -168,7 +168,7 @@ def main() -> None:
 
 _NSD_SCRIPTS = {
     "liverctl": """
-        from liverctl.surface_dice import surface_dice_at
+        from liverctl.metrics.surface_dice import surface_dice_at
         nsd = surface_dice_at(pred, ref, spacing, tolerances)  # every tolerance in one pass
         values = [nsd[t] for t in tolerances]
     """,

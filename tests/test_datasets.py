@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from liverctl.datasets import discover_dataset, natural_key, read_dataset_json
 from liverctl.errors import DatasetError, InputError
+from liverctl.io.datasets import discover_dataset, natural_key, read_dataset_json
 
 
 def touch(path: Path) -> Path:

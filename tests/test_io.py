@@ -22,7 +22,6 @@ from liverctl.io import (
     check_same_grid,
     image_stem,
     image_suffix,
-    list_dicom_series,
     list_images,
     read_image,
     read_label,
@@ -30,6 +29,7 @@ from liverctl.io import (
     write_mask,
     write_text_atomic,
 )
+from liverctl.io.dicom import list_dicom_series
 
 WRITABLE = (".nii.gz", ".nii", ".nrrd", ".mha")
 # A rotation about a tilted axis: no zeros in the direction matrix.

@@ -1,4 +1,4 @@
-"""liverctl replaces and deletes only what it wrote (liverctl.manifest), and the commands that
+"""liverctl replaces and deletes only what it wrote (liverctl.io.manifest), and the commands that
 write into folders keep to it."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from liverctl.errors import InputError
 from liverctl.io import read_image
-from liverctl.manifest import MANIFEST_NAME, Manifest, check_new_or_owned_folder
+from liverctl.io.manifest import MANIFEST_NAME, Manifest, check_new_or_owned_folder
 
 
 def _hashes(folder: Path) -> dict[str, str]:

@@ -1,4 +1,4 @@
-"""liverctl.monai_grid against MONAI itself: Orientationd + Spacingd (bilinear, border) and
+"""liverctl.predict.monai_grid against MONAI itself: Orientationd + Spacingd (bilinear, border) and
 Invertd (nearest), on the grids real scans come in. The values must be MONAI's bit for bit,
 nearest-neighbour ties included (1.5 mm -> 3 mm puts every other voxel centre on a tie)."""
 
@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from liverctl.io import Geometry, Image
-from liverctl.monai_grid import BundleGrid, geometry_of, ras_affine, spacing_grid
-from liverctl.preprocessing import orientation_of, reorient
+from liverctl.predict.monai_grid import BundleGrid, geometry_of, ras_affine, spacing_grid
+from liverctl.spatial import orientation_of, reorient
 
 monai = pytest.importorskip("monai")
 pytest.importorskip("nibabel", reason="MONAI's Orientationd needs nibabel")

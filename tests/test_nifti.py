@@ -1,4 +1,4 @@
-"""liverctl.nifti.nifti_affine: the affine nibabel (hence MONAI's NibabelReader) gives a NIfTI
+"""liverctl.io.nifti.nifti_affine: the affine nibabel (hence MONAI's NibabelReader) gives a NIfTI
 file, to the last bit, for every way a file can store it."""
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from liverctl.io import read_image
-from liverctl.monai_grid import ras_affine, source_affine
-from liverctl.nifti import nifti_affine
+from liverctl.io.nifti import nifti_affine
+from liverctl.predict.monai_grid import ras_affine, source_affine
 
 nib = pytest.importorskip("nibabel")
 

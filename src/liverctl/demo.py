@@ -43,7 +43,7 @@ from typing import Any
 
 from liverctl.errors import ConfigError
 from liverctl.io import write_text_atomic
-from liverctl.manifest import MANIFEST_NAME, Manifest, check_new_or_owned_folder
+from liverctl.io.manifest import MANIFEST_NAME, Manifest, check_new_or_owned_folder
 from liverctl.progress import ProgressCallback
 
 __all__ = ["DemoResult", "DemoSettings", "demo"]
@@ -141,7 +141,7 @@ class _Clock:
 def _prepare_output(out: Path) -> tuple[Manifest, set[Path]]:
     """Accept a new or empty folder, or one an earlier demo wrote; remove what that demo wrote.
 
-    Only the files the earlier demo recorded in its manifest (:mod:`liverctl.manifest`) are
+    Only the files the earlier demo recorded in its manifest (:mod:`liverctl.io.manifest`) are
     removed; anything the user put there stays. Returns the manifest and the files that stay.
     """
     manifest = check_new_or_owned_folder(out, "demo")

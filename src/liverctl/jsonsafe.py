@@ -1,7 +1,7 @@
 """JSON-able values: non-finite floats become ``None`` (``null``), NumPy scalars Python ones.
 
 One helper for every JSON file liverctl writes from numbers that may be NaN or infinite
-(:mod:`liverctl.evaluation_results`, :mod:`liverctl.crosstest`). It imports nothing of
+(:mod:`liverctl.evaluation.results`, :mod:`liverctl.crosstest`). It imports nothing of
 liverctl, so any module can use it without an import cycle.
 """
 

@@ -436,8 +436,8 @@ def test_predict_per_scan_faults(hub: dict[str, str], tmp_path: Path) -> None:
 def test_same_scan_same_verdict_in_every_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """One CT check for every reader: predict's library path and preprocess refuse the same
     files with the same words (NIfTI NaN too, which ITK reads as 0)."""
-    from liverctl.ct import read_ct
     from liverctl.errors import LiverctlError
+    from liverctl.io.ct import read_ct
     from liverctl.preprocessing import preprocess
 
     for name, (make, message) in {

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from liverctl.cli import app
 from liverctl.io import Geometry, read_image, write_mask
-from liverctl.manifest import MANIFEST_NAME
+from liverctl.io.manifest import MANIFEST_NAME
 
 GEOMETRY = Geometry((0.8, 0.8, 2.5), (10.0, -20.0, 30.0), (0.0, 1.0, 0.0, -1.0, 0.0, 0.0, 0.0, 0.0, 1.0))
 

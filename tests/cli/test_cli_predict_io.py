@@ -195,7 +195,7 @@ def test_write_dicom_seg_puts_each_plane_on_its_source_slice(dicom_dir: Path, tm
     pytest.importorskip("highdicom")
     import pydicom
 
-    from liverctl.dicom_seg import series_files, write_dicom_seg
+    from liverctl.io.dicom_seg import series_files, write_dicom_seg
 
     source = _series_with_uids(dicom_dir, tmp_path / "series")
     ct = read_image(source)

@@ -36,8 +36,8 @@ def run_inprocess(*args: str, monkeypatch: pytest.MonkeyPatch):
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory) -> Path:
     """Four phantoms in MSD layout, preprocessed by liverctl.preprocessing."""
+    from liverctl.phantoms import make_phantom
     from liverctl.preprocessing import preprocess
-    from liverctl.synthetic import make_phantom
 
     root = tmp_path_factory.mktemp("cli_train")
     raw = root / "raw"

@@ -17,7 +17,7 @@ import pytest
 
 from liverctl.crosstest import best_sources, crosstest, parse_metrics
 from liverctl.errors import ConfigError, InputError, LiverctlWarning
-from liverctl.synthetic import write_dataset
+from liverctl.phantoms import write_dataset
 
 SHAPE, SPACING = (24, 32, 32), (12.0, 12.0, 14.0)
 DOMAINS = ("contrast", "plain", "porcine")

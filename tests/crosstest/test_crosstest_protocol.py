@@ -18,7 +18,7 @@ from liverctl.crosstest import crosstest
 from liverctl.crosstest.cells import crop_target
 from liverctl.errors import ConfigError, LiverctlWarning
 from liverctl.io import Geometry, Image, read_image, read_label
-from liverctl.synthetic import write_dataset
+from liverctl.phantoms import write_dataset
 
 SHAPE, SPACING = (24, 32, 32), (12.0, 12.0, 14.0)
 DOMAINS = ("contrast", "plain")

@@ -41,7 +41,7 @@ N_CASES = 8
 def write_raw(raw: Path) -> None:
     sys.path.insert(0, str(HERE.parents[1] / "src"))
     from liverctl.io import write_image
-    from liverctl.synthetic import make_phantom
+    from liverctl.phantoms import make_phantom
 
     folder = raw / NAME
     for i in range(N_CASES):
@@ -54,7 +54,7 @@ def write_raw(raw: Path) -> None:
         "numTraining": N_CASES,
         "file_ending": ".nii.gz",
         "name": NAME,
-        "description": "liverctl synthetic tumour phantoms (liverctl.synthetic.make_phantom, seed 914)",
+        "description": "liverctl synthetic tumour phantoms (liverctl.phantoms.make_phantom, seed 914)",
     }
     (folder / "dataset.json").write_text(json.dumps(meta, indent=2) + "\n")
 

@@ -211,7 +211,7 @@ def test_empty_cases_stay_in_the_mean() -> None:
 def test_truncated_nifti_is_detected(tmp_path: Path) -> None:
     import gzip
 
-    from liverctl.io import check_complete
+    from liverctl.io.nifti import check_complete
 
     mask = np.random.default_rng(1).integers(0, 2, (6, 30, 30)).astype(np.uint8)
     for suffix in ("nii", "nii.gz"):

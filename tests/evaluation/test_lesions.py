@@ -1,4 +1,4 @@
-"""liverctl.lesions: lesion detection (LiTS' merged-overlap Dice > 0.2) and tumour burden, known answers."""
+"""liverctl.metrics.lesions: lesion detection (LiTS' merged-overlap Dice > 0.2) and tumour burden, known answers."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from liverctl.errors import ConfigError
-from liverctl.lesions import detect_lesions, pool, tumour_burden
+from liverctl.metrics.lesions import detect_lesions, pool, tumour_burden
 
 
 def _box(a: np.ndarray, lo, hi) -> None:

@@ -1,4 +1,4 @@
-"""liverctl.regions: region specs, presets, per-side mappings, masks and the LiTS hint."""
+"""liverctl.evaluation.regions: region specs, presets, per-side mappings, masks and the LiTS hint."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from liverctl.errors import ConfigError
-from liverctl.regions import (
+from liverctl.evaluation.regions import (
     PRESETS,
     Region,
     lesion_labels,

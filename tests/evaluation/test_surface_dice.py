@@ -1,4 +1,4 @@
-"""liverctl.surface_dice: NSD equal to DeepMind's surface-distance package (a test-only dependency).
+"""liverctl.metrics.surface_dice: NSD equal to DeepMind's surface-distance package (a test-only dependency).
 
 DeepMind's package works on arrays with the spacing per array axis and knows no
 direction matrix, so the comparisons are on the voxel grid, which is where NSD is defined.
@@ -16,7 +16,7 @@ from scipy import ndimage as ndi
 from liverctl.errors import ConfigError, GeometryError
 from liverctl.evaluation import evaluate, evaluate_images
 from liverctl.io import Geometry, Image, read_label, write_mask
-from liverctl.surface_dice import (
+from liverctl.metrics.surface_dice import (
     nsd_name,
     parse_tolerances,
     surface_dice,

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from liverctl.io import Geometry, Image, write_image
-from liverctl.synthetic import make_phantom
+from liverctl.phantoms import make_phantom
 
 FOLDER = (
     Path(__file__).resolve().parents[1]

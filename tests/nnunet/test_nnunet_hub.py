@@ -23,7 +23,7 @@ from typer.testing import CliRunner
 from hub_server import HubServer, client_env
 from liverctl.cli import app
 from liverctl.io import Image, read_image, write_image
-from liverctl.synthetic import make_phantom
+from liverctl.phantoms import make_phantom
 from liverctl.weights import NnUNetEntry, load_registry, sha256_file
 
 ROOT = Path(__file__).resolve().parents[2]

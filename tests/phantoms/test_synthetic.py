@@ -14,7 +14,7 @@ from scipy import ndimage
 
 from liverctl.errors import ConfigError, InputError
 from liverctl.io import read_image, read_label
-from liverctl.synthetic import DOMAINS, LABELS, ORGAN_LABELS, PhantomConfig, make_phantom, phantom
+from liverctl.phantoms import DOMAINS, LABELS, ORGAN_LABELS, PhantomConfig, make_phantom, phantom
 
 # A coarse grid over the same 384 x 384 x 320 mm field of view as the default: fast, same anatomy.
 SMALL = {"shape": (32, 48, 48), "spacing": (8.0, 8.0, 10.0)}
@@ -309,7 +309,7 @@ def test_dataset_refuses_to_overwrite(tmp_path):
 
 
 def test_dataset_is_discovered_by_liverctl_datasets(tmp_path):
-    datasets = pytest.importorskip("liverctl.datasets")
+    datasets = pytest.importorskip("liverctl.io.datasets")
     phantom(tmp_path, domain="porcine", n=2, seed=0, include_organs=True, **SMALL)
     ds = datasets.discover_dataset(tmp_path)
     assert ds.layout == "msd" and len(ds) == 2 and ds.labelled

@@ -22,21 +22,21 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from liverctl import hub
+from liverctl import weights as lw
 from liverctl.errors import ConfigError, ImageFormatError, InputError
 from liverctl.io import Geometry, Image, read_image, read_label, write_image
-from liverctl.manifest import MANIFEST_NAME
+from liverctl.io.manifest import MANIFEST_NAME
 from liverctl.predict import (
     LiverModel,
     PredictOptions,
     check_ct,
     expand_inputs,
-    normalise,
     output_paths,
     parse_shard,
     predict,
 )
-from liverctl.preprocessing import orientation_of, reorient, resample, resample_to_reference
+from liverctl.preprocessing.intensity import normalise
+from liverctl.spatial import orientation_of, reorient, resample, resample_to_reference
 
 
 class BandNet(torch.nn.Module):
@@ -53,7 +53,7 @@ class BandNet(torch.nn.Module):
         return torch.cat([torch.zeros_like(liver), liver], dim=1)
 
 
-def entry(**changes) -> hub.ModelEntry:
+def entry(**changes) -> lw.ModelEntry:
     base = {
         "name": "band",
         "repo_id": "local/band",
@@ -65,15 +65,15 @@ def entry(**changes) -> hub.ModelEntry:
         "spacing": (3.0, 3.0, 3.0),
         "orientation": "RAS",
         "interpolation": "linear",
-        "intensity": hub.IntensityRecipe("window-zscore", window=(-1024.0, 3000.0), mean=0.0, std=1.0),
+        "intensity": lw.IntensityRecipe("window-zscore", window=(-1024.0, 3000.0), mean=0.0, std=1.0),
         "n_classes": 2,
         "liver_channel": 1,
         "decision": "argmax",
         "labels": {"liver": 1},
-        "sliding_window": hub.SlidingWindow(roi=(64, 64, 64)),
+        "sliding_window": lw.SlidingWindow(roi=(64, 64, 64)),
     }
     base.update(changes)
-    return hub.ModelEntry(**base)
+    return lw.ModelEntry(**base)
 
 
 LIVER_HU = 150
@@ -95,7 +95,7 @@ def marked(ct_path: Path, liver_path: Path, tmp_path_factory: pytest.TempPathFac
 @pytest.fixture(scope="module")
 def band() -> LiverModel:
     net = BandNet(LIVER_HU, 40.0)
-    resolved = hub.ResolvedWeights(entry(), Path("band.pt"), "0" * 64, "local")
+    resolved = lw.ResolvedWeights(entry(), Path("band.pt"), "0" * 64, "local")
     return LiverModel([resolved], [net], torch.device("cpu"))
 
 
@@ -206,7 +206,7 @@ def test_tumour_channels_count_as_liver(marked: Path, liver_path: Path):
     assert tumour.sum() > 500
     array[tumour] = 230
     e = entry(n_classes=3, labels={"liver": 1, "tumour": 2})
-    model = LiverModel([hub.ResolvedWeights(e, Path("t.pt"), "0" * 64, "local")], [TwoBandNet()], torch.device("cpu"))
+    model = LiverModel([lw.ResolvedWeights(e, Path("t.pt"), "0" * 64, "local")], [TwoBandNet()], torch.device("cpu"))
     assert model.liver_channels == [1, 2]
     seg = model.segment(Image(array, ct.geometry), PredictOptions(save_probabilities=True))
     assert np.all(seg.mask.array[tumour])
@@ -235,8 +235,8 @@ def test_monai_models_see_windows_in_xyz_order(marked: Path):
     masks = {}
     for axes in ("zyx", "xyz"):
         spy = ShapeSpy()
-        e = entry(network_axes=axes, sliding_window=hub.SlidingWindow(roi=(64, 48, 32)))  # roi along x, y, z
-        model = LiverModel([hub.ResolvedWeights(e, Path("s.pt"), "0" * 64, "local")], [spy], torch.device("cpu"))
+        e = entry(network_axes=axes, sliding_window=lw.SlidingWindow(roi=(64, 48, 32)))  # roi along x, y, z
+        model = LiverModel([lw.ResolvedWeights(e, Path("s.pt"), "0" * 64, "local")], [spy], torch.device("cpu"))
         seg = model.segment(ct, PredictOptions(shortcuts=False))
         window_zyx = tuple(seg.report["inference"]["window_zyx"])
         assert window_zyx == (32, 48, 64)
@@ -246,7 +246,7 @@ def test_monai_models_see_windows_in_xyz_order(marked: Path):
 
 
 def test_registry_monai_entries_use_xyz_axes():
-    registry = hub.load_registry(Path(__file__).resolve().parents[2] / "weights.toml")
+    registry = lw.load_registry(Path(__file__).resolve().parents[2] / "weights.toml")
     assert {registry.get(n).network_axes for n in registry.names()} == {"xyz"}
     assert {registry.get(n).sliding_window.padding_mode for n in registry.names()} == {"replicate"}
 
@@ -295,7 +295,7 @@ def test_normalise_matches_monai_transforms(ct_path: Path):
 
     x = read_image(ct_path).array.astype(np.float32)
     expected = ScaleIntensity(minv=-1.0, maxv=1.0)(NormalizeIntensity(nonzero=True)(torch.from_numpy(x.copy())))
-    got = normalise(x, hub.IntensityRecipe("nonzero-zscore-minmax", range=(-1.0, 1.0)))
+    got = normalise(x, lw.IntensityRecipe("nonzero-zscore-minmax", range=(-1.0, 1.0)))
     np.testing.assert_allclose(got, np.asarray(expected), atol=1e-5)
 
 
@@ -362,7 +362,7 @@ def test_outputs_never_overwrite_inputs_and_names_are_unique(ct_path: Path, tmp_
 
 def test_shards_partition_the_inputs():
     scans = [Path(f"s{i}.nii.gz") for i in range(7)]
-    from liverctl.predict import _shard
+    from liverctl.predict.batch import _shard
 
     parts = [_shard(scans, (i, 3)) for i in range(3)]
     assert sorted(p for part in parts for p in part) == sorted(scans)
@@ -477,7 +477,7 @@ def _truncated(path: Path) -> Path:
 @given(seed=st.integers(0, 10_000), density=st.floats(0.05, 0.6))
 def test_cleaning_in_the_bounding_box_equals_cleaning_everything(seed: int, density: float) -> None:
     from liverctl.postprocessing import fill_holes, largest_components
-    from liverctl.predict import _clean
+    from liverctl.predict.model import _clean
 
     rng = np.random.default_rng(seed)
     raw = np.zeros((14, 16, 15), bool)

@@ -26,8 +26,8 @@ pytest.importorskip("nibabel", reason="MONAI's Orientationd needs nibabel")
 import torch  # noqa: E402
 
 from liverctl.io import Geometry, Image, read_image, write_image  # noqa: E402
-from liverctl.monai_grid import ras_affine  # noqa: E402
 from liverctl.predict import LiverModel, PredictOptions  # noqa: E402
+from liverctl.predict.monai_grid import ras_affine  # noqa: E402
 
 N_CLASSES, LIVER, ROI = 4, 2, (32, 32, 32)
 
@@ -75,8 +75,8 @@ def network():
 
 def _weakly_trained() -> torch.nn.Module:
     """Thin but real decision margins: 25 Adam steps on 24^3 crops of three phantoms."""
+    from liverctl.phantoms import make_phantom
     from liverctl.predict import normalise
-    from liverctl.synthetic import make_phantom
 
     net = _network().train()
     rng = np.random.default_rng(0)
@@ -190,7 +190,7 @@ def rotation(a_deg: float, b_deg: float) -> np.ndarray:
 @pytest.fixture(scope="module")
 def abdomen() -> Image:
     """A phantom abdomen at 3 mm, 40 x 56 x 56 voxels."""
-    from liverctl.synthetic import make_phantom
+    from liverctl.phantoms import make_phantom
 
     ct, _ = make_phantom(domain="contrast", seed=2, case=0, shape=(40, 56, 56), spacing=(3.0, 3.0, 3.0))
     return ct
@@ -198,7 +198,7 @@ def abdomen() -> Image:
 
 def on_grid(ct: Image, spacing, direction=np.eye(3)) -> Image:
     """The same anatomy stored on another grid (linear resampling of the phantom)."""
-    from liverctl.preprocessing import resample_to_reference
+    from liverctl.spatial import resample_to_reference
 
     size = np.asarray(ct.shape[::-1]) * np.asarray(ct.geometry.spacing)
     shape_xyz = np.maximum(2, np.round(size / np.asarray(spacing))).astype(int)

@@ -14,13 +14,13 @@ import numpy as np
 import pytest
 import torch
 
-from liverctl import hub
+from liverctl import weights as lw
 from liverctl.evaluation import evaluate_images
 from liverctl.io import Geometry, Image
 from liverctl.postprocessing import tumour_in_liver
 from liverctl.predict import LiverModel
-from liverctl.predict.batch import CaseResult
 from liverctl.predict.report import write_summary
+from liverctl.predict.results import CaseResult
 
 LIVER_HU, TUMOUR_HU = 150.0, 60.0
 
@@ -41,7 +41,7 @@ class TumourBandNet(torch.nn.Module):
 
 
 def model(labels: dict[str, int]) -> LiverModel:
-    entry = hub.ModelEntry(
+    entry = lw.ModelEntry(
         name="bands",
         repo_id="local/bands",
         filename="bands.pt",
@@ -52,15 +52,15 @@ def model(labels: dict[str, int]) -> LiverModel:
         spacing=(2.0, 2.0, 2.0),
         orientation="LPS",
         interpolation="linear",
-        intensity=hub.IntensityRecipe("window-zscore", window=(-1024.0, 3000.0), mean=0.0, std=1.0),
+        intensity=lw.IntensityRecipe("window-zscore", window=(-1024.0, 3000.0), mean=0.0, std=1.0),
         n_classes=len(labels) + 1,
         liver_channel=1,
         decision="argmax",
         labels=labels,
-        sliding_window=hub.SlidingWindow(roi=(32, 32, 32)),
+        sliding_window=lw.SlidingWindow(roi=(32, 32, 32)),
     )
     net = TumourBandNet(len(labels) + 1)
-    return LiverModel([hub.ResolvedWeights(entry, Path("bands.pt"), "0" * 64, "local")], [net], torch.device("cpu"))
+    return LiverModel([lw.ResolvedWeights(entry, Path("bands.pt"), "0" * 64, "local")], [net], torch.device("cpu"))
 
 
 def scan() -> tuple[Image, np.ndarray]:

@@ -16,8 +16,10 @@ from hypothesis import strategies as st
 from scipy import ndimage
 
 from liverctl import preprocessing as pp
+from liverctl import spatial
 from liverctl.errors import ConfigError, DatasetError, LiverctlWarning
 from liverctl.io import Geometry, Image, read_image, read_label
+from liverctl.preprocessing import fingerprinting
 
 OBLIQUE = tuple(
     np.array([[math.cos(0.3), -math.sin(0.3), 0.0], [math.sin(0.3), math.cos(0.3), 0.0], [0.0, 0.0, -1.0]]).ravel()
@@ -70,7 +72,7 @@ def test_resample_block_average_keeps_mass_and_centroid() -> None:
     array = np.zeros((40, 40, 40), np.float32)
     array[10:30, 12:28, 9:31] = 100.0
     image = Image(array, Geometry((1.0, 1.0, 1.0), (5.0, -7.0, 2.0)))
-    out = pp.resample(image, (2.0, 2.0, 2.0), interpolator="linear")
+    out = spatial.resample(image, (2.0, 2.0, 2.0), interpolator="linear")
     assert out.shape == (20, 20, 20)
     assert out.array.dtype == np.float32
     # 1 mm -> 2 mm, centred grid: each output voxel centre lies at the centre of a 2x2x2 block
@@ -92,7 +94,7 @@ def test_resample_linear_field_reproduced_at_physical_points() -> None:
     """Linear interpolation reproduces a linear field exactly: checks origin/direction/spacing together."""
     geometry = Geometry((0.8, 0.9, 1.5), (12.0, -30.0, 7.5), OBLIQUE)
     image = phys_ramp((30, 28, 26), geometry)
-    out = pp.resample(image, (1.7, 1.1, 2.3), interpolator="linear")
+    out = spatial.resample(image, (1.7, 1.1, 2.3), interpolator="linear")
     assert out.geometry.direction == geometry.direction
     assert out.geometry.spacing == (1.7, 1.1, 2.3)
     truth = phys_ramp(out.shape, out.geometry).array
@@ -104,14 +106,14 @@ def test_resample_same_spacing_is_identity_and_round_trip() -> None:
     geometry = Geometry((1.0, 1.0, 2.0), (1.0, 2.0, 3.0), OBLIQUE)
     rng = np.random.default_rng(1)
     image = Image(rng.integers(-100, 100, size=(12, 10, 8)).astype(np.int16), geometry)
-    same = pp.resample(image, geometry.spacing, interpolator="nearest")
+    same = spatial.resample(image, geometry.spacing, interpolator="nearest")
     assert same.geometry.mismatch(geometry) is None
     np.testing.assert_array_equal(same.array, image.array)
     assert same.array.dtype == np.int16
     # a smooth field survives a down/up round trip in the interior
     smooth = phys_ramp((24, 20, 18), geometry)
-    down = pp.resample(smooth, (2.0, 2.0, 3.0))
-    back = pp.resample_to_reference(down, smooth)
+    down = spatial.resample(smooth, (2.0, 2.0, 3.0))
+    back = spatial.resample_to_reference(down, smooth)
     assert back.shape == smooth.shape and back.geometry.mismatch(geometry) is None
     inner = (slice(3, -3),) * 3
     np.testing.assert_allclose(back.array[inner], smooth.array[inner], atol=1e-3)
@@ -120,8 +122,8 @@ def test_resample_same_spacing_is_identity_and_round_trip() -> None:
 def test_resample_to_reference_needs_shape_with_geometry() -> None:
     image = Image(np.zeros((4, 4, 4), np.float32), Geometry((1, 1, 1)))
     with pytest.raises(ConfigError, match="shape"):
-        pp.resample_to_reference(image, Geometry((2, 2, 2)))
-    out = pp.resample_to_reference(image, Geometry((2, 2, 2)), (2, 3, 4))
+        spatial.resample_to_reference(image, Geometry((2, 2, 2)))
+    out = spatial.resample_to_reference(image, Geometry((2, 2, 2)), (2, 3, 4))
     assert out.shape == (2, 3, 4)
 
 
@@ -133,7 +135,7 @@ def test_resample_to_reference_needs_shape_with_geometry() -> None:
 def test_nearest_keeps_only_existing_labels(spacing, seed) -> None:
     rng = np.random.default_rng(seed)
     label = Image(rng.choice(np.array([0, 3, 7], np.uint8), size=(9, 8, 7)), Geometry((1.0, 1.2, 1.5)))
-    out = pp.resample(label, spacing, interpolator="nearest")
+    out = spatial.resample(label, spacing, interpolator="nearest")
     assert out.array.dtype == np.uint8
     assert set(np.unique(out.array)) <= {0, 3, 7}
     expected = [
@@ -143,11 +145,11 @@ def test_nearest_keeps_only_existing_labels(spacing, seed) -> None:
 
 
 def test_interpolator_names() -> None:
-    assert [pp.interpolation_order(v) for v in ("nearest", "linear", "bspline", "3", 1)] == [0, 1, 3, 3, 1]
+    assert [spatial.interpolation_order(v) for v in ("nearest", "linear", "bspline", "3", 1)] == [0, 1, 3, 3, 1]
     with pytest.raises(ConfigError):
-        pp.interpolation_order("cubic-ish")
+        spatial.interpolation_order("cubic-ish")
     with pytest.raises(ConfigError):
-        pp.interpolation_order(2)
+        spatial.interpolation_order(2)
 
 
 # --------------------------------------------------------------------------- orientation
@@ -155,9 +157,9 @@ def test_interpolator_names() -> None:
 
 def test_reorient_ras_lps_round_trip_on_real_scan(ct_path: Path) -> None:
     ct = read_image(ct_path)
-    assert pp.orientation_of(ct) == "RAS"
-    lps = pp.reorient(ct, "LPS")
-    assert pp.orientation_of(lps) == "LPS"
+    assert spatial.orientation_of(ct) == "RAS"
+    lps = spatial.reorient(ct, "LPS")
+    assert spatial.orientation_of(lps) == "LPS"
     np.testing.assert_allclose(lps.geometry.direction_matrix, np.eye(3), atol=1e-6)
     # the same physical point has the same value
     rng = np.random.default_rng(0)
@@ -166,11 +168,11 @@ def test_reorient_ras_lps_round_trip_on_real_scan(ct_path: Path) -> None:
     inv = np.linalg.inv(lps.geometry.direction_matrix * np.asarray(lps.geometry.spacing))
     idx_lps = np.rint((points - np.asarray(lps.geometry.origin)) @ inv.T).astype(int)[:, ::-1]
     np.testing.assert_array_equal(lps.array[tuple(idx_lps.T)], ct.array[tuple(idx.T)])
-    back = pp.reorient(lps, pp.orientation_of(ct))
+    back = spatial.reorient(lps, spatial.orientation_of(ct))
     np.testing.assert_array_equal(back.array, ct.array)
     assert back.geometry.mismatch(ct.geometry) is None
     with pytest.raises(ConfigError):
-        pp.reorient(ct, "RAR")
+        spatial.reorient(ct, "RAR")
 
 
 # --------------------------------------------------------------------------- intensities
@@ -460,7 +462,7 @@ def test_preprocess_refuses_to_write_into_input(synthetic_ds: Path) -> None:
 
 def test_truncated_nifti_is_detected(tmp_path: Path, ct_path: Path) -> None:
     from liverctl.errors import InputError
-    from liverctl.io import check_complete
+    from liverctl.io.nifti import check_complete
 
     image = sitk.ReadImage(str(ct_path))
     sitk.WriteImage(image, str(tmp_path / "full.nii"))
@@ -483,10 +485,10 @@ def test_truncated_nifti_is_detected(tmp_path: Path, ct_path: Path) -> None:
 )
 def test_histogram_statistics_match_numpy(parts, q) -> None:
     hists = [np.concatenate([[min(p)], np.bincount(np.asarray(p) - min(p))]) for p in parts]
-    values, counts = pp._merge_histograms(hists)
+    values, counts = fingerprinting._merge_histograms(hists)
     pooled = np.concatenate([np.asarray(p, dtype=np.float64) for p in parts])
     assert counts.sum() == pooled.size
-    assert pp._hist_percentile(values, counts, q) == pytest.approx(np.percentile(pooled, q), abs=1e-6)
+    assert fingerprinting._hist_percentile(values, counts, q) == pytest.approx(np.percentile(pooled, q), abs=1e-6)
     assert np.dot(values, counts) / pooled.size == pytest.approx(pooled.mean())
 
 
@@ -514,8 +516,8 @@ def test_resampling_only_the_support_gives_the_same_image(corner, size, angle, n
     image = Image(src, _oblique((3.0, 3.0, 3.0), (-30.0, -25.0, -20.0), angle))
     ref_geometry, ref_shape = Geometry((0.8, 0.9, 1.5), (-40.0, -40.0, -30.0)), (60, 90, 90)
     kind = "nearest" if nearest else "linear"
-    full = pp.resample_to_reference(image, ref_geometry, ref_shape, interpolator=kind, default_value=0.0)
-    part = pp.resample_to_reference(
+    full = spatial.resample_to_reference(image, ref_geometry, ref_shape, interpolator=kind, default_value=0.0)
+    part = spatial.resample_to_reference(
         image, ref_geometry, ref_shape, interpolator=kind, default_value=0.0, support_only=True
     )
     assert part.geometry == full.geometry and part.array.dtype == full.array.dtype
@@ -524,7 +526,7 @@ def test_resampling_only_the_support_gives_the_same_image(corner, size, angle, n
 
 def test_resampling_only_the_support_of_nothing() -> None:
     image = Image(np.zeros((5, 5, 5), np.float32), Geometry((2.0, 2.0, 2.0)))
-    out = pp.resample_to_reference(image, image, interpolator="linear", default_value=0.0, support_only=True)
+    out = spatial.resample_to_reference(image, image, interpolator="linear", default_value=0.0, support_only=True)
     assert out.shape == (5, 5, 5) and not out.array.any()
     with pytest.raises(ConfigError, match="default_value"):
-        pp.resample_to_reference(image, image, support_only=True)
+        spatial.resample_to_reference(image, image, support_only=True)

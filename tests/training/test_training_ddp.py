@@ -16,7 +16,7 @@ SCRIPT = textwrap.dedent(
     import os, sys, torch
     torch.set_num_threads(1)
     import numpy as np
-    from liverctl.synthetic import make_phantom
+    from liverctl.phantoms import make_phantom
     from liverctl.training import ArrayDataset, TrainConfig, train
     from liverctl.training.loop import make_batch_fn
     from liverctl.training.data import TrainingData

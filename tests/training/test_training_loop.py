@@ -24,7 +24,7 @@ from liverctl.training.loop import build_training_model
 DATA_CODE = textwrap.dedent(
     """
     import numpy as np
-    from liverctl.synthetic import make_phantom
+    from liverctl.phantoms import make_phantom
     from liverctl.training import ArrayDataset
 
     def make_dataset(domain="contrast", n=4, name=None, labels=None):

@@ -256,8 +256,8 @@ def test_cli_train_pipofan_with_validation_then_predict(tmp_path, monkeypatch):
 
     from liverctl.cli import app
     from liverctl.io import read_image, write_image
+    from liverctl.phantoms import make_phantom
     from liverctl.preprocessing import preprocess
-    from liverctl.synthetic import make_phantom
 
     for i in range(3):
         ct, lab = make_phantom(domain="contrast", seed=2, case=i, shape=(12, 32, 32), spacing=(10.0, 10.0, 12.0))

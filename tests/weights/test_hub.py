@@ -1,4 +1,4 @@
-"""liverctl.hub: the weights registry, sha256 checks, safe loading, and Hub downloads end to end.
+"""liverctl.weights: the weights registry, sha256 checks, safe loading, and Hub downloads end to end.
 
 Downloads run the real ``huggingface_hub.hf_hub_download`` in a subprocess (``HF_ENDPOINT``
 is read when huggingface_hub is imported) against the Hub imitation in tests/hub_server.py.
@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from hub_server import HubServer, client_env, registry_entry, write_registry
-from liverctl import hub
+from liverctl import weights as lw
 from liverctl.errors import ConfigError, WeightsError
 
 REPO = "test/tiny"
@@ -29,7 +29,7 @@ PIN_KEY_MAIN = f"{REPO}@{{commit}}/{FILE}"
 # Runs library calls (the "steps") in one fresh interpreter; prints one JSON summary per step.
 _API = r"""
 import json, sys, warnings
-from liverctl import hub
+from liverctl import weights as lw
 from liverctl.errors import LiverctlError, LiverctlWarning
 steps, options = sys.argv[1].split(","), sys.argv[2].split(",")
 if "nosleep" in options:
@@ -42,16 +42,16 @@ for step in steps:
         try:
             if step == "download":
                 calls = []
-                path = hub.download("tiny", force="force" in options, progress=lambda *a: calls.append(a))
+                path = lw.download("tiny", force="force" in options, progress=lambda *a: calls.append(a))
                 out.update(path=str(path), progress=calls[-1] if calls else None)
             elif step == "resolve":
-                r = hub.resolve_weights("tiny")
-                state = hub.load_state_dict(r.path, expected_sha256=r.sha256)
+                r = lw.resolve_weights("tiny")
+                state = lw.load_state_dict(r.path, expected_sha256=r.sha256)
                 out.update(path=str(r.path), sha256=r.sha256, source=r.source, keys=sorted(state))
             elif step == "verify":
-                out.update(hub.verify("tiny").to_dict())
+                out.update(lw.verify("tiny").to_dict())
             elif step == "path":
-                out["path"] = str(hub.weights_path("tiny"))
+                out["path"] = str(lw.weights_path("tiny"))
         except LiverctlError as exc:
             out["error"] = str(exc)
             out["error_type"] = type(exc).__name__
@@ -128,7 +128,7 @@ def setup(tmp_path: Path, server: HubServer, data: bytes, *, sha256: str = "", r
 
 def test_shipped_registry_matches_the_monai_bundle_config():
     """Values copied from MONAI wholeBody_ct_segmentation configs/inference.json and metadata.json."""
-    reg = hub.load_registry(Path(__file__).resolve().parents[2] / "weights.toml")
+    reg = lw.load_registry(Path(__file__).resolve().parents[2] / "weights.toml")
     assert reg.default == "wholebody-ct-3mm"
     low, high = reg.get("wholebody-ct-3mm"), reg.get("wholebody-ct-1.5mm")
     assert reg.get() is low
@@ -150,7 +150,7 @@ def test_shipped_registry_matches_the_monai_bundle_config():
         assert (e.n_classes, e.liver_channel, e.labels["liver"], e.decision) == (105, 5, 5, "argmax")
         assert e.orientation == "RAS" and e.interpolation == "linear"
         assert e.intensity.method == "nonzero-zscore-minmax" and e.intensity.range == (-1.0, 1.0)
-        assert e.sliding_window == hub.SlidingWindow((96, 96, 96), 0.25, "gaussian", "replicate")
+        assert e.sliding_window == lw.WindowRecipe((96, 96, 96), 0.25, "gaussian", "replicate")
         assert e.sha256 == "" and not e.pinned  # trust-on-first-use until a pin is known
         assert "Apache-2.0" in e.license and "TotalSegmentator" in e.citation
 
@@ -159,7 +159,7 @@ def test_shipped_registry_kwargs_build_a_network_of_the_published_file_size():
     """The Hub lists model.pt and model_lowres.pt at 75.2 MB: float32 parameters of these kwargs."""
     from liverctl.models.registry import build_model
 
-    entry = hub.load_registry(Path(__file__).resolve().parents[2] / "weights.toml").get()
+    entry = lw.load_registry(Path(__file__).resolve().parents[2] / "weights.toml").get()
     net = build_model(entry.architecture, **entry.kwargs)
     n_bytes = 4 * sum(p.numel() for p in net.state_dict().values() if p.is_floating_point())
     assert abs(n_bytes / 1e6 - 75.2) < 0.1
@@ -167,15 +167,15 @@ def test_shipped_registry_kwargs_build_a_network_of_the_published_file_size():
 
 def test_registry_path_env_override(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     reg = write_registry(tmp_path / "mine.toml", [registry_entry("a", "o/r", "w.safetensors")], "a")
-    monkeypatch.setenv(hub.REGISTRY_ENV, str(reg))
-    assert hub.registry_path() == reg
-    assert hub.get_entry().filename == "w.safetensors"
-    monkeypatch.delenv(hub.REGISTRY_ENV)
-    assert hub.registry_path().name == "weights.toml" and hub.registry_path().is_file()
+    monkeypatch.setenv(lw.REGISTRY_ENV, str(reg))
+    assert lw.registry_path() == reg
+    assert lw.get_entry().filename == "w.safetensors"
+    monkeypatch.delenv(lw.REGISTRY_ENV)
+    assert lw.registry_path().name == "weights.toml" and lw.registry_path().is_file()
 
 
 def test_unknown_model_lists_known_names(tmp_path: Path):
-    reg = hub.load_registry(
+    reg = lw.load_registry(
         write_registry(
             tmp_path / "w.toml", [registry_entry("a", "o/r", "w.pt"), registry_entry("b", "o/r", "v.pt")], "a"
         )
@@ -210,19 +210,19 @@ def test_registry_validation_names_entry_and_field(tmp_path: Path, old: str, new
     path = tmp_path / "w.toml"
     path.write_text(text.replace(old, new, 1))
     with pytest.raises(ConfigError, match=message) as info:
-        hub.load_registry(path)
+        lw.load_registry(path)
     assert "\n" not in str(info.value) and str(info.value).startswith("w.toml: ")
 
 
 def test_registry_default_must_exist_and_file_must_exist(tmp_path: Path):
     path = write_registry(tmp_path / "w.toml", [registry_entry("m", "o/r", "w.pt")], "other")
     with pytest.raises(ConfigError, match=r"default = 'other' names no \[models.NAME\] entry"):
-        hub.load_registry(path)
+        lw.load_registry(path)
     with pytest.raises(ConfigError, match="weights registry not found"):
-        hub.load_registry(tmp_path / "absent.toml")
+        lw.load_registry(tmp_path / "absent.toml")
     (tmp_path / "bad.toml").write_text("default = \n")
     with pytest.raises(ConfigError, match="not valid TOML"):
-        hub.load_registry(tmp_path / "bad.toml")
+        lw.load_registry(tmp_path / "bad.toml")
 
 
 # --------------------------------------------------------------------------- hashing and loading
@@ -232,7 +232,7 @@ def test_registry_default_must_exist_and_file_must_exist(tmp_path: Path):
 def test_sha256_file_streams_in_chunks(tmp_path: Path, chunk: int):
     payload = os.urandom(10_000)
     (tmp_path / "f").write_bytes(payload)
-    assert hub.sha256_file(tmp_path / "f", chunk_size=chunk) == hashlib.sha256(payload).hexdigest()
+    assert lw.sha256_file(tmp_path / "f", chunk_size=chunk) == hashlib.sha256(payload).hexdigest()
 
 
 def test_load_state_dict_torch_and_safetensors(tmp_path: Path):
@@ -244,7 +244,7 @@ def test_load_state_dict_torch_and_safetensors(tmp_path: Path):
     torch.save({"state_dict": state, "epoch": 7}, tmp_path / "ckpt.pt")  # training checkpoint wrapper
     for name in ("w.pt", "w.safetensors", "ckpt.pt"):
         path = tmp_path / name
-        loaded = hub.load_state_dict(path, expected_sha256=hub.sha256_file(path))
+        loaded = lw.load_state_dict(path, expected_sha256=lw.sha256_file(path))
         assert loaded.keys() == state.keys()
         for key in state:
             assert torch.equal(loaded[key], state[key])
@@ -253,7 +253,7 @@ def test_load_state_dict_torch_and_safetensors(tmp_path: Path):
 def test_load_state_dict_checks_sha256_before_loading(tmp_path: Path):
     torch.save({"w": torch.ones(2)}, tmp_path / "w.pt")
     with pytest.raises(WeightsError, match=r"sha256 mismatch.*not loading it"):
-        hub.load_state_dict(tmp_path / "w.pt", expected_sha256="0" * 64)
+        lw.load_state_dict(tmp_path / "w.pt", expected_sha256="0" * 64)
 
 
 class _Evil:
@@ -271,7 +271,7 @@ def test_load_state_dict_refuses_pickled_code(tmp_path: Path):
     torch.save({"w": torch.ones(2), "payload": _Evil(marker)}, tmp_path / "evil.pt")
     assert not marker.exists()
     with pytest.raises(WeightsError) as info:
-        hub.load_state_dict(tmp_path / "evil.pt")
+        lw.load_state_dict(tmp_path / "evil.pt")
     message = str(info.value)
     assert "refusing to load" in message and "io.open" in message and "\n" not in message
     assert not marker.exists()  # nothing was executed
@@ -280,35 +280,35 @@ def test_load_state_dict_refuses_pickled_code(tmp_path: Path):
 def test_load_state_dict_rejects_non_state_dicts(tmp_path: Path):
     torch.save([torch.ones(2)], tmp_path / "list.pt")
     with pytest.raises(WeightsError, match="holds list, not a state_dict"):
-        hub.load_state_dict(tmp_path / "list.pt")
+        lw.load_state_dict(tmp_path / "list.pt")
     torch.save({"w": torch.ones(2), "lr": 0.1}, tmp_path / "mixed.pt")
     with pytest.raises(WeightsError, match="entry 'lr' is not a tensor"):
-        hub.load_state_dict(tmp_path / "mixed.pt")
+        lw.load_state_dict(tmp_path / "mixed.pt")
     (tmp_path / "junk.pt").write_bytes(b"not a pickle at all")
     with pytest.raises(WeightsError, match="not a readable PyTorch weights file"):
-        hub.load_state_dict(tmp_path / "junk.pt")
+        lw.load_state_dict(tmp_path / "junk.pt")
     (tmp_path / "junk.safetensors").write_bytes(b"\x00" * 16)
     with pytest.raises(WeightsError, match="not a readable safetensors file"):
-        hub.load_state_dict(tmp_path / "junk.safetensors")
+        lw.load_state_dict(tmp_path / "junk.safetensors")
 
 
 def test_local_weights(tmp_path: Path):
     torch.save({"w": torch.ones(2)}, tmp_path / "w.pt")
-    path, digest = hub.local_weights(tmp_path / "w.pt")
+    path, digest = lw.local_weights(tmp_path / "w.pt")
     assert path == tmp_path / "w.pt" and digest == sha((tmp_path / "w.pt").read_bytes())
     with pytest.raises(WeightsError, match="weights file not found"):
-        hub.local_weights(tmp_path / "absent.pt")
+        lw.local_weights(tmp_path / "absent.pt")
     (tmp_path / "w.txt").write_text("x")
     with pytest.raises(WeightsError, match="weights must be a"):
-        hub.local_weights(tmp_path / "w.txt")
+        lw.local_weights(tmp_path / "w.txt")
 
 
 def test_resolve_weights_local_file_uses_entry_for_the_network(tmp_path: Path):
     torch.save({"w": torch.ones(2)}, tmp_path / "mine.pt")
-    reg = hub.load_registry(write_registry(tmp_path / "w.toml", [registry_entry("m", "o/r", "w.pt")], "m"))
-    resolved = hub.resolve_weights(None, tmp_path / "mine.pt", registry=reg)
+    reg = lw.load_registry(write_registry(tmp_path / "w.toml", [registry_entry("m", "o/r", "w.pt")], "m"))
+    resolved = lw.resolve_weights(None, tmp_path / "mine.pt", registry=reg)
     assert resolved.source == "local" and resolved.entry.name == "m"
-    assert resolved.sha256 == hub.sha256_file(tmp_path / "mine.pt") and resolved.matches_registry_pin is None
+    assert resolved.sha256 == lw.sha256_file(tmp_path / "mine.pt") and resolved.matches_registry_pin is None
 
 
 # --------------------------------------------------------------------------- downloads end to end
@@ -440,7 +440,7 @@ def test_a_killed_download_resumes_in_the_next_command(tmp_path: Path, server: H
     deadline = time.monotonic() + 60
     partial: list[Path] = []
     while time.monotonic() < deadline:
-        partial = list(blobs.glob(f"*{hub.PARTIAL_SUFFIX}")) if blobs.exists() else []
+        partial = list(blobs.glob(f"*{lw.PARTIAL_SUFFIX}")) if blobs.exists() else []
         if partial and partial[0].stat().st_size >= 10 * 1024 * 1024:
             break
         time.sleep(0.05)
@@ -455,7 +455,7 @@ def test_a_killed_download_resumes_in_the_next_command(tmp_path: Path, server: H
     assert Path(out["path"]).read_bytes() == big
     cdn = [(r.range, r.status) for r in server.requests if r.role == "cdn"]
     assert cdn == [(None, 200), (f"bytes={have}-", 206)]  # the second command fetched only the rest
-    assert not list(blobs.glob(f"*{hub.PARTIAL_SUFFIX}"))
+    assert not list(blobs.glob(f"*{lw.PARTIAL_SUFFIX}"))
     assert api(env, "verify")[0]["status"] == "recorded"  # matches its trust-on-first-use record
 
 
@@ -498,30 +498,30 @@ def test_local_entry_written_by_liverctl_train(tmp_path: Path):
         liver_channel=1,
         patch_size=[32, 48, 48],
     )
-    reg = hub.load_registry(toml)
+    reg = lw.load_registry(toml)
     entry = reg.get()
     assert entry.local and entry.local_path == weights and entry.pinned
     assert entry.datasets == ("lits", "sliver")
-    assert entry.datasets_intensity["sliver"] == hub.IntensityRecipe("window-zscore", window=None, mean=10.0, std=20.0)
-    assert entry.intensity == hub.IntensityRecipe("window-zscore", window=(-100.0, 200.0), mean=50.0, std=40.0)
+    assert entry.datasets_intensity["sliver"] == lw.IntensityRecipe("window-zscore", window=None, mean=10.0, std=20.0)
+    assert entry.intensity == lw.IntensityRecipe("window-zscore", window=(-100.0, 200.0), mean=50.0, std=40.0)
 
     # no network and no Hub cache involved: the file beside the registry, checked against its pin
-    assert hub.download("mini", registry=reg) == weights
-    assert hub.weights_path("mini", registry=reg) == weights
-    assert hub.verify("mini", registry=reg).status == "ok"
-    assert hub.list_weights(registry=reg)[0].pin == "sha256"
-    resolved = hub.resolve_weights("mini", registry=reg)
+    assert lw.download("mini", registry=reg) == weights
+    assert lw.weights_path("mini", registry=reg) == weights
+    assert lw.verify("mini", registry=reg).status == "ok"
+    assert lw.list_weights(registry=reg)[0].pin == "sha256"
+    resolved = lw.resolve_weights("mini", registry=reg)
     assert (resolved.path, resolved.source, resolved.sha256) == (weights, "local", entry.sha256)
-    state = hub.load_state_dict(resolved.path, resolved.sha256)
+    state = lw.load_state_dict(resolved.path, resolved.sha256)
     assert state.keys() == net.state_dict().keys()
 
     # the user's file altered: refused everywhere, and never deleted
     weights.write_bytes(weights.read_bytes()[:-1] + b"\x00")
-    assert hub.verify("mini", registry=reg).status == "mismatch"
+    assert lw.verify("mini", registry=reg).status == "mismatch"
     for call in (
-        lambda: hub.download("mini", registry=reg),
-        lambda: hub.resolve_weights("mini", registry=reg),
-        lambda: hub.resolve_weights(None, weights, registry=reg),  # --weights with its weights.toml beside it
+        lambda: lw.download("mini", registry=reg),
+        lambda: lw.resolve_weights("mini", registry=reg),
+        lambda: lw.resolve_weights(None, weights, registry=reg),  # --weights with its weights.toml beside it
     ):
         with pytest.raises(WeightsError, match=r"sha256 mismatch for local weights 'mini'.*not using it"):
             call()

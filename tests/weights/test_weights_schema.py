@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-
-from liverctl import hub, weights
+from liverctl import weights
 from liverctl.weights.registry import WindowRecipe
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -47,53 +45,12 @@ def test_exported_entry_reads_back_as_written(tmp_path: Path):
     assert (model.parent / "model.safetensors.sha256").read_text().split()[0] == entry.sha256
 
 
-def test_window_recipe_axis_order_and_former_names():
+def test_window_recipe_axis_order():
     w = WindowRecipe.from_zyx((16, 32, 48), overlap=0.5)
     assert w.roi == (48, 32, 16) and w.roi_zyx == (16, 32, 48) and w.overlap == 0.5
-    assert hub.SlidingWindow is WindowRecipe is weights.SlidingWindow
-    assert hub.sha256_file is weights.sha256_file
     from liverctl.training.export import sha256_file
 
     assert sha256_file is weights.sha256_file
-
-
-FORMER_HUB_NAMES = [
-    "DECISIONS",
-    "INTENSITY_METHODS",
-    "IntensityRecipe",
-    "ModelEntry",
-    "Registry",
-    "ResolvedWeights",
-    "SlidingWindow",
-    "VerifyResult",
-    "WeightsInfo",
-    "download",
-    "get_entry",
-    "list_weights",
-    "load_registry",
-    "load_state_dict",
-    "local_weights",
-    "pins_path",
-    "registry_path",
-    "resolve_weights",
-    "sha256_file",
-    "verify",
-    "verify_all",
-    "weights_path",
-    "REGISTRY_ENV",
-    "HOME_ENV",
-    "PARTIAL_SUFFIX",
-    "NETWORK_AXES",
-    "INTERPOLATIONS",
-    "WINDOW_MODES",
-    "PADDING_MODES",
-    "WEIGHT_SUFFIXES",
-]
-
-
-@pytest.mark.parametrize("name", FORMER_HUB_NAMES)
-def test_hub_shim_keeps_every_public_name(name: str):
-    assert getattr(hub, name) is getattr(weights, name)
 
 
 def test_a_model_preprocessed_with_image_normalization_z_scores_each_scan_as_training_did(tmp_path: Path):

@@ -7,94 +7,23 @@ so that ``liverctl --help`` never imports torch.
 
 from __future__ import annotations
 
-import sys
-from typing import Any
+from liverctl.cli.app import app
 
-import typer
-from typer.core import TyperGroup
-
-try:  # Typer 0.2x carries its own copy of click
-    from typer._click import exceptions as _click_errors
-except ImportError:  # older Typer uses click itself
-    from click import exceptions as _click_errors
-
-from liverctl import __version__
-from liverctl.cli import _help
-
-_help.install()
-
-
-class _OneLineErrors(TyperGroup):
-    """Usage errors (unknown option, bad value) as one plain line on stderr, exit 2, as the
-    commands' own errors are; Typer would draw a box of several lines."""
-
-    def main(
-        self,
-        args: Any = None,
-        prog_name: Any = None,
-        complete_var: Any = None,
-        standalone_mode: bool = True,
-        **extra: Any,
-    ) -> Any:
-        if not standalone_mode:
-            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
-        try:
-            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
-        except getattr(_click_errors, "NoArgsIsHelpError", ()) as exc:
-            exc.show()
-            sys.exit(exc.exit_code)
-        except _click_errors.ClickException as exc:
-            command = f" {exc.ctx.info_name}" if getattr(exc, "ctx", None) and exc.ctx.parent else ""
-            hint = f" (see 'liverctl{command} --help')" if isinstance(exc, _click_errors.UsageError) else ""
-            sys.stderr.write(f"liverctl: error: {' '.join(exc.format_message().split())}{hint}\n")
-            sys.exit(exc.exit_code)
-        except typer.Abort:
-            sys.stderr.write("liverctl: interrupted\n")
-            sys.exit(130)
-        sys.exit(code if isinstance(code, int) else 0)
-
-    def resolve_command(self, ctx: Any, args: list[str]) -> Any:
-        name, command, rest = super().resolve_command(ctx, args)
-        if command is not None:
-            message = _help.check_switch_values(command, rest)
-            if message is not None:
-                sub = type(ctx)(command, info_name=name, parent=ctx)
-                raise _click_errors.UsageError(message, ctx=sub)
-        return name, command, rest
-
-
-app = typer.Typer(
-    cls=_OneLineErrors,
-    name="liverctl",
-    help="Liver segmentation in CT: preprocess, train, predict, crosstest, evaluate, postprocess.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    context_settings={"help_option_names": ["-h", "--help"]},
+# Each command module registers its @app.command when imported; the order here is the order in
+# which `liverctl --help` lists them (the workflow's order).
+from liverctl.cli import (  # noqa: F401
+    cmd_preprocess,
+    cmd_train,
+    cmd_predict,
+    cmd_crosstest,
+    cmd_demo,
+    cmd_evaluate,
+    cmd_postprocess,
+    cmd_phantom,
+    cmd_weights,
 )
 
-
-def _version(value: bool) -> None:
-    if value:
-        typer.echo(f"liverctl {__version__}")
-        raise typer.Exit()
-
-
-@app.callback()
-def main(
-    version: bool = typer.Option(
-        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
-    ),
-) -> None:
-    """Liver segmentation in CT."""
-
-
-def _register() -> None:
-    # Imported here, in this order, so that `liverctl --help` lists commands in workflow order.
-    from liverctl.cli import commands  # noqa: F401
-
-
-_register()
+__all__ = ["app", "run"]
 
 
 def run() -> None:

@@ -9,8 +9,8 @@ from typing import Any
 
 import typer
 
-from liverctl.cli import app
 from liverctl.cli._common import cli_command, parse_xyz, progress_option, quiet_option, reporter, verbose_option
+from liverctl.cli.app import app
 
 
 def _table(result: Any, metric: str) -> str:

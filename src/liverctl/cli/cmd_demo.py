@@ -7,8 +7,8 @@ from pathlib import Path
 
 import typer
 
-from liverctl.cli import app
 from liverctl.cli._common import cli_command, progress_option, quiet_option, reporter, verbose_option
+from liverctl.cli.app import app
 
 
 @app.command("demo")

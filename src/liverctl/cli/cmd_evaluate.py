@@ -8,8 +8,8 @@ from typing import Any
 
 import typer
 
-from liverctl.cli import app
 from liverctl.cli._common import cli_command, progress_option, quiet_option, reporter, verbose_option
+from liverctl.cli.app import app
 
 _HEADERS = {
     "dice": "Dice",

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import typer
 
-from liverctl.cli import app
 from liverctl.cli._common import cli_command, note, progress_option, quiet_option, reporter, verbose_option
+from liverctl.cli.app import app
 
 DOMAIN_HELP = "contrast, plain, tumour, recumbent, pneumoperitoneum or porcine."
 

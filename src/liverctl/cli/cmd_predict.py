@@ -9,7 +9,6 @@ from typing import Any
 
 import typer
 
-from liverctl.cli import app
 from liverctl.cli._common import (
     cli_command,
     err,
@@ -19,6 +18,7 @@ from liverctl.cli._common import (
     reporter,
     verbose_option,
 )
+from liverctl.cli.app import app
 
 OUTPUT_FORMATS = "nii.gz|nrrd|mha|dicom-seg"
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import typer
 
-from liverctl.cli import _OneLineErrors, app
 from liverctl.cli._common import cli_command, err, progress_option, quiet_option, reporter, verbose_option
+from liverctl.cli.app import _OneLineErrors, app
 
 weights_app = typer.Typer(
     cls=_OneLineErrors,  # its switch checks (`--force true`); usage errors are caught by the top-level app

@@ -3,7 +3,7 @@
 :func:`crosstest` runs the protocol of He et al. (2021) end to end:
 
 1. **Datasets.** Each ``DATASET`` is a raw dataset folder (any layout of
-   :func:`liverctl.datasets.discover_dataset`; it is preprocessed into
+   :func:`liverctl.io.datasets.discover_dataset`; it is preprocessed into
    ``OUT/preprocessed/<name>`` with :func:`liverctl.preprocessing.preprocess`, which skips
    cases it already did, when its model has to be trained) or a folder written by
    ``liverctl preprocess``. ``<name>`` is the dataset's name (``dataset.json``), or its

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from liverctl.datasets import LIVER_REGION_NAMES, liver_region_values
 from liverctl.errors import ConfigError, DatasetError, InputError, LiverctlWarning
+from liverctl.io.datasets import LIVER_REGION_NAMES, liver_region_values
 from liverctl.progress import ProgressCallback
 
 __all__ = ["LIVER_NAMES", "SourceDataset", "open_dataset", "parse_metrics"]
@@ -98,7 +98,7 @@ def open_dataset(folder: str | os.PathLike[str], output_dir: str | os.PathLike[s
             cases.append((str(rec["name"]), Path(image), Path(label)))
         name = pre.plan.dataset or root.name
         return SourceDataset(name, root, root, plan_labels(pre.plan), cases, raw=False)
-    from liverctl.datasets import discover_dataset
+    from liverctl.io.datasets import discover_dataset
 
     ds = discover_dataset(root)
     cases = [(c.name, Path(c.image_path), Path(c.label_path)) for c in ds.cases if c.label_path is not None]

@@ -149,7 +149,7 @@ def load_checkpoint(path: str | os.PathLike[str], expected_sha256: str | None = 
     """
     import torch
 
-    from liverctl.hub import sha256_file
+    from liverctl.weights import sha256_file
 
     p = Path(path)
     if not p.is_file():

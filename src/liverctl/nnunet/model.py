@@ -64,7 +64,7 @@ def _fold_path(folder: Path, fold: Fold, checkpoint: str) -> Path:
 
 
 def _check_json_pins(folder: Path, sha256: Mapping[str, str]) -> dict[str, str]:
-    from liverctl.hub import sha256_file
+    from liverctl.weights import sha256_file
 
     seen = {}
     for name in ("plans.json", "dataset.json"):

@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from liverctl.datasets import LIVER_REGION_NAMES, liver_region_values
 from liverctl.errors import WeightsError
+from liverctl.io.datasets import LIVER_REGION_NAMES, liver_region_values
 
 __all__ = [
     "LIVER_LABEL_NAMES",
@@ -51,7 +51,7 @@ RESAMPLING_FUNCTIONS: tuple[str, ...] = ("resample_data_or_seg_to_shape",)
 (the one every default planner writes)."""
 
 LIVER_LABEL_NAMES: tuple[str, ...] = LIVER_REGION_NAMES
-"""Label names whose classes form the liver region: :data:`liverctl.datasets.LIVER_REGION_NAMES`,
+"""Label names whose classes form the liver region: :data:`liverctl.io.datasets.LIVER_REGION_NAMES`,
 the list the MONAI entries use too (MSD Task03: liver 1, cancer 2)."""
 
 _CT_KEYS = ("mean", "std", "percentile_00_5", "percentile_99_5")
@@ -257,7 +257,7 @@ def _labels(dataset: dict[str, Any], where: str) -> tuple[dict[str, int], int]:
 
 def liver_labels(labels: dict[str, int]) -> tuple[int, ...]:
     """Label values of the liver region in a ``{name: value}`` map
-    (:func:`liverctl.datasets.liver_region_values`); empty when no label is named ``liver``."""
+    (:func:`liverctl.io.datasets.liver_region_values`); empty when no label is named ``liver``."""
     return tuple(liver_region_values(labels))
 
 

@@ -58,7 +58,7 @@ HU), :mod:`~liverctl.phantoms.shapes` (implicit shapes), :mod:`~liverctl.phantom
 grid being painted), :mod:`~liverctl.phantoms.builder` (one phantom, drawn then painted by
 :mod:`~liverctl.phantoms.body`, :mod:`~liverctl.phantoms.abdomen` and
 :mod:`~liverctl.phantoms.liver`), :mod:`~liverctl.phantoms.dataset` (:func:`make_phantom`,
-:func:`phantom`). ``liverctl.synthetic``, the former name, re-exports this API for one release.
+:func:`phantom`). ``liverctl.phantoms``, the former name, re-exports this API for one release.
 """
 
 from __future__ import annotations

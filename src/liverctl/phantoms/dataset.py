@@ -11,7 +11,7 @@ from typing import Any
 
 from liverctl.errors import ConfigError, InputError
 from liverctl.io import Geometry, Image, write_image, write_text_atomic
-from liverctl.manifest import Manifest
+from liverctl.io.manifest import Manifest
 from liverctl.phantoms.builder import _Builder
 from liverctl.phantoms.config import GENERATOR_VERSION, LABELS, ORGAN_LABELS, PhantomConfig
 from liverctl.progress import ProgressCallback
@@ -89,7 +89,7 @@ def phantom(
     Case ``i`` is :func:`make_phantom` with ``seed=seed, case=i``, so a dataset is
     bit-identical for the same arguments and case ``i`` does not depend on ``n``. Existing
     files are an error unless ``overwrite``, and even then a file liverctl did not write is never
-    replaced (:mod:`liverctl.manifest`); every file is written atomically. Returns
+    replaced (:mod:`liverctl.io.manifest`); every file is written atomically. Returns
     ``outdir``. This is what ``liverctl phantom`` runs.
     """
     if int(n) < 1:
@@ -141,7 +141,7 @@ def _dataset_json(base: PhantomConfig, n: int, names: list[str]) -> dict[str, An
         labels.update(ORGAN_LABELS)
     meta = {
         "name": f"phantom_{domain}",
-        "description": f"liverctl synthetic abdominal CT phantoms, domain '{domain}' (liverctl.synthetic)",
+        "description": f"liverctl synthetic abdominal CT phantoms, domain '{domain}' (liverctl.phantoms)",
         "channel_names": {"0": "CT"},
         "labels": labels,
         "numTraining": int(n),
@@ -150,7 +150,7 @@ def _dataset_json(base: PhantomConfig, n: int, names: list[str]) -> dict[str, An
             {"image": f"./imagesTr/{name}_0000.nii.gz", "label": f"./labelsTr/{name}.nii.gz"} for name in names
         ],
         "liverctl": {
-            "generator": "liverctl.synthetic",
+            "generator": "liverctl.phantoms",
             "generator_version": GENERATOR_VERSION,
             "domain": domain,
             "seed": int(seed),

@@ -29,7 +29,7 @@ from liverctl.io import (
     read_label,
     write_mask,
 )
-from liverctl.manifest import Manifest
+from liverctl.io.manifest import Manifest
 from liverctl.postprocessing.components import (
     MaskLike,
     _components,
@@ -200,7 +200,7 @@ def postprocess(
       same name into the ``output`` folder and returns one report per file.
 
     Files are written atomically as uint8 (uint16 past label 255) in the input's geometry;
-    an input, or any file liverctl did not write, is never overwritten (:mod:`liverctl.manifest`).
+    an input, or any file liverctl did not write, is never overwritten (:mod:`liverctl.io.manifest`).
     A folder run goes on past a file it cannot read; that file's report holds the ``error``. ``config`` defaults to the ``liver`` preset.
     """
     config = config or PostprocessConfig.preset("liver")

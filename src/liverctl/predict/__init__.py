@@ -26,23 +26,18 @@ and :func:`predict` for files, folders and DICOM series, as the CLI does.
 
 from __future__ import annotations
 
-from liverctl.ct import check_ct
+from liverctl.io.ct import check_ct
 from liverctl.predict.batch import (
-    CaseResult,
-    PredictResult,
-    _shard,
     expand_inputs,
     output_paths,
     parse_paths,
     parse_shard,
     predict,
 )
-from liverctl.predict.model import LiverModel, Segmentation, _clean
+from liverctl.predict.model import LiverModel
 from liverctl.predict.options import PredictOptions
 from liverctl.predict.report import LARGE_COMPONENT_ML, LIVER_VOLUME_RANGE_ML, SUMMARY_FIELDS, write_summary
-
-# Moved to liverctl.preprocessing.intensity; re-exported for one release.
-from liverctl.preprocessing.intensity import normalise
+from liverctl.predict.results import CaseResult, PredictResult, Segmentation
 
 __all__ = [
     "LARGE_COMPONENT_ML",
@@ -53,11 +48,8 @@ __all__ = [
     "PredictOptions",
     "PredictResult",
     "Segmentation",
-    "_clean",
-    "_shard",
     "check_ct",
     "expand_inputs",
-    "normalise",
     "output_paths",
     "parse_paths",
     "parse_shard",

@@ -2,7 +2,7 @@
 
 :func:`predict` is what ``liverctl predict`` calls: it expands the inputs (:func:`expand_inputs`,
 ``--shard``), decides and checks every output before any download (:func:`output_paths`,
-:mod:`liverctl.manifest`), loads the model once, reads the next scan in a background thread
+:mod:`liverctl.io.manifest`), loads the model once, reads the next scan in a background thread
 while the current one is in the network (:func:`_prefetched`), keeps an earlier run's results
 with ``resume`` (:func:`_earlier_result`) and rewrites the summary CSV after every scan.
 """
@@ -13,12 +13,10 @@ import json
 import os
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
 from glob import escape as glob_escape
 from pathlib import Path
 from typing import Any
 
-from liverctl.ct import read_ct
 from liverctl.errors import ConfigError, InputError, LiverctlError
 from liverctl.io import (
     Image,
@@ -31,44 +29,16 @@ from liverctl.io import (
     write_mask,
     write_text_atomic,
 )
-from liverctl.manifest import Manifest
+from liverctl.io.ct import read_ct
+from liverctl.io.manifest import Manifest
 from liverctl.predict.model import LiverModel
 from liverctl.predict.options import PredictOptions
 from liverctl.predict.report import write_summary
+from liverctl.predict.results import CaseResult, PredictResult
 from liverctl.predict.space import ModelSpace
 from liverctl.progress import ProgressCallback
 
-__all__ = ["CaseResult", "PredictResult", "expand_inputs", "output_paths", "parse_paths", "parse_shard", "predict"]
-
-
-@dataclass
-class CaseResult:
-    """One input of a :func:`predict` run: what was written, or why it failed."""
-
-    input: str
-    mask: Path | None = None
-    report_path: Path | None = None
-    probabilities: Path | None = None
-    report: dict[str, Any] | None = None
-    error: str | None = None
-    skipped: bool = False
-    """``resume``: the mask and report of an earlier run with the same model and options were kept."""
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None
-
-
-@dataclass
-class PredictResult:
-    """What a :func:`predict` run did: one :class:`CaseResult` per input and the summary CSV."""
-
-    cases: list[CaseResult] = field(default_factory=list)
-    summary_csv: Path | None = None
-
-    @property
-    def failures(self) -> list[CaseResult]:
-        return [c for c in self.cases if not c.ok]
+__all__ = ["expand_inputs", "output_paths", "parse_paths", "parse_shard", "predict"]
 
 
 def expand_inputs(inputs: Sequence[str | os.PathLike[str]], *, recursive: bool = False) -> list[Path]:
@@ -76,10 +46,10 @@ def expand_inputs(inputs: Sequence[str | os.PathLike[str]], *, recursive: bool =
 
     A folder that holds image files stands for those files; a folder that holds a DICOM
     series stands for that series; zips and single DICOM files are resolved too (see
-    :func:`liverctl.inputs.resolve_inputs`). A path that does not exist is kept
+    :func:`liverctl.io.inputs.resolve_inputs`). A path that does not exist is kept
     (:func:`predict` refuses it before loading a model).
     """
-    from liverctl.inputs import resolve_inputs
+    from liverctl.io.inputs import resolve_inputs
 
     return resolve_inputs(inputs, recursive=recursive)[0]
 
@@ -119,10 +89,10 @@ def output_paths(
     No ``output``: ``<name>_liver.nii.gz`` in the current folder. An ``output`` with an image
     suffix: that file (one scan only). Otherwise a folder: ``<output>/<name>.nii.gz``, the
     same name as the scan, so that ``liverctl evaluate`` pairs it with a reference by name.
-    ``names``: the name of each scan (:func:`liverctl.inputs.resolve_inputs`); the suffix
-    follows ``output_format`` (:func:`liverctl.outputs.mask_suffix`).
+    ``names``: the name of each scan (:func:`liverctl.io.inputs.resolve_inputs`); the suffix
+    follows ``output_format`` (:func:`liverctl.predict.outputs.mask_suffix`).
     """
-    from liverctl.outputs import check_output_format, mask_suffix
+    from liverctl.predict.outputs import check_output_format, mask_suffix
 
     check_output_format(output_format, scans, output)
     named = {**{s: _scan_name(s) for s in scans}, **(names or {})}
@@ -147,7 +117,7 @@ def output_paths(
 
 
 def _sidecar(mask_path: Path, suffix: str) -> Path:
-    from liverctl.outputs import mask_stem
+    from liverctl.predict.outputs import mask_stem
 
     return mask_path.with_name(mask_stem(mask_path) + suffix)
 
@@ -268,12 +238,12 @@ def predict(
         progress: called per scan (``"scans"``) and per window batch (``"sliding window"``).
         on_case: called with each :class:`CaseResult` as soon as its files are written.
         recursive: also segment the scans in the folders below each input folder
-            (:func:`liverctl.inputs.resolve_inputs`; zips and DICOM files are resolved too).
+            (:func:`liverctl.io.inputs.resolve_inputs`; zips and DICOM files are resolved too).
         on_model: called with the loaded :class:`LiverModel` before the first scan.
 
     Every option and output is checked before the weights are loaded (or downloaded): an
     output folder that cannot be written, or an existing file there that liverctl did not
-    write (:mod:`liverctl.manifest`), is refused up front.
+    write (:mod:`liverctl.io.manifest`), is refused up front.
 
     Returns:
         :class:`PredictResult`. A scan that fails (unreadable, not CT, ...) does not stop the
@@ -335,7 +305,7 @@ def _scans(
 ) -> tuple[list[Path], dict[Path, str]]:
     """The scans of this shard of the inputs and their names, refused if any does not exist
     (before any download)."""
-    from liverctl.inputs import resolve_inputs
+    from liverctl.io.inputs import resolve_inputs
 
     items = [inputs] if isinstance(inputs, str | os.PathLike) else list(inputs)
     if not items:
@@ -401,14 +371,14 @@ def _write_mask(mask: Any, image: Image, out: Path, scan: str, series_uid: str |
     """The mask in the format its suffix names: a DICOM-SEG referencing the source series for ``.dcm``."""
     if out.suffix.lower() != ".dcm":
         return write_mask(mask, image, out)
-    from liverctl.dicom_seg import series_files, write_dicom_seg
+    from liverctl.io.dicom_seg import series_files, write_dicom_seg
 
     array = mask.array if isinstance(mask, Image) else mask
     return write_dicom_seg(array, image.geometry, series_files(scan, series_uid), out)
 
 
 def _write_preview(image: Image, mask: Any, path: Path, scan: str, report: dict[str, Any]) -> None:
-    from liverctl.preview import write_preview
+    from liverctl.predict.preview import write_preview
 
     flags = (report.get("qc") or {}).get("flags", [])
     write_preview(image, mask, path, title=Path(scan).name, volume_ml=report.get("liver_volume_ml"), flags=flags)

@@ -3,7 +3,7 @@
 Data flow of :meth:`LiverModel.segment`, each step a method (or a function of another
 module) that takes and returns plain values::
 
-    to_model_space (predict.space: reorient + the entry's grid, liverctl.monai_grid for MONAI
+    to_model_space (predict.space: reorient + the entry's grid, liverctl.predict.monai_grid for MONAI
     bundles; preprocessing.intensity.normalise)
     -> inference.predict_volume (sliding window) -> the liver indicator in model space
     -> back onto the scan's grid (predict.space.ModelSpace.mask_on: Invertd's nearest neighbour
@@ -19,34 +19,26 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from liverctl.ct import check_ct, has_body
 from liverctl.errors import ConfigError
 from liverctl.io import Image
+from liverctl.io.ct import check_ct, has_body
 from liverctl.postprocessing import clean_liver_mask
 from liverctl.predict.options import PredictOptions
 from liverctl.predict.report import case_report
+from liverctl.predict.results import Segmentation
 from liverctl.predict.space import ModelSpace
 from liverctl.progress import ProgressCallback
 
 if TYPE_CHECKING:
     from liverctl.device import DeviceConfig
 
-__all__ = ["LiverModel", "Segmentation"]
-
-
-@dataclass
-class Segmentation:
-    """The result of :meth:`LiverModel.segment` for one scan, on the scan's own grid."""
-
-    mask: Image
-    probabilities: Image | None
-    report: dict[str, Any]
+__all__ = ["LiverModel"]
 
 
 def _sibling_registry(weights: Path) -> Path | None:
@@ -128,7 +120,7 @@ class LiverModel:
     def liver_channels(self) -> list[int]:
         """Output channels that form the liver region: the liver channel plus any tumour or
         lesion channel the entry's label map names (the whole organ, as LiTS scores it)."""
-        from liverctl.datasets import liver_region_values
+        from liverctl.io.datasets import liver_region_values
 
         return sorted({self.entry.liver_channel, *liver_region_values(self.entry.labels)})
 

@@ -31,9 +31,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from liverctl.ct import check_ct, has_body
 from liverctl.errors import ConfigError
 from liverctl.io import Image
+from liverctl.io.ct import check_ct, has_body
 from liverctl.postprocessing import clean_liver_mask
 from liverctl.predict.options import PredictOptions
 from liverctl.predict.report import case_report
@@ -42,7 +42,7 @@ from liverctl.progress import ProgressCallback
 if TYPE_CHECKING:
     from liverctl.device import DeviceConfig
     from liverctl.nnunet import NnUNetModel
-    from liverctl.predict.model import Segmentation
+    from liverctl.predict.results import Segmentation
     from liverctl.weights import NnUNetEntry
 
 __all__ = ["CITATION", "NnUNetLiverModel", "nnunet_folder"]
@@ -196,7 +196,7 @@ class NnUNetLiverModel:
         progress: ProgressCallback | None = None,
     ) -> Segmentation:
         """Segment the liver of one CT scan; the mask is on ``image``'s own grid."""
-        from liverctl.predict.model import Segmentation
+        from liverctl.predict.results import Segmentation
 
         options = options or PredictOptions()
         if options.ensemble != "mean":

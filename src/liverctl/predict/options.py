@@ -45,8 +45,8 @@ class PredictOptions:
         dataset: branch of a dataset-wise (DCM) network to use, by dataset name.
         threads: CPU threads for torch (``None`` = torch's default).
         output_format: ``"nii.gz"``, ``"nrrd"``, ``"mha"`` or ``"dicom-seg"``; ``None`` = the
-            input's format, NIfTI for DICOM (see :mod:`liverctl.outputs`).
-        preview: also write ``<name>_preview.png`` (see :mod:`liverctl.preview`).
+            input's format, NIfTI for DICOM (see :mod:`liverctl.predict.outputs`).
+        preview: also write ``<name>_preview.png`` (see :mod:`liverctl.predict.preview`).
         ensemble: how several ``--weights`` / models are combined: ``"mean"`` (the mean of
             their probabilities) or ``"vote"`` (majority vote of their decisions, PIPO-FAN's
             five folds; see :class:`liverctl.inference.SlidingWindow`).
@@ -80,7 +80,7 @@ class PredictOptions:
             raise ConfigError(f"--threads must be 1 or more, got {self.threads}")
         if self.ensemble not in ("mean", "vote"):
             raise ConfigError(f"--ensemble must be mean or vote, got {self.ensemble!r}")
-        from liverctl.outputs import FORMATS
+        from liverctl.predict.outputs import FORMATS
 
         if self.output_format is not None and self.output_format not in FORMATS:
             raise ConfigError(f"unknown --output-format {self.output_format!r}: use one of {', '.join(FORMATS)}")

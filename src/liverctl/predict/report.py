@@ -16,12 +16,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from liverctl import __version__
-from liverctl.ct import NO_BODY
 from liverctl.io import Geometry, Image, write_text_atomic
+from liverctl.io.ct import NO_BODY
 from liverctl.spatial import bounding_box
 
 if TYPE_CHECKING:
-    from liverctl.predict.batch import CaseResult
+    from liverctl.predict.results import CaseResult
 
 __all__ = ["LARGE_COMPONENT_ML", "LIVER_VOLUME_RANGE_ML", "SUMMARY_FIELDS", "case_report", "write_summary"]
 

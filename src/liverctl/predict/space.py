@@ -3,7 +3,7 @@
 Two recipes, chosen by the weights entry's ``grid`` (see ``weights.toml``):
 
 ``grid = "monai"`` (MONAI bundles): ``Orientationd`` + ``Spacingd`` + ``Invertd`` as the bundle
-runs them (:mod:`liverctl.monai_grid`): the grid keeps the oriented scan's first voxel and
+runs them (:mod:`liverctl.predict.monai_grid`): the grid keeps the oriented scan's first voxel and
 rotation, values beyond the scan's edge are the edge's (border padding), and the label map
 comes back by nearest neighbour, ties rounded half to even.
 
@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from liverctl.io import Geometry, Image
-from liverctl.monai_grid import BundleGrid
+from liverctl.predict.monai_grid import BundleGrid
 from liverctl.preprocessing.intensity import normalise
 from liverctl.spatial import _resample_sitk, bounding_box, orientation_of, reorient, resample, resample_to_reference
 
@@ -39,7 +39,7 @@ __all__ = ["ModelSpace"]
 class ModelSpace:
     """A scan in its model's space: ``hu`` (float32 HU with its geometry, for the body crop and
     air windows), ``net_input`` (after the intensity recipe), and for ``grid = "monai"`` the
-    :class:`~liverctl.monai_grid.BundleGrid` and the oriented scan's geometry, for the way back."""
+    :class:`~liverctl.predict.monai_grid.BundleGrid` and the oriented scan's geometry, for the way back."""
 
     hu: Image
     net_input: np.ndarray

@@ -18,9 +18,7 @@ One concept per module:
   (body crop, a labelled dataset's plan) for SD-Net; :mod:`~liverctl.preprocessing.split`:
   :func:`preprocess_split`, a labelled : unlabelled split made before any label is read.
 
-Resampling and orientation live in :mod:`liverctl.spatial`; ``resample``,
-``resample_to_reference``, ``reorient``, ``orientation_of``, ``resampled_grid`` and
-``interpolation_order`` are re-exported here for one release (see CHANGELOG.md).
+Resampling and orientation live in :mod:`liverctl.spatial`.
 
 Conventions. Spacings are in ITK's **(x, y, z)** order, in mm, like :attr:`Geometry.spacing`;
 array shapes are **(z, y, x)**. The *liver region* of a label map is every voxel whose label is
@@ -43,8 +41,6 @@ from liverctl.preprocessing.fingerprinting import (
     SAMPLES_PER_CASE,
     CaseFingerprint,
     Fingerprint,
-    _hist_percentile,
-    _merge_histograms,
     fingerprint,
     fingerprint_case,
 )
@@ -60,19 +56,7 @@ from liverctl.preprocessing.spacing import (
 from liverctl.preprocessing.split import SplitResult, labelled_split, preprocess_split
 from liverctl.preprocessing.unlabelled import UnlabelledResult, image_cases, preprocess_unlabelled
 
-# Moved to liverctl.spatial; re-exported for one release.
-from liverctl.spatial import (
-    INTERPOLATORS,
-    interpolation_order,
-    orientation_of,
-    reorient,
-    resample,
-    resample_to_reference,
-    resampled_grid,
-)
-
 __all__ = [
-    "INTERPOLATORS",
     "MEDIAN_RULE_SIZE",
     "NORMALIZATIONS",
     "SAMPLES_PER_CASE",
@@ -85,21 +69,17 @@ __all__ = [
     "PreprocessedDataset",
     "SplitResult",
     "UnlabelledResult",
-    "_hist_percentile",
-    "_merge_histograms",
     "apply_plan",
     "crop_z",
     "fingerprint",
     "fingerprint_case",
     "image_cases",
-    "interpolation_order",
     "labelled_split",
     "liver_region",
     "liver_z_crop",
     "liver_z_range",
     "load_preprocessed",
     "normalise",
-    "orientation_of",
     "parse_spacing",
     "plan",
     "preprocess",
@@ -107,10 +87,6 @@ __all__ = [
     "preprocess_split",
     "preprocess_unlabelled",
     "read_case",
-    "reorient",
-    "resample",
-    "resample_to_reference",
-    "resampled_grid",
     "resolve_window",
     "spacing_for_shape",
     "target_spacing",

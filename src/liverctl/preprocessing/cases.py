@@ -1,6 +1,6 @@
 """One labelled case of a dataset, read and validated for preprocessing.
 
-:func:`read_case` gives the CT scan (the verdict of :mod:`liverctl.ct`, as ``predict`` gives
+:func:`read_case` gives the CT scan (the verdict of :mod:`liverctl.io.ct`, as ``predict`` gives
 it) and its label map on the same grid; :func:`source_stat` identifies the source files (size
 and modification time), so that a rerun knows what changed since.
 """
@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from liverctl.ct import NO_BODY, has_body, read_ct
-from liverctl.datasets import Case
 from liverctl.errors import DatasetError, LiverctlError
 from liverctl.io import Image, check_same_grid, read_label
+from liverctl.io.ct import NO_BODY, has_body, read_ct
+from liverctl.io.datasets import Case
 
 __all__ = ["read_case", "source_stat"]
 
@@ -28,7 +28,7 @@ def source_stat(case: Case) -> dict[str, int]:
 
 
 def read_case(case: Case) -> tuple[Image, Image]:
-    """Read and validate a labelled case: a CT scan in HU (:mod:`liverctl.ct`, the verdict
+    """Read and validate a labelled case: a CT scan in HU (:mod:`liverctl.io.ct`, the verdict
     ``predict`` gives) with a body, and a label map on the same grid."""
     if case.label_path is None:
         raise DatasetError(f"case {case.name} has no label map")

@@ -21,10 +21,10 @@ from typing import Any
 
 import numpy as np
 
-from liverctl.datasets import Case, Dataset, discover_dataset
 from liverctl.errors import ConfigError, DatasetError, GeometryError, InputError
 from liverctl.io import Geometry, Image, atomic_path, write_text_atomic
-from liverctl.manifest import Manifest, check_new_or_owned_folder
+from liverctl.io.datasets import Case, Dataset, discover_dataset
+from liverctl.io.manifest import Manifest, check_new_or_owned_folder
 from liverctl.preprocessing.cases import read_case, source_stat
 from liverctl.preprocessing.crop import crop_z, liver_region
 from liverctl.preprocessing.fingerprinting import Fingerprint, fingerprint

@@ -20,9 +20,9 @@ from typing import Any
 import numpy as np
 
 from liverctl import __version__
-from liverctl.datasets import Case, Dataset, discover_dataset
 from liverctl.errors import DatasetError, LiverctlWarning
 from liverctl.io import Image, atomic_path
+from liverctl.io.datasets import Case, Dataset, discover_dataset
 from liverctl.preprocessing.cases import read_case, source_stat
 from liverctl.preprocessing.crop import liver_region, slab_of
 from liverctl.preprocessing.spacing import target_spacing
@@ -353,7 +353,7 @@ def fingerprint(
     :func:`preprocess` writes nothing for a dataset with a bad case.
 
     Args:
-        dataset: a :class:`~liverctl.datasets.Dataset` or a dataset folder.
+        dataset: a :class:`~liverctl.io.datasets.Dataset` or a dataset folder.
         crop_margin_mm: margin of the liver z-crop; ``None`` for no crop.
         liver_labels: labels that make up the liver region (``None``: every label >= 1).
         samples_per_case: liver intensities kept per case for the percentiles.

@@ -28,10 +28,10 @@ from typing import Any
 
 import numpy as np
 
-from liverctl.datasets import Dataset, discover_dataset
 from liverctl.errors import ConfigError, InputError
 from liverctl.io import write_text_atomic
-from liverctl.manifest import MANIFEST_NAME, Manifest, check_new_or_owned_folder
+from liverctl.io.datasets import Dataset, discover_dataset
+from liverctl.io.manifest import MANIFEST_NAME, Manifest, check_new_or_owned_folder
 from liverctl.preprocessing.dataset import PreprocessResult, _checked_options, preprocess
 from liverctl.preprocessing.unlabelled import UnlabelledResult, check_scans, preprocess_unlabelled
 from liverctl.progress import ProgressCallback

@@ -4,7 +4,7 @@ Semi-supervised training (SD-Net, ``../shared/docs/METHODS.md`` §3) needs scans
 label map, preprocessed exactly as the network's labelled inputs, without any step that reads a
 label. Per scan (:func:`preprocess_unlabelled_case`):
 
-1. read it as CT in HU (:func:`~liverctl.ct.read_ct`; a scan without a body is refused);
+1. read it as CT in HU (:func:`~liverctl.io.ct.read_ct`; a scan without a body is refused);
 2. **body crop** instead of the liver z-crop: the (z, y, x) bounding box of the body
    (:func:`~liverctl.inference.body.crop_to_body`: 3x3x3 mean, above -500 HU, specks under 1 %
    of the largest component ignored, widened by ``body_margin`` voxels), the crop ``predict``
@@ -40,10 +40,10 @@ from typing import Any
 import numpy as np
 
 from liverctl import __version__
-from liverctl.datasets import Case, Dataset, natural_key
 from liverctl.errors import ConfigError, DatasetError, InputError, LiverctlError
 from liverctl.io import Image, atomic_path, image_stem, list_images, write_text_atomic
-from liverctl.manifest import Manifest, check_new_or_owned_folder
+from liverctl.io.datasets import Case, Dataset, natural_key
+from liverctl.io.manifest import Manifest, check_new_or_owned_folder
 from liverctl.preprocessing.cases import source_stat
 from liverctl.preprocessing.crop import crop_box
 from liverctl.preprocessing.planning import Plan, apply_plan
@@ -134,8 +134,8 @@ def image_cases(folder: str | os.PathLike[str]) -> tuple[str, list[Case]]:
 
 
 def read_scan(case: Case) -> Image:
-    """Read and check one unlabelled scan: CT in HU (:func:`~liverctl.ct.read_ct`) with a body."""
-    from liverctl.ct import NO_BODY, has_body, read_ct
+    """Read and check one unlabelled scan: CT in HU (:func:`~liverctl.io.ct.read_ct`) with a body."""
+    from liverctl.io.ct import NO_BODY, has_body, read_ct
 
     try:
         image, _ = read_ct(case.image_path)
@@ -161,8 +161,8 @@ def preprocess_unlabelled_case(
     case: Case, plan: Plan, output: str | os.PathLike[str], body_margin: int = 4
 ) -> dict[str, Any]:
     """Preprocess one scan into ``output`` (images/, cases/<name>.json) and return its record (module docs)."""
-    from liverctl.ct import BODY_HU
     from liverctl.inference.body import crop_to_body
+    from liverctl.io.ct import BODY_HU
 
     out = Path(output)
     image = read_scan(case)
@@ -256,7 +256,7 @@ def preprocess_unlabelled(
 
     Args:
         source: a folder of scans or a dataset folder (labels ignored), or a
-            :class:`~liverctl.datasets.Dataset` whose label paths are dropped unread.
+            :class:`~liverctl.io.datasets.Dataset` whose label paths are dropped unread.
         output: the output folder (what ``train --method sdnet --unlabelled`` reads).
         like: a :func:`~liverctl.preprocessing.preprocess` output: its target spacing, window
             and z-score statistics are applied; nothing of the unlabelled scans enters them.

@@ -293,7 +293,7 @@ def export_plans(data: TrainingData) -> tuple[list[dict[str, Any]], str]:
     ``orientation``, read from the first training case; LPS when it cannot be read)."""
     orientation = "LPS"
     with contextlib.suppress(Exception):
-        from liverctl.preprocessing import orientation_of
+        from liverctl.spatial import orientation_of
 
         d = 0
         image, _ = data.load_images(d, data.info[d][0].name)

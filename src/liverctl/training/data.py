@@ -232,7 +232,7 @@ class TrainingData:
         """Output channels counted as liver in validation: ``liver`` plus any tumour class
         (the whole organ, as in LiTS' liver evaluation); all foreground if there is no
         class named liver."""
-        from liverctl.datasets import liver_region_values
+        from liverctl.io.datasets import liver_region_values
 
         return liver_region_values(self.labels) or [v for v in self.labels.values() if v != 0]
 
@@ -296,7 +296,7 @@ class TrainingData:
 def _fold_tumour(labels: dict[str, int]) -> dict[str, int]:
     """``{name: value}`` of the tumour-like labels to fold into the liver (none when the map
     names no liver)."""
-    from liverctl.datasets import LIVER_REGION_NAMES
+    from liverctl.io.datasets import LIVER_REGION_NAMES
 
     lower = {n.lower(): v for n, v in labels.items()}
     if "liver" not in lower:

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 from liverctl.weights.add import add_nnunet
 from liverctl.weights.download import (
-    PARTIAL_SUFFIX,
     WeightsInfo,
     download,
     list_weights,
@@ -51,7 +50,6 @@ from liverctl.weights.registry import (
     IntensityRecipe,
     ModelEntry,
     Registry,
-    SlidingWindow,
     WindowRecipe,
     format_registry,
     get_entry,
@@ -60,6 +58,7 @@ from liverctl.weights.registry import (
     save_registry,
 )
 from liverctl.weights.resolve import ResolvedWeights, load_state_dict, local_weights, resolve_weights
+from liverctl.weights.transfer import PARTIAL_SUFFIX
 
 __all__ = [
     "DECISIONS",
@@ -77,7 +76,6 @@ __all__ = [
     "NnUNetEntry",
     "Registry",
     "ResolvedWeights",
-    "SlidingWindow",
     "VerifyResult",
     "WeightsInfo",
     "WindowRecipe",

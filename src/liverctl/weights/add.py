@@ -30,9 +30,9 @@ from typing import Any
 
 from liverctl.errors import ConfigError, WeightsError
 from liverctl.progress import ProgressCallback
-from liverctl.weights.download import HubFile, _download_error
 from liverctl.weights.nnunet_entry import FORMAT, NnUNetEntry, parse_nnunet_entry
 from liverctl.weights.registry import HEX40, load_registry, registry_path
+from liverctl.weights.transfer import HubFile, download_error
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -90,7 +90,7 @@ def _listing(repo_id: str, revision: str, folder: str) -> tuple[str, dict[str, A
         tree = HfApi().list_repo_tree(repo_id, path_in_repo=folder, revision=commit, recursive=True)
         files = {f.path[len(folder) + 1 :]: f for f in tree if isinstance(f, RepoFile)}
     except Exception as exc:
-        error = _download_error(probe, exc)
+        error = download_error(probe, exc)
         if error is None:
             raise
         raise error from None

@@ -2,7 +2,7 @@
 
 Every file of the entry's results folder (``plans.json``, ``dataset.json`` and
 ``fold_N/<checkpoint>`` for each fold) comes through the same code as a single-file entry's
-(:func:`liverctl.weights.download.hub_download`: ``hf_hub_download``, the Hugging Face cache,
+(:func:`liverctl.weights.transfer.hub_download`: ``hf_hub_download``, the Hugging Face cache,
 resumable transfers, one-line errors), each through its own :class:`HubFile`. Each file's
 sha256 is checked against its pin before anything reads it; a file that fails is removed from
 the cache (snapshot link and blob) with a one-line :class:`~liverctl.errors.WeightsError`. The
@@ -21,9 +21,9 @@ from pathlib import Path
 
 from liverctl.errors import WeightsError
 from liverctl.progress import ProgressCallback
-from liverctl.weights.download import HubFile, hub_download
 from liverctl.weights.nnunet_entry import NnUNetEntry
 from liverctl.weights.pins import VerifyResult, _announced_sha256, _evict, sha256_file
+from liverctl.weights.transfer import HubFile, hub_download
 
 __all__ = ["cached_folder", "download_folder", "fetch_files", "hub_files", "verified_folder", "verify_folder"]
 

@@ -21,7 +21,6 @@ __all__ = [
     "PADDING_MODES",
     "WINDOW_MODES",
     "IntensityRecipe",
-    "SlidingWindow",
     "WindowRecipe",
     "parse_intensity",
     "parse_sliding_window",
@@ -91,11 +90,6 @@ class WindowRecipe:
 
     def to_dict(self) -> dict[str, Any]:
         return {"roi": list(self.roi), "overlap": self.overlap, "mode": self.mode, "padding_mode": self.padding_mode}
-
-
-SlidingWindow = WindowRecipe
-"""Former name of :class:`WindowRecipe` (``liverctl.hub.SlidingWindow``), kept for one release;
-not to be confused with the engine's :class:`liverctl.inference.SlidingWindow`."""
 
 
 def parse_intensity(value: Any, where: str) -> IntensityRecipe:

@@ -35,7 +35,6 @@ from liverctl.weights.recipes import (
     PADDING_MODES,
     WINDOW_MODES,
     IntensityRecipe,
-    SlidingWindow,
     WindowRecipe,
     parse_intensity,
     parse_sliding_window,
@@ -60,7 +59,6 @@ __all__ = [
     "ModelEntry",
     "NnUNetEntry",
     "Registry",
-    "SlidingWindow",
     "WindowRecipe",
     "as_entry",
     "format_registry",
@@ -124,7 +122,7 @@ class ModelEntry:
     grid: str = "liverctl"
     """How a scan is brought to ``spacing`` and back: ``"monai"`` = MONAI's ``Spacingd`` grid
     (first voxel kept, border padding) and ``Invertd``'s nearest-neighbour way back
-    (:mod:`liverctl.monai_grid`), as MONAI bundles do; ``"liverctl"`` = the centred grid of
+    (:mod:`liverctl.predict.monai_grid`), as MONAI bundles do; ``"liverctl"`` = the centred grid of
     :func:`liverctl.spatial.resample`, as ``liverctl preprocess`` trains."""
     license: str = ""
     citation: str = ""

@@ -22,10 +22,11 @@ from typing import TYPE_CHECKING, Any
 
 from liverctl.errors import WeightsError
 from liverctl.progress import ProgressCallback
-from liverctl.weights.download import hub_download, local_file
+from liverctl.weights.download import local_file
 from liverctl.weights.nnunet_entry import NnUNetEntry
 from liverctl.weights.pins import accept, sha256_file
 from liverctl.weights.registry import WEIGHT_SUFFIXES, ModelEntry, Registry, get_entry
+from liverctl.weights.transfer import hub_download
 
 if TYPE_CHECKING:
     import torch

@@ -17,7 +17,7 @@ import SimpleITK as sitk
 from liverctl.errors import ImageFormatError, InputError
 
 if TYPE_CHECKING:
-    from liverctl.io import Image
+    from liverctl.io.image import Image
 
 __all__ = ["DicomSeries", "list_dicom_series", "read_dicom_series"]
 
@@ -45,9 +45,9 @@ def list_dicom_series(folder: str | os.PathLike[str]) -> list[DicomSeries]:
     try:
         uids = reader.GetGDCMSeriesIDs(folder)
     except RuntimeError as exc:  # pragma: no cover - GDCM rarely raises here
-        from liverctl.io import _itk_message  # io imports this module at its top
+        from liverctl.io.checks import itk_message
 
-        raise InputError(f"cannot scan DICOM folder {folder}: {_itk_message(exc)}") from None
+        raise InputError(f"cannot scan DICOM folder {folder}: {itk_message(exc)}") from None
     series = [DicomSeries(uid, tuple(reader.GetGDCMSeriesFileNames(folder, uid))) for uid in uids]
     return sorted(series, key=lambda s: (-s.n_slices, s.uid))
 
@@ -73,7 +73,8 @@ def _choose_series(folder: Path, series_uid: str | None) -> DicomSeries:
 
 def read_dicom_series(folder: str | os.PathLike[str], series_uid: str | None = None) -> Image:
     """Read one DICOM series: the one with the most slices, or ``series_uid``."""
-    from liverctl.io import Image, _checked, _itk_message, _not_3d  # io imports this module at its top
+    from liverctl.io.checks import itk_message, refuse_not_3d, require_volume
+    from liverctl.io.image import Image
 
     folder = Path(folder)
     series = _choose_series(folder, series_uid)
@@ -84,5 +85,5 @@ def read_dicom_series(folder: str | os.PathLike[str], series_uid: str | None = N
     try:
         image = reader.Execute()
     except RuntimeError as exc:
-        raise InputError(f"cannot read DICOM series in {folder}: {_itk_message(exc)}") from None
-    return _checked(Image.from_sitk(image) if image.GetDimension() == 3 else _not_3d(image, folder), folder)
+        raise InputError(f"cannot read DICOM series in {folder}: {itk_message(exc)}") from None
+    return require_volume(Image.from_sitk(image) if image.GetDimension() == 3 else refuse_not_3d(image, folder), folder)

@@ -22,7 +22,8 @@ import os
 import numpy as np
 
 from liverctl.errors import ImageFormatError
-from liverctl.io import Image, read_image
+from liverctl.io.image import Image
+from liverctl.io.images import read_image
 
 BODY_HU = -500.0
 """Voxels above this value are tissue (the body), below it air, as in the body crop."""

@@ -1,14 +1,14 @@
 """Evaluate predicted label maps against reference label maps, per case and region.
 
 :func:`evaluate` takes two files or two folders (paired by file name without the image
-suffix, see :func:`liverctl.pairing.pair_cases`), reads them as validated label maps and
+suffix, see :func:`liverctl.evaluation.pairing.pair_cases`), reads them as validated label maps and
 scores every case and *region*: a named union of labels scored as one binary mask
-(:mod:`liverctl.regions`), e.g. the LiTS liver = labels 1+2. Without regions every label
+(:mod:`liverctl.evaluation.regions`), e.g. the LiTS liver = labels 1+2. Without regions every label
 is its own region, named by its number (the per-label default). Per region it reports
 :func:`liverctl.metrics.compute_metrics`, optionally the normalised surface Dice at
-tolerances in mm (:mod:`liverctl.surface_dice`) and, for a tumour region, lesion
-detection and tumour burden (:mod:`liverctl.lesions`). The result, an
-:class:`~liverctl.evaluation_results.EvaluationResult`, holds the rows, summary
+tolerances in mm (:mod:`liverctl.metrics.surface_dice`) and, for a tumour region, lesion
+detection and tumour burden (:mod:`liverctl.metrics.lesions`). The result, an
+:class:`~liverctl.evaluation.results.EvaluationResult`, holds the rows, summary
 statistics, an optional paired comparison with a second method, and CSV/JSON.
 :func:`evaluate_images` does the same for two in-memory :class:`~liverctl.io.Image` objects.
 
@@ -30,34 +30,19 @@ from typing import TypeVar
 
 import numpy as np
 
-from liverctl.case_scoring import CaseScore, ScoringPlan, dataset_notes, dataset_regions, fill_regions, score_case
-from liverctl.comparison import ComparisonRow, compare_rows
 from liverctl.errors import ConfigError, GeometryError, LiverctlWarning
-from liverctl.evaluation_results import STATISTICS, CaseRow, EvaluationResult, LesionRow, conventions, summarize
+from liverctl.evaluation.comparison import compare_rows
+from liverctl.evaluation.pairing import CasePair, check_pairs, pair_cases
+from liverctl.evaluation.regions import lesion_labels, resolve_regions
+from liverctl.evaluation.results import EvaluationResult
+from liverctl.evaluation.scoring import CaseScore, ScoringPlan, dataset_notes, dataset_regions, fill_regions, score_case
 from liverctl.io import Image, check_same_grid, read_label
-from liverctl.lesions import DEFAULT_MIN_DICE, check_lesion_options
 from liverctl.metrics import check_conventions
-from liverctl.pairing import CasePair, check_pairs, pair_cases
+from liverctl.metrics.lesions import DEFAULT_MIN_DICE, check_lesion_options
+from liverctl.metrics.surface_dice import parse_tolerances
 from liverctl.progress import ProgressCallback
-from liverctl.regions import lesion_labels, resolve_regions
-from liverctl.surface_dice import parse_tolerances
 
-__all__ = [
-    "STATISTICS",
-    "CasePair",
-    "CaseRow",
-    "ComparisonRow",
-    "EvaluationResult",
-    "LesionRow",
-    "compare_rows",
-    "conventions",
-    "evaluate",
-    "evaluate_images",
-    "pair_cases",
-    "parse_labels",
-    "resample_to",
-    "summarize",
-]
+__all__ = ["evaluate", "evaluate_images", "parse_labels", "resample_to"]
 
 RegionSpec = str | Mapping[str, Sequence[int]] | None
 T = TypeVar("T")
@@ -296,7 +281,7 @@ def evaluate(
             non-zero label present anywhere in the dataset. Excludes ``regions``.
         regions: named unions of labels, each scored as one mask, for both sides:
             ``"liver=1+2,tumour=2"``, ``{"liver": [1, 2]}`` or a preset (``"lits"``,
-            ``"msd-liver"``, ``"totalseg"``); see :mod:`liverctl.regions`.
+            ``"msd-liver"``, ``"totalseg"``); see :mod:`liverctl.evaluation.regions`.
         pred_regions, ref_regions: the same for one side only, replacing the labels of the
             regions they name there (``pred_regions="liver=5"`` for a TotalSegmentator map).
         lesions: the regions that get lesion detection and tumour burden (names; ``"none"``);

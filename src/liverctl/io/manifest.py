@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from liverctl.errors import InputError
-from liverctl.io import write_text_atomic
+from liverctl.io.files import write_text_atomic
 
 MANIFEST_NAME = ".liverctl-manifest.json"
 _VERSION = 1

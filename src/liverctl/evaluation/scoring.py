@@ -3,8 +3,8 @@
 :func:`score_case` finds each label's bounding box once per map (``find_objects``), crops
 both maps to the union of a region's boxes, and computes there the metrics of
 :mod:`liverctl.metrics` (bitwise equal to :func:`~liverctl.metrics.compute_metrics` on the
-whole masks), the NSD of :mod:`liverctl.surface_dice` and, for a lesion region, lesion
-detection and tumour burden (:mod:`liverctl.lesions`). :func:`fill_regions`,
+whole masks), the NSD of :mod:`liverctl.metrics.surface_dice` and, for a lesion region, lesion
+detection and tumour burden (:mod:`liverctl.metrics.lesions`). :func:`fill_regions`,
 :func:`dataset_regions` and :func:`dataset_notes` work on the scores of a whole dataset.
 """
 
@@ -16,13 +16,13 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import ndimage as ndi
 
-from liverctl.evaluation_results import CaseRow, LesionRow
+from liverctl.evaluation.regions import ORGAN_NAME, Region, lits_hint, per_label_regions, region_mask
+from liverctl.evaluation.results import CaseRow, LesionRow
 from liverctl.io import Image
-from liverctl.lesions import DEFAULT_MIN_DICE, detect_lesions, tumour_burden
 from liverctl.metrics import bounding_box, metrics_from_crops
-from liverctl.regions import ORGAN_NAME, Region, lits_hint, per_label_regions, region_mask
-from liverctl.surface_dice import nsd_name
-from liverctl.surface_dice import surface_dice_cropped as _nsd_cropped
+from liverctl.metrics.lesions import DEFAULT_MIN_DICE, detect_lesions, tumour_burden
+from liverctl.metrics.surface_dice import nsd_name
+from liverctl.metrics.surface_dice import surface_dice_cropped as _nsd_cropped
 
 __all__ = ["CaseScore", "ScoringPlan", "dataset_notes", "dataset_regions", "fill_regions", "score_case"]
 

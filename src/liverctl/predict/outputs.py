@@ -4,7 +4,7 @@ Default (``None``): the input's own format for NIfTI, NRRD and MetaImage scans (
 ``.nii.gz``, ``.nhdr`` -> ``.nrrd``, ``.mhd`` -> ``.mha``: one compressed file each), NIfTI
 (``.nii.gz``) for DICOM series, zipped series and DICOM files, because every liverctl command and
 nnU-Net/TotalSegmentator read it. ``dicom-seg`` writes a DICOM Segmentation object beside the
-NIfTI-free outputs (``<name>.dcm``) referencing the source series (:mod:`liverctl.dicom_seg`);
+NIfTI-free outputs (``<name>.dcm``) referencing the source series (:mod:`liverctl.io.dicom_seg`);
 only DICOM inputs can have one. An ``-o FILE`` with a suffix decides the format itself.
 """
 
@@ -46,7 +46,7 @@ def check_output_format(
                 f"--output-format dicom-seg needs DICOM input (it references the source series); "
                 f"{not_dicom[0]} is a {image_suffix(not_dicom[0])} file"
             )
-        from liverctl.dicom_seg import check_available
+        from liverctl.io.dicom_seg import check_available
 
         check_available()
 

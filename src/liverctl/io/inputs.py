@@ -50,7 +50,7 @@ def is_dicom_file(path: str | os.PathLike[str]) -> bool:
 
 def _series_of_file(path: Path) -> tuple[str, int, int]:
     """``(series uid, slices of that series, series in the folder)`` of one DICOM file."""
-    from liverctl.dicom import list_dicom_series
+    from liverctl.io.dicom import list_dicom_series
 
     found = list_dicom_series(path.parent)
     target = str(path.resolve())
@@ -97,8 +97,8 @@ def _zip_folder(path: Path) -> Path:
 
 def _folder_scans(folder: Path, recursive: bool) -> list[Path]:
     """Image files of ``folder``, or its DICOM series folder; with ``recursive``, of every folder below."""
-    from liverctl.dicom import list_dicom_series
-    from liverctl.io import list_images
+    from liverctl.io.dicom import list_dicom_series
+    from liverctl.io.files import list_images
 
     found: list[Path] = []
     folders = [folder]
@@ -114,7 +114,7 @@ def _folder_scans(folder: Path, recursive: bool) -> list[Path]:
 
 
 def _name(scan: Path, root: Path | None, base: str | None) -> str:
-    from liverctl.io import image_stem, image_suffix
+    from liverctl.io.files import image_stem, image_suffix
 
     own = image_stem(scan) if scan.is_file() or image_suffix(scan) else scan.name
     if root is None:

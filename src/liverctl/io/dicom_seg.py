@@ -38,7 +38,7 @@ def check_available() -> None:
 
 def series_files(scan: str | os.PathLike[str], series_uid: str | None = None) -> list[str]:
     """The files of the DICOM series that ``scan`` (a series folder, or one file of a series) stands for."""
-    from liverctl.dicom import _choose_series, list_dicom_series
+    from liverctl.io.dicom import _choose_series, list_dicom_series
 
     p = Path(scan)
     if p.is_file():
@@ -75,7 +75,7 @@ def write_dicom_seg(
     from pydicom.sr.codedict import codes
 
     from liverctl import __version__
-    from liverctl.io import atomic_path
+    from liverctl.io.files import atomic_path
 
     sources = [pydicom.dcmread(str(f)) for f in files]
     missing = [

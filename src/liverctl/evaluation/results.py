@@ -1,7 +1,7 @@
 """The result of an evaluation: per-case rows per region, lesions, summaries, CSV and JSON.
 
 :class:`EvaluationResult` is what :func:`liverctl.evaluation.evaluate` returns. Rows are
-keyed by case and *region* (a named union of labels, :mod:`liverctl.regions`; in the
+keyed by case and *region* (a named union of labels, :mod:`liverctl.evaluation.regions`; in the
 default per-label scoring a region is named by its label number, ``"1"``), and every row
 names the labels it scored on each side.
 """
@@ -17,11 +17,11 @@ from typing import Any
 
 import numpy as np
 
-from liverctl.comparison import ComparisonRow
+from liverctl.evaluation.comparison import ComparisonRow
+from liverctl.evaluation.regions import Region
 from liverctl.jsonsafe import json_safe
-from liverctl.lesions import PooledDetection
 from liverctl.metrics import METRIC_NAMES, PairMetrics
-from liverctl.regions import Region
+from liverctl.metrics.lesions import PooledDetection
 
 __all__ = ["STATISTICS", "CaseRow", "EvaluationResult", "LesionRow", "conventions", "summarize"]
 
@@ -39,7 +39,7 @@ class CaseRow:
 
     ``metrics`` holds the metrics of :data:`liverctl.metrics.METRIC_NAMES`; ``extra`` the
     NSD at each tolerance (``nsd_1mm``, ...) and, for a lesion region, the lesion counts,
-    recall/precision/F1 and tumour burden (see :mod:`liverctl.lesions`).
+    recall/precision/F1 and tumour burden (see :mod:`liverctl.metrics.lesions`).
     """
 
     case: str
@@ -175,8 +175,8 @@ class EvaluationResult:
         return conventions(self.surface, self.hd95, self.nsd, self._lesion_text())
 
     def _lesion_text(self) -> str | None:
-        from liverctl.lesions import describe
-        from liverctl.regions import ORGAN_NAME
+        from liverctl.evaluation.regions import ORGAN_NAME
+        from liverctl.metrics.lesions import describe
 
         names = [r.name for r in self.regions if r.lesions]
         if not names:

@@ -94,7 +94,7 @@ def compare_rows(
 ) -> list[ComparisonRow]:
     """Paired t-test and Wilcoxon signed-rank test per region and metric over the cases both methods have.
 
-    ``rows`` / ``other_rows`` are :class:`~liverctl.evaluation_results.CaseRow` lists;
+    ``rows`` / ``other_rows`` are :class:`~liverctl.evaluation.results.CaseRow` lists;
     ``metrics=None`` compares every metric the region's rows carry.
     """
     other = {(r.case, r.region): r.values() for r in other_rows}

@@ -12,7 +12,7 @@ Presets (:data:`PRESETS`): ``lits`` and ``msd-liver`` (liver = 1+2, tumour = 2; 
 Task03 uses LiTS' labels), ``totalseg`` (liver = 5).
 
 A region is a *lesion* region, scored with lesion detection
-(:mod:`liverctl.lesions`), when it is named ``tumour``, ``tumor``, ``lesion`` or
+(:mod:`liverctl.metrics.lesions`), when it is named ``tumour``, ``tumor``, ``lesion`` or
 ``lesions`` unless the caller lists the lesion regions explicitly.
 """
 
@@ -60,7 +60,7 @@ _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
 class Region:
     """One scored region: its name, its labels in the prediction and in the reference.
 
-    ``lesions``: the region also gets lesion detection (:mod:`liverctl.lesions`).
+    ``lesions``: the region also gets lesion detection (:mod:`liverctl.metrics.lesions`).
     """
 
     name: str

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from liverctl.errors import DatasetError, InputError
-from liverctl.io import image_stem, list_images
+from liverctl.io.files import image_stem, list_images
 
 LAYOUTS: tuple[str, ...] = ("msd", "pairs", "lits", "flat")
 

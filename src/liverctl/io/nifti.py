@@ -23,7 +23,7 @@ import numpy as np
 from liverctl.errors import InputError
 
 if TYPE_CHECKING:
-    from liverctl.io import Geometry
+    from liverctl.io.image import Geometry
 
 __all__ = ["check_complete", "nifti_affine", "nifti_has_nonfinite", "stored_affine"]
 
@@ -84,7 +84,7 @@ def nifti_has_nonfinite(path: str | os.PathLike[str]) -> bool:
     returns looks clean; this reads the stored values themselves, in 16 MiB pieces (only for
     float32/float64 files: integer voxels cannot be NaN).
     """
-    from liverctl.io import image_suffix  # io imports this module at its top
+    from liverctl.io.files import image_suffix
 
     path = Path(path)
     opener = gzip.open if image_suffix(path) == ".nii.gz" else open
@@ -120,9 +120,9 @@ def nifti_affine(path: str | os.PathLike[str]) -> np.ndarray | None:
 
     ITK reads the same header into an orthonormalised direction matrix, a few float32 ulps
     away from the stored sform: enough to flip the nearest-neighbour ties of a resampling at
-    an exact 2:1 spacing ratio (see :mod:`liverctl.monai_grid`).
+    an exact 2:1 spacing ratio (see :mod:`liverctl.predict.monai_grid`).
     """
-    from liverctl.io import image_suffix  # io imports this module at its top
+    from liverctl.io.files import image_suffix
 
     path = Path(path)
     opener = gzip.open if image_suffix(path) == ".nii.gz" else open
@@ -206,7 +206,7 @@ def check_complete(path: str | os.PathLike[str]) -> None:
     trailer's length must match; if it does not, the stream is decompressed (not stored)
     to tell a truncated file from an unusual but complete one.
     """
-    from liverctl.io import image_suffix  # io imports this module at its top
+    from liverctl.io.files import image_suffix
 
     path = Path(path)
     suffix = image_suffix(path)
