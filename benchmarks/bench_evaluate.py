@@ -84,7 +84,7 @@ def main() -> None:
     parser.add_argument("--skip-processes", action="store_true", help="NSD: no whole-process timings")
     args = parser.parse_args()
 
-    from liverctl.evaluation import evaluate_images
+    from liverctl.evaluation import EvaluateOptions, evaluate_images
     from liverctl.io import Geometry, Image
     from liverctl.metrics import compute_metrics
 
@@ -107,7 +107,7 @@ def main() -> None:
     m_dm = compute_metrics(pred, ref, spacing, hd95="directed-max")
     geo = Geometry(spacing[::-1])
     p_img, r_img = Image(pred.astype(np.uint8), geo), Image(ref.astype(np.uint8), geo)
-    t_ev, ev = best_of(lambda: evaluate_images(p_img, r_img, labels=[1]), args.repeat)
+    t_ev, ev = best_of(lambda: evaluate_images(p_img, r_img, EvaluateOptions(labels=[1])), args.repeat)
     results["liverctl evaluate_images (uint8, label 1)"] = (
         t_ev,
         {"hd95": ev.rows[0].metrics.hd95, "assd": ev.rows[0].metrics.assd},

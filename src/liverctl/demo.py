@@ -299,7 +299,7 @@ def _overlay(out: Path, first: str, rows: list[dict[str, Any]]) -> Path:
 def _steps(
     out: Path, seed: int, cfg: DemoSettings, device: str, threads: int | None, progress: ProgressCallback | None
 ) -> DemoResult:
-    from liverctl.evaluation import evaluate
+    from liverctl.evaluation import EvaluateOptions, evaluate
     from liverctl.phantoms import write_dataset
     from liverctl.postprocessing import PostprocessConfig, postprocess
     from liverctl.predict import PredictOptions, predict
@@ -332,8 +332,8 @@ def _steps(
     with clock.step("postprocess"):
         postprocess(out / "predictions", out / "postprocessed", PostprocessConfig.preset("liver"), progress=report)
     with clock.step("evaluate"):
-        raw = evaluate(out / "predictions", heldout / "labels", labels=[1], progress=report)
-        final = evaluate(out / "postprocessed", heldout / "labels", labels=[1], progress=report)
+        raw = evaluate(out / "predictions", heldout / "labels", EvaluateOptions(labels=[1]), progress=report)
+        final = evaluate(out / "postprocessed", heldout / "labels", EvaluateOptions(labels=[1]), progress=report)
         write_text_atomic(out / "metrics.csv", final.to_csv())
         write_text_atomic(out / "metrics.json", final.to_json())
     rows = _case_rows(raw, final)

@@ -14,7 +14,15 @@ from scipy import stats
 
 from liverctl import metrics as M
 from liverctl.errors import ConfigError, DatasetError, GeometryError, InputError, LiverctlWarning
-from liverctl.evaluation import evaluate, evaluate_images, pair_cases, parse_labels, resample_to, summarize
+from liverctl.evaluation import (
+    EvaluateOptions,
+    evaluate,
+    evaluate_images,
+    pair_cases,
+    parse_labels,
+    resample_to,
+    summarize,
+)
 from liverctl.io import Geometry, Image, read_label, write_mask
 
 GEO = Geometry((0.8, 0.9, 2.5), (5.0, -3.0, 12.0))
@@ -75,16 +83,16 @@ def test_folders_per_case_and_label(tmp_path: Path) -> None:
 
 def test_explicit_labels_and_conventions(tmp_path: Path) -> None:
     ref_dir, a_dir, _, cases = _dataset(tmp_path)
-    result = evaluate(a_dir, ref_dir, labels="2", surface="lits", hd95="directed-max", workers=2)
+    result = evaluate(a_dir, ref_dir, EvaluateOptions(labels="2", surface="lits", hd95="directed-max"), workers=2)
     assert result.labels == [2] and len(result.rows) == 3
     ref, a, _ = cases["case_01"]
     expected = M.compute_metrics(a == 2, ref == 2, _file_spacing(ref_dir), surface="lits", hd95="directed-max")
     assert result.rows[0].metrics == expected
     assert "18-connected" in result.conventions()["surface"]
     with pytest.raises(ConfigError):
-        evaluate(a_dir, ref_dir, surface="cube")
+        evaluate(a_dir, ref_dir, EvaluateOptions(surface="cube"))
     with pytest.raises(ConfigError):
-        evaluate(a_dir, ref_dir, labels="1,x")
+        evaluate(a_dir, ref_dir, EvaluateOptions(labels="1,x"))
     with pytest.raises(ConfigError):
         evaluate(a_dir, ref_dir, workers=0)
     assert parse_labels("1, 2,2") == [1, 2] and parse_labels(None) is None
@@ -128,7 +136,7 @@ def test_bad_dataset_layouts(tmp_path: Path) -> None:
 
 def test_compare_paired_tests(tmp_path: Path) -> None:
     ref_dir, a_dir, b_dir, _ = _dataset(tmp_path)
-    result = evaluate(a_dir, ref_dir, labels=[1], compare=b_dir)
+    result = evaluate(a_dir, ref_dir, EvaluateOptions(labels=[1]), compare=b_dir)
     assert result.other_rows is not None and result.comparison is not None
     comp = {c.metric: c for c in result.comparison}
     a, b = result.values("dice", 1), np.array([r.metrics.dice for r in result.other_rows])
@@ -140,7 +148,7 @@ def test_compare_paired_tests(tmp_path: Path) -> None:
     assert comp["assd"].mean_diff != 0
     assert comp["assd"].better == ("method" if comp["assd"].mean_diff < 0 else "other")
     # a method compared with itself: every difference is zero -> statistic 0, p = 1, no NaN
-    same = evaluate(a_dir, ref_dir, labels=[1], compare=a_dir)
+    same = evaluate(a_dir, ref_dir, EvaluateOptions(labels=[1]), compare=a_dir)
     assert all(c.t_pvalue == 1.0 and c.wilcoxon_pvalue == 1.0 for c in same.comparison or [])
     data = json.loads(same.to_json())
     assert len(data["comparison"]) == len(M.METRIC_NAMES) and len(data["other_cases"]) == 3
@@ -156,7 +164,7 @@ def test_geometry_mismatch_and_resampling(tmp_path: Path) -> None:
     # the same voxels on a grid one voxel further along x are the mask shifted by one voxel
     moved = resample_to(Image(ref, shifted_geo), Image(ref, GEO))
     assert np.array_equal(moved.array, np.roll(ref, 1, axis=2))
-    result = evaluate_images(Image(ref, shifted_geo), Image(ref, GEO), resample_pred=True)
+    result = evaluate_images(Image(ref, shifted_geo), Image(ref, GEO), EvaluateOptions(resample_pred=True))
     assert result.rows[0].metrics == M.compute_metrics(np.roll(ref, 1, axis=2), ref, GEO.spacing_zyx)
     assert result.rows[0].metrics.hd == pytest.approx(0.8, rel=1e-6)
 
@@ -190,7 +198,7 @@ def test_real_scans_file_pair(liver_path: Path, multiorgan_path: Path, tmp_path:
     assert result.cases == ["liver"] and result.labels == [1]
     assert result.rows[0].metrics == M.compute_metrics(perturbed, liver.array, liver.spacing_zyx)
     assert result.rows[0].metrics.ref_ml == pytest.approx(39350 * 27 / 1000, rel=1e-5)
-    multi = evaluate(multiorgan_path, multiorgan_path, labels=[1, 5])
+    multi = evaluate(multiorgan_path, multiorgan_path, EvaluateOptions(labels=[1, 5]))
     assert [r.metrics.dice for r in multi.rows] == [1.0, 1.0]
 
 
@@ -199,7 +207,7 @@ def test_empty_cases_stay_in_the_mean() -> None:
     empty = np.zeros_like(ref)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        result = evaluate_images(Image(empty, GEO), Image(ref, GEO), labels=[1])
+        result = evaluate_images(Image(empty, GEO), Image(ref, GEO), EvaluateOptions(labels=[1]))
     m = result.rows[0].metrics
     assert m.empty == "pred" and m.dice == 0.0 and m.hd == M.EMPTY_DISTANCE_MM
     assert result.summary()[1]["mean"]["hd"] == M.EMPTY_DISTANCE_MM
@@ -264,7 +272,7 @@ def test_lits_regions_score_liver_as_one_plus_two(tmp_path: Path) -> None:
     with pytest.warns(LiverctlWarning, match="liver as labels 1\\+2") as caught:
         default = evaluate_images(p_img, r_img)
     assert len([w for w in caught if "1+2" in str(w.message)]) == 1 and default.notes
-    lits = evaluate_images(p_img, r_img, regions="lits")
+    lits = evaluate_images(p_img, r_img, EvaluateOptions(regions="lits"))
     assert lits.notes == [] and lits.region_names == ["liver", "tumour"]
     liver = lits.rows[0]
     assert (liver.region, liver.ref_labels, liver.pred_labels) == ("liver", (1, 2), (1, 2))
@@ -291,23 +299,25 @@ def test_lits_regions_score_liver_as_one_plus_two(tmp_path: Path) -> None:
 def test_pred_regions_and_region_notes() -> None:
     pred, ref = _lits_pair()
     total = np.where(pred > 0, 5, 0).astype(np.uint8)  # TotalSegmentator: liver = 5
-    res = evaluate_images(Image(total, GEO), Image(ref, GEO), regions="liver=1+2", pred_regions="totalseg")
+    res = evaluate_images(
+        Image(total, GEO), Image(ref, GEO), EvaluateOptions(regions="liver=1+2", pred_regions="totalseg")
+    )
     assert res.rows[0].metrics == M.compute_metrics(total == 5, ref > 0, GEO.spacing_zyx)
     assert res.regions[0].labels_text == "pred 5 / ref 1+2"
     with pytest.warns(LiverctlWarning, match="'spleen' \\(7\\): no such label"):
-        absent = evaluate_images(Image(pred, GEO), Image(ref, GEO), regions="liver=1+2,spleen=7")
+        absent = evaluate_images(Image(pred, GEO), Image(ref, GEO), EvaluateOptions(regions="liver=1+2,spleen=7"))
     assert absent.rows[1].metrics.empty == "both" and len(absent.notes) == 1
     with pytest.raises(ConfigError, match="exclude"):
-        evaluate_images(Image(pred, GEO), Image(ref, GEO), labels=[1], regions="lits")
+        evaluate_images(Image(pred, GEO), Image(ref, GEO), EvaluateOptions(labels=[1], regions="lits"))
     with pytest.raises(ConfigError, match="unknown region preset"):
-        evaluate_images(Image(pred, GEO), Image(ref, GEO), regions="kits")
+        evaluate_images(Image(pred, GEO), Image(ref, GEO), EvaluateOptions(regions="kits"))
 
 
 def test_regions_in_folders_csv_json_and_compare(tmp_path: Path) -> None:
     ref_dir, a_dir, b_dir, _ = _dataset(tmp_path)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # regions given: no LiTS hint
-        result = evaluate(a_dir, ref_dir, regions="lits", compare=b_dir, nsd=[2])
+        result = evaluate(a_dir, ref_dir, EvaluateOptions(regions="lits", nsd=[2]), compare=b_dir)
     assert [(r.case, r.region) for r in result.rows[:2]] == [("case_01", "liver"), ("case_01", "tumour")]
     summary = result.summary()
     assert set(summary) == {"liver", "tumour"} and "nsd_2mm" in summary["liver"]["mean"]

@@ -14,7 +14,7 @@ import pytest
 from scipy import ndimage as ndi
 
 from liverctl.errors import ConfigError, GeometryError
-from liverctl.evaluation import evaluate, evaluate_images
+from liverctl.evaluation import EvaluateOptions, evaluate, evaluate_images
 from liverctl.io import Geometry, Image, read_label, write_mask
 from liverctl.metrics.surface_dice import (
     nsd_name,
@@ -94,7 +94,9 @@ def test_real_liver_shifted_and_eroded(liver_path: Path) -> None:
 
 
 def test_real_multiorgan_liver_5_via_pred_regions(liver_path: Path, multiorgan_path: Path) -> None:
-    result = evaluate(multiorgan_path, liver_path, regions="liver=1", pred_regions="liver=5", nsd="1,3")
+    result = evaluate(
+        multiorgan_path, liver_path, EvaluateOptions(regions="liver=1", pred_regions="liver=5", nsd="1,3")
+    )
     row = result.rows[0]
     assert (row.region, row.pred_labels, row.ref_labels) == ("liver", (5,), (1,))
     multi, liver = read_label(multiorgan_path), read_label(liver_path)
@@ -109,7 +111,7 @@ def test_oblique_grid_is_scored_on_the_voxel_grid() -> None:
     geo = Geometry((0.8, 1.3, 2.5), (10.0, -4.0, 7.0), direction)
     ref = _blobs((12, 20, 18), 7).astype(np.uint8)
     pred = np.roll(ref, 1, axis=2)
-    result = evaluate_images(Image(pred, geo), Image(ref, geo), nsd=[1.0, 2.0])
+    result = evaluate_images(Image(pred, geo), Image(ref, geo), EvaluateOptions(nsd=[1.0, 2.0]))
     theirs = _deepmind(pred, ref, geo.spacing_zyx, [1.0, 2.0])
     assert abs(result.rows[0].extra["nsd_1mm"] - theirs[0]) < TOL
     assert abs(result.rows[0].extra["nsd_2mm"] - theirs[1]) < TOL
@@ -138,7 +140,7 @@ def test_nsd_written_beside_the_other_metrics(tmp_path: Path) -> None:
     ref = _blobs((10, 24, 24), 3).astype(np.uint8)
     write_mask(ref, geo, tmp_path / "ref.nii.gz")
     write_mask(np.roll(ref, 2, axis=1), geo, tmp_path / "pred.nii.gz")
-    result = evaluate(tmp_path / "pred.nii.gz", tmp_path / "ref.nii.gz", nsd="1,2")
+    result = evaluate(tmp_path / "pred.nii.gz", tmp_path / "ref.nii.gz", EvaluateOptions(nsd="1,2"))
     assert result.metric_names(1)[-2:] == ["nsd_1mm", "nsd_2mm"]
     assert result.summary()[1]["mean"]["nsd_2mm"] >= result.summary()[1]["mean"]["nsd_1mm"]
     assert "nsd" in result.conventions() and '"nsd_1mm"' in result.to_json()

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from liverctl import weights as lw
-from liverctl.evaluation import evaluate_images
+from liverctl.evaluation import EvaluateOptions, evaluate_images
 from liverctl.io import Geometry, Image
 from liverctl.postprocessing import tumour_in_liver
 from liverctl.predict import LiverModel
@@ -96,7 +96,7 @@ def test_tumour_model_writes_label_map_reports_burden_and_evaluates(tmp_path) ->
     assert r["liver_volume_ml"] == pytest.approx((ref > 0).sum() * voxel_ml, abs=1e-3)  # the whole organ
     assert r["tumour_burden"] == pytest.approx((ref == 2).sum() / (ref > 0).sum(), abs=1e-6)
     # evaluate scores the tumour class (LiTS regions: liver = 1 + 2, tumour = 2)
-    result = evaluate_images(seg.mask, Image(ref, image.geometry), regions="lits")
+    result = evaluate_images(seg.mask, Image(ref, image.geometry), EvaluateOptions(regions="lits"))
     dice = {row.region: row.values()["dice"] for row in result.rows}
     assert dice == {"liver": pytest.approx(1.0), "tumour": pytest.approx(1.0)}
     # summary.csv: tumour columns filled for this model, blank for a liver-only one

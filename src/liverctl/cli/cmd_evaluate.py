@@ -302,8 +302,9 @@ def evaluate(
     verbose: bool = verbose_option(),
 ) -> None:
     from liverctl.errors import ConfigError
+    from liverctl.evaluation import EvaluateOptions
     from liverctl.evaluation import evaluate as run_evaluate
-    from liverctl.io import atomic_path, check_not_input
+    from liverctl.io import check_not_input
 
     if as_json:
         if json_out not in (None, "-"):
@@ -326,22 +327,36 @@ def evaluate(
         result = run_evaluate(
             pred,
             ref,
-            labels=labels,
-            regions=preset if preset is not None else regions,
-            pred_regions=pred_regions,
-            ref_regions=ref_regions,
-            lesions=lesions,
-            nsd=nsd,
-            surface=surface,
-            hd95=hd95,
-            lesion_connectivity=lesion_connectivity,
-            lesion_min_dice=lesion_dice,
+            EvaluateOptions(
+                labels=labels,
+                regions=preset if preset is not None else regions,
+                pred_regions=pred_regions,
+                ref_regions=ref_regions,
+                lesions=lesions,
+                nsd=nsd,
+                surface=surface,
+                hd95=hd95,
+                lesion_connectivity=lesion_connectivity,
+                lesion_min_dice=lesion_dice,
+                resample_pred=resample_pred,
+            ),
             allow_missing=allow_missing,
-            resample_pred=resample_pred,
             compare=compare,
             workers=workers,
             progress=callback,
         )
+
+    texts = _write_outputs(result, csv_out, json_out)
+    if "-" in texts:
+        typer.echo(texts["-"], nl=False)
+    else:
+        _render(result)
+
+
+def _write_outputs(result: Any, csv_out: str | None, json_out: str | None) -> dict[str, str]:
+    """Write the CSV and JSON files asked for, both together or neither (each to a temporary file
+    first); returns every text by destination, ``"-"`` for stdout."""
+    from liverctl.io import atomic_path
 
     texts = {}
     if csv_out is not None:
@@ -349,7 +364,6 @@ def evaluate(
     if json_out is not None:
         texts[json_out] = result.to_json()
     files = {k: v for k, v in texts.items() if k != "-"}
-    # Both files appear together or not at all: each goes to a temporary file first.
     if len(files) == 2:
         (p1, t1), (p2, t2) = files.items()
         with atomic_path(p1) as tmp1, atomic_path(p2) as tmp2:
@@ -359,7 +373,4 @@ def evaluate(
         ((p1, t1),) = files.items()
         with atomic_path(p1) as tmp1:
             tmp1.write_text(t1, encoding="utf-8")
-    if "-" in texts:
-        typer.echo(texts["-"], nl=False)
-    else:
-        _render(result)
+    return texts

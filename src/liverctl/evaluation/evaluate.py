@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
@@ -32,72 +32,16 @@ import numpy as np
 
 from liverctl.errors import ConfigError, GeometryError, LiverctlWarning
 from liverctl.evaluation.comparison import compare_rows
+from liverctl.evaluation.options import EvaluateOptions
 from liverctl.evaluation.pairing import CasePair, check_pairs, pair_cases
-from liverctl.evaluation.regions import lesion_labels, resolve_regions
 from liverctl.evaluation.results import EvaluationResult
 from liverctl.evaluation.scoring import CaseScore, ScoringPlan, dataset_notes, dataset_regions, fill_regions, score_case
 from liverctl.io import Image, check_same_grid, read_label
-from liverctl.metrics import check_conventions
-from liverctl.metrics.lesions import DEFAULT_MIN_DICE, check_lesion_options
-from liverctl.metrics.surface_dice import parse_tolerances
 from liverctl.progress import ProgressCallback
 
-__all__ = ["evaluate", "evaluate_images", "parse_labels", "resample_to"]
+__all__ = ["evaluate", "evaluate_images", "resample_to"]
 
-RegionSpec = str | Mapping[str, Sequence[int]] | None
 T = TypeVar("T")
-
-
-# --------------------------------------------------------------------------- options
-
-
-def _plan(
-    labels: str | Sequence[int] | None,
-    regions: RegionSpec,
-    pred_regions: RegionSpec,
-    ref_regions: RegionSpec,
-    lesions: str | Sequence[str] | None,
-    surface: str,
-    hd95: str,
-    nsd: str | float | Sequence[float] | None,
-    lesion_connectivity: int,
-    lesion_min_dice: float,
-) -> ScoringPlan:
-    check_conventions(surface, hd95)
-    check_lesion_options(lesion_connectivity, lesion_min_dice)
-    wanted = parse_labels(labels)
-    resolved = resolve_regions(regions, pred=pred_regions, ref=ref_regions, lesions=lesions)
-    if resolved is not None and wanted is not None:
-        raise ConfigError("labels and regions exclude each other: name single labels as regions, e.g. tumour=2")
-    return ScoringPlan(
-        regions=resolved,
-        labels=wanted,
-        lesion_set=frozenset(lesion_labels(lesions)) if resolved is None else frozenset(),
-        surface=surface,
-        hd95=hd95,
-        nsd=tuple(parse_tolerances(nsd)) if nsd is not None else (),
-        connectivity=lesion_connectivity,
-        min_dice=float(lesion_min_dice),
-    )
-
-
-def parse_labels(labels: str | Sequence[int] | None) -> list[int] | None:
-    """``"1,2"`` / ``[1, 2]`` -> ``[1, 2]``; ``None`` stays ``None`` (all labels present)."""
-    if labels is None:
-        return None
-    if isinstance(labels, str):
-        parts = [p.strip() for p in labels.split(",") if p.strip()]
-        try:
-            out = [int(p) for p in parts]
-        except ValueError:
-            raise ConfigError(f"labels must be comma-separated whole numbers such as 1,2; got {labels!r}") from None
-    else:
-        out = [int(v) for v in labels]
-    if not out:
-        raise ConfigError("no label given; use e.g. 1 or 1,2")
-    if any(v < 1 or v > 65535 for v in out):
-        raise ConfigError(f"labels must be between 1 and 65535 (0 is the background); got {labels}")
-    return list(dict.fromkeys(out))
 
 
 # --------------------------------------------------------------------------- grids
@@ -171,33 +115,17 @@ def _result(
 
 
 def evaluate_images(
-    pred: Image,
-    ref: Image,
-    *,
-    case: str = "case",
-    labels: str | Sequence[int] | None = None,
-    regions: RegionSpec = None,
-    pred_regions: RegionSpec = None,
-    ref_regions: RegionSpec = None,
-    lesions: str | Sequence[str] | None = None,
-    nsd: str | float | Sequence[float] | None = None,
-    surface: str = "medpy",
-    hd95: str = "pooled",
-    lesion_connectivity: int = 26,
-    lesion_min_dice: float = DEFAULT_MIN_DICE,
-    resample_pred: bool = False,
+    pred: Image, ref: Image, options: EvaluateOptions | None = None, *, case: str = "case"
 ) -> EvaluationResult:
     """Evaluate one in-memory prediction against its reference (label maps or masks).
 
-    Takes the options of :func:`evaluate` that make sense for one pair; ``case`` names
-    the case in the result rows. The prediction must lie on the reference grid unless
-    ``resample_pred`` (nearest neighbour onto it).
+    ``case`` names the case in the result rows. The prediction must lie on the reference grid
+    unless ``options.resample_pred`` (nearest neighbour onto it).
     """
-    plan = _plan(
-        labels, regions, pred_regions, ref_regions, lesions, surface, hd95, nsd, lesion_connectivity, lesion_min_dice
-    )
+    options = options or EvaluateOptions()
+    plan = options.plan()
     pred, ref = _as_label_image(pred, "prediction"), _as_label_image(ref, "reference")
-    pred = _grid(pred, ref, resample_pred, "prediction", "reference")
+    pred = _grid(pred, ref, options.resample_pred, "prediction", "reference")
     return _result([score_case(case, pred, ref, plan)], None, plan)
 
 
@@ -254,19 +182,9 @@ def _pairs(
 def evaluate(
     pred: str | os.PathLike[str],
     ref: str | os.PathLike[str],
+    options: EvaluateOptions | None = None,
     *,
-    labels: str | Sequence[int] | None = None,
-    regions: RegionSpec = None,
-    pred_regions: RegionSpec = None,
-    ref_regions: RegionSpec = None,
-    lesions: str | Sequence[str] | None = None,
-    nsd: str | float | Sequence[float] | None = None,
-    surface: str = "medpy",
-    hd95: str = "pooled",
-    lesion_connectivity: int = 26,
-    lesion_min_dice: float = DEFAULT_MIN_DICE,
     allow_missing: bool = False,
-    resample_pred: bool = False,
     compare: str | os.PathLike[str] | None = None,
     workers: int = 1,
     progress: ProgressCallback | None = None,
@@ -277,26 +195,11 @@ def evaluate(
         pred: a prediction file, or a folder of them.
         ref: the reference file, or a folder of them (paired with ``pred`` by name:
             ``case_01.nii.gz`` with ``case_01.nii.gz`` or ``case_01.mha``).
-        labels: labels to evaluate one by one (``[1, 2]`` or ``"1,2"``); ``None`` = every
-            non-zero label present anywhere in the dataset. Excludes ``regions``.
-        regions: named unions of labels, each scored as one mask, for both sides:
-            ``"liver=1+2,tumour=2"``, ``{"liver": [1, 2]}`` or a preset (``"lits"``,
-            ``"msd-liver"``, ``"totalseg"``); see :mod:`liverctl.evaluation.regions`.
-        pred_regions, ref_regions: the same for one side only, replacing the labels of the
-            regions they name there (``pred_regions="liver=5"`` for a TotalSegmentator map).
-        lesions: the regions that get lesion detection and tumour burden (names; ``"none"``);
-            ``None`` = regions named tumour/tumor/lesion(s). In per-label scoring, labels.
-        nsd: normalised surface Dice tolerances in mm (``"1,2"``, ``[1, 2]``, ``1``).
-        surface: ``"medpy"`` (6-connected border, default) or ``"lits"`` (18-connected).
-        hd95: ``"pooled"`` (MedPy, default) or ``"directed-max"`` (MONAI).
-        lesion_connectivity: 6, 18 or 26 (default) for lesion components.
-        lesion_min_dice: a reference lesion is detected above this Dice (0.2, LiTS).
+        options: what is scored and how (:class:`~liverctl.evaluation.options.EvaluateOptions`;
+            ``None`` = its defaults).
         allow_missing: evaluate the complete pairs when some case lacks its prediction
             or reference (listed in ``missing`` and warned about); otherwise that is a
             :class:`~liverctl.errors.DatasetError`.
-        resample_pred: resample a prediction whose grid differs from its reference onto
-            the reference grid (nearest neighbour); otherwise a
-            :class:`~liverctl.errors.GeometryError`.
         compare: a second method's predictions (file or folder, paired the same way);
             adds a paired t-test and a Wilcoxon test per region and metric.
         workers: cases evaluated in parallel (threads).
@@ -307,16 +210,15 @@ def evaluate(
             one holding non-label values.
         GeometryError, DatasetError, ConfigError: see above.
     """
-    plan = _plan(
-        labels, regions, pred_regions, ref_regions, lesions, surface, hd95, nsd, lesion_connectivity, lesion_min_dice
-    )
+    options = options or EvaluateOptions()
+    plan = options.plan()
     if workers < 1:
         raise ConfigError(f"workers must be at least 1, got {workers}")
     pairs, other_pairs, missing = _pairs(pred, ref, compare, allow_missing)
 
     def work(pair: CasePair) -> CaseScore:
         p_img, r_img = read_label(pair.pred), read_label(pair.ref)
-        p_img = _grid(p_img, r_img, resample_pred, str(pair.pred), str(pair.ref))
+        p_img = _grid(p_img, r_img, options.resample_pred, str(pair.pred), str(pair.ref))
         return score_case(pair.case, p_img, r_img, plan)
 
     scores = _run(pairs + other_pairs, work, workers, progress)
