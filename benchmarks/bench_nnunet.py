@@ -1,7 +1,7 @@
 """nnU-Net v2 models: nnUNetPredictor vs liverctl exact vs liverctl defaults, whole processes.
 
 The same results folder (tests/data/nnunet, folds 0 and 1, made by nnU-Net 2.5.1 itself) and
-the same scans (tests/nnunet/nnunet_cases.py: native, anisotropic, oblique; or ``--repeat N`` copies of
+the same scans (tests/support/nnunet_cases.py: native, anisotropic, oblique; or ``--repeat N`` copies of
 them) go through three separate processes, each timed from its start to its last file written,
 with the peak RSS of its whole process tree (sampled every 20 ms, children included):
 
@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests" / "nnunet"))
+sys.path.insert(0, str(ROOT / "tests" / "support"))
 
 LIVERCTL = textwrap.dedent(
     """

@@ -10,9 +10,10 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
-# Test files live in folders that mirror the package (tests/predict/, tests/training/, ...); the
-# helpers beside this file (hub_server.py, the Hub imitation) are importable from all of them.
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+# Test files live in folders that mirror the package (tests/io/, tests/predict/, tests/training/, ...);
+# the helpers in tests/support/ (hub_server.py, the Hub imitation; nnunet_cases.py) are importable
+# from all of them.
+sys.path.insert(0, str(Path(__file__).resolve().parent / "support"))
 SHARED_DATA = Path(os.environ.get("LIVERCTL_TEST_DATA", REPO.parent / "shared" / "data"))
 
 

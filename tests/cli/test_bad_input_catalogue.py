@@ -6,7 +6,7 @@ folder (no half-written output, no download), and every input unchanged (by sha2
 
 Commands whose checks all come before a network is loaded run in this process (Typer's
 runner); the per-scan failures of ``predict`` run as a user runs them, in a subprocess that
-downloads its model from the local test Hub (``tests/hub_server.py``).
+downloads its model from the local test Hub (``tests/support/hub_server.py``).
 """
 
 from __future__ import annotations

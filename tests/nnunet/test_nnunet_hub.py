@@ -1,7 +1,7 @@
 """nnU-Net v2 results folders from the Hub: ``weights add``, ``predict --model NAME``, tampering (issue 14).
 
 The phantom results folder of tests/data/nnunet is served by the Hub imitation of
-tests/hub_server.py; ``liverctl`` runs in subprocesses (``HF_ENDPOINT`` is read when
+tests/support/hub_server.py; ``liverctl`` runs in subprocesses (``HF_ENDPOINT`` is read when
 huggingface_hub is imported), so downloads go through the real ``hf_hub_download``. The scan is
 a 16 x 28 x 28 crop of a phantom, one window of the folder's 16 x 32 x 32 patch, so that each
 prediction takes about a second.

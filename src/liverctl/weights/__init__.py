@@ -15,7 +15,7 @@ sha256 pins and safe loading.
 - :mod:`~liverctl.weights.resolve`: :func:`resolve_weights` (the file ``predict`` uses),
   :func:`local_weights`, :func:`load_state_dict`.
 
-How the Hub is reached and tested offline: ``tests/hub_server.py``.
+How the Hub is reached and tested offline: ``tests/support/hub_server.py``.
 
 Example::
 

@@ -1,7 +1,7 @@
 """liverctl.weights: the weights registry, sha256 checks, safe loading, and Hub downloads end to end.
 
 Downloads run the real ``huggingface_hub.hf_hub_download`` in a subprocess (``HF_ENDPOINT``
-is read when huggingface_hub is imported) against the Hub imitation in tests/hub_server.py.
+is read when huggingface_hub is imported) against the Hub imitation in tests/support/hub_server.py.
 """
 
 from __future__ import annotations
