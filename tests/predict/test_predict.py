@@ -393,6 +393,7 @@ def run_cli(args: list[str], env: dict[str, str], stdin: str | None = None) -> s
 @pytest.fixture(scope="module")
 def hub_env(tmp_path_factory: pytest.TempPathFactory):
     from hub_server import HubServer, client_env, registry_entry, write_registry
+
     from liverctl.models import build_model
 
     tmp = tmp_path_factory.mktemp("hub")
@@ -476,22 +477,20 @@ def _truncated(path: Path) -> Path:
 @settings(max_examples=40, deadline=None)
 @given(seed=st.integers(0, 10_000), density=st.floats(0.05, 0.6))
 def test_cleaning_in_the_bounding_box_equals_cleaning_everything(seed: int, density: float) -> None:
-    from liverctl.postprocessing import fill_holes, largest_components
-    from liverctl.predict.model import _clean
+    from liverctl.postprocessing import clean_liver_mask, fill_holes, largest_components
 
     rng = np.random.default_rng(seed)
     raw = np.zeros((14, 16, 15), bool)
     lo = rng.integers(0, 6, size=3)
     hi = lo + rng.integers(2, 9, size=3)
     raw[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]] = rng.random(tuple(hi - lo)) < density
-    image = Image(np.zeros(raw.shape, np.int16), Geometry((1.0, 1.0, 1.0)))
-    mask, sizes = _clean(raw, image, True)
+    mask, sizes = clean_liver_mask(raw, keep_largest=True)  # what every model's segment() cleans with
     kept, stats = largest_components(raw, n=1, connectivity=26)
     expected = fill_holes(kept) if stats.kept else kept
-    assert np.array_equal(mask.array.astype(bool), expected.astype(bool))
+    assert np.array_equal(mask.astype(bool), expected.astype(bool))
     assert sizes == list(stats.sizes)
-    raw_again, _ = _clean(raw, image, False)
-    assert np.array_equal(raw_again.array.astype(bool), raw)
+    raw_again, _ = clean_liver_mask(raw, keep_largest=False)
+    assert np.array_equal(raw_again.astype(bool), raw)
 
 
 # --------------------------------------------------------------------------- reliability (issue 8)

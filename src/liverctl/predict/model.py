@@ -17,7 +17,6 @@ input transposed at the engine's boundary and its output transposed back (:func:
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -27,11 +26,8 @@ import numpy as np
 
 from liverctl.errors import ConfigError
 from liverctl.io import Image
-from liverctl.io.ct import check_ct, has_body
-from liverctl.postprocessing import clean_liver_mask
 from liverctl.predict.options import PredictOptions
-from liverctl.predict.report import case_report
-from liverctl.predict.results import Segmentation
+from liverctl.predict.segmenter import RawPrediction, Segmenter
 from liverctl.predict.space import ModelSpace
 from liverctl.progress import ProgressCallback
 
@@ -49,7 +45,7 @@ def _sibling_registry(weights: Path) -> Path | None:
     return None
 
 
-class LiverModel:
+class LiverModel(Segmenter):
     """One network (or an ensemble of networks sharing one recipe), loaded once, with the
     recipe from its ``weights.toml`` entry: orientation, spacing, intensities, windows, labels."""
 
@@ -182,52 +178,24 @@ class LiverModel:
 
         return [DatasetBranch(net, self.dataset_index) for net in self.networks]
 
-    def segment(
-        self,
-        image: Image,
-        options: PredictOptions | None = None,
-        *,
-        source: str = "image",
-        prepared: ModelSpace | None = None,
-        ct_notes: list[str] | None = None,
-        progress: ProgressCallback | None = None,
-    ) -> Segmentation:
-        """Segment the liver of one CT scan; the mask is on ``image``'s own grid.
-
-        ``prepared`` is the result of :meth:`to_model_space` and ``ct_notes`` that of
-        :func:`check_ct` when the caller has already computed them (a batch run does this in
-        a background thread).
-        """
-        options = options or PredictOptions()
-        t0 = time.perf_counter()
+    def predict_raw(
+        self, image: Image, options: PredictOptions, prepared: Any, progress: ProgressCallback | None, body: bool
+    ) -> RawPrediction:
+        """The network(s) on the scan in model space (``prepared``, else made here), decisions
+        brought back onto ``image``'s grid (:class:`~liverctl.predict.segmenter.Segmenter` does the rest)."""
         exact = not options.shortcuts
-        notes = check_ct(image, source) if ct_notes is None else ct_notes
         space = prepared if prepared is not None else self.to_model_space(image, exact=exact)
         result = self.infer(space.net_input, space.hu, options, progress)
-        body = has_body(image)
-        raw = space.mask_on(image, self._liver_indicator(result, body), exact=exact)
-        probabilities = None
-        if options.save_probabilities:
-            probabilities = space.probability_on(image, sum(result.channel(c) for c in self.liver_channels))
-        mask, components = _clean(raw, image, options.postprocess)
+        liver = space.mask_on(image, self._liver_indicator(result, body), exact=exact)
         tumour = self.tumour_channel
-        if tumour is not None:  # liver 1, tumour 2: tumour kept only inside the cleaned liver region
-            from liverctl.postprocessing import tumour_in_liver
-
-            raw_tumour = space.mask_on(image, self._class_indicator(result, tumour, body), exact=exact)
-            mask = Image(tumour_in_liver(mask.array, raw_tumour), image.geometry)
-        report = case_report(
-            image,
-            mask,
-            components,
-            notes,
-            result.stats,
-            time.perf_counter() - t0,
-            body,
-            self.model_info(),
-            tumour_label=None if tumour is None else 2,
+        return RawPrediction(
+            liver=liver,
+            stats=result.stats,
+            probability=lambda: space.probability_on(image, sum(result.channel(c) for c in self.liver_channels)).array,
+            tumour=None
+            if tumour is None
+            else space.mask_on(image, self._class_indicator(result, tumour, body), exact=exact),
         )
-        return Segmentation(mask, probabilities, report)
 
     def infer(
         self, net_input: np.ndarray, hu: Image, options: PredictOptions, progress: ProgressCallback | None
@@ -413,11 +381,3 @@ def _transposed(result: Any) -> Any:
         labels=None if result.labels is None else result.labels.T,
         stats=stats,
     )
-
-
-def _clean(raw: np.ndarray, image: Image, enabled: bool) -> tuple[Image, list[int]]:
-    """Largest liver component + hole filling (when ``enabled``) of a raw prediction on
-    ``image``'s grid (:func:`liverctl.postprocessing.clean_liver_mask`); returns the mask and
-    the voxel counts of the raw prediction's components, largest first."""
-    mask, sizes = clean_liver_mask(raw, keep_largest=enabled)
-    return Image(mask, image.geometry), sizes

@@ -23,7 +23,6 @@ the windows).
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,16 +32,13 @@ import numpy as np
 
 from liverctl.errors import ConfigError
 from liverctl.io import Image
-from liverctl.io.ct import check_ct, has_body
-from liverctl.postprocessing import clean_liver_mask
 from liverctl.predict.options import PredictOptions
-from liverctl.predict.report import case_report
+from liverctl.predict.segmenter import RawPrediction, Segmenter
 from liverctl.progress import ProgressCallback
 
 if TYPE_CHECKING:
     from liverctl.device import DeviceConfig
     from liverctl.nnunet import NnUNetModel
-    from liverctl.predict.results import Segmentation
     from liverctl.weights import NnUNetEntry
 
 __all__ = ["CITATION", "NnUNetLiverModel", "nnunet_folder"]
@@ -108,7 +104,7 @@ class NnUNetStats:
     network_seconds: float
 
 
-class NnUNetLiverModel:
+class NnUNetLiverModel(Segmenter):
     """An :class:`~liverctl.nnunet.NnUNetModel` with the interface ``predict`` uses of a ``LiverModel``."""
 
     def __init__(self, model: NnUNetModel, entry: NnUNetEntryInfo | None = None) -> None:
@@ -185,20 +181,8 @@ class NnUNetLiverModel:
         """Always (nnUNetPredictor's default, whatever ``options.tta`` says): see the module docs."""
         return True
 
-    def segment(
-        self,
-        image: Image,
-        options: PredictOptions | None = None,
-        *,
-        source: str = "image",
-        prepared: Any = None,
-        ct_notes: list[str] | None = None,
-        progress: ProgressCallback | None = None,
-    ) -> Segmentation:
-        """Segment the liver of one CT scan; the mask is on ``image``'s own grid."""
-        from liverctl.predict.results import Segmentation
-
-        options = options or PredictOptions()
+    def check_options(self, options: PredictOptions) -> None:
+        """One mode per loaded model, and folds averaged as nnUNetPredictor averages them."""
         if options.ensemble != "mean":
             raise ConfigError("--ensemble vote: an nnU-Net folder's folds are averaged, as nnUNetPredictor does")
         if options.shortcuts == self.model.exact:
@@ -206,35 +190,29 @@ class NnUNetLiverModel:
             raise ConfigError(
                 f"this nnU-Net model was loaded for {'exact' if self.model.exact else 'default'} mode, not {want}"
             )
-        t0 = time.perf_counter()
-        notes = check_ct(image, source) if ct_notes is None else ct_notes
+
+    def predict_raw(
+        self, image: Image, options: PredictOptions, prepared: Any, progress: ProgressCallback | None, body: bool
+    ) -> RawPrediction:
+        """nnU-Net's own prediction of the scan (its preprocessing, windows and export), read as
+        the liver labels (:class:`~liverctl.predict.segmenter.Segmenter` does the rest)."""
         result = self.model.predict(image, mirroring=self.mirroring(options))
-        body = has_body(image)
-        raw = np.isin(result.labels.array, self.liver_labels) if body else np.zeros(image.shape, dtype=bool)
-        mask, components = clean_liver_mask(raw, keep_largest=options.postprocess)
-        probabilities = None
-        if options.save_probabilities:
-            liver = result.liver_probability.array if body else np.zeros(image.shape, dtype=np.float32)
-            probabilities = Image(liver.astype(np.float32), image.geometry)
-        stats = self._stats(result.stats)
-        report = case_report(
-            image,
-            Image(mask, image.geometry),
-            components,
-            notes,
-            stats,
-            time.perf_counter() - t0,
-            body,
-            self.model_info(),
+        empty = np.zeros(image.shape, dtype=bool)
+        return RawPrediction(
+            liver=np.isin(result.labels.array, self.liver_labels) if body else empty,
+            stats=self._stats(result.stats),
+            probability=lambda: result.liver_probability.array if body else empty.astype(np.float32),
+            extra={
+                key: result.stats[key]
+                for key in (
+                    "mirror_axes",
+                    "network_passes",
+                    "network_grid_shape",
+                    "preprocess_seconds",
+                    "export_seconds",
+                )
+            },
         )
-        report["inference"].update(
-            mirror_axes=result.stats["mirror_axes"],
-            network_passes=result.stats["network_passes"],
-            network_grid_shape=result.stats["network_grid_shape"],
-            preprocess_seconds=result.stats["preprocess_seconds"],
-            export_seconds=result.stats["export_seconds"],
-        )
-        return Segmentation(Image(mask, image.geometry), probabilities, report)
 
     def _stats(self, stats: dict[str, Any]) -> NnUNetStats:
         plans = self.model.plans
