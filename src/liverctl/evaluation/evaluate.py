@@ -282,8 +282,9 @@ def evaluate(
         regions: named unions of labels, each scored as one mask, for both sides:
             ``"liver=1+2,tumour=2"``, ``{"liver": [1, 2]}`` or a preset (``"lits"``,
             ``"msd-liver"``, ``"totalseg"``); see :mod:`liverctl.evaluation.regions`.
-        pred_regions, ref_regions: the same for one side only, replacing the labels of the
-            regions they name there (``pred_regions="liver=5"`` for a TotalSegmentator map).
+        pred_regions: the same for the prediction only, replacing the labels of the regions it
+            names there (``pred_regions="liver=5"`` for a TotalSegmentator map).
+        ref_regions: the same for the reference only.
         lesions: the regions that get lesion detection and tumour burden (names; ``"none"``);
             ``None`` = regions named tumour/tumor/lesion(s). In per-label scoring, labels.
         nsd: normalised surface Dice tolerances in mm (``"1,2"``, ``[1, 2]``, ``1``).

@@ -46,7 +46,8 @@ class CoarseLiverNet(nn.Module):
     Args:
         in_channels: image channels.
         scale: average-pooling factors (z, y, x) before the U-Net.
-        base_features, n_levels: of the ``unet3d`` inside.
+        base_features: base features of the ``unet3d`` inside.
+        n_levels: levels of the ``unet3d`` inside.
     """
 
     def __init__(
