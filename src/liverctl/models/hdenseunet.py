@@ -1,4 +1,4 @@
-"""H-DenseUNet: hybrid 2D/3D densely connected U-Net (Li et al. 2018, ``../shared/docs/METHODS.md`` §4).
+"""H-DenseUNet: hybrid 2D/3D densely connected U-Net (Li et al. 2018, ``docs/studies/hdenseunet.md``).
 
 The fine stage of the cascade, as one module working on a volume crop (B, 1, Z, Y, X):
 

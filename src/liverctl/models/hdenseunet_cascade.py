@@ -1,4 +1,4 @@
-"""H-DenseUNet's cascade (Li et al. 2018, ``../shared/docs/METHODS.md`` §4): a coarse liver-ROI
+"""H-DenseUNet's cascade (Li et al. 2018, ``docs/studies/hdenseunet.md``): a coarse liver-ROI
 network in front of the fine H-DenseUNet.
 
 - :class:`CoarseLiverNet`: a small 3D U-Net (``unet3d``, 8 base features, 4 levels: 0.35 M
