@@ -8,7 +8,7 @@ Usage::
 One run, one seed, for every method: K ``contrast`` phantoms (:func:`liverctl.phantoms.write_dataset`,
 seed S) of :data:`SHAPE` voxels at :data:`SPACING` mm (the phantoms' whole 384 x 384 x 320 mm field of
 view, coarsely sampled so that a CPU manages), preprocessed with each method's HU window and crop as
-its "Reproducing ..." section of the README says (at the phantoms' own spacing), trained through
+its page in ``docs/studies/`` says (at the phantoms' own spacing), trained through
 :func:`liverctl.training.train` for N iterations (``epochs * iterations_per_epoch``) with the
 recipe's own optimiser, learning rate, schedule and losses, then M held-out phantoms (seed S + 1)
 segmented from their HU volumes by the exported ``model.safetensors`` through
@@ -28,9 +28,9 @@ The methods (:func:`recipes`):
     H-DenseUNet with its cascade: N/2 coarse liver-ROI iterations first (counted apart), then the
     three stages (thirds of N) inside the coarse box; ``--window liver --no-crop``.
 ``pipofan``
-    PIPO-FAN, 2D on 3-slice stacks, batch 8 slices (the README's protocol), phases 1 and 2 halves of
-    N, ``--window pipofan --no-crop``, but the dataset z-score: with ``--normalization image`` (the
-    README's protocol) the exported entry cannot say so and ``predict`` feeds unnormalised HU.
+    PIPO-FAN, 2D on 3-slice stacks, batch 8 slices (the protocol of ``docs/studies/pipofan.md``), phases 1 and 2 halves of
+    N, ``--window pipofan --no-crop``, but the dataset z-score: with ``--normalization image`` (that
+    page's protocol) the exported entry cannot say so and ``predict`` feeds unnormalised HU.
 ``sdnet``
     SD-Net, V-Net + residual V-Net, SGD at 0.01, with half of the K cases as unlabelled data
     (``preprocess_split``: split before preprocessing), ``--window sdnet``.

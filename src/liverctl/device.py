@@ -17,7 +17,7 @@ Precision policy (``precision="auto"``):
   computes bfloat16 in hardware (x86 AVX512-BF16 or AMX, see :func:`cpu_has_native_bf16`): 2.5x
   faster than float32 for MONAI's SegResNet on a 96^3 window, but on a network with thin margins
   its masks agreed with the MONAI bundle's at Dice 0.988 where float32's agreed at 0.9999
-  (``tests/predict/test_predict_bundle.py``, README "Agreement with the bundle"), so it is not the default.
+  (``tests/predict/test_predict_bundle.py``, ``docs/inference.md``, "Agreement with the bundle"), so it is not the default.
 * **Training** stays float32 on the CPU.
 
 ``"bf16"`` is allowed on CPU and CUDA, ``"fp16"`` on CUDA and MPS, ``"fp32"`` everywhere; the

@@ -1,4 +1,4 @@
-"""`liverctl crosstest`: train on each dataset, test on every other one (METHODS.md section 1)."""
+"""`liverctl crosstest`: train on each dataset, test on every other one (He et al. 2021, ``docs/studies/he2021.md``)."""
 
 from __future__ import annotations
 

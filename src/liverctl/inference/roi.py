@@ -1,4 +1,4 @@
-"""The cascade at predict time (H-DenseUNet, ``../shared/docs/METHODS.md`` §4): :func:`predict_in_roi`.
+"""The cascade at predict time (H-DenseUNet, ``docs/studies/hdenseunet.md``): :func:`predict_in_roi`.
 
 For networks with a coarse liver-ROI stage (``hdenseunet_cascade``,
 :mod:`liverctl.models.hdenseunet_cascade`):

@@ -101,7 +101,8 @@ def compute_metrics(
     """All metrics of one binary pair, computing the surface distances once.
 
     Args:
-        pred, ref: masks of the same shape, (z, y, x); any non-zero voxel is foreground.
+        pred: mask, (z, y, x); any non-zero voxel is foreground.
+        ref: reference mask of the same shape; any non-zero voxel is foreground.
         spacing_zyx: voxel spacing in mm in array order (``Image.spacing_zyx``); 1 mm if ``None``.
         surface: border convention, ``"medpy"`` (6-connected) or ``"lits"`` (18-connected).
         hd95: ``"pooled"`` (MedPy) or ``"directed-max"`` (MONAI).

@@ -204,7 +204,8 @@ def surface_dice_at(
     """NSD of two 3D masks at each tolerance (mm): ``{tolerance: nsd}``.
 
     Args:
-        pred, ref: masks of the same shape, (z, y, x); any non-zero voxel is foreground.
+        pred: mask, (z, y, x); any non-zero voxel is foreground.
+        ref: reference mask of the same shape; any non-zero voxel is foreground.
         spacing_zyx: voxel spacing in mm in array order; 1 mm if ``None``.
         tolerances_mm: one or more tolerances >= 0 in mm.
     """

@@ -8,17 +8,17 @@
 Registered names (see :func:`available_models`):
 
 ``unet3d``
-    nnU-Net-style 3D U-Net with optional dataset-wise convolution modules (``../shared/docs/METHODS.md`` §1).
+    nnU-Net-style 3D U-Net with optional dataset-wise convolution modules (``docs/studies/he2021.md``).
 ``segresnet``
     MONAI-compatible SegResNet: MONAI Model Zoo state dicts load unchanged.
 ``vnet`` / ``resvnet``
-    V-Net and residual V-Net, the two networks of SD-Net (``../shared/docs/METHODS.md`` §3).
+    V-Net and residual V-Net, the two networks of SD-Net (``docs/studies/sdnet.md``).
 ``di2in`` / ``di2in_discriminator``
-    DI2IN generator with deep supervision and its adversarial discriminator (``../shared/docs/METHODS.md`` §2).
+    DI2IN generator with deep supervision and its adversarial discriminator (``docs/studies/di2in-an.md``).
 ``pipofan``
-    2D pyramid-input pyramid-output network with adaptive fusion (``../shared/docs/METHODS.md`` §5).
+    2D pyramid-input pyramid-output network with adaptive fusion (``docs/studies/pipofan.md``).
 ``hdenseunet``
-    H-DenseUNet: 2D DenseUNet over 3-slice stacks + 3D DenseUNet + hybrid fusion (``../shared/docs/METHODS.md`` §4).
+    H-DenseUNet: 2D DenseUNet over 3-slice stacks + 3D DenseUNet + hybrid fusion (``docs/studies/hdenseunet.md``).
 
 Importing this package imports torch and defines the classes; nothing is built.
 """

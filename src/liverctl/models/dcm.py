@@ -1,4 +1,4 @@
-"""Dataset-wise convolution module (DCM) of the cross-dataset U-Net study (``../shared/docs/METHODS.md`` §1).
+"""Dataset-wise convolution module (DCM) of the cross-dataset U-Net study (``docs/studies/he2021.md``).
 
 A :class:`DatasetWise` module holds one independent copy of a sub-network per training
 dataset and routes every sample through the copy of the dataset it came from. In

@@ -1,4 +1,4 @@
-"""DenseUNet, the 2D and 3D halves of H-DenseUNet (Li et al. 2018, ``../shared/docs/METHODS.md`` §4).
+"""DenseUNet, the 2D and 3D halves of H-DenseUNet (Li et al. 2018, ``docs/studies/hdenseunet.md``).
 
 The encoder is a DenseNet laid out exactly as torchvision's ``densenet*.features`` (module
 names ``conv0, norm0, relu0, pool0, denseblock<i>.denselayer<j>.{norm1, conv1, norm2,

@@ -1,4 +1,4 @@
-"""DI2IN-AN: deep image-to-image network and its adversarial discriminator (``../shared/docs/METHODS.md`` §2).
+"""DI2IN-AN: deep image-to-image network and its adversarial discriminator (``docs/studies/di2in-an.md``).
 
 Generator (:class:`DI2IN`, ``di2in``)
     Encoder of 3x3x3 convolutions only (the first convolution of every level after level 0
@@ -108,7 +108,7 @@ class DI2IN(nn.Module):
             nn.LeakyReLU(0.01, inplace=True),
             nn.Conv3d(fuse_features, out_channels, 1),
         )
-        # ../shared/docs/METHODS.md §2: total loss = sum_i w_i * l_i + w_final * l_final with every w = 1
+        # docs/studies/di2in-an.md: total loss = sum_i w_i * l_i + w_final * l_final with every w = 1
         self.loss_weights = (1.0,) * (n_sides + 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:

@@ -1,4 +1,4 @@
-"""H-DenseUNet: hybrid 2D/3D densely connected U-Net (Li et al. 2018, ``../shared/docs/METHODS.md`` §4).
+"""H-DenseUNet: hybrid 2D/3D densely connected U-Net (Li et al. 2018, ``docs/studies/hdenseunet.md``).
 
 The fine stage of the cascade, as one module working on a volume crop (B, 1, Z, Y, X):
 
@@ -70,10 +70,15 @@ class HDenseUNet(nn.Module):
         in_channels: image channels (1 for CT); the 2D part sees 3 * in_channels.
         out_channels: classes (3: background, liver, tumour).
         features: channels of the 2D and 3D full-size feature maps that HFF sums.
-        blocks_2d, growth_2d, init_features_2d, decoder_2d: the 2D DenseUNet
-            (:class:`~liverctl.models.denseunet.DenseUNet`; ``init_features_2d`` ``None`` =
-            ``2 * growth_2d``, decoder ``None`` = the default widths).
-        blocks_3d, growth_3d, init_features_3d, decoder_3d: the 3D DenseUNet, likewise.
+        blocks_2d: dense blocks of the 2D DenseUNet
+            (:class:`~liverctl.models.denseunet.DenseUNet`).
+        growth_2d: its growth rate.
+        init_features_2d: its stem features (``None`` = ``2 * growth_2d``).
+        decoder_2d: its decoder widths (``None`` = the default widths).
+        blocks_3d: dense blocks of the 3D DenseUNet.
+        growth_3d: its growth rate.
+        init_features_3d: its stem features (``None`` = ``2 * growth_3d``).
+        decoder_3d: its decoder widths (``None`` = the default widths).
         dropout: dropout of the HFF layer (the paper uses 0.3).
         stem_kernel: kernel of both stride-2 stem convolutions (the paper's 7).
         z_pools_3d: downsamplings of the 3D network that halve z (the paper's 2).

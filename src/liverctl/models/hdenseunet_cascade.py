@@ -1,4 +1,4 @@
-"""H-DenseUNet's cascade (Li et al. 2018, ``../shared/docs/METHODS.md`` §4): a coarse liver-ROI
+"""H-DenseUNet's cascade (Li et al. 2018, ``docs/studies/hdenseunet.md``): a coarse liver-ROI
 network in front of the fine H-DenseUNet.
 
 - :class:`CoarseLiverNet`: a small 3D U-Net (``unet3d``, 8 base features, 4 levels: 0.35 M
@@ -46,7 +46,8 @@ class CoarseLiverNet(nn.Module):
     Args:
         in_channels: image channels.
         scale: average-pooling factors (z, y, x) before the U-Net.
-        base_features, n_levels: of the ``unet3d`` inside.
+        base_features: base features of the ``unet3d`` inside.
+        n_levels: levels of the ``unet3d`` inside.
     """
 
     def __init__(

@@ -1,4 +1,4 @@
-"""PIPO-FAN: pyramid-input pyramid-output 2D network with adaptive fusion (``../shared/docs/METHODS.md`` §5).
+"""PIPO-FAN: pyramid-input pyramid-output 2D network with adaptive fusion (``docs/studies/pipofan.md``).
 
 Input: a 2D batch (B, (2*context_slices+1) * in_channels, H, W) holding each slice with its
 neighbours as channels (3 consecutive slices by default), or a volume batch

@@ -1,4 +1,4 @@
-"""nnU-Net-style 3D U-Net of the cross-dataset study (He et al. 2021, ``../shared/docs/METHODS.md`` §1).
+"""nnU-Net-style 3D U-Net of the cross-dataset study (He et al. 2021, ``docs/studies/he2021.md``).
 
 Levels are numbered by how often the input has been downsampled: level 0 works at full
 size, level ``n_levels - 1`` (level 5 by default) is the bottleneck. Features are
@@ -67,7 +67,7 @@ class UNet3D(nn.Module):
         max_features: cap on the features of any level (320 in nnU-Net).
         n_levels: number of levels (6: levels 0..5); the input size must be a multiple of
             ``2 ** (n_levels - 1)``.
-        norm: ``"batch"`` (``../shared/docs/METHODS.md`` §1) or ``"instance"`` (nnU-Net's default).
+        norm: ``"batch"`` (``docs/studies/he2021.md``) or ``"instance"`` (nnU-Net's default).
         dropout: channel-dropout probability after every conv block (0 disables it).
         deep_supervision: in training mode return one output per decoder level.
         dcm_from_level: N of "GELN_DCM": encoder levels N..n_levels-1 get one copy per

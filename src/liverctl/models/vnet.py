@@ -1,4 +1,4 @@
-"""V-Net and residual V-Net, the two co-trained 3D networks of SD-Net (``../shared/docs/METHODS.md`` §3).
+"""V-Net and residual V-Net, the two co-trained 3D networks of SD-Net (``docs/studies/sdnet.md``).
 
 SD-Net trains two *different* networks side by side so that their errors differ. Both
 follow the V-Net layout used by the semi-supervised segmentation literature (Milletari

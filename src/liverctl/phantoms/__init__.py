@@ -18,7 +18,7 @@ linearly from 1 to 0 over one mean voxel size around its surface; labels are the
 whose centre lies inside the shape (signed distance < 0). The image is then blurred
 slightly (sigma 0.5 voxel) and correlated Gaussian noise is added.
 
-Domains (after ``../shared/docs/METHODS.md`` section 1, He et al. 2021), chosen so that a model trained on
+Domains (after ``docs/studies/he2021.md``, He et al. 2021), chosen so that a model trained on
 one notices the others:
 
 ``contrast``

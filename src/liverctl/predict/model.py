@@ -83,7 +83,9 @@ class LiverModel(Segmenter):
                 comes from a ``<file>.toml`` / ``weights.toml`` beside the file (as written by
                 ``liverctl train``), else from the registry entry ``model``.
             arch: override the architecture of a local file's entry.
-            device, precision, threads: see :class:`PredictOptions`.
+            device: see :class:`PredictOptions`.
+            precision: see :class:`PredictOptions`.
+            threads: see :class:`PredictOptions`.
             dataset: the DCM branch to use, by dataset name (models trained on several datasets).
             device_config: the three device fields at once (:attr:`PredictOptions.device_config`),
                 instead of ``device``, ``precision`` and ``threads``.

@@ -39,7 +39,7 @@ class PredictOptions:
         fast: also crop to the body and shrink windows to what the volume needs (compute
             amplification ~1.6 instead of MONAI's 3-10). Faster, but the windows hold other
             content than MONAI's, and SegResNet's GroupNorm sees other statistics, so masks
-            can differ from MONAI's (see the README's benchmark). Ignored without ``shortcuts``.
+            can differ from MONAI's (see ``docs/benchmarks.md``). Ignored without ``shortcuts``.
         postprocess: keep the largest liver component and fill its holes.
         save_probabilities: also write the liver probability map (float32, scan grid).
         dataset: branch of a dataset-wise (DCM) network to use, by dataset name.

@@ -4,7 +4,7 @@ One concept per module:
 
 - :mod:`~liverctl.preprocessing.intensity`: HU windows (:func:`window`, presets of the published
   methods), :func:`zscore`, and :func:`normalise`, a weights entry's model intensity recipe.
-- :mod:`~liverctl.preprocessing.crop`: the liver z-crop of ``../shared/docs/METHODS.md`` section 1
+- :mod:`~liverctl.preprocessing.crop`: the liver z-crop of ``docs/studies/he2021.md``
   (:func:`liver_z_crop`: first/last liver slice widened by a margin in mm).
 - :mod:`~liverctl.preprocessing.spacing`: target spacing rules (``"median"``, ``"128-median"``).
 - :mod:`~liverctl.preprocessing.fingerprinting`: :func:`fingerprint`, what every case holds.

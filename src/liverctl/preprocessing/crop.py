@@ -1,4 +1,4 @@
-"""The liver z-crop of ``../shared/docs/METHODS.md`` section 1: first/last liver slice widened by a margin in mm.
+"""The liver z-crop of ``docs/studies/he2021.md``: first/last liver slice widened by a margin in mm.
 
 The *liver region* of a label map is every voxel whose label is in ``liver_labels``;
 ``liver_labels=None`` (the default) means every label >= 1, so that a LiTS label map (liver 1,
@@ -80,7 +80,7 @@ def liver_z_crop(
 ) -> tuple[Image, Image, tuple[int, int]]:
     """Crop ``image`` and ``label`` in z to the liver widened by ``margin_mm``.
 
-    The first step of ``../shared/docs/METHODS.md`` §1.
+    The first step of ``docs/studies/he2021.md``.
 
     Returns ``(image, label, (z0, z1))`` with ``z0 <= z < z1`` the kept source slices. A label
     map without liver voxels keeps the whole z range and warns (:class:`LiverctlWarning`).

@@ -22,7 +22,7 @@ from liverctl.io import Image
 
 __all__ = ["WINDOW_PRESETS", "normalise", "resolve_window", "window", "window_name", "zscore"]
 
-#: HU windows of the published methods (``../shared/docs/METHODS.md``): name -> (low, high) or None.
+#: HU windows of the published methods (the study pages, ``docs/studies/*.md``): name -> (low, high) or None.
 WINDOW_PRESETS: dict[str, tuple[float, float] | None] = {
     "liver": (-200.0, 250.0),  # H-DenseUNet
     "abdomen": (0.0, 400.0),  # SD-Net

@@ -108,7 +108,7 @@ def plan(
 
     Args:
         fingerprint: from :func:`fingerprint`.
-        target_spacing: ``"128-median"`` (``../shared/docs/METHODS.md`` §1), ``"median"`` or (x, y, z) mm.
+        target_spacing: ``"128-median"`` (``docs/studies/he2021.md``), ``"median"`` or (x, y, z) mm.
         window: HU window preset or bounds (see :func:`window`).
         normalization: ``"dataset"`` or ``"image"`` (see :class:`Plan`).
         image_order: 1 (linear) or 3 (cubic B-spline) for the images; labels use nearest.

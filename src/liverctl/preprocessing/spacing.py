@@ -1,4 +1,4 @@
-"""Target spacing of a dataset: the spacing rules of ``../shared/docs/METHODS.md`` section 1.
+"""Target spacing of a dataset: the spacing rules of ``docs/studies/he2021.md``.
 
 Spacings are in ITK's **(x, y, z)** order, in mm, like :attr:`~liverctl.io.Geometry.spacing`;
 shapes are **(z, y, x)**.
@@ -18,7 +18,7 @@ __all__ = ["MEDIAN_RULE_SIZE", "SPACING_RULES", "parse_spacing", "spacing_for_sh
 SPACING_RULES: tuple[str, ...] = ("median", "128-median")
 
 
-#: Side of the cube of the "128-median" rule (``../shared/docs/METHODS.md`` section 1).
+#: Side of the cube of the "128-median" rule (``docs/studies/he2021.md``).
 MEDIAN_RULE_SIZE = 128
 
 
@@ -65,7 +65,7 @@ def target_spacing(
 
     ``"median"``: per-axis median of the cases' spacings (nnU-Net's basic rule).
     ``"128-median"``: per-axis median of the spacings that make each (cropped) case 128^3
-    voxels (``../shared/docs/METHODS.md`` §1, step 2). A sequence of 3 numbers is returned as given.
+    voxels (``docs/studies/he2021.md``, step 2). A sequence of 3 numbers is returned as given.
     """
     parsed = parse_spacing(rule) if not isinstance(rule, str) or rule.strip().lower() not in SPACING_RULES else rule
     if not isinstance(parsed, str):

@@ -1,6 +1,6 @@
 """A labelled : unlabelled split made before any label is read: :func:`preprocess_split`.
 
-SD-Net's experiments (``../shared/docs/METHODS.md`` §3) keep the labels of a fraction of a
+SD-Net's experiments (``docs/studies/sdnet.md``) keep the labels of a fraction of a
 labelled dataset's training scans and use the others as unlabelled data (20:80 ... 80:20). For
 the unlabelled share to be really unlabelled, the split must come first: :func:`labelled_split`
 picks the labelled share from the case *names* alone, then

@@ -1,6 +1,6 @@
 """Unlabelled scans preprocessed like a labelled dataset, for SD-Net: :func:`preprocess_unlabelled`.
 
-Semi-supervised training (SD-Net, ``../shared/docs/METHODS.md`` §3) needs scans that have no
+Semi-supervised training (SD-Net, ``docs/studies/sdnet.md``) needs scans that have no
 label map, preprocessed exactly as the network's labelled inputs, without any step that reads a
 label. Per scan (:func:`preprocess_unlabelled_case`):
 

@@ -178,8 +178,9 @@ def add_nnunet(
     """Pin an nnU-Net v2 results folder of a Hub repository as the registry entry ``name``.
 
     Args:
-        repo_id, revision, folder: the repository, a commit/branch/tag (pinned as its commit),
-            and the ``<trainer>__<plans>__<configuration>`` folder inside it.
+        repo_id: the Hub repository.
+        revision: a commit, branch or tag (pinned as the commit it resolves to).
+        folder: the ``<trainer>__<plans>__<configuration>`` folder inside the repository.
         folds: the folds to use (default: every ``fold_N`` holding ``checkpoint``).
         checkpoint: the checkpoint file name of each fold.
         name: the entry's name (default: :func:`default_name`).
