@@ -21,9 +21,8 @@ SCORES = {"a": 0.9, "b": 0.7, "c": 0.4, "d": 0.8, "e": 0.1}
 class FakeData:
     """What validate_dice uses of TrainingData: ``val`` per dataset, ``is_bad``."""
 
-    val = [["a", "b", "c"], ["d", "e"]]
-
     def __init__(self, bad: set[str]) -> None:
+        self.val = [["a", "b", "c"], ["d", "e"]]
         self.bad = bad
 
     def is_bad(self, d: int, name: str) -> bool:

@@ -34,8 +34,8 @@ from liverctl.io.manifest import Manifest
 from liverctl.predict.model import LiverModel
 from liverctl.predict.options import PredictOptions
 from liverctl.predict.report import write_summary
-from liverctl.predict.retry import result_key, segment_retrying
 from liverctl.predict.results import CaseResult, PredictResult
+from liverctl.predict.retry import result_key, segment_retrying
 from liverctl.predict.space import ModelSpace
 from liverctl.progress import ProgressCallback
 

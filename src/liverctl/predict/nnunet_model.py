@@ -218,9 +218,7 @@ class NnUNetLiverModel:
             )
         t0 = time.perf_counter()
         notes = check_ct(image, source) if ct_notes is None else ct_notes
-        result = self.model.predict(
-            image, mirroring=self.mirroring(options), accumulate_on=options.accumulate_on
-        )
+        result = self.model.predict(image, mirroring=self.mirroring(options), accumulate_on=options.accumulate_on)
         body = has_body(image)
         raw = np.isin(result.labels.array, self.liver_labels) if body else np.zeros(image.shape, dtype=bool)
         mask, components = clean_liver_mask(raw, keep_largest=options.postprocess)
