@@ -378,7 +378,8 @@ def nnunet_reference(folder: Path, scans: dict[str, Path]) -> dict[str, tuple[np
 
 
 def check_nnunet(tmp: Path) -> None:
-    sys.path.insert(0, str(REPO / "tests" / "nnunet"))
+    for helpers in ("support", "nnunet"):  # nnunet_cases.py: tests/support/ (or tests/nnunet/ before issue 20)
+        sys.path.insert(0, str(REPO / "tests" / helpers))
     from nnunet_cases import FOLDER, write_cases
 
     from liverctl.io import read_image
