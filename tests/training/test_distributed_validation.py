@@ -68,3 +68,14 @@ def test_one_process_validates_everything() -> None:
     seen: list[str] = []
     assert DistContext().validate_shared(mean_score, FakeData(set()), seen) == pytest.approx(0.58)
     assert seen == list(SCORES)
+
+
+def test_a_single_process_on_cuda_n_makes_it_current(monkeypatch: pytest.MonkeyPatch) -> None:
+    from liverctl.training.distributed import init_from_env
+
+    chosen: list[torch.device] = []
+    monkeypatch.setattr(torch.cuda, "set_device", lambda d: chosen.append(torch.device(d)))
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    assert init_from_env(torch.device("cuda", 1)) == DistContext()
+    assert init_from_env("cpu") == DistContext()  # a device type alone, as before: nothing set
+    assert chosen == [torch.device("cuda", 1)]
