@@ -11,8 +11,8 @@ and citation), ``to_model_space`` (the scan itself: nnU-Net's own preprocessing 
 
 Options: ``--exact`` (``PredictOptions(shortcuts=False)``) loads the folder with
 ``NnUNetModel(exact=True)`` (nnUNetPredictor's numbers on this device: fp32 on the CPU, fp16
-autocast with float16 sums on the GPU on CUDA; see :mod:`liverctl.nnunet.predictor`). Mirroring: always, in both modes,
-over the checkpoint's allowed axes (nnUNetPredictor's default ``use_mirroring=True``), so ``--tta``
+autocast with float16 sums on the GPU on CUDA; see :mod:`liverctl.nnunet.predictor`).
+Mirroring: always, in both modes, over the checkpoint's allowed axes (nnUNetPredictor's default ``use_mirroring=True``), so ``--tta``
 changes nothing: nnU-Net networks are trained and validated with it, and on the test folder the
 default mode without mirroring agrees with nnUNetPredictor only to Dice 0.92-0.93 (0.9998-1.0 with
 it). :meth:`NnUNetModel.predict(mirroring=False) <liverctl.nnunet.NnUNetModel.predict>` is the

@@ -24,7 +24,9 @@ class PredictOptions:
     Attributes:
         device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"mps"``.
         precision: ``"auto"``, ``"fp32"``, ``"fp16"``, ``"bf16"``. ``"auto"``: fp16 autocast on
-            CUDA, fp32 on the CPU and MPS; fp32 whenever ``shortcuts`` is off. ``"bf16"`` on a CPU
+            CUDA, fp32 on the CPU and MPS; fp32 whenever ``shortcuts`` is off (an nnU-Net folder:
+            nnUNetPredictor's precision on the device, fp16 autocast on CUDA). fp32 on CUDA is
+            float32 with TF32 off. Reports and the ``--resume`` key hold the resolved precision. ``"bf16"`` on a CPU
             with native bfloat16 is 2.5x faster per window but flips thin decisions (see
             :mod:`liverctl.device`).
         tta: mirror test-time augmentation along all three axes (8 passes).
