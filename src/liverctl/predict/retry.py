@@ -37,12 +37,14 @@ def segment_retrying(net: Any, image: Any, options: PredictOptions, **kwargs: An
     runs out of memory too."""
     from liverctl.device import OutOfMemoryError, empty_cache
 
+    device = getattr(net, "device", None)
     first = None
     try:
         return net.segment(image, options, **kwargs)
     except OutOfMemoryError as exc:
         first = _first_line(exc)  # leave the except block: its frames (and tensors) are freed
-    empty_cache(net.device)
+    if device is not None:
+        empty_cache(device)
     try:
         seg = net.segment(image, dataclasses.replace(options, accumulate_on="cpu"), **kwargs)
     except OutOfMemoryError as exc:
@@ -50,7 +52,8 @@ def segment_retrying(net: Any, image: Any, options: PredictOptions, **kwargs: An
     else:
         seg.report["inference"]["out_of_memory_fallback"] = {"retried_with": "accumulate_on=cpu", "error": first}
         return seg
-    empty_cache(net.device)
+    if device is not None:
+        empty_cache(device)
     raise OutOfDeviceMemory(message)
 
 
