@@ -52,6 +52,42 @@ def dicom_dir(shared_data: Path) -> Path:
     return _need(shared_data / "ct-dicom-series")
 
 
+def _no_cuda() -> bool:
+    return False
+
+
+_no_cuda._liverctl_cpu_pin = True  # type: ignore[attr-defined]
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked ``gpu`` are skipped without a CUDA device. CUDA is asked here, once, before
+    any test hides it (the driver reads CUDA_VISIBLE_DEVICES only at its first call)."""
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device (marked gpu)")
+    for item in items:
+        if item.get_closest_marker("gpu") is not None:
+            item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def cpu_unless_gpu(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch):
+    """Every test not marked ``gpu`` runs on the CPU, also on a machine with a GPU: ``device="auto"``
+    would otherwise become CUDA fp16 and be compared with CPU fp32 references at rtol 1e-5.
+    ``torch.cuda.is_available`` answers False in this process (a test's own monkeypatch still
+    wins) and CUDA_VISIBLE_DEVICES is empty for the subprocesses it starts (CLI, torchrun)."""
+    if request.node.get_closest_marker("gpu") is not None:
+        yield
+        return
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", _no_cuda)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    yield
+
+
 @pytest.fixture
 def cli_env(monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     """Environment for running the CLI in a subprocess without progress bars."""

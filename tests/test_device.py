@@ -22,6 +22,8 @@ def no_cuda(monkeypatch: pytest.MonkeyPatch) -> None:
 def fake_cuda(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda i=None: f"Fake GPU {i}")
 
 
 def test_cpu_and_auto_without_cuda(no_cuda: None) -> None:
@@ -40,8 +42,12 @@ def test_cuda_without_cuda_is_one_line_config_error(no_cuda: None, spec: str) ->
 
 
 def test_auto_and_indices_with_cuda(fake_cuda: None) -> None:
-    assert dev.resolve_device("auto") == torch.device("cuda")
+    # "auto" and "cuda" name the index of the current device, so reports and resume keys do too
+    assert dev.resolve_device("auto") == torch.device("cuda", 0)
+    assert dev.resolve_device("cuda") == torch.device("cuda", 0)
     assert dev.resolve_device("cuda:1") == torch.device("cuda", 1)
+    assert dev.device_label(torch.device("cuda", 1)) == "cuda:1 (Fake GPU 1)"
+    assert dev.device_label(torch.device("cpu")) == "cpu"
     with pytest.raises(ConfigError, match="only 2 CUDA device"):
         dev.resolve_device("cuda:2")
 
@@ -157,3 +163,64 @@ def test_device_logic_lives_in_one_module() -> None:
         if p.name != "device.py" and ("torch.cuda" in p.read_text() or "torch.backends.mps" in p.read_text())
     ]
     assert offenders == []
+
+
+@pytest.fixture
+def tf32_on():
+    """Both TF32 flags on (cuDNN's default; cuBLAS's is off), restored after."""
+    before = dev.tf32_flags()
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cudnn.allow_tf32 = True
+    yield
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
+
+
+def test_fp32_on_cuda_turns_tf32_off_and_restores_it(tf32_on: None) -> None:
+    cuda = torch.device("cuda", 0)  # no CUDA call is made: the flags are process-wide settings
+    with dev.autocast(cuda, "fp32") as used:
+        assert used == "fp32"
+        assert dev.tf32_flags() == (False, False)
+    assert dev.tf32_flags() == (True, True)
+    with pytest.raises(RuntimeError), dev.autocast(cuda, "fp32"):
+        raise RuntimeError("a failing forward")
+    assert dev.tf32_flags() == (True, True)  # restored after an exception too
+    assert dev.tf32_during_forward(cuda, "fp32") is False
+    assert dev.tf32_during_forward(cuda, "fp16") is True  # ops autocast keeps in float32 may use it
+    assert dev.tf32_during_forward(torch.device("cpu"), "fp32") is False
+
+
+def test_fp32_on_the_cpu_leaves_tf32_flags_alone(tf32_on: None) -> None:
+    with dev.autocast(torch.device("cpu"), "fp32"):
+        assert dev.tf32_flags() == (True, True)
+
+
+def test_device_guard_and_empty_cache() -> None:
+    guard = dev.device_guard(torch.device("cuda", 1))
+    assert isinstance(guard, torch.cuda.device) and guard.idx == 1  # not entered: no CUDA here
+    with dev.device_guard(torch.device("cpu")):
+        pass
+    dev.empty_cache(torch.device("cpu"))  # a no-op on the CPU
+    assert dev.OutOfMemoryError is torch.cuda.OutOfMemoryError
+
+
+def test_device_config_makes_cuda_n_current(fake_cuda: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    chosen = []
+    monkeypatch.setattr(torch.cuda, "set_device", lambda d: chosen.append(torch.device(d)))
+    assert dev.DeviceConfig(device="cuda:1").resolve() == torch.device("cuda", 1)
+    assert chosen == [torch.device("cuda", 1)]
+
+
+def test_tests_run_with_cuda_hidden() -> None:
+    """The autouse fixture of tests/conftest.py: an unmarked test sees no CUDA, on any machine."""
+    import os
+
+    assert getattr(torch.cuda.is_available, "_liverctl_cpu_pin", False)
+    assert dev.resolve_device("auto") == torch.device("cpu")
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == ""
+
+
+@pytest.mark.gpu
+def test_gpu_marked_tests_see_the_gpu() -> None:
+    device = dev.resolve_device("auto")
+    assert device.type == "cuda" and device.index is not None
+    assert dev.device_label(device).startswith(f"cuda:{device.index} (")

@@ -23,6 +23,20 @@ Precision policy (``precision="auto"``):
 ``"bf16"`` is allowed on CPU and CUDA, ``"fp16"`` on CUDA and MPS, ``"fp32"`` everywhere; the
 precision a run used is in every report.
 
+**fp32 means fp32 on CUDA too**: :func:`autocast` with ``"fp32"`` turns TensorFloat-32 off
+(``torch.backends.cuda.matmul.allow_tf32`` and ``torch.backends.cudnn.allow_tf32``, the latter
+True by default, which would run float32 convolutions with a 10-bit mantissa on Ampere and later)
+for the duration of the forward and restores both flags afterwards; :func:`tf32_during_forward`
+says what a report records.
+
+**cuda:N**: ``"cuda"`` and ``"auto"`` resolve to the current CUDA device *with its index*
+(``cuda:0``), so reports and resume keys name it (:func:`device_label` adds the GPU's name);
+:func:`device_guard` makes ``cuda:N`` the current device while liverctl works on it, so
+pinned host memory, cuDNN/cuBLAS handles and caches live on GPU N, not GPU 0.
+
+**Out of memory**: :data:`OutOfMemoryError` is ``torch.OutOfMemoryError`` (torch >= 2.5; it
+exists in CPU builds too); :func:`empty_cache` gives cached blocks back after one.
+
 >>> from liverctl.device import resolve_device, autocast
 >>> dev = resolve_device("cpu")
 >>> with autocast(dev, "fp32"):
@@ -43,6 +57,9 @@ from liverctl.errors import ConfigError
 Precision = Literal["auto", "fp32", "fp16", "bf16"]
 PRECISIONS: tuple[str, ...] = ("auto", "fp32", "fp16", "bf16")
 _DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
+
+OutOfMemoryError = torch.OutOfMemoryError
+"""What a device raises when it runs out of memory (CUDA's ``torch.cuda.OutOfMemoryError`` is the same class)."""
 
 
 def cuda_available() -> bool:
@@ -71,7 +88,7 @@ def resolve_device(spec: str | torch.device | None = "auto") -> torch.device:
     else:
         text = "auto" if spec is None else str(spec).strip().lower()
     if text == "auto":
-        return torch.device("cuda") if cuda_available() else torch.device("cpu")
+        return _indexed(torch.device("cuda")) if cuda_available() else torch.device("cpu")
     try:
         device = torch.device(text)
     except (RuntimeError, ValueError):
@@ -84,12 +101,19 @@ def resolve_device(spec: str | torch.device | None = "auto") -> torch.device:
         count = torch.cuda.device_count()
         if device.index is not None and device.index >= count:
             raise ConfigError(f"device {text!r} requested but only {count} CUDA device(s) exist")
-        return device
+        return _indexed(device)
     if device.type == "mps":
         if not mps_available():
             raise ConfigError(f"device {text!r} requested but Apple MPS is not available (use --device cpu or auto)")
         return torch.device("mps")
     raise ConfigError(f"unsupported device {spec!r}: use auto, cpu, cuda, cuda:N or mps")
+
+
+def _indexed(device: torch.device) -> torch.device:
+    """``cuda`` -> ``cuda:<current device>``: every resolved CUDA device names its index."""
+    if device.type == "cuda" and device.index is None:
+        return torch.device("cuda", torch.cuda.current_device())
+    return device
 
 
 def cpu_has_native_bf16() -> bool:
@@ -143,10 +167,42 @@ def autocast(device: torch.device, precision: str = "auto") -> Iterator[str]:
     """
     resolved = resolve_precision(device, precision)
     if resolved == "fp32":
-        yield resolved
+        with tf32_off(device):
+            yield resolved
         return
     with torch.autocast(device_type=device.type, dtype=_DTYPES[resolved]):
         yield resolved
+
+
+def tf32_flags() -> tuple[bool, bool]:
+    """``(torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)`` as they are now."""
+    return bool(torch.backends.cuda.matmul.allow_tf32), bool(torch.backends.cudnn.allow_tf32)
+
+
+@contextlib.contextmanager
+def tf32_off(device: torch.device) -> Iterator[None]:
+    """On CUDA, float32 matmuls and convolutions in full float32 (no TensorFloat-32) inside the
+    context; both flags are restored afterwards, even after an exception. A no-op elsewhere."""
+    if device.type != "cuda":
+        yield
+        return
+    matmul, cudnn = tf32_flags()
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = matmul
+        torch.backends.cudnn.allow_tf32 = cudnn
+
+
+def tf32_during_forward(device: torch.device, precision: str) -> bool:
+    """Whether TensorFloat-32 could round float32 work in a forward run by :func:`autocast`
+    on ``device`` in (resolved) ``precision``: never for ``"fp32"`` (turned off), never off
+    CUDA; under fp16/bf16 autocast, the current flags (ops autocast keeps in float32)."""
+    if device.type != "cuda" or precision == "fp32":
+        return False
+    return any(tf32_flags())
 
 
 def inference_memory_format(device: torch.device, precision: str) -> torch.memory_format:
@@ -210,9 +266,10 @@ def to_device(tensor: torch.Tensor, device: torch.device, non_blocking: bool | N
         return tensor
     if non_blocking is None:
         non_blocking = pin_memory_for(device) and tensor.device.type == "cpu"
-    if non_blocking and tensor.device.type == "cpu" and pin_memory_for(device) and not tensor.is_pinned():
-        tensor = tensor.pin_memory()
-    return tensor.to(device, non_blocking=non_blocking)
+    with device_guard(device):  # pinned memory is allocated for the current device
+        if non_blocking and tensor.device.type == "cpu" and pin_memory_for(device) and not tensor.is_pinned():
+            tensor = tensor.pin_memory()
+        return tensor.to(device, non_blocking=non_blocking)
 
 
 def synchronize(device: torch.device) -> None:
@@ -221,6 +278,32 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
     elif device.type == "mps":
         torch.mps.synchronize()
+
+
+def empty_cache(device: torch.device) -> None:
+    """Give the cached blocks of ``device``'s allocator back (after an out-of-memory error)."""
+    if device.type == "cuda":
+        with device_guard(device):
+            torch.cuda.empty_cache()
+    elif device.type == "mps":
+        torch.mps.empty_cache()
+
+
+def device_guard(device: torch.device) -> contextlib.AbstractContextManager:
+    """``cuda:N`` as the current CUDA device inside the context (pinned memory, library handles
+    and caches then belong to GPU N); a no-op for other devices and for ``cuda`` without index."""
+    if device.type == "cuda" and device.index is not None:
+        return torch.cuda.device(device.index)
+    return contextlib.nullcontext()
+
+
+def device_label(device: torch.device) -> str:
+    """The device as reports and resume keys name it: ``"cpu"``, ``"mps"`` or
+    ``"cuda:0 (NVIDIA H100 80GB HBM3)"`` (index and GPU name)."""
+    if device.type == "cuda":
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        return f"cuda:{index} ({torch.cuda.get_device_name(index)})"
+    return device.type
 
 
 def set_current_device(device: torch.device) -> None:
@@ -263,8 +346,10 @@ class DeviceConfig:
     threads: int | None = None
 
     def resolve(self) -> torch.device:
-        """Validate everything, apply ``threads`` and return the :class:`torch.device`."""
+        """Validate everything, apply ``threads``, make a ``cuda:N`` the current CUDA device
+        (:func:`set_current_device`) and return the :class:`torch.device`."""
         device = resolve_device(self.device)
         resolve_precision(device, self.precision)
         set_threads(self.threads)
+        set_current_device(device)
         return device

@@ -374,6 +374,7 @@ def test_catalogue_covers_every_command() -> None:
 @pytest.fixture(scope="module")
 def hub(tmp_path_factory: pytest.TempPathFactory):
     from hub_server import HubServer, client_env, registry_entry, write_registry
+
     from liverctl.models import build_model
 
     tmp = tmp_path_factory.mktemp("catalogue-hub")

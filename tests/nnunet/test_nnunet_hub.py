@@ -17,10 +17,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hub_server import HubServer, client_env
 from nnunet_cases import FOLDER
 from typer.testing import CliRunner
 
-from hub_server import HubServer, client_env
 from liverctl.cli import app
 from liverctl.io import Image, read_image, write_image
 from liverctl.phantoms import make_phantom

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from hub_server import HubServer, client_env, registry_entry, write_registry
+
 from liverctl import weights as lw
 from liverctl.errors import ConfigError, WeightsError
 

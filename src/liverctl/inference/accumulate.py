@@ -147,7 +147,6 @@ class _SlabAccumulator:
 
     def _emit(self, w: torch.Tensor, sums: list[torch.Tensor], z: int) -> None:
         """Turn the sums of cropped slices ``z, z + len(w)`` into outputs."""
-        cfg = self.config
         last = self.layout == torch.channels_last_3d  # channel axis last in memory: compute there
         cdim = -1 if last else 0
         hole = (w == 0) if self.holes else None
@@ -173,31 +172,7 @@ class _SlabAccumulator:
                 self.head_seconds += time.perf_counter() - t0
             means.append(mean)
         index = torch.tensor(self.channels, device=means[0].device, dtype=torch.long)
-        if cfg.ensemble == "vote" and len(means) > 1:
-            labels, kept = _vote(means, cdim, cfg.activation, index)
-        elif not self.channels and cfg.output == "probabilities" and (cfg.activation == "softmax" or len(means) == 1):
-            # labels only: argmax of the (mean) logits needs no probabilities
-            combined = means[0] if len(means) == 1 else None
-            if combined is None:  # an ensemble averages probabilities
-                combined = torch.stack([torch.softmax(mean, dim=cdim) for mean in means]).mean(0)
-            labels, kept = combined.argmax(dim=cdim), combined.index_select(cdim, index)
-        elif cfg.output == "logits":
-            combined = means[0] if len(means) == 1 else torch.stack(means).mean(0)
-            labels, kept = combined.argmax(dim=cdim), combined.index_select(cdim, index)
-        elif cfg.activation == "softmax" and len(means) == 1:
-            # one model: argmax of the logits, and only the kept probabilities exp(l - logsumexp)
-            logits = means[0]
-            labels = logits.argmax(dim=cdim)
-            kept = (logits.index_select(cdim, index) - torch.logsumexp(logits, dim=cdim, keepdim=True)).exp_()
-        else:
-            combined = None
-            for mean in means:
-                p = torch.softmax(mean, dim=cdim) if cfg.activation == "softmax" else torch.sigmoid_(mean)
-                combined = p if combined is None else combined.add_(p)
-            assert combined is not None
-            if len(means) > 1:
-                combined /= len(means)
-            labels, kept = combined.argmax(dim=cdim), combined.index_select(cdim, index)
+        labels, kept = self._decide(means, cdim, index)
         if hole is not None and bool(hole.any()):
             assert self.fill is not None
             fill = self.fill.index_select(0, index)
@@ -215,6 +190,34 @@ class _SlabAccumulator:
         if self.labels is not None:
             self.labels[dest] = labels.cpu().numpy().astype(self.labels.dtype)
         self.values[(slice(None), *dest)] = (kept.permute(3, 0, 1, 2) if last else kept).cpu().numpy()
+
+    def _decide(self, means: list[torch.Tensor], cdim: int, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The label map and the kept channels (``index``) of the per-model mean logits."""
+        cfg = self.config
+        if cfg.ensemble == "vote" and len(means) > 1:
+            return _vote(means, cdim, cfg.activation, index)
+        if not self.channels and cfg.output == "probabilities" and (cfg.activation == "softmax" or len(means) == 1):
+            # labels only: argmax of the (mean) logits needs no probabilities
+            combined = means[0] if len(means) == 1 else None
+            if combined is None:  # an ensemble averages probabilities
+                combined = torch.stack([torch.softmax(mean, dim=cdim) for mean in means]).mean(0)
+            return combined.argmax(dim=cdim), combined.index_select(cdim, index)
+        if cfg.output == "logits":
+            combined = means[0] if len(means) == 1 else torch.stack(means).mean(0)
+            return combined.argmax(dim=cdim), combined.index_select(cdim, index)
+        if cfg.activation == "softmax" and len(means) == 1:
+            # one model: argmax of the logits, and only the kept probabilities exp(l - logsumexp)
+            logits = means[0]
+            kept = (logits.index_select(cdim, index) - torch.logsumexp(logits, dim=cdim, keepdim=True)).exp_()
+            return logits.argmax(dim=cdim), kept
+        combined = None
+        for mean in means:
+            p = torch.softmax(mean, dim=cdim) if cfg.activation == "softmax" else torch.sigmoid_(mean)
+            combined = p if combined is None else combined.add_(p)
+        assert combined is not None
+        if len(means) > 1:
+            combined /= len(means)
+        return combined.argmax(dim=cdim), combined.index_select(cdim, index)
 
     def result(self, stats: InferenceStats) -> InferenceResult:
         assert self.values is not None and self.num_classes is not None

@@ -190,7 +190,12 @@ class InferenceStats:
     (all windows, mirror passes and ensemble members counted); ``grid_amplification`` is the
     same for a single pass of a single model (the window grid alone). MONAI on a 30-slice
     122x101 scan with 96^3 windows: 4 windows, amplification 9.6. ``skipped_windows``: windows
-    of the grid left out because they hold only air (``skip_empty``).
+    of the grid left out because they hold only air (``skip_empty``). ``device``: where the
+    networks ran, with a CUDA device's index and name (``"cuda:0 (NVIDIA H100 80GB HBM3)"``,
+    :func:`liverctl.device.device_label`); ``precision``: the resolved one (never ``"auto"``);
+    ``tf32``: whether TensorFloat-32 could round float32 work in the forward
+    (:func:`liverctl.device.tf32_during_forward`: always False for fp32); ``accumulate_on``:
+    where the weighted sums were kept (``"device"`` or ``"cpu"``).
     """
 
     volume_shape: tuple[int, int, int]
@@ -207,6 +212,8 @@ class InferenceStats:
     device: str
     precision: str
     skipped_windows: int = 0
+    tf32: bool = False
+    accumulate_on: str = "device"
 
     @property
     def network_fraction(self) -> float:

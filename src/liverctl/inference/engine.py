@@ -11,17 +11,20 @@ import itertools
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
 
 from liverctl.device import (
+    device_guard,
+    device_label,
     prepare_network,
     resolve_device,
     resolve_precision,
     restore_layout,
     synchronize,
+    tf32_during_forward,
     to_device,
 )
 from liverctl.errors import ConfigError, InputError
@@ -102,10 +105,32 @@ def predict_volume(
     if min(crop_shape) < 1:
         raise InputError(f"body box {box} is empty")
     grid = _window_grid(cropped, models, config, hu, box, full_shape)
+    with device_guard(device):  # cuda:N current while liverctl works on it (pinned memory, handles)
+        engine, network_seconds, batch_size = _run_models(
+            models, grid, config, device, precision, (n_in, context), box, full_shape, progress
+        )
+    counts = (math.ceil(len(grid.starts) / batch_size), len(config.flips), len(models))
+    seconds = (network_seconds + engine.head_seconds, time.perf_counter() - t_start)
+    stats = _stats(grid, box, full_shape, crop_shape, counts, seconds, device, precision)
+    return engine.result(replace(stats, accumulate_on=config.accumulate_on))
 
+
+def _run_models(
+    models: list,
+    grid: _Grid,
+    config: SlidingWindow,
+    device: torch.device,
+    precision: str,
+    inputs: tuple[int, int],
+    box: Box | None,
+    full_shape: tuple[int, int, int],
+    progress: ProgressCallback | None,
+) -> tuple[_SlabAccumulator, float, int]:
+    """The networks prepared, every window run and accumulated; the networks restored after.
+    Returns the accumulator, the seconds inside the networks and the batch size."""
+    crop_shape: tuple[int, int, int] = tuple(int(s) for s in grid.crop_shape)  # type: ignore[assignment]
     acc_device = device if config.accumulate_on == "device" else torch.device("cpu")
     weights = importance_map(grid.window, config.mode, config.sigma_scale).to(acc_device)
-    inputs = to_device(grid.padded.contiguous(), device)
     heads: list[tuple[torch.Tensor, torch.Tensor | None] | None] = []
     engine = _SlabAccumulator(
         n_models=len(models),
@@ -122,18 +147,37 @@ def predict_volume(
     restore: list[tuple[torch.nn.Module, bool]] = []
     relayout: list[tuple[torch.nn.Parameter, torch.memory_format]] = []
     try:
-        predictors = _prepare_models(
-            models, config, device, precision, acc_device, heads, restore, relayout, (n_in, context)
-        )
-        run = _Run(predictors, inputs, grid, weights, engine, config.flips, device, precision, batch_size)
+        predictors = _prepare_models(models, config, device, precision, acc_device, heads, restore, relayout, inputs)
+        slabs = _SlabInput(grid.padded, grid.window, device)
+        run = _Run(predictors, slabs, grid, weights, engine, config.flips, device, precision, batch_size)
         network_seconds = _run_windows(run, crop_shape, progress)
     finally:
         restore_layout(relayout)
         for mdl, was_training in restore:
             mdl.train(was_training)
-    counts = (math.ceil(len(grid.starts) / batch_size), len(config.flips), len(models))
-    seconds = (network_seconds + engine.head_seconds, time.perf_counter() - t_start)
-    return engine.result(_stats(grid, box, full_shape, crop_shape, counts, seconds, device, precision))
+    return engine, network_seconds, batch_size
+
+
+class _SlabInput:
+    """The padded input, sent to the device one z-slab at a time: the slab under the windows that
+    start at one z (windows run z-major, so each slab is sent once). Only that slab is pinned for
+    its copy, not the whole padded volume (pinned blocks stay cached for the process's life). On
+    the CPU the windows are views of the volume itself."""
+
+    def __init__(self, padded: torch.Tensor, window: tuple[int, int, int], device: torch.device) -> None:
+        self.padded, self.window, self.device = padded, window, device
+        self.z: int | None = None
+        self.slab = padded
+
+    def at(self, z: int, y: int, x: int) -> torch.Tensor:
+        """The ``(C, *window)`` window starting at ``(z, y, x)``, on the device."""
+        wz, wy, wx = self.window
+        if self.padded.device == self.device:
+            return self.padded[:, z : z + wz, y : y + wy, x : x + wx]
+        if z != self.z:
+            self.slab = to_device(self.padded[:, z : z + wz].contiguous(), self.device)
+            self.z = z
+        return self.slab[:, :, y : y + wy, x : x + wx]
 
 
 def _as_models(models: Sequence[torch.nn.Module | Predictor] | torch.nn.Module) -> list:
@@ -191,6 +235,7 @@ class _Grid:
     starts: list[tuple[int, int, int]]
     placed: list[Placement]
     grid_windows: int
+    crop_shape: tuple[int, int, int]
 
 
 def _window_grid(
@@ -227,7 +272,7 @@ def _window_grid(
             raise InputError(f"hu image shape {np.shape(hu)} differs from the volume's {full_shape}")
         grid = _occupied(np.asarray(hu), box, grid, window, pad_before, crop_shape, config.body_threshold_hu)
     placed = [_place(start, window, pad_before, crop_shape) for start in grid]
-    return _Grid(cropped, window, grid, placed, grid_windows)  # type: ignore[arg-type]
+    return _Grid(cropped, window, grid, placed, grid_windows, crop_shape)  # type: ignore[arg-type]
 
 
 def _prepare_models(
@@ -272,7 +317,7 @@ class _Run:
     the importance weights, the accumulator, the mirror combinations and the batch size."""
 
     predictors: list[Predictor]
-    inputs: torch.Tensor
+    inputs: _SlabInput
     grid: _Grid
     weights: torch.Tensor
     engine: _SlabAccumulator
@@ -285,7 +330,7 @@ class _Run:
 def _run_windows(run: _Run, crop_shape: tuple[int, int, int], progress: ProgressCallback | None) -> float:
     """Every window through every predictor, batch by batch, into the accumulator; returns the
     seconds spent inside the networks."""
-    grid, engine, window, batch_size = run.grid, run.engine, run.grid.window, run.batch_size
+    grid, engine, batch_size = run.grid, run.engine, run.batch_size
     n = len(grid.starts)
     network_seconds = 0.0
     with torch.inference_mode():
@@ -295,9 +340,7 @@ def _run_windows(run: _Run, crop_shape: tuple[int, int, int], progress: Progress
             batch = grid.starts[b * batch_size : (b + 1) * batch_size]
             where = grid.placed[b * batch_size : (b + 1) * batch_size]
             engine.finish_before(where[0][0][0].start)
-            win = torch.stack(
-                [run.inputs[:, z : z + window[0], y : y + window[1], x : x + window[2]] for z, y, x in batch]
-            )
+            win = torch.stack([run.inputs.at(z, y, x) for z, y, x in batch])
             for m, predict in enumerate(run.predictors):
                 synchronize(run.device)
                 t0 = time.perf_counter()
@@ -340,7 +383,8 @@ def _stats(
         compute_amplification=evaluated / scan_voxels,
         network_seconds=seconds[0],
         total_seconds=seconds[1],
-        device=str(device),
+        device=device_label(device),
         precision=precision,
+        tf32=tf32_during_forward(device, precision),
         skipped_windows=grid.grid_windows - n_win,
     )

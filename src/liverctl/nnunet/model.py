@@ -4,8 +4,9 @@
 >>> labels, liver_probability, stats = model.predict(image)  # doctest: +SKIP
 
 ``labels`` and ``liver_probability`` are on ``image``'s own grid (same array, same geometry).
-``exact=True`` reproduces ``nnUNetPredictor`` (probabilities to float16 rounding, identical
-label maps); the default (``exact=False``) takes the measured shortcuts described in
+``exact=True`` reproduces ``nnUNetPredictor`` on the same device (on the CPU: probabilities to
+float16 rounding, identical label maps; on CUDA: nnU-Net's float16 autocast and float16 sums on
+the GPU, see :mod:`liverctl.nnunet.predictor`); the default (``exact=False``) takes the measured shortcuts described in
 :mod:`liverctl.nnunet.predictor` and returns only the liver labels in ``labels``.
 """
 
@@ -20,12 +21,13 @@ from typing import Any
 
 import numpy as np
 
+from liverctl.device import device_label
 from liverctl.errors import ConfigError, WeightsError
 from liverctl.io import Image
 from liverctl.nnunet.checkpoint import NnUNetCheckpoint, load_checkpoint
 from liverctl.nnunet.network import build_network, load_weights
 from liverctl.nnunet.plans import NnUNetPlans, read_plans
-from liverctl.nnunet.predictor import export, predict_logits
+from liverctl.nnunet.predictor import exact_precision, export, predict_logits
 from liverctl.nnunet.preprocess import preprocess
 
 __all__ = ["NnUNetModel", "NnUNetPrediction", "available_folds"]
@@ -128,8 +130,9 @@ class NnUNetModel:
                 else the folder name's).
             device: ``auto``, ``cpu``, ``cuda[:N]`` or ``mps`` (:func:`liverctl.device.resolve_device`).
             precision: ``auto`` (fp32 on the CPU, fp16 on CUDA: :func:`liverctl.device.resolve_precision`)
-                or fp32/bf16/fp16 (bf16: asked for explicitly); ignored (fp32) when ``exact``.
-            exact: reproduce nnUNetPredictor's numbers instead of the fast defaults.
+                or fp32/bf16/fp16 (bf16: asked for explicitly); ignored when ``exact`` (nnUNetPredictor's:
+                fp32 on the CPU, fp16 autocast on CUDA, :func:`~liverctl.nnunet.predictor.exact_precision`).
+            exact: reproduce nnUNetPredictor's numbers on this device instead of the fast defaults.
             sha256: expected hex digests by path relative to ``folder`` (``"plans.json"``,
                 ``"dataset.json"``, ``"fold_0/checkpoint_final.pth"``...), checked before any
                 file is parsed; files without an entry are hashed for the report only.
@@ -144,7 +147,7 @@ class NnUNetModel:
         if not fold_list:
             raise WeightsError(f"{root}: no fold_N/{checkpoint} found")
         torch_device = resolve_device(device)
-        used = "fp32" if exact else resolve_precision(torch_device, precision, inference=True)
+        used = exact_precision(torch_device) if exact else resolve_precision(torch_device, precision, inference=True)
         hashes = _check_json_pins(root, pins)
         checkpoints = []
         for fold in fold_list:
@@ -168,13 +171,17 @@ class NnUNetModel:
     def folds(self) -> list[Fold]:
         return [c.path.parent.name[len("fold_") :] for c in self.checkpoints]  # type: ignore[misc]
 
-    def predict(self, image: Image, *, mirroring: bool = True, probabilities: bool = False) -> NnUNetPrediction:
+    def predict(
+        self, image: Image, *, mirroring: bool = True, probabilities: bool = False, accumulate_on: str = "device"
+    ) -> NnUNetPrediction:
         """Segment one scan; everything comes back on ``image``'s grid.
 
         Args:
             image: the CT scan (array order as stored; the direction is not used, as in nnU-Net).
             mirroring: test-time mirroring over the checkpoint's allowed axes (nnU-Net's default).
             probabilities: also return every class's probabilities (exact mode only).
+            accumulate_on: ``"device"`` (the sums where the network runs) or ``"cpu"`` (after an
+                out-of-memory error, as nnUNetPredictor falls back).
         """
         if probabilities and not self.exact:
             raise ConfigError("all-class probabilities are only computed in exact mode")
@@ -183,7 +190,14 @@ class NnUNetModel:
         t1 = time.perf_counter()
         axes = self.mirror_axes if mirroring else None
         logits, stats = predict_logits(
-            pre, self.networks, self.plans, axes, self.device, exact=self.exact, precision=self.precision
+            pre,
+            self.networks,
+            self.plans,
+            axes,
+            self.device,
+            exact=self.exact,
+            precision=self.precision,
+            accumulate_on=accumulate_on,
         )
         t2 = time.perf_counter()
         out = export(logits, pre, self.plans, exact=self.exact, probabilities=probabilities)
@@ -195,7 +209,10 @@ class NnUNetModel:
             "trainer": self.checkpoints[0].trainer_name,
             "folds": self.folds,
             "exact": self.exact,
+            "device": device_label(self.device),
             "precision": stats.precision,
+            "tf32": stats.tf32,
+            "accumulate_on": stats.accumulate_on,
             "mirror_axes": list(axes) if axes else [],
             "network_grid_shape": list(pre.data.shape[1:]),
             "windows": stats.windows,

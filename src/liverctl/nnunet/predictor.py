@@ -18,11 +18,26 @@ Follows ``nnUNetPredictor`` 2.5.1 (``predict_from_raw_data.py``) step by step:
   softmaxed in float32, arg-maxed, put back into the uncropped box (background probability 1
   outside it) and transposed back.
 
-``exact=True`` does exactly that. ``exact=False`` (the default of
-:class:`~liverctl.nnunet.model.NnUNetModel`) keeps the windows, weights, mirroring and fold
-mean, but runs the network in the precision asked for (``auto``: float32 on the CPU, float16
-autocast on CUDA; ``bf16`` only when asked for, see :func:`liverctl.device.resolve_precision`),
-accumulates in float32, skips windows that
+``exact=True`` does exactly that, with nnUNetPredictor's arithmetic **on the device it runs on**
+(:func:`exact_precision`):
+
+* on the **CPU** (and MPS): the network in float32, the window logits and their mirror mean in
+  float32, multiplied by the float16 gaussian and summed into float16 arrays on the CPU: equal
+  to nnUNetPredictor on the CPU (probabilities to float16 rounding, identical label maps);
+* on **CUDA**: the network under float16 autocast (``torch.autocast("cuda")``, as nnU-Net
+  does), the mirror mean in float16, and the float16 sums on the GPU
+  (``perform_everything_on_device=True``): nnUNetPredictor's numbers on that GPU, not the CPU's
+  (float16 network outputs differ from float32 ones by ~1e-3 in the logits). After an
+  out-of-memory error the sums move to the CPU (``accumulate_on="cpu"``), as nnUNetPredictor's
+  own fallback does, which changes nothing in the numbers. TF32 is left as torch's default
+  there, as nnU-Net leaves it (it touches only the float32 ops autocast keeps).
+
+``exact=False`` (the default of :class:`~liverctl.nnunet.model.NnUNetModel`) keeps the windows,
+weights, mirroring and fold mean, but runs the network in the precision asked for (``auto``:
+float32 on the CPU, float16 autocast on CUDA, as nnU-Net on each; ``fp32`` on CUDA is true
+float32, TF32 off; ``bf16`` only when asked for, see :func:`liverctl.device.resolve_precision`),
+accumulates in float32 where the network runs (on the GPU on CUDA, like nnU-Net, with no
+blocking copy per window), skips windows that
 hold only air, and brings back only what the liver decision needs: the liver channels' logits,
 and the max and the log-sum-exp of the other channels (for a model whose only other channel is
 background, the same decision and probability nnU-Net computes).
@@ -39,6 +54,7 @@ from functools import lru_cache
 import numpy as np
 import torch
 
+from liverctl.device import synchronize
 from liverctl.nnunet.plans import NnUNetPlans
 from liverctl.nnunet.preprocess import Preprocessed
 from liverctl.nnunet.resampling import resample
@@ -47,6 +63,7 @@ __all__ = [
     "WindowStats",
     "compute_gaussian",
     "compute_steps",
+    "exact_precision",
     "export",
     "mirror_combinations",
     "predict_logits",
@@ -66,6 +83,8 @@ class WindowStats:
     network_seconds: float = 0.0
     precision: str = "fp32"
     steps: list[list[int]] = field(default_factory=list)
+    accumulate_on: str = "device"
+    tf32: bool = False
 
 
 def compute_steps(image_size: Sequence[int], tile_size: Sequence[int], step: float) -> list[list[int]]:
@@ -164,16 +183,23 @@ def _sliding_window(
     body: np.ndarray | None,
     stats: WindowStats,
 ) -> torch.Tensor:
-    """Logits of one network over the whole (padded) volume, back on the unpadded volume."""
+    """Logits of one network over the whole (padded) volume, back on the unpadded volume (CPU).
+
+    The sums live on ``stats.accumulate_on``'s device: ``"device"`` = where the network runs
+    (nnUNetPredictor's ``perform_everything_on_device``: the padded input is moved there once and
+    each window's logits are added without leaving it), ``"cpu"`` = each window's logits copied
+    to the CPU (nnUNetPredictor's fallback after an out-of-memory error)."""
     patch = plans.patch_size
     padded, revert = _pad(data, patch)
     steps, slicers = _windows(padded.shape[1:], patch, step)
     stats.steps = steps
     k = plans.num_classes
     dtype = torch.float16 if exact or k > 8 else torch.float32
-    logits = torch.zeros((k, *padded.shape[1:]), dtype=dtype)
-    weights = torch.zeros(padded.shape[1:], dtype=dtype)
-    gaussian = compute_gaussian(patch, dtype=dtype)
+    results = device if stats.accumulate_on == "device" else torch.device("cpu")
+    padded = padded.to(results)
+    logits = torch.zeros((k, *padded.shape[1:]), dtype=dtype, device=results)
+    weights = torch.zeros(padded.shape[1:], dtype=dtype, device=results)
+    gaussian = compute_gaussian(patch, dtype=dtype).to(results)
     inside = None
     if body is not None:
         inside = np.zeros(padded.shape[1:], dtype=bool)
@@ -182,15 +208,22 @@ def _sliding_window(
         if inside is not None and not inside[sl[1:]].any():
             stats.skipped_windows += 1
             continue
+        synchronize(device)
         t0 = time.perf_counter()
         x = padded[sl][None].to(device)
-        prediction = _mirrored(network, x, flips, exact)[0].to("cpu")
+        prediction = _mirrored(network, x, flips, exact)[0].to(results)
+        synchronize(device)
         stats.network_seconds += time.perf_counter() - t0
         stats.windows += 1
         stats.network_passes += len(flips) + 1
         prediction *= gaussian
         logits[sl] += prediction
         weights[sl[1:]] += gaussian
+    return _normalise(logits, weights)[(slice(None), *revert[1:])].to("cpu")
+
+
+def _normalise(logits: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """The weighted sums divided by the summed weights; background where no window ran."""
     empty = weights == 0
     if empty.any():  # only where every window was skipped (air): background
         weights[empty] = 1
@@ -200,7 +233,14 @@ def _sliding_window(
         logits[1:, empty] = OUTSIDE_LOGIT
     if torch.any(torch.isinf(logits)):
         raise FloatingPointError("inf in the accumulated logits (float16 overflow)")
-    return logits[(slice(None), *revert[1:])]
+    return logits
+
+
+def exact_precision(device: torch.device) -> str:
+    """The precision of ``exact=True`` on ``device``: nnUNetPredictor's. It runs the network
+    under float16 autocast on CUDA (``torch.autocast("cuda", enabled=True)``) and without
+    autocast (float32) on the CPU and MPS."""
+    return "fp16" if device.type == "cuda" else "fp32"
 
 
 def predict_logits(
@@ -213,20 +253,25 @@ def predict_logits(
     exact: bool = True,
     precision: str = "fp32",
     step: float = 0.5,
+    accumulate_on: str = "device",
 ) -> tuple[torch.Tensor, WindowStats]:
     """Fold-mean logits on the preprocessed grid (``(K, *pre.data.shape[1:])``, CPU).
 
-    ``precision`` is the resolved precision (``"fp32"`` or ``"bf16"``/``"fp16"`` autocast);
-    ``exact`` forces fp32, float16 accumulation and every window.
+    ``precision`` is the resolved precision (``"fp32"``, or ``"fp16"``/``"bf16"`` autocast; with
+    ``exact`` it is :func:`exact_precision`'s, whatever is passed). ``exact`` adds float16 sums
+    and every window. ``accumulate_on``: ``"device"`` (sums where the network runs) or ``"cpu"``.
     """
-    from liverctl.device import autocast
+    from liverctl.device import autocast, device_guard, tf32_during_forward
 
+    if accumulate_on not in ("device", "cpu"):
+        raise ValueError(f"accumulate_on must be 'device' or 'cpu', got {accumulate_on!r}")
     flips = mirror_combinations(mirror_axes)
     data = torch.from_numpy(pre.data)
     body = None if exact else pre.body
-    stats = WindowStats(precision="fp32" if exact else precision)
+    used = exact_precision(device) if exact else precision
+    stats = WindowStats(precision=used, accumulate_on=accumulate_on, tf32=tf32_during_forward(device, used))
     prediction = None
-    with torch.inference_mode(), autocast(device, stats.precision):
+    with torch.inference_mode(), device_guard(device), autocast(device, used):
         for network in networks:
             logits = _sliding_window(
                 data, network, plans, flips, device, exact=exact, step=step, body=body, stats=stats

@@ -35,6 +35,7 @@ from liverctl.predict.model import LiverModel
 from liverctl.predict.options import PredictOptions
 from liverctl.predict.report import write_summary
 from liverctl.predict.results import CaseResult, PredictResult
+from liverctl.predict.retry import result_key, segment_retrying
 from liverctl.predict.space import ModelSpace
 from liverctl.progress import ProgressCallback
 
@@ -166,7 +167,7 @@ def _earlier_result(case: CaseResult, files: Sequence[Path], model: LiverModel, 
     shas = [r.sha256 for r in model.resolved]
     earlier = report.get("model") or {}
     earlier_shas = [m.get("sha256") for m in earlier.get("ensemble") or [earlier]]
-    if earlier_shas != shas or report.get("options") != options.result_key():
+    if earlier_shas != shas or report.get("options") != result_key(model, options):
         return False
     case.mask, case.report_path, case.report, case.skipped = files[0], files[1], report, True
     case.probabilities = files[2] if options.save_probabilities else None
@@ -348,12 +349,14 @@ def _segment_case(
     out, report_path, scan = files[0], files[1], case.input
     try:
         image, model_space, notes = future.result()
-        seg = net.segment(image, options, source=scan, prepared=model_space, ct_notes=notes, progress=progress)
+        seg = segment_retrying(  # a CUDA out-of-memory error: retried with the sums on the CPU
+            net, image, options, source=scan, prepared=model_space, ct_notes=notes, progress=progress
+        )
         manifest.claim(files, "predict")
         case.mask = _write_mask(seg.mask, image, out, scan, series_uid)
         if seg.probabilities is not None:
             case.probabilities = write_image(seg.probabilities, files[2])
-        seg.report = {"input": scan, "mask": str(out), "options": options.result_key(), **seg.report}
+        seg.report = {"input": scan, "mask": str(out), "options": result_key(net, options), **seg.report}
         if case.probabilities is not None:
             seg.report["probabilities"] = str(case.probabilities)
         case.report_path = write_text_atomic(report_path, json.dumps(seg.report, indent=2) + "\n")

@@ -165,12 +165,21 @@ class LiverModel(Segmenter):
             "channels": tuple(self.liver_channels) if options.save_probabilities or e.decision != "argmax" else (),
             "argmax": e.decision == "argmax",
             "ensemble": options.ensemble,
+            "accumulate_on": options.accumulate_on,
         }
         if not options.shortcuts:
             return SlidingWindow.monai(**fields)
         if options.fast:
             return SlidingWindow.fast(**fields)
         return SlidingWindow(**fields)
+
+    def runs_as(self, options: PredictOptions) -> dict[str, str]:
+        """The resolved ``device`` (with a GPU's index and name) and ``precision`` that ``options``
+        run with on this model (for reports and the ``--resume`` key)."""
+        from liverctl.device import device_label, resolve_precision
+
+        precision = resolve_precision(self.device, self.window_config(options).precision, inference=True)
+        return {"device": device_label(self.device), "precision": precision}
 
     def _predictors(self) -> list[Any]:
         """The networks as the engine calls them (with the DCM branch chosen)."""

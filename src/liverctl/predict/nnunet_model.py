@@ -10,8 +10,9 @@ and citation), ``to_model_space`` (the scan itself: nnU-Net's own preprocessing 
 :meth:`NnUNetModel.predict`), :meth:`segment` and :meth:`model_info`.
 
 Options: ``--exact`` (``PredictOptions(shortcuts=False)``) loads the folder with
-``NnUNetModel(exact=True)`` (nnUNetPredictor's numbers, fp32). Mirroring: always, in both modes,
-over the checkpoint's allowed axes (nnUNetPredictor's default ``use_mirroring=True``), so ``--tta``
+``NnUNetModel(exact=True)`` (nnUNetPredictor's numbers on this device: fp32 on the CPU, fp16
+autocast with float16 sums on the GPU on CUDA; see :mod:`liverctl.nnunet.predictor`).
+Mirroring: always, in both modes, over the checkpoint's allowed axes (nnUNetPredictor's default ``use_mirroring=True``), so ``--tta``
 changes nothing: nnU-Net networks are trained and validated with it, and on the test folder the
 default mode without mirroring agrees with nnUNetPredictor only to Dice 0.92-0.93 (0.9998-1.0 with
 it). :meth:`NnUNetModel.predict(mirroring=False) <liverctl.nnunet.NnUNetModel.predict>` is the
@@ -102,6 +103,8 @@ class NnUNetStats:
     evaluated_voxels: int
     compute_amplification: float
     network_seconds: float
+    tf32: bool = False
+    accumulate_on: str = "device"
 
 
 class NnUNetLiverModel(Segmenter):
@@ -177,6 +180,13 @@ class NnUNetLiverModel(Segmenter):
         """The scan itself: nnU-Net's preprocessing runs inside :meth:`NnUNetModel.predict`."""
         return image
 
+    def runs_as(self, options: PredictOptions) -> dict[str, str]:
+        """The resolved ``device`` (with a GPU's index and name) and ``precision`` of this model
+        (for reports and the ``--resume`` key; exact mode: nnUNetPredictor's on this device)."""
+        from liverctl.device import device_label
+
+        return {"device": device_label(self.device), "precision": self.model.precision}
+
     def mirroring(self, options: PredictOptions) -> bool:
         """Always (nnUNetPredictor's default, whatever ``options.tta`` says): see the module docs."""
         return True
@@ -196,7 +206,7 @@ class NnUNetLiverModel(Segmenter):
     ) -> RawPrediction:
         """nnU-Net's own prediction of the scan (its preprocessing, windows and export), read as
         the liver labels (:class:`~liverctl.predict.segmenter.Segmenter` does the rest)."""
-        result = self.model.predict(image, mirroring=self.mirroring(options))
+        result = self.model.predict(image, mirroring=self.mirroring(options), accumulate_on=options.accumulate_on)
         empty = np.zeros(image.shape, dtype=bool)
         return RawPrediction(
             liver=np.isin(result.labels.array, self.liver_labels) if body else empty,
@@ -221,8 +231,10 @@ class NnUNetLiverModel(Segmenter):
         evaluated = int(stats["network_passes"]) * int(np.prod(patch))
         grid = max(int(np.prod(stats["network_grid_shape"])), 1)
         return NnUNetStats(
-            device=str(self.device),
+            device=str(stats["device"]),
             precision=str(stats["precision"]),
+            tf32=bool(stats["tf32"]),
+            accumulate_on=str(stats["accumulate_on"]),
             windows=int(stats["windows"]),
             skipped_windows=int(stats["skipped_windows"]),
             window=window,

@@ -24,7 +24,9 @@ class PredictOptions:
     Attributes:
         device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"mps"``.
         precision: ``"auto"``, ``"fp32"``, ``"fp16"``, ``"bf16"``. ``"auto"``: fp16 autocast on
-            CUDA, fp32 on the CPU and MPS; fp32 whenever ``shortcuts`` is off. ``"bf16"`` on a CPU
+            CUDA, fp32 on the CPU and MPS; fp32 whenever ``shortcuts`` is off (an nnU-Net folder:
+            nnUNetPredictor's precision on the device, fp16 autocast on CUDA). fp32 on CUDA is
+            float32 with TF32 off. Reports and the ``--resume`` key hold the resolved precision. ``"bf16"`` on a CPU
             with native bfloat16 is 2.5x faster per window but flips thin decisions (see
             :mod:`liverctl.device`).
         tta: mirror test-time augmentation along all three axes (8 passes).
@@ -50,6 +52,9 @@ class PredictOptions:
         ensemble: how several ``--weights`` / models are combined: ``"mean"`` (the mean of
             their probabilities) or ``"vote"`` (majority vote of their decisions, PIPO-FAN's
             five folds; see :class:`liverctl.inference.SlidingWindow`).
+        accumulate_on: where the weighted window sums are kept: ``"device"`` (where the network
+            runs) or ``"cpu"`` (less GPU memory; what a batch retries a scan with after a CUDA
+            out-of-memory error, see :mod:`liverctl.predict.retry`).
     """
 
     device: str = "auto"
@@ -66,6 +71,7 @@ class PredictOptions:
     output_format: str | None = None
     preview: bool = False
     ensemble: str = "mean"
+    accumulate_on: str = "device"
 
     def __post_init__(self) -> None:
         from liverctl.device import PRECISIONS  # torch is imported only when a network runs
@@ -80,6 +86,8 @@ class PredictOptions:
             raise ConfigError(f"--threads must be 1 or more, got {self.threads}")
         if self.ensemble not in ("mean", "vote"):
             raise ConfigError(f"--ensemble must be mean or vote, got {self.ensemble!r}")
+        if self.accumulate_on not in ("device", "cpu"):
+            raise ConfigError(f"accumulate_on must be device or cpu, got {self.accumulate_on!r}")
         from liverctl.predict.outputs import FORMATS
 
         if self.output_format is not None and self.output_format not in FORMATS:
@@ -93,8 +101,13 @@ class PredictOptions:
 
         return DeviceConfig(self.device, self.precision, self.threads)
 
-    def result_key(self) -> dict[str, Any]:
-        """The options that change a mask or a report (not where or how fast it runs)."""
+    def result_key(self, runs_as: dict[str, str] | None = None) -> dict[str, Any]:
+        """The options that change a mask or a report (not how fast it runs).
+
+        ``runs_as``: the resolved ``precision`` and ``device`` (with a GPU's index and name) of
+        the model that runs them (:func:`liverctl.predict.retry.runs_as`); they replace
+        ``precision="auto"``, so that ``--resume`` never keeps CPU fp32 masks for a GPU fp16
+        run as "the same options" (the keys ``predict`` writes and compares carry them)."""
         keep = (
             "precision",
             "tta",
@@ -106,4 +119,6 @@ class PredictOptions:
             "dataset",
             "ensemble",
         )
-        return {k: getattr(self, k) for k in keep}
+        key = {k: getattr(self, k) for k in keep}
+        key.update(runs_as or {})
+        return key

@@ -105,8 +105,11 @@ def case_report(
             "direction": list(image.geometry.direction),
         },
         "inference": {
+            # resolved: "cuda:0 (NVIDIA H100 80GB HBM3)", "fp16"; tf32: TensorFloat-32 in the forward
             "device": stats.device,
             "precision": stats.precision,
+            "tf32": bool(getattr(stats, "tf32", False)),
+            "accumulate_on": getattr(stats, "accumulate_on", "device"),
             # every window the networks evaluated: grid windows x mirror passes (--tta) x ensemble members
             "windows": stats.evaluated_voxels // max(int(np.prod(stats.window)), 1),
             "grid_windows": stats.windows,

@@ -90,7 +90,7 @@ def run(
     from liverctl.device import resolve_device, resolve_precision
 
     device = resolve_device(config.device)
-    dist_ctx: DistContext = init_from_env(device.type)
+    dist_ctx: DistContext = init_from_env(device)
     try:
         if dist_ctx.enabled and device.type == "cuda":
             device = torch.device("cuda", dist_ctx.local_rank)
@@ -351,9 +351,10 @@ class _Run:
         val = float("nan")
         last_epoch = self.epoch + 1 == config.epochs
         if config.val_every and any(data.val) and ((self.epoch + 1) % config.val_every == 0 or last_epoch):
-            if self.dist.is_main:
-                val = validate_dice(self.model, data, config, device, self.progress)
-            val = self.dist.broadcast_float(val, device)
+            shown = self.progress if self.dist.is_main else None  # each rank scores its shard of the cases
+            val = self.dist.validate_shared(
+                lambda shard, *a: validate_dice(self.model, shard, *a), data, config, device, shown
+            )
         metric = val if any(data.val) and config.val_every else -mean_loss
         improved = math.isfinite(metric) and metric > self.best_metric
         if improved:
