@@ -16,9 +16,9 @@ from liverctl.errors import ConfigError
 from liverctl.io import Geometry, Image
 from liverctl.models.hdenseunet_cascade import CoarseLiverNet, HDenseUNetCascade, liver_box
 from liverctl.training import ArrayDataset, TrainConfig, train_hdenseunet
-from liverctl.training.cascade import RoiData, case_boxes
 from liverctl.training.common import make_batch_fn
 from liverctl.training.data import TrainingData
+from liverctl.training.recipes.cascade import RoiData, case_boxes
 
 SPACING = (2.0, 2.0, 3.0)
 HD_KW = {"features": 8, "blocks_2d": [1, 1, 1], "growth_2d": 4, "blocks_3d": [1, 1], "growth_3d": 4}
@@ -157,7 +157,7 @@ def test_cascade_trains_coarse_first_exports_both_and_predicts_in_the_roi(tmp_pa
 
 
 def test_resumed_run_loads_the_coarse_net_instead_of_training_it() -> None:
-    from liverctl.training.cascade import coarse_stage
+    from liverctl.training.recipes.cascade import coarse_stage
 
     data = TrainingData([phantoms(1)])
     cfg = TrainConfig(method="hdenseunet", coarse_iterations=50, seed=3)

@@ -18,7 +18,7 @@ from liverctl.errors import ConfigError, DatasetError, LiverctlWarning
 from liverctl.io import Geometry, Image
 from liverctl.training import ArrayDataset, TrainConfig, TrainingData, train_sdnet
 from liverctl.training.common import seed_int
-from liverctl.training.semisupervised import _build, _unlabelled_batch_fn
+from liverctl.training.recipes.sdnet import _build, _unlabelled_batch_fn
 
 SPACING = (2.0, 2.0, 3.0)
 

@@ -18,7 +18,7 @@ import torch
 from liverctl.errors import ConfigError, DatasetError, LiverctlWarning
 from liverctl.io import Image
 from liverctl.training import ArrayDataset, TrainConfig, train
-from liverctl.training.loop import build_training_model
+from liverctl.training.common import build_training_model
 
 # Builds the same in-memory datasets in this process and in subprocesses.
 DATA_CODE = textwrap.dedent(

@@ -15,7 +15,7 @@ from liverctl.errors import ConfigError
 from liverctl.io import Geometry, Image
 from liverctl.training import ArrayDataset, TrainConfig, train, train_pipofan
 from liverctl.training.losses import DeepSupervisionLoss, TargetAdaptiveLoss, soft_dice_loss
-from liverctl.training.pipofan import phase_lengths, phase_lr, slice_batch
+from liverctl.training.recipes.pipofan import phase_lengths, phase_lr, slice_batch
 
 TINY = {"base_features": 4, "n_scales": 3}
 
@@ -142,7 +142,7 @@ def test_phases_and_learning_rates_known_answers():
 
 def test_optimizers_class_weights_and_learning_rates_of_the_recipe():
     from liverctl.models import build_model
-    from liverctl.training.pipofan import _class_weights, _Optimizers
+    from liverctl.training.recipes.pipofan import _class_weights, _Optimizers
 
     net = build_model("pipofan", **TINY)
     default = _Optimizers(net, cfg(), None)

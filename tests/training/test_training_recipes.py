@@ -16,14 +16,14 @@ import torch
 from liverctl.errors import ConfigError
 from liverctl.io import Geometry, Image
 from liverctl.training import ArrayDataset, TrainConfig, train, train_di2in_an, train_hdenseunet, train_sdnet
-from liverctl.training.adversarial import (
+from liverctl.training.recipes.di2in_an import (
     AdversarialSteps,
     discriminator_loss,
     generator_adversarial_loss,
     segmentation_bce,
 )
-from liverctl.training.semisupervised import labelled_split, sdnet_losses, sdnet_lr
-from liverctl.training.staged import poly_lr, stage_lengths, stage_of
+from liverctl.training.recipes.hdenseunet import poly_lr, stage_lengths, stage_of
+from liverctl.training.recipes.sdnet import labelled_split, sdnet_losses, sdnet_lr
 
 SPACING = (2.0, 2.0, 3.0)  # x, y, z
 

@@ -104,11 +104,9 @@ CROSSTEST_METHODS = ("he2021", "di2in-an", "hdenseunet", "pipofan")
 def _train_config(train_config: Any, tumour_class: bool) -> Any:
     """``train_config`` (or the defaults) with ``tumour_class``, validated; unsupported methods
     and combinations refused (one line) before any work."""
-    from liverctl.training import TrainConfig
-    from liverctl.training.config import check_arch_kwargs, method_architecture
+    from liverctl.training.config import resolve
 
-    config = train_config if train_config is not None else TrainConfig()
-    config.validate()
+    config = resolve(train_config)
     if config.method not in CROSSTEST_METHODS:
         raise ConfigError(
             f"crosstest --method {config.method} is not supported (it needs unlabelled scans per source); "
@@ -116,10 +114,8 @@ def _train_config(train_config: Any, tumour_class: bool) -> Any:
         )
     if tumour_class and config.method == "di2in-an":
         raise ConfigError("--tumour-class: --method di2in-an segments the whole liver only (a sigmoid liver map)")
-    # the network the recipe trains, named (as config.json records it, so reruns compare equal)
-    config = dataclasses.replace(config, tumour_class=tumour_class, architecture=method_architecture(config))
-    check_arch_kwargs(config)
-    return config
+    # resolved (the recipe's network named), as config.json records it, so reruns compare equal
+    return resolve(dataclasses.replace(config, tumour_class=tumour_class))
 
 
 def crosstest(

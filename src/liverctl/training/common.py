@@ -1,10 +1,8 @@
 """What every training recipe shares: the run's result, its folder, its batches, validation,
 the CSV log and loss curve, the export plans, ``--init`` weights and the poly learning rate.
 
-Used by :mod:`~liverctl.training.he2021` (``../shared/docs/METHODS.md`` §1) and the recipes
-of ``../shared/docs/METHODS.md`` §2-§4 (:mod:`~liverctl.training.adversarial`,
-:mod:`~liverctl.training.semisupervised`, :mod:`~liverctl.training.staged`, with the epoch
-bookkeeping of :mod:`~liverctl.training.recipe`).
+Used by every recipe of :mod:`liverctl.training.recipes` and by the run loop of
+:mod:`liverctl.training.run`.
 """
 
 from __future__ import annotations
@@ -46,6 +44,7 @@ __all__ = [
     "plot_log",
     "poly_lr",
     "seed_int",
+    "stage_of",
     "validate_dice",
     "write_log",
 ]
@@ -97,8 +96,18 @@ def seed_int(*values: int) -> int:
 
 def poly_lr(lr0: float, i: int, n: int, exponent: float = 0.9) -> float:
     """Poly decay: ``lr0 * (1 - i / n)^exponent`` (``i`` clamped to ``n``): per epoch in
-    ``../shared/docs/METHODS.md`` §1, per iteration of a stage in H-DenseUNet."""
+    He et al. 2021 (nnU-Net), per iteration of a stage in H-DenseUNet."""
     return lr0 * (1 - min(i, n) / max(n, 1)) ** exponent
+
+
+def stage_of(g: int, lengths: Sequence[int]) -> tuple[int, int, int]:
+    """``(stage 1..3, iteration in the stage, stage length)`` of global iteration ``g``."""
+    start = 0
+    for s, n in enumerate(lengths, start=1):
+        if g < start + n or s == len(lengths):
+            return s, g - start, n
+        start += n
+    raise AssertionError("unreachable")
 
 
 def build_training_model(config: TrainConfig, n_classes: int, n_datasets: int) -> nn.Module:
@@ -306,7 +315,7 @@ def export_plans(data: TrainingData) -> tuple[list[dict[str, Any]], str]:
     return plans, orientation
 
 
-def open_run(out: Path, config: TrainConfig | None, resume: bool) -> tuple[TrainConfig, dict[str, Any] | None]:
+def open_run(out: Path, config: TrainConfig, resume: bool) -> tuple[TrainConfig, dict[str, Any] | None]:
     """The configuration and saved state of a run in ``out``: with ``resume`` the config saved in
     ``out/last.pt`` (``device``, ``precision``, ``num_workers`` taken from ``config``) and that
     checkpoint; else ``config`` and ``None``, refusing a folder that already holds ``last.pt``."""
@@ -315,17 +324,12 @@ def open_run(out: Path, config: TrainConfig | None, resume: bool) -> tuple[Train
     if resume:
         state = load_checkpoint(last_path)
         saved = TrainConfig.from_dict(state["config"])
-        if config is not None:
-            saved.device, saved.precision, saved.num_workers = config.device, config.precision, config.num_workers
+        saved.device, saved.precision, saved.num_workers = config.device, config.precision, config.num_workers
         config = saved
-    else:
-        if config is None:
-            config = TrainConfig()
-        if last_path.exists():
-            raise ConfigError(
-                f"{out} already holds a training run (last.pt): pass --resume to continue it or choose another folder"
-            )
-    config.validate()
+    elif last_path.exists():
+        raise ConfigError(
+            f"{out} already holds a training run (last.pt): pass --resume to continue it or choose another folder"
+        )
     return config, state
 
 

@@ -13,10 +13,8 @@ __all__ = [
     "METHOD_DEFAULTS",
     "PAPER_DROPOUT",
     "TrainConfig",
-    "check_arch_kwargs",
-    "method_architecture",
     "parse_dropout",
-    "with_method",
+    "resolve",
 ]
 
 _OPTIMIZERS = ("adam", "sgd", "rmsprop")
@@ -37,10 +35,17 @@ METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
 }  # fmt: skip
 """Per training method, the values its paper uses for the options the user left unset (``None``);
 a ``dict`` value depends on the resolved optimizer. :class:`TrainConfig` fills them in when it is
-made (so ``config.json`` records the resolved values); :func:`with_method` re-resolves them."""
+made (so ``config.json`` records the resolved values); :func:`resolve` re-resolves them for another method."""
 _GENERIC_DEFAULTS: dict[str, Any] = {"batch_size": 2, "pretrain_iterations": 0, "lr_step": 200, "tumour_class": True}
 """The value of an unset option for a method without its own (nnU-Net / He et al. 2021: batch 2)."""
-_ARCHITECTURES = {"he2021": "unet3d", "sdnet": "vnet", "di2in-an": "di2in", "hdenseunet": "hdenseunet"}
+_ARCHITECTURES = {
+    "he2021": "unet3d",
+    "sdnet": "vnet",
+    "di2in-an": "di2in",
+    "hdenseunet": "hdenseunet",
+    "pipofan": "pipofan",
+}
+"""The network each method trains when ``architecture`` is left at ``unet3d``."""
 PAPER_DROPOUT = 0.5
 """``--dropout paper``: He et al. 2021 put dropout after every conv of its nnU-Net-style U-Net but give
 no rate (``../shared/docs/METHODS.md`` §1); 0.5 is the default rate of nnU-Net's Generic_UNet."""
@@ -92,10 +97,10 @@ class TrainConfig:
         dataset_names: names of the datasets, in the order given (DCM branch names);
             filled from the preprocessed folders when empty.
         method: the training recipe: ``"he2021"`` (``../shared/docs/METHODS.md`` §1, :func:`~liverctl.training.train`'s
-            own loop), ``"sdnet"`` (§3, :mod:`~liverctl.training.semisupervised`),
-            ``"di2in-an"`` (§2, :mod:`~liverctl.training.adversarial`), ``"hdenseunet"``
-            (§4, :mod:`~liverctl.training.staged`) or ``"pipofan"`` (§5,
-            :mod:`~liverctl.training.pipofan`). The recipes use ``epochs *
+            own loop), ``"sdnet"`` (§3, :mod:`~liverctl.training.recipes.sdnet`),
+            ``"di2in-an"`` (§2, :mod:`~liverctl.training.recipes.di2in_an`), ``"hdenseunet"``
+            (§4, :mod:`~liverctl.training.recipes.hdenseunet`) or ``"pipofan"`` (§5,
+            :mod:`~liverctl.training.recipes.pipofan`). The recipes use ``epochs *
             iterations_per_epoch`` iterations; the options below only matter to their recipe.
         unlabelled: SD-Net: preprocessed folders used as unlabelled data (images only; labels never
             read). The labelled : unlabelled split is made before preprocessing:
@@ -124,7 +129,7 @@ class TrainConfig:
             8.57) for 3 classes (background, liver, tumour; the authors' code), else all 1.
             PIPO-FAN: ``None`` = (0.2, 1.2) for 2 classes (the authors' code), else all 1.
         coarse_iterations: H-DenseUNet: iterations of the coarse liver-ROI network trained
-            first (:mod:`~liverctl.training.cascade`); its predicted liver box crops the
+            first (:mod:`~liverctl.training.recipes.cascade`); its predicted liver box crops the
             training cases of the fine stages and is exported with the model for ``predict``.
             0 = no cascade (the fine network sees the whole preprocessed volume).
         encoder_init: H-DenseUNet: ``"imagenet"`` or a file of torchvision's ImageNet
@@ -315,28 +320,37 @@ def _fill_defaults(config: TrainConfig) -> set[str]:
     return filled
 
 
-def with_method(config: TrainConfig, method: str) -> TrainConfig:
-    """``config`` for ``method``: the options that were left unset get ``method``'s defaults
-    (:data:`METHOD_DEFAULTS`), the ones set explicitly are kept. A new config."""
-    if method == config.method:
-        return config
-    return dataclasses.replace(config, method=method, **{name: None for name in config.unset})
+def resolve(config: TrainConfig | None, method: str | None = None) -> TrainConfig:
+    """The one place where a run's options are resolved: ``config`` (``None``: the defaults) for
+    ``method`` (``None``: ``config.method``). The options left unset get the method's defaults
+    (:data:`METHOD_DEFAULTS`; the ones set explicitly are kept), ``architecture`` left at the
+    ``unet3d`` default becomes the method's own network, everything is validated and the
+    network is checked to accept ``arch_kwargs`` (before any data is read). A new config;
+    resolving a resolved config gives an equal one.
+
+    Raises:
+        ConfigError: an invalid option, or an ``arch_kwargs`` entry the network does not accept.
+    """
+    if config is None:
+        config = TrainConfig(method=method or "he2021")
+    elif method is not None and method != config.method:
+        config = dataclasses.replace(config, method=method, **{name: None for name in config.unset})
+    unset = config.unset
+    if config.architecture == "unet3d" and config.method in _ARCHITECTURES:
+        config = dataclasses.replace(config, architecture=_ARCHITECTURES[config.method])
+    else:
+        config = dataclasses.replace(config)
+    config.unset = frozenset(unset | config.unset)  # what the user left unset stays known
+    _check_arch_kwargs(config)
+    return config
 
 
-def method_architecture(config: TrainConfig) -> str:
-    """The network a run trains: ``config.architecture``, or the method's own network when it is
-    left at the ``unet3d`` default (as the recipes choose it)."""
-    if config.architecture != "unet3d":
-        return config.architecture
-    return _ARCHITECTURES.get(config.method, config.method)
-
-
-def check_arch_kwargs(config: TrainConfig) -> None:
+def _check_arch_kwargs(config: TrainConfig) -> None:
     """Raise :class:`ConfigError` (one line) when the run's network does not accept an
-    argument of ``config.arch_kwargs`` (checked before any data is read)."""
+    argument of ``config.arch_kwargs``."""
     from liverctl.models import model_info
 
-    name = method_architecture(config)
+    name = config.architecture
     accepted = model_info(name).defaults
     unknown = sorted(set(config.arch_kwargs) - set(accepted))
     if unknown:

@@ -62,7 +62,7 @@ from liverctl.training.common import TrainResult, make_batch_fn, seed_int, valid
 from liverctl.training.config import TrainConfig
 from liverctl.training.data import TrainingData, plan_dict
 from liverctl.training.losses import DiceCELoss, consistency_mse, masked_mse, soft_dice_loss
-from liverctl.training.recipe import RecipeRun, backward_step, recipe_setup
+from liverctl.training.run import Steps, TrainingRun, backward_step, load_parts, open_recipe
 
 __all__ = ["labelled_split", "sdnet_losses", "sdnet_lr"]
 
@@ -183,10 +183,9 @@ def run(
     unlabelled: Sequence[Any] | None = None,
 ) -> TrainResult:
     """The SD-Net run behind :func:`~liverctl.training.methods.train_sdnet` and ``train(config.method="sdnet")``."""
-    config, full = recipe_setup(datasets, config, "sdnet", "vnet")
+    runner = open_recipe(datasets, out, config, state, progress, columns=_COLUMNS)
+    full = runner.data
     pool, extra, unlabelled_names = _sdnet_data(full, config, unlabelled)
-
-    runner = RecipeRun(out, config, state, _COLUMNS)
     device = runner.device
     net_a, kwargs = _build(config.architecture, config, full.n_classes, config.seed)
     net_b, _ = _build(config.second_architecture, config, full.n_classes, seed_int(config.seed, 1))
@@ -199,12 +198,7 @@ def run(
     lr0 = config.initial_lr if config.lr is not None or config.init_checkpoint else 0.01
     optimizer = torch.optim.SGD(params, lr=lr0, momentum=0.9, weight_decay=1e-4)
     scaler = runner.scaler()
-    if state is not None:
-        nets[0].load_state_dict(state["model"])
-        nets[1].load_state_dict(state["model_b"])
-        optimizer.load_state_dict(state["optimizer"])
-        if scaler is not None and state.get("scaler"):
-            scaler.load_state_dict(state["scaler"])
+    load_parts(state, model=nets[0], model_b=nets[1], optimizer=optimizer, scaler=scaler)
     runner.write_config(
         datasets,
         unlabelled=[str(u) for u in extra],
@@ -215,7 +209,7 @@ def run(
     step = _step_fn(nets, optimizer, params, scaler, full, pool, lr0, runner)
 
     last_val = [float("nan"), float("nan")]
-    validating = bool(any(full.val) and config.val_every)
+    validating = runner.validating
 
     def validate() -> float:
         for k, net in enumerate(nets):
@@ -239,20 +233,16 @@ def run(
         k = better()
         return {"model": nets[k].state_dict(), "network": k, "val_dice": list(last_val)}
 
-    runner.run(
-        step,
-        parts,
-        best_parts,
-        lambda: sdnet_lr(lr0, runner.g, config.lr_step),
-        validate if validating else None,
-        progress,
+    runner.train(
+        Steps(
+            step, parts, best_parts, lambda: sdnet_lr(lr0, runner.g, config.lr_step), validate if validating else None
+        )
     )
+    model_path, toml_path = _export(runner, nets, kwargs)
+    return runner.result(nets[0], model_path, toml_path, validating)
 
-    model_path, toml_path = _export(runner, nets, full, kwargs)
-    return runner.result(nets[0], model_path, toml_path, full, validating)
 
-
-def _export(runner: RecipeRun, nets: list[nn.Module], full: TrainingData, kwargs: dict[str, Any]) -> tuple[Path, Path]:
+def _export(runner: TrainingRun, nets: list[nn.Module], kwargs: dict[str, Any]) -> tuple[Path, Path]:
     """The better network of the best epoch (``best.pt`` says which; network A without it)."""
     config = runner.config
     k, exported = 0, nets[0]
@@ -262,14 +252,10 @@ def _export(runner: RecipeRun, nets: list[nn.Module], full: TrainingData, kwargs
         exported = copy.deepcopy(nets[k])
         exported.load_state_dict(best["model"])
     arch = config.architecture if k == 0 else config.second_architecture
-    liver = full.labels.get("liver", full.liver_channels[0])
     return runner.export(
         exported,
-        full,
         architecture=arch,
         kwargs=kwargs,
-        labels=full.labels,
-        liver_channel=int(liver),
         description=f"SD-Net {'AB'[k]} network ({arch}) trained with liverctl train --method sdnet",
     )
 
@@ -339,7 +325,7 @@ def _step_fn(
     lab_data: TrainingData,
     pool: list[tuple[Any, str]],
     lr0: float,
-    runner: RecipeRun,
+    runner: TrainingRun,
 ):
     """Global iteration ``g``: a labelled + unlabelled batch through both networks, one step."""
     from liverctl.device import autocast
@@ -371,12 +357,3 @@ def _step_fn(
         }
 
     return step
-
-
-def __getattr__(name: str) -> Any:
-    # train_sdnet lives in liverctl.training.methods (one body for every method); kept here for one release
-    if name == "train_sdnet":
-        from liverctl.training import methods
-
-        return methods.train_sdnet
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
