@@ -104,7 +104,7 @@ def test_cascade_trains_coarse_first_exports_both_and_predicts_in_the_roi(tmp_pa
         seed=1,
     )
     result = train_hdenseunet([data], tmp_path / "run", cfg)
-    assert result.best_metric is not None and 0.0 <= result.best_metric <= 1.0  # validated inside the coarse box
+    assert result.val_dice is not None and 0.0 <= result.val_dice <= 1.0  # monitored inside the coarse box
     entry = tomllib.loads(result.toml_path.read_text())["models"]["run"]
     assert entry["architecture"] == "hdenseunet_cascade" and entry["kwargs"]["fine"]["blocks_2d"] == [1, 1, 1]
     saved = json.loads((tmp_path / "run" / "config.json").read_text())

@@ -46,6 +46,7 @@ def config(**kw) -> TrainConfig:
         val_every=0,
         device="cpu",
         seed=2,
+        select_on="final",  # 2 iterations: SD-Net's iteration-1000 default is past the run
     )
     base.update(kw)
     return TrainConfig(**base)

@@ -62,28 +62,35 @@ class TrainResult:
         output_dir: the run folder.
         model_path, toml_path: exported ``model.safetensors`` and ``weights.toml`` (``None``
             on ranks other than 0).
-        last_checkpoint, best_checkpoint: ``last.pt`` and ``best.pt``.
+        last_checkpoint: ``last.pt``; selected_checkpoint: ``selected.pt`` (``None`` when the
+            final weights are exported).
         log_path, curve_path: ``train_log.csv`` and ``loss_curve.png``.
         epochs: epochs completed; iterations: iterations completed.
         train_losses: mean training loss per epoch.
-        best_metric: best validation Dice (or ``None`` without validation); best_epoch.
+        model_selection: ``"final"``, ``"iteration:N"`` or the inner split's case names
+            (:mod:`liverctl.training.run`); selected_epoch: the epoch of the exported weights.
+        selection_dice: the inner split's mean Dice of the selected epoch (``None`` otherwise).
+        val_dice: the held-out fold's mean Dice at the last validation (monitoring only; ``None``
+            without a held-out fold).
         stop_reason: ``"max epochs"`` or ``"stop rule"``.
         skipped: ``(dataset, case, reason)`` of every case left out.
-        model: the network with its final weights (the exported file holds the best ones).
+        model: the network with its final weights (the exported file holds the selected ones).
     """
 
     output_dir: Path
     model_path: Path | None
     toml_path: Path | None
     last_checkpoint: Path
-    best_checkpoint: Path
+    selected_checkpoint: Path | None
     log_path: Path
     curve_path: Path
     epochs: int
     iterations: int
     train_losses: list[float]
-    best_metric: float | None
-    best_epoch: int
+    model_selection: str | list[str]
+    selected_epoch: int
+    selection_dice: float | None
+    val_dice: float | None
     stop_reason: str
     skipped: list[tuple[str, str, str]] = field(default_factory=list)
     model: nn.Module | None = field(default=None, repr=False)
@@ -188,9 +195,11 @@ def validate_dice(
     device: torch.device,
     progress: ProgressCallback | None,
     sigmoid: bool = False,
+    cases: Sequence[Sequence[str]] | None = None,
 ) -> float:
-    """Mean liver Dice of the validation cases: the sliding-window engine over the training patch
-    (``sigmoid``: a 1-channel output thresholded at 0.5); NaN without validation cases."""
+    """Mean liver Dice of ``cases`` (per dataset; default ``data.val``, the held-out fold): the
+    sliding-window engine over the training patch (``sigmoid``: a 1-channel output thresholded
+    at 0.5); NaN without cases."""
     from liverctl.device import resolve_precision
     from liverctl.inference import SlidingWindow, sliding_window_inference
 
@@ -207,8 +216,8 @@ def validate_dice(
     )
     liver = data.liver_channels
     scores: list[float] = []
-    cases = [(d, n) for d, names in enumerate(data.val) for n in names]
-    for i, (d, name) in enumerate(cases):
+    todo = [(d, n) for d, names in enumerate(data.val if cases is None else cases) for n in names]
+    for i, (d, name) in enumerate(todo):
         if data.is_bad(d, name):
             continue
         try:
@@ -222,7 +231,7 @@ def validate_dice(
         ref = np.isin(data.luts[d][np.asarray(label)], liver)
         scores.append(float(dice(pred, ref)))
         if progress is not None:
-            progress("validation", i + 1, len(cases))
+            progress("validation", i + 1, len(todo))
     return float(np.mean(scores)) if scores else float("nan")
 
 

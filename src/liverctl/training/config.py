@@ -12,8 +12,10 @@ from liverctl.errors import ConfigError
 __all__ = [
     "METHOD_DEFAULTS",
     "PAPER_DROPOUT",
+    "SELECTIONS",
     "TrainConfig",
     "parse_dropout",
+    "parse_selection",
     "resolve",
 ]
 
@@ -25,7 +27,8 @@ METHODS = ("he2021", "sdnet", "di2in-an", "hdenseunet", "pipofan")
 
 METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
     "he2021": {"tumour_class": False},  # the whole liver, as He et al. 2021 train it
-    "sdnet": {"lr_step": 200},
+    # Huang et al. report "the model with 1000 iterations" (of 1200)
+    "sdnet": {"lr_step": 200, "select_on": "iteration:1000"},
     # Yang et al. 2017: SGD, lr 0.01 divided by 10 after 100 iterations, 200 generator pre-training
     # iterations, generator batch 4 (with --optimizer adam the lr defaults to 3e-4)
     "di2in-an": {"optimizer": "sgd", "lr": {"sgd": 1e-2, "adam": 3e-4}, "batch_size": 4, "pretrain_iterations": 200,
@@ -36,7 +39,13 @@ METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
 """Per training method, the values its paper uses for the options the user left unset (``None``);
 a ``dict`` value depends on the resolved optimizer. :class:`TrainConfig` fills them in when it is
 made (so ``config.json`` records the resolved values); :func:`resolve` re-resolves them for another method."""
-_GENERIC_DEFAULTS: dict[str, Any] = {"batch_size": 2, "pretrain_iterations": 0, "lr_step": 200, "tumour_class": True}
+_GENERIC_DEFAULTS: dict[str, Any] = {
+    "batch_size": 2,
+    "pretrain_iterations": 0,
+    "lr_step": 200,
+    "tumour_class": True,
+    "select_on": "final",
+}
 """The value of an unset option for a method without its own (nnU-Net / He et al. 2021: batch 2)."""
 _ARCHITECTURES = {
     "he2021": "unet3d",
@@ -47,8 +56,12 @@ _ARCHITECTURES = {
 }
 """The network each method trains when ``architecture`` is left at ``unet3d``."""
 PAPER_DROPOUT = 0.5
-"""``--dropout paper``: He et al. 2021 put dropout after every conv of its nnU-Net-style U-Net but give
-no rate (``../shared/docs/METHODS.md`` §1); 0.5 is the default rate of nnU-Net's Generic_UNet."""
+"""``--dropout paper`` and the he2021 default of ``unet3d``: He et al. 2021 put dropout after every conv
+of their nnU-Net-style U-Net but give no rate; 0.5 is the rate of nnU-Net's Generic_UNet conv block
+(``ConvDropoutNormNonlin``) when dropout is on."""
+SELECTIONS = ("final", "inner:F", "iteration:N")
+"""``select_on`` forms: the final epoch's weights (nnU-Net's convention), the epoch with the best Dice
+on an inner validation split of a fraction F of the training cases, or the weights after iteration N."""
 
 
 @dataclass
@@ -136,6 +149,13 @@ class TrainConfig:
             DenseNet-161 weights for the 2D encoder (:mod:`liverctl.models.densenet_init`).
         dice_weight: PIPO-FAN: weight of a soft Dice term added to the target adaptive
             loss's cross-entropy (0: the paper's loss, cross-entropy only).
+        select_on: which weights are exported (:data:`SELECTIONS`, :func:`parse_selection`):
+            ``"final"`` (the last epoch's, nnU-Net's convention), ``"inner:F"`` (the epoch with
+            the best mean Dice on an inner validation split: a fraction F of each dataset's
+            training cases, drawn with ``seed`` and left out of training) or ``"iteration:N"``
+            (the weights after global iteration N). The held-out fold of ``folds`` never
+            chooses: its Dice is only logged. ``None`` = the method's: ``"iteration:1000"``
+            for ``sdnet`` (the paper's), ``"final"`` for the others.
         tumour_class: he2021 / pipofan: train the tumour (``tumour``/``tumor``/``lesion`` labels)
             as a class of its own (``True``); ``False`` merges it into the liver, the whole organ.
             ``None`` = the method's (:data:`METHOD_DEFAULTS`): ``False`` for ``he2021``, as He
@@ -194,6 +214,7 @@ class TrainConfig:
     tumour_class: bool | None = None
     coarse_iterations: int = 0
     encoder_init: str | None = None
+    select_on: str | None = None
     unset: frozenset[str] = field(default=frozenset(), init=False, repr=False, compare=False)
     """The options left unset (``None``) and filled from :data:`METHOD_DEFAULTS` (not saved)."""
 
@@ -252,6 +273,10 @@ class TrainConfig:
             raise ConfigError(f"--method must be one of {', '.join(METHODS)}, got {self.method!r}")
         if self.method != "he2021" and self.dcm_from_level is not None:
             raise ConfigError(f"--dcm-from-level is part of the he2021 recipe, not of --method {self.method}")
+        self._validate_recipe_options()
+
+    def _validate_recipe_options(self) -> None:
+        """The options of the recipes other than he2021, and the model selection."""
         if not self.sharpen_temperature > 0:
             raise ConfigError(f"sharpen temperature must be > 0, got {self.sharpen_temperature}")
         if self.unsup_weight < 0 or self.adv_weight < 0:
@@ -273,6 +298,15 @@ class TrainConfig:
             raise ConfigError("--coarse-iterations and --encoder-init are H-DenseUNet's (--method hdenseunet)")
         if not self.dice_weight >= 0:
             raise ConfigError(f"--dice-weight must be >= 0, got {self.dice_weight}")
+        if self.select_on is not None:
+            kind, value = parse_selection(self.select_on)
+            if kind == "inner" and not self.val_every:
+                raise ConfigError(f"--select-on {self.select_on} validates the inner split: --val-every must be >= 1")
+            if kind == "iteration" and value > self.epochs * self.iterations_per_epoch:
+                raise ConfigError(
+                    f"--select-on {self.select_on}: the run has only {self.epochs * self.iterations_per_epoch}"
+                    " iterations (--epochs x --iterations-per-epoch); pass --select-on final or a smaller N"
+                )
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able dict (tuples become lists)."""
@@ -317,6 +351,9 @@ def _fill_defaults(config: TrainConfig) -> set[str]:
         if getattr(config, name) is None:
             setattr(config, name, table.get(name, generic))
             filled.add(name)
+    if config.method == "he2021" and config.architecture == "unet3d" and "dropout" not in config.arch_kwargs:
+        config.arch_kwargs = {**config.arch_kwargs, "dropout": PAPER_DROPOUT}  # after each conv, as the paper
+        filled.add("dropout")
     return filled
 
 
@@ -334,7 +371,11 @@ def resolve(config: TrainConfig | None, method: str | None = None) -> TrainConfi
     if config is None:
         config = TrainConfig(method=method or "he2021")
     elif method is not None and method != config.method:
-        config = dataclasses.replace(config, method=method, **{name: None for name in config.unset})
+        kwargs = dict(config.arch_kwargs)
+        if "dropout" in config.unset:  # the he2021 default, not the user's
+            del kwargs["dropout"]
+        unset = {name: None for name in config.unset if name != "dropout"}
+        config = dataclasses.replace(config, method=method, arch_kwargs=kwargs, **unset)
     unset = config.unset
     if config.architecture == "unet3d" and config.method in _ARCHITECTURES:
         config = dataclasses.replace(config, architecture=_ARCHITECTURES[config.method])
@@ -356,6 +397,29 @@ def _check_arch_kwargs(config: TrainConfig) -> None:
     if unknown:
         what = "--dropout" if unknown == ["dropout"] else ", ".join(unknown)
         raise ConfigError(f"{what}: the {name} network (--method {config.method}) does not accept {', '.join(unknown)}")
+
+
+def parse_selection(text: str) -> tuple[str, float]:
+    """``select_on`` -> ``("final", 0)``, ``("inner", F)`` with 0 < F < 1, or ``("iteration", N)``.
+
+    Raises:
+        ConfigError: another form, for instance choosing on the held-out fold (not offered).
+    """
+    kind, _, value = str(text).strip().lower().partition(":")
+    if kind == "final" and not value:
+        return "final", 0.0
+    try:
+        number = float(value)
+    except ValueError:
+        number = math.nan
+    if kind == "inner" and 0.0 < number < 1.0:
+        return "inner", number
+    if kind == "iteration" and number >= 1 and number == int(number):
+        return "iteration", int(number)
+    raise ConfigError(
+        f"--select-on must be final, inner:F (0 < F < 1, a split of the training cases) or iteration:N, got"
+        f" {text!r}; choosing the model on the held-out fold that is reported is not offered"
+    )
 
 
 def parse_dropout(value: str | float | None) -> float | None:

@@ -10,8 +10,14 @@ A recipe (:mod:`liverctl.training.recipes`) says what one iteration does (:class
   weights after iteration ``g`` are bit-identical on the CPU to those of a run never stopped);
 - ``train_log.csv``: one row per epoch (the columns of
   :data:`~liverctl.training.common.LOG_COLUMNS` plus the recipe's own), and ``loss_curve.png``;
-- ``best.pt``: the weights of the best epoch (highest mean validation Dice; without
-  validation, lowest mean training loss);
+- model selection (``config.select_on``, recorded in ``config.json`` as ``model_selection``):
+  by default the exported weights are the final epoch's (nnU-Net's convention);
+  ``"inner:F"`` chooses the epoch with the best mean Dice on an inner validation split carved
+  from the training cases (:attr:`~liverctl.training.data.TrainingData.select`, written to
+  ``selected.pt``, logged as ``select_dice``); ``"iteration:N"`` keeps the weights after
+  iteration N (``selected.pt``; SD-Net's default, N = 1000). The held-out fold of ``--folds``
+  never chooses anything: its mean Dice is logged (``val_dice``) for monitoring only, so the
+  exported weights do not depend on its labels;
 - the export (``model.safetensors`` + ``weights.toml``, :mod:`liverctl.training.export`)
   and the :class:`~liverctl.training.common.TrainResult`.
 
@@ -41,7 +47,7 @@ from liverctl.io import write_text_atomic
 from liverctl.progress import ProgressCallback, report_values
 from liverctl.training.checkpoint import save_checkpoint
 from liverctl.training.common import LOG_COLUMNS, TrainResult, export_plans, plot_log, validate_dice, write_log
-from liverctl.training.config import TrainConfig
+from liverctl.training.config import TrainConfig, parse_selection
 from liverctl.training.data import TrainingData
 from liverctl.training.distributed import DistContext
 from liverctl.training.export import HE2021_CITATION
@@ -99,11 +105,12 @@ class Steps:
         step: does global iteration ``g``; returns ``{"loss": ..., column: ...}`` (a column
             missing from some iterations is averaged over the others).
         parts: the recipe's state for ``last.pt`` (``model`` at least, optimizers...).
-        best_parts: what ``best.pt`` keeps (``model`` at least).
+        best_parts: what ``selected.pt`` keeps (``model`` at least).
         lr: the learning rate now (logged for the epoch, read at its start).
-        validate: mean validation Dice, or ``None`` when the run does not validate.
-        eligible: whether the model at the end of this epoch may be validated and become
-            ``best.pt`` (H-DenseUNet, PIPO-FAN: only in their last stage); ``None``: always.
+        validate: the mean Dice of the given cases (per dataset: the held-out fold, or the inner
+            selection split), see :meth:`TrainingRun.validator`; ``None``: never validated.
+        eligible: whether the model at the end of this epoch may be validated and be selected
+            (H-DenseUNet, PIPO-FAN: only in their last stage); ``None``: always.
         end_epoch: called with the epoch's mean training loss (a scheduler step); returns
             ``True`` to stop the run (He 2021's stop rule); ``None``: nothing to do.
     """
@@ -112,7 +119,7 @@ class Steps:
     parts: Callable[[], dict[str, Any]]
     best_parts: Callable[[], dict[str, Any]]
     lr: Callable[[], float]
-    validate: Callable[[], float] | None = None
+    validate: Callable[[Sequence[Sequence[str]]], float] | None = None
     eligible: Callable[[], bool] | None = None
     end_epoch: Callable[[float], bool] | None = None
 
@@ -149,9 +156,10 @@ class TrainingRun:
         self.dist = dist if dist is not None else DistContext()
         self.device = device if device is not None else resolve_device(config.device)
         self.precision = resolve_precision(self.device, config.precision)
-        self.extra_columns = tuple(extra_columns)
+        self.selection = parse_selection(config.select_on or "final")
+        self.extra_columns = (*(("select_dice",) if self.selection[0] == "inner" else ()), *extra_columns)
         self.columns = (*LOG_COLUMNS, *self.extra_columns)
-        self.last_path, self.best_path = out / "last.pt", out / "best.pt"
+        self.last_path, self.selected_path = out / "last.pt", out / "selected.pt"
         self.log_path, self.curve_path = out / "train_log.csv", out / "loss_curve.png"
         self.epoch, self.it0, self.g = 0, 0, 0
         self.sums: dict[str, float] = {}
@@ -188,12 +196,27 @@ class TrainingRun:
             return torch.amp.GradScaler("cuda")
         return None
 
+    @property
+    def model_selection(self) -> str | list[str]:
+        """What chose the exported weights: ``"final"``, ``"iteration:N"`` or the inner split's case names."""
+        kind, value = self.selection
+        if kind == "inner":
+            return [n for names in self.data.select for n in names]
+        return "final" if kind == "final" else f"iteration:{int(value)}"
+
     def write_config(self, datasets: Sequence[Any], **extra: Any) -> None:
-        """``config.json`` (rank 0): the config, the datasets and the recipe's ``extra`` entries."""
+        """``config.json`` (rank 0): the config, the datasets, ``model_selection`` and the
+        recipe's ``extra`` entries."""
         if not self.dist.is_main:
             return
         self.out.mkdir(parents=True, exist_ok=True)
-        payload = {"config": self.config.to_dict(), "datasets": [str(d) for d in datasets], **extra}
+        payload = {
+            "config": self.config.to_dict(),
+            "datasets": [str(d) for d in datasets],
+            "model_selection": self.model_selection,
+            "held_out": [n for names in self.data.val for n in names],
+            **extra,
+        }
         write_text_atomic(self.out / "config.json", json.dumps(payload, indent=2) + "\n")
 
     def train(self, steps: Steps) -> None:
@@ -217,6 +240,11 @@ class TrainingRun:
             if not math.isfinite(float(values.get("loss", 0.0))):
                 warnings.warn(f"non-finite training loss at iteration {self.g + 1}", LiverctlWarning, stacklevel=4)
             self.g += 1
+            if self.selection == ("iteration", self.g) and main:
+                self.best_epoch = self.epoch + 1
+                save_checkpoint(
+                    {**steps.best_parts(), "iteration": self.g, "epoch": self.epoch + 1}, self.selected_path
+                )
             if self.progress is not None and main:
                 self.progress("training", self.g, total)
             if cfg.checkpoint_every and (it + 1) % cfg.checkpoint_every == 0 and it + 1 < ipe and main:
@@ -231,28 +259,33 @@ class TrainingRun:
         self.epoch_losses.append(mean_loss)
         self.sums, self.counts = {}, {}
         stop = bool(steps.end_epoch(mean_loss)) if steps.end_epoch is not None else False
-        ok = steps.eligible is None or steps.eligible()
-        validating = steps.validate is not None and bool(cfg.val_every)
-        val = float("nan")
-        if ok and validating and ((self.epoch + 1) % cfg.val_every == 0 or self.epoch + 1 == cfg.epochs):
-            val = steps.validate() if self.dist.is_main else float("nan")  # type: ignore[misc]
-            val = self.dist.broadcast_float(val, self.device)
-        metric = val if validating else -mean_loss
-        improved = ok and math.isfinite(metric) and metric > self.best_metric
+        due = (steps.eligible is None or steps.eligible()) and bool(cfg.val_every)
+        due = due and ((self.epoch + 1) % max(cfg.val_every, 1) == 0 or self.epoch + 1 == cfg.epochs)
+        val = self._validate(steps, self.data.val) if due else float("nan")  # monitoring only
+        metric = self._validate(steps, self.data.select) if due and self.selection[0] == "inner" else float("nan")
+        improved = math.isfinite(metric) and metric > self.best_metric
         if improved:
             self.best_metric, self.best_epoch = metric, self.epoch + 1
         if stop:
             self.finished, self.stop_reason = True, "stop rule"
+        means = {**means, "select_dice": metric} if math.isfinite(metric) else means
         self._log_row(means, mean_loss, val, lr_used, t0)
         self.epoch += 1
         if self.epoch == cfg.epochs:
             self.finished = True
         if self.dist.is_main:
             if improved:
-                save_checkpoint({**steps.best_parts(), "epoch": self.epoch, "metric": metric}, self.best_path)
+                save_checkpoint({**steps.best_parts(), "epoch": self.epoch, "metric": metric}, self.selected_path)
             save_checkpoint(self.snapshot(steps.parts()), self.last_path)
             write_log(self.log_path, self.rows, self.columns)
             plot_log(self.rows, self.curve_path)
+
+    def _validate(self, steps: Steps, cases: Sequence[Sequence[str]]) -> float:
+        """Mean Dice of ``cases`` (rank 0's, on every rank); NaN without cases or a validator."""
+        if steps.validate is None or not any(cases):
+            return float("nan")
+        value = steps.validate(cases) if self.dist.is_main else float("nan")
+        return self.dist.broadcast_float(value, self.device)
 
     def _log_row(self, means: Mapping[str, float], mean_loss: float, val: float, lr_used: float, t0: float) -> None:
         """The epoch's row of ``train_log.csv`` (and its report to ``progress``, rank 0)."""
@@ -302,19 +335,29 @@ class TrainingRun:
             "labels": dict(self.data.labels),
         }
 
-    def load_best(self, key: str = "model") -> dict[str, torch.Tensor] | None:
-        """The ``key`` state dict of ``best.pt`` (``None`` when there is none)."""
-        if not self.best_path.exists():
+    def load_selected(self) -> dict[str, Any] | None:
+        """``selected.pt`` of a run that selects (inner split or iteration); ``None`` with the
+        final epoch's weights (a warning when an inner split never gave a finite Dice)."""
+        if self.selection[0] == "final":
             return None
-        return torch.load(self.best_path, map_location="cpu", weights_only=True)[key]
+        if not self.selected_path.exists():
+            warnings.warn(
+                f"no epoch was selected on the inner split ({self.selected_path.name} missing): exporting the final"
+                " weights",
+                LiverctlWarning,
+                stacklevel=3,
+            )
+            return None
+        return torch.load(self.selected_path, map_location="cpu", weights_only=True)
 
-    def best_model(self, model: nn.Module, key: str = "model") -> nn.Module:
-        """A copy of ``model`` with the weights of ``best.pt`` (``model`` itself when there is none)."""
-        best = self.load_best(key)
-        if best is None:
+    def selected_model(self, model: nn.Module, key: str = "model") -> nn.Module:
+        """The weights to export: ``model`` itself (final), or a copy of it with the ``key``
+        weights of ``selected.pt``."""
+        selected = self.load_selected()
+        if selected is None:
             return model
         exported = copy.deepcopy(model)
-        exported.load_state_dict(best)
+        exported.load_state_dict(selected[key])
         return exported
 
     def export(
@@ -357,33 +400,37 @@ class TrainingRun:
 
     def result(self, model: nn.Module, model_path: Path | None, toml_path: Path | None, validated: bool) -> TrainResult:
         """The run's :class:`~liverctl.training.common.TrainResult`."""
+        monitored = [float(r["val_dice"]) for r in self.rows if r.get("val_dice") not in (None, "")]
+        selects = self.selection[0] != "final"
         return TrainResult(
             output_dir=self.out,
             model_path=model_path,
             toml_path=toml_path,
             last_checkpoint=self.last_path,
-            best_checkpoint=self.best_path,
+            selected_checkpoint=self.selected_path if selects and self.selected_path.exists() else None,
             log_path=self.log_path,
             curve_path=self.curve_path,
             epochs=self.epoch,
             iterations=self.g,
             train_losses=list(self.epoch_losses),
-            best_metric=self.best_metric if validated and math.isfinite(self.best_metric) else None,
-            best_epoch=self.best_epoch,
+            model_selection=self.model_selection,
+            selected_epoch=self.best_epoch if selects else self.epoch,
+            selection_dice=self.best_metric if math.isfinite(self.best_metric) else None,
+            val_dice=monitored[-1] if validated and monitored else None,
             stop_reason=self.stop_reason,
             skipped=list(self.data.skipped),
             model=model,
         )
 
-    def validator(self, model: nn.Module, sigmoid: bool = False) -> Callable[[], float] | None:
-        """The mean validation Dice of ``model`` (eval mode while it runs) as a callable, or
-        ``None`` when the run does not validate (:func:`~liverctl.training.common.validate_dice`)."""
-        if not self.validating:
-            return None
+    def validator(self, model: nn.Module, sigmoid: bool = False) -> Callable[[Sequence[Sequence[str]]], float]:
+        """``cases -> mean Dice`` of ``model`` on them (eval mode while it runs;
+        :func:`~liverctl.training.common.validate_dice`)."""
 
-        def validate() -> float:
+        def validate(cases: Sequence[Sequence[str]]) -> float:
             model.eval()
-            value = validate_dice(model, self.data, self.config, self.device, self.progress, sigmoid=sigmoid)
+            value = validate_dice(
+                model, self.data, self.config, self.device, self.progress, sigmoid=sigmoid, cases=cases
+            )
             model.train()
             return value
 
@@ -391,7 +438,7 @@ class TrainingRun:
 
     @property
     def validating(self) -> bool:
-        """Whether this run validates (validation cases and ``val_every`` > 0)."""
+        """Whether this run monitors a held-out fold (validation cases and ``val_every`` > 0)."""
         return bool(any(self.data.val) and self.config.val_every)
 
 
@@ -410,8 +457,15 @@ def open_recipe(
     """Every recipe's prologue: its training data (``data_options`` go to
     :class:`~liverctl.training.data.TrainingData`; the dataset names are recorded in ``config``)
     and its :class:`TrainingRun`."""
+    kind, fraction = parse_selection(config.select_on or "final")
     data = TrainingData(
-        datasets, folds=config.folds, fold=config.fold, names=config.dataset_names or None, **data_options
+        datasets,
+        folds=config.folds,
+        fold=config.fold,
+        names=config.dataset_names or None,
+        inner_fraction=fraction if kind == "inner" else None,
+        inner_seed=config.seed,
+        **data_options,
     )
     if not config.dataset_names:
         config.dataset_names = list(data.names)

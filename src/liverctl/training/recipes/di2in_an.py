@@ -261,7 +261,7 @@ def run(
         )
     )
     model_path, toml_path = runner.export(
-        runner.best_model(gen),
+        runner.selected_model(gen),
         architecture=config.architecture,
         kwargs=kwargs,
         labels={"liver": 0},

@@ -25,9 +25,9 @@ coarse liver-ROI network (``config.coarse_iterations`` > 0, :mod:`~liverctl.trai
 is trained before stage 1; its predicted liver boxes crop every case the three stages see,
 and the export is then an ``hdenseunet_cascade`` (coarse + fine) that ``predict`` runs as a
 cascade (:mod:`liverctl.inference.roi`). Without it the stages see whole preprocessed volumes.
-Validation and the choice of ``best.pt`` consider only epochs that end in the last stage
-(before it, parts of the network are untrained). Export: the whole ``hdenseunet`` (eval
-output: hybrid logits) of the best epoch, ``decision = "argmax"``, ``liver_channel`` = the
+Validation and an inner-split selection (``--select-on inner:F``) consider only epochs that end
+in the last stage (before it, parts of the network are untrained). Export: the whole
+``hdenseunet`` (eval output: hybrid logits), final weights by default (:mod:`liverctl.training.run`), ``decision = "argmax"``, ``liver_channel`` = the
 ``liver`` class.
 """
 
@@ -230,9 +230,9 @@ def _step_fn(
 def _export(
     runner: TrainingRun, model: nn.Module, kwargs: dict[str, Any], coarse: nn.Module | None
 ) -> tuple[Path, Path]:
-    """The whole network of the best epoch (the last weights without ``best.pt``), ``argmax``;
+    """The whole network with its selected weights (final by default), ``argmax``;
     with a coarse stage, both in one ``hdenseunet_cascade``."""
-    best, architecture = runner.best_model(model), runner.config.architecture
+    best, architecture = runner.selected_model(model), runner.config.architecture
     if coarse is not None:
         from liverctl.models.hdenseunet_cascade import HDenseUNetCascade
 

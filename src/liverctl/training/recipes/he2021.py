@@ -8,13 +8,18 @@ One run, in ``output_dir``:
   written atomically at the end of every epoch and every ``checkpoint_every`` iterations
   inside an epoch; ``train(..., resume=True)`` continues from it exactly: the weights after
   iteration ``g`` are bit-identical to those of a run that was never interrupted;
-- ``best.pt``: the weights of the best epoch (highest mean validation Dice; without
-  validation, lowest mean training loss);
+- ``selected.pt`` with ``--select-on inner:F`` only: the weights of the epoch with the best
+  mean Dice on the inner split (by default the final weights are exported, nnU-Net's
+  convention: see :mod:`liverctl.training.run`);
 - ``train_log.csv``: one row per epoch (``epoch, iteration, train_loss, val_dice, lr,
   seconds, skipped``), rewritten atomically each epoch;
 - ``loss_curve.png``: training loss (and validation Dice) per epoch;
-- ``model.safetensors`` + ``weights.toml``: the exported best model (see
+- ``model.safetensors`` + ``weights.toml``: the exported model (see
   :mod:`liverctl.training.export`), usable as is by ``liverctl predict --weights``.
+
+Network: ``unet3d`` with dropout after every convolution at
+:data:`~liverctl.training.config.PAPER_DROPOUT` (0.5) by default, as the paper describes its
+nnU-Net-style blocks (``--dropout none`` turns it off).
 
 Labels: every class of the datasets, or with ``tumour_class=False`` (``--whole-liver``, the
 paper's setting and the default of ``liverctl crosstest``) the whole liver: tumour labels are
@@ -26,7 +31,8 @@ a patch is cut from each (foreground oversampling) and augmented
 loss is Dice + cross-entropy (with deep-supervision weights if the network returns several
 outputs), gradients are clipped to norm 12 (nnU-Net) and the optimizer steps. At the end of
 an epoch the scheduler steps (ReduceLROnPlateau on the mean training loss, or poly),
-validation runs every ``val_every`` epochs on the fold's validation cases with the
+validation runs every ``val_every`` epochs on the held-out fold (monitoring) and the inner split
+(selection, with ``--select-on inner:F``) with the
 sliding-window engine (:func:`liverctl.inference.sliding_window_inference`, the training
 patch as window, overlap ``val_overlap``), and the stop rule is checked.
 
@@ -58,7 +64,6 @@ from liverctl.training.common import (
     model_kwargs,
     poly_lr,
     seed_int,
-    validate_dice,
 )
 from liverctl.training.config import TrainConfig
 from liverctl.training.data import TrainingData
@@ -212,9 +217,7 @@ def _train(runner: TrainingRun, datasets: Sequence[Any], state: dict[str, Any] |
             parts=parts.state,
             best_parts=lambda: {"model": model.state_dict()},
             lr=parts.lr,
-            validate=(lambda: validate_dice(model, data, config, runner.device, runner.progress))
-            if runner.validating
-            else None,
+            validate=runner.validator(model),
             end_epoch=lambda mean_loss: _end_epoch(parts, runner, mean_loss),
         )
         runner.train(steps)
@@ -227,7 +230,7 @@ def _train(runner: TrainingRun, datasets: Sequence[Any], state: dict[str, Any] |
     model_path = toml_path = None
     if runner.dist.is_main:
         model_path, toml_path = runner.export(
-            runner.best_model(model),
+            runner.selected_model(model),
             architecture=config.architecture,
             kwargs=model_kwargs(config, data.n_classes, len(data.datasets)),
         )

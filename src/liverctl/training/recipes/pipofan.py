@@ -33,8 +33,8 @@ authors' code), multiplied by 0.99 every 40 epochs of the phase (step decay; an 
 ``iterations_per_epoch`` iterations). ``config.lr`` replaces phase 1's lr (phase 2 gets a
 tenth of it); ``optimizer="adam"`` or ``"sgd"`` (momentum 0.9) take the same lrs and
 decay. Each phase starts a fresh optimizer. Gradients are clipped to norm 12 as in every
-recipe. Validation and ``best.pt`` consider only epochs that end in the last phase.
-Export: the whole network of the best epoch (eval output: fused logits), ``decision =
+recipe. Validation and an inner-split selection consider only epochs that end in the last phase.
+Export: the whole network, final weights by default (eval output: fused logits), ``decision =
 "argmax"``, ``liver_channel`` = the ``liver`` class.
 
 Preprocessing (HU window -200..200, z-score) is ``liverctl preprocess --window pipofan``.
@@ -168,7 +168,7 @@ def run(
         )
     )
     model_path, toml_path = runner.export(
-        runner.best_model(model),
+        runner.selected_model(model),
         architecture=config.architecture,
         kwargs=kwargs,
         description="PIPO-FAN trained with liverctl train --method pipofan (deep pyramid supervision, then fusion)",

@@ -2,7 +2,7 @@
 
 Two *different* 3D networks, ``vnet`` (A) and ``resvnet`` (B) by default
 (``config.architecture`` / ``config.second_architecture``), are trained together. Each
-iteration takes ``batch_size`` labelled patches (foreground oversampling and augmentation as
+iteration takes ``batch_size`` labelled patches (foreground oversampling as
 in :func:`~liverctl.training.train`) and ``batch_size`` unlabelled patches (random centres,
 same augmentation; labels never read), 2 + 2 by default, and runs both networks on the
 concatenated batch. The loss (:func:`sdnet_losses`) is
@@ -15,15 +15,15 @@ concatenated batch. The loss (:func:`sdnet_losses`) is
   to the voxels where the two networks disagree"; we take the reference as its target so
   the term supervises exactly the voxels the networks are unsure about;
 - unsupervised, on the unlabelled half: the network with the lower soft Dice loss on the
-  labelled half (ties: A) is the teacher; its foreground probabilities, sharpened with
+  labelled half (ties: B, the residual V-Net, as Algorithm 1 of the paper) is the teacher; its foreground probabilities, sharpened with
   ``T = sharpen_temperature`` (0.1), ``p^(1/T) / (p^(1/T) + (1-p)^(1/T))``, and detached,
   are the target of the other network's foreground probabilities under MSE
   (:func:`~liverctl.training.losses.consistency_mse`), weighted ``unsup_weight`` (1).
 
 Optimizer (the paper): one SGD over both networks, momentum 0.9, weight decay 1e-4,
 lr 0.01 (``config.lr`` overrides it) divided by 10 every ``lr_step`` (200) iterations;
-gradients clipped to norm 12 as in the main loop. The paper runs 1200 iterations (best at
-about 1000): ``epochs * iterations_per_epoch``.
+gradients clipped to norm 12 as in the main loop. The paper runs 1200 iterations (and reports
+the model of iteration 1000): ``epochs * iterations_per_epoch``.
 
 Unlabelled data: ``config.unlabelled`` folders and ``unlabelled=`` dataset objects; only their
 images are opened (``load_image``), never a label map. Really unlabelled scans come from
@@ -36,8 +36,12 @@ are normalised alike. Without unlabelled data (100:0) a batch holds ``batch_size
 patches only and the unsupervised term is 0: both networks still train with the supervised and
 disagreement terms.
 
-Export: the network with the higher validation Dice at the best epoch (without validation:
-A from the epoch with the lowest training loss) as ``model.safetensors`` + ``weights.toml``.
+Augmentation (:data:`SDNET_AUGMENTATION`): flips and rotations only, on both halves of the batch.
+
+Export (``select_on``, :mod:`liverctl.training.run`): by default network A after iteration
+1000 (``"iteration:1000"``: the paper reports "the model with 1000 iterations" of its 1200);
+``"final"``: A's last weights; ``"inner:F"``: the network with the higher Dice on the inner
+split at the epoch it chooses. Written as ``model.safetensors`` + ``weights.toml``.
 """
 
 from __future__ import annotations
@@ -58,15 +62,18 @@ from liverctl.io import Image
 from liverctl.preprocessing.split import labelled_split
 from liverctl.progress import ProgressCallback
 from liverctl.training.augmentation import Augmentation, choose_center, extract_patch
-from liverctl.training.common import TrainResult, make_batch_fn, seed_int, validate_dice
+from liverctl.training.common import TrainResult, make_batch_fn, seed_int
 from liverctl.training.config import TrainConfig
 from liverctl.training.data import TrainingData, plan_dict
 from liverctl.training.losses import DiceCELoss, consistency_mse, masked_mse, soft_dice_loss
 from liverctl.training.run import Steps, TrainingRun, backward_step, load_parts, open_recipe
 
-__all__ = ["labelled_split", "sdnet_losses", "sdnet_lr"]
+__all__ = ["SDNET_AUGMENTATION", "labelled_split", "sdnet_losses", "sdnet_lr"]
 
 _COLUMNS = ("supervised", "disagreement_mse", "unsupervised_mse", "teacher_b")
+SDNET_AUGMENTATION = Augmentation(p_scale=0.0, p_elastic=0.0, p_gamma=0.0)
+"""The paper's augmentation, "randomly flipped and rotated": liverctl's flips and rotations at their
+usual probabilities (the paper gives none), no scaling, elastic deformation or gamma."""
 
 
 def sdnet_lr(lr0: float, iteration: int, step: int = 200) -> float:
@@ -107,7 +114,7 @@ def sdnet_losses(
     with torch.no_grad():
         dice_a = soft_dice_loss(pa[:n], labels)
         dice_b = soft_dice_loss(pb[:n], labels)
-    teacher = 0 if float(dice_a) <= float(dice_b) else 1
+    teacher = 0 if float(dice_a) < float(dice_b) else 1  # Algorithm 1: ties go to the residual V-Net (B)
     if la.shape[0] > n:
         if teacher == 0:
             unsup = consistency_mse(fb[n:], fa[n:], temperature)
@@ -129,7 +136,7 @@ def sdnet_losses(
 
 def _unlabelled_batch_fn(pool: list[tuple[Any, str]], config: TrainConfig):
     """``g -> (B, 1, z, y, x)`` unlabelled patches of iteration ``g`` (random centres; images only)."""
-    augment = Augmentation() if config.augment else None
+    augment = SDNET_AUGMENTATION if config.augment else None
     patch = config.patch_size
 
     def batch(g: int) -> torch.Tensor:
@@ -208,18 +215,17 @@ def run(
 
     step = _step_fn(nets, optimizer, params, scaler, full, pool, lr0, runner)
 
-    last_val = [float("nan"), float("nan")]
-    validating = runner.validating
+    select_val = [float("nan"), float("nan")]  # each network's Dice on the inner selection split
+    validators = [runner.validator(net) for net in nets]
 
-    def validate() -> float:
-        for k, net in enumerate(nets):
-            net.eval()
-            last_val[k] = validate_dice(net, full, config, device, progress)
-            net.train()
-        return float(np.nanmax(last_val)) if not all(np.isnan(last_val)) else float("nan")
+    def validate(cases: Sequence[Sequence[str]]) -> float:
+        values = [v(cases) for v in validators]
+        if cases is runner.data.select:
+            select_val[:] = values
+        return float(np.nanmax(values)) if not all(np.isnan(values)) else float("nan")
 
-    def better() -> int:
-        return 1 if validating and last_val[1] > last_val[0] else 0
+    def better() -> int:  # the network the inner split prefers (final / iteration: A)
+        return 1 if select_val[1] > select_val[0] else 0
 
     def parts() -> dict[str, Any]:
         return {
@@ -231,26 +237,23 @@ def run(
 
     def best_parts() -> dict[str, Any]:
         k = better()
-        return {"model": nets[k].state_dict(), "network": k, "val_dice": list(last_val)}
+        return {"model": nets[k].state_dict(), "network": k, "select_dice": list(select_val)}
 
-    runner.train(
-        Steps(
-            step, parts, best_parts, lambda: sdnet_lr(lr0, runner.g, config.lr_step), validate if validating else None
-        )
-    )
+    runner.train(Steps(step, parts, best_parts, lambda: sdnet_lr(lr0, runner.g, config.lr_step), validate))
     model_path, toml_path = _export(runner, nets, kwargs)
-    return runner.result(nets[0], model_path, toml_path, validating)
+    return runner.result(nets[0], model_path, toml_path, runner.validating)
 
 
 def _export(runner: TrainingRun, nets: list[nn.Module], kwargs: dict[str, Any]) -> tuple[Path, Path]:
-    """The better network of the best epoch (``best.pt`` says which; network A without it)."""
+    """Network A with its final weights, or the network ``selected.pt`` holds (A at iteration N;
+    under an inner split, the one with the higher Dice there)."""
     config = runner.config
     k, exported = 0, nets[0]
-    if runner.best_path.exists():
-        best = torch.load(runner.best_path, map_location="cpu", weights_only=True)
-        k = int(best.get("network", 0))
+    selected = runner.load_selected()
+    if selected is not None:
+        k = int(selected.get("network", 0))
         exported = copy.deepcopy(nets[k])
-        exported.load_state_dict(best["model"])
+        exported.load_state_dict(selected["model"])
     arch = config.architecture if k == 0 else config.second_architecture
     return runner.export(
         exported,
@@ -331,7 +334,7 @@ def _step_fn(
     from liverctl.device import autocast
 
     config, device = runner.config, runner.device
-    labelled_batch = make_batch_fn(lab_data, config)
+    labelled_batch = make_batch_fn(lab_data, config, augmentation=SDNET_AUGMENTATION)
     unlabelled_batch = _unlabelled_batch_fn(pool, config) if pool else None
     n_lab = config.batch_size
 
