@@ -122,7 +122,7 @@ TUMOUR_CLASS = _opt(
     None,
     "--tumour-class/--whole-liver",
     panel=DATA,
-    help="Train the tumour as its own class, or merged into the liver (default for he2021, as He et al. 2021).",
+    help="Train the tumour as its own class, or merged into the liver (default for he2021 and sdnet, as their papers).",
 )
 WORKERS = _opt(0, "--workers", "-j", metavar="N", panel=DATA, help="Threads preparing batches ahead (0: in the loop).")
 RESUME = _opt(False, "--resume", help="Continue the run in --output from its last.pt.")

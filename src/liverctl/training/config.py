@@ -28,7 +28,7 @@ METHODS = ("he2021", "sdnet", "di2in-an", "hdenseunet", "pipofan")
 METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
     "he2021": {"tumour_class": False},  # the whole liver, as He et al. 2021 train it
     # Huang et al. report "the model with 1000 iterations" (of 1200)
-    "sdnet": {"lr_step": 200, "select_on": "iteration:1000"},
+    "sdnet": {"lr_step": 200, "select_on": "iteration:1000", "tumour_class": False},  # a liver segmentation
     # Yang et al. 2017: SGD, lr 0.01 divided by 10 after 100 iterations, 200 generator pre-training
     # iterations, generator batch 4 (with --optimizer adam the lr defaults to 3e-4)
     "di2in-an": {"optimizer": "sgd", "lr": {"sgd": 1e-2, "adam": 3e-4}, "batch_size": 4, "pretrain_iterations": 200,
@@ -156,10 +156,10 @@ class TrainConfig:
             (the weights after global iteration N). The held-out fold of ``folds`` never
             chooses: its Dice is only logged. ``None`` = the method's: ``"iteration:1000"``
             for ``sdnet`` (the paper's), ``"final"`` for the others.
-        tumour_class: he2021 / pipofan: train the tumour (``tumour``/``tumor``/``lesion`` labels)
-            as a class of its own (``True``); ``False`` merges it into the liver, the whole organ.
-            ``None`` = the method's (:data:`METHOD_DEFAULTS`): ``False`` for ``he2021``, as He
-            et al. 2021 train it, ``True`` for the others.
+        tumour_class: he2021 / sdnet / pipofan: train the tumour (``tumour``/``tumor``/``lesion``
+            labels) as a class of its own (``True``); ``False`` merges it into the liver, the whole
+            organ. ``None`` = the method's (:data:`METHOD_DEFAULTS`): ``False`` for ``he2021`` and
+            ``sdnet``, liver segmentations in their papers, ``True`` for the others.
     """
 
     architecture: str = "unet3d"

@@ -215,6 +215,7 @@ class TrainingRun:
             "datasets": [str(d) for d in datasets],
             "model_selection": self.model_selection,
             "held_out": [n for names in self.data.val for n in names],
+            "intensity": [_intensity_of(p) for p in self.data.plans],
             **extra,
         }
         write_text_atomic(self.out / "config.json", json.dumps(payload, indent=2) + "\n")
@@ -440,6 +441,11 @@ class TrainingRun:
     def validating(self) -> bool:
         """Whether this run monitors a held-out fold (validation cases and ``val_every`` > 0)."""
         return bool(any(self.data.val) and self.config.val_every)
+
+
+def _intensity_of(plan: Mapping[str, Any]) -> dict[str, Any]:
+    """The intensity scheme of a dataset's preprocessing plan, as ``config.json`` records it."""
+    return {k: plan.get(k) for k in ("normalization", "window_name", "window", "mean", "std")}
 
 
 def open_recipe(

@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -53,7 +54,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from liverctl.errors import ConfigError
+from liverctl.errors import ConfigError, LiverctlWarning
 from liverctl.progress import ProgressCallback
 from liverctl.training.common import (
     GRAD_CLIP,
@@ -200,6 +201,7 @@ class _Parts:
 def _train(runner: TrainingRun, datasets: Sequence[Any], state: dict[str, Any] | None) -> TrainResult:
     """The He 2021 epochs on ``runner`` (module docs), then the export (rank 0) and the result."""
     config, data = runner.config, runner.data
+    _check_normalization(data)
     parts = _Parts(runner, state)
     model = parts.model
     net: nn.Module = model
@@ -236,6 +238,19 @@ def _train(runner: TrainingRun, datasets: Sequence[Any], state: dict[str, Any] |
         )
     runner.dist.barrier()
     return runner.result(model, model_path, toml_path, runner.validating)
+
+
+def _check_normalization(data: TrainingData) -> None:
+    """Warn when a preprocessed dataset was not normalised as the paper (nnU-Net's CT scheme)."""
+    for name, plan in zip(data.names, data.plans, strict=True):
+        scheme = plan.get("normalization")
+        if scheme is not None and scheme != "ct":
+            warnings.warn(
+                f"dataset {name} was preprocessed with --normalization {scheme}: He et al. 2021 normalise as nnU-Net"
+                " does for CT (preprocess --normalization ct)",
+                LiverctlWarning,
+                stacklevel=5,
+            )
 
 
 def _end_epoch(parts: _Parts, runner: TrainingRun, mean_loss: float) -> bool:

@@ -190,7 +190,9 @@ def run(
     unlabelled: Sequence[Any] | None = None,
 ) -> TrainResult:
     """The SD-Net run behind :func:`~liverctl.training.methods.train_sdnet` and ``train(config.method="sdnet")``."""
-    runner = open_recipe(datasets, out, config, state, progress, columns=_COLUMNS)
+    runner = open_recipe(  # --whole-liver (the default): a liver segmentation, tumour labels folded in
+        datasets, out, config, state, progress, columns=_COLUMNS, merge_tumour=not config.tumour_class
+    )
     full = runner.data
     pool, extra, unlabelled_names = _sdnet_data(full, config, unlabelled)
     device = runner.device
