@@ -135,7 +135,7 @@ METHOD = _opt(
     "--method",
     metavar="NAME",
     panel=RECIPES,
-    help="Training recipe: he2021, sdnet, di2in-an, hdenseunet or pipofan (METHODS §1-§5).",
+    help="Training recipe: he2021, sdnet, di2in-an, hdenseunet or pipofan.",
 )
 UNLABELLED = _opt(
     None,

@@ -2,7 +2,7 @@
 
 Step 3 of the protocol in :mod:`liverctl.crosstest`. Target crop (:func:`crop_target`): with
 ``target_crop="paper"`` each target scan and its reference are cropped in z as He et al. 2021
-preprocess every scan (``../shared/docs/METHODS.md`` §1: the first to the last slice of the
+preprocess every scan (the first to the last slice of the
 reference liver region, widened by 60 mm on each side, bounded by the volume) before the
 source model segments it, and the metrics are computed on that slab; ``"none"`` keeps the raw
 scan. A cell is written atomically to

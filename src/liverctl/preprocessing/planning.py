@@ -117,7 +117,7 @@ def plan(
 
     Args:
         fingerprint: from :func:`fingerprint`.
-        target_spacing: ``"128-median"`` (``../shared/docs/METHODS.md`` §1), ``"median"`` or (x, y, z) mm.
+        target_spacing: ``"128-median"`` (He et al. 2021), ``"median"`` or (x, y, z) mm.
         window: HU window preset or bounds (see :func:`window`).
         normalization: ``"dataset"``, ``"image"``, ``"ct"`` or ``"window"`` (see :class:`Plan`).
         image_order: 1 (linear) or 3 (cubic B-spline) for the images; labels use nearest.

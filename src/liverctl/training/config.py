@@ -66,7 +66,7 @@ on an inner validation split of a fraction F of the training cases, or the weigh
 
 @dataclass
 class TrainConfig:
-    """Everything that defines a training run (defaults: ``../shared/docs/METHODS.md`` §1 / nnU-Net).
+    """Everything that defines a training run (defaults: He et al. 2021 / nnU-Net).
 
     Attributes:
         architecture: registry name of the network (:func:`liverctl.models.build_model`).
@@ -75,9 +75,9 @@ class TrainConfig:
         patch_size: training patch (z, y, x) in voxels of the preprocessed data.
         batch_size: patches per iteration (per process under DDP); ``None`` = the method's
             default (:data:`METHOD_DEFAULTS`: 4 for ``di2in-an``, else 2).
-        epochs: maximum number of epochs (``../shared/docs/METHODS.md``: ~400).
-        iterations_per_epoch: iterations per epoch (``../shared/docs/METHODS.md``: 250).
-        optimizer: ``"adam"`` (lr 3e-4, ``../shared/docs/METHODS.md`` §1) or ``"sgd"`` (momentum 0.99, Nesterov,
+        epochs: maximum number of epochs (He et al. 2021: ~400).
+        iterations_per_epoch: iterations per epoch (He et al. 2021: 250).
+        optimizer: ``"adam"`` (lr 3e-4, He et al. 2021) or ``"sgd"`` (momentum 0.99, Nesterov,
             lr 1e-2, nnU-Net); ``"rmsprop"`` only for PIPO-FAN. ``None`` = the recipe's own:
             Adam, SGD for ``di2in-an``, RMSprop for ``pipofan``.
         lr: initial learning rate; ``None`` = 3e-4 for Adam, 1e-2 for SGD.
@@ -91,10 +91,10 @@ class TrainConfig:
             and the learning rate is below ``stop_min_lr`` (1e-6).
         val_every: run validation every N epochs (and after the last); 0 disables it.
         folds, fold: k-fold cross-validation (``None`` = train on all cases, no validation).
-        sampler: ``"dos"``, ``"rsd"`` or ``"rs"`` (hybrid training, ``../shared/docs/METHODS.md`` §1).
+        sampler: ``"dos"``, ``"rsd"`` or ``"rs"`` (hybrid training, He et al. 2021).
         dcm_from_level: GELN_DCM, dataset-wise encoder levels >= N (``None`` = shared).
         loss: ``"dice_ce"`` or ``"tal"`` (target adaptive loss for datasets with different
-            label sets, ``../shared/docs/METHODS.md`` §5). ``pipofan`` always uses its TAL.
+            label sets, PIPO-FAN). ``pipofan`` always uses its TAL.
         foreground_fraction: fraction of each batch centred on foreground (1/3).
         augment: apply the augmentation of :mod:`liverctl.training.augmentation`.
         seed: seeds model initialisation and, with the iteration number, all randomness
@@ -104,15 +104,15 @@ class TrainConfig:
         checkpoint_every: also write ``last.pt`` every N iterations inside an epoch
             (0 = only at epoch ends).
         init_checkpoint: start from these weights (pre-train -> fine-tune protocol).
-        finetune_lr: learning rate when ``init_checkpoint`` is given (``../shared/docs/METHODS.md``: 1e-6);
+        finetune_lr: learning rate when ``init_checkpoint`` is given (He et al. 2021: 1e-6);
             ``None`` keeps ``lr``.
         val_overlap: sliding-window overlap for validation.
         dataset_names: names of the datasets, in the order given (DCM branch names);
             filled from the preprocessed folders when empty.
-        method: the training recipe: ``"he2021"`` (``../shared/docs/METHODS.md`` §1, :func:`~liverctl.training.train`'s
-            own loop), ``"sdnet"`` (§3, :mod:`~liverctl.training.recipes.sdnet`),
-            ``"di2in-an"`` (§2, :mod:`~liverctl.training.recipes.di2in_an`), ``"hdenseunet"``
-            (§4, :mod:`~liverctl.training.recipes.hdenseunet`) or ``"pipofan"`` (§5,
+        method: the training recipe: ``"he2021"`` (He et al. 2021,
+            :mod:`~liverctl.training.recipes.he2021`), ``"sdnet"`` (SD-Net, :mod:`~liverctl.training.recipes.sdnet`),
+            ``"di2in-an"`` (DI2IN-AN, :mod:`~liverctl.training.recipes.di2in_an`), ``"hdenseunet"``
+            (H-DenseUNet, :mod:`~liverctl.training.recipes.hdenseunet`) or ``"pipofan"`` (PIPO-FAN,
             :mod:`~liverctl.training.recipes.pipofan`). The recipes use ``epochs *
             iterations_per_epoch`` iterations; the options below only matter to their recipe.
         unlabelled: SD-Net: preprocessed folders used as unlabelled data (images only; labels never

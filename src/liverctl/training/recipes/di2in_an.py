@@ -1,4 +1,4 @@
-"""DI2IN-AN adversarial training (Yang et al., MICCAI 2017, ``../shared/docs/METHODS.md`` §2): :func:`~liverctl.training.methods.train_di2in_an`.
+"""DI2IN-AN adversarial training (Yang et al., MICCAI 2017): :func:`~liverctl.training.methods.train_di2in_an`.
 
 Generator: ``di2in`` with one output channel (liver vs background, sigmoid). Its
 segmentation loss is deep-supervised binary cross-entropy: ``sum_i w_i * BCE(side_i) +

@@ -1,4 +1,4 @@
-"""H-DenseUNet staged training (Li et al., IEEE TMI 2018, ``../shared/docs/METHODS.md`` §4): :func:`~liverctl.training.methods.train_hdenseunet`.
+"""H-DenseUNet staged training (Li et al., IEEE TMI 2018): :func:`~liverctl.training.methods.train_hdenseunet`.
 
 The ``hdenseunet`` network (a 2D DenseUNet on 3-slice stacks, a 3D DenseUNet and the hybrid
 feature fusion layer, :mod:`liverctl.models.hdenseunet`) is trained in three stages over

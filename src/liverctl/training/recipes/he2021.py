@@ -1,4 +1,4 @@
-"""The He et al. 2021 recipe (``../shared/docs/METHODS.md`` §1), ``TrainConfig(method="he2021")``: the default of
+"""The He et al. 2021 recipe (BMC Medical Imaging; reproduction page ``docs/studies/he2021.md``), ``TrainConfig(method="he2021")``: the default of
 ``liverctl train``.
 
 One run, in ``output_dir``:

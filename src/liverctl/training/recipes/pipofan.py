@@ -1,4 +1,4 @@
-"""PIPO-FAN training (Fang & Yan, IEEE TMI 2020, ``../shared/docs/METHODS.md`` §5): :func:`~liverctl.training.methods.train_pipofan`.
+"""PIPO-FAN training (Fang & Yan, IEEE TMI 2020): :func:`~liverctl.training.methods.train_pipofan`.
 
 The ``pipofan`` network (:mod:`liverctl.models.pipofan`) is trained in two phases over the
 run's ``epochs * iterations_per_epoch`` iterations (:func:`phase_lengths`):

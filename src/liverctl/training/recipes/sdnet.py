@@ -1,4 +1,4 @@
-"""SD-Net semi-supervised training (Huang et al. 2024, ``../shared/docs/METHODS.md`` §3): :func:`~liverctl.training.methods.train_sdnet`.
+"""SD-Net semi-supervised training (Huang et al. 2024; reproduction page ``docs/studies/sdnet.md``): :func:`~liverctl.training.methods.train_sdnet`.
 
 Two *different* 3D networks, ``vnet`` (A) and ``resvnet`` (B) by default
 (``config.architecture`` / ``config.second_architecture``), are trained together. Each
@@ -11,7 +11,7 @@ concatenated batch. The loss (:func:`sdnet_losses`) is
   (:class:`~liverctl.training.losses.DiceCELoss`), plus the "adaptive mask" term: on the
   voxels where A's and B's arg-max labels disagree, the MSE of each network's foreground
   probability (``1 - p_background``) to the reference foreground (0/1)
-  (:func:`~liverctl.training.losses.masked_mse`). ``../shared/docs/METHODS.md`` only says "an MSE term restricted
+  (:func:`~liverctl.training.losses.masked_mse`). The paper only says "an MSE term restricted
   to the voxels where the two networks disagree"; we take the reference as its target so
   the term supervises exactly the voxels the networks are unsure about;
 - unsupervised, on the unlabelled half: the network with the lower soft Dice loss on the
