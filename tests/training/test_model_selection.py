@@ -92,6 +92,7 @@ def _same(a, b) -> bool:
     return a.keys() == b.keys() and all(np.array_equal(a[k].numpy(), b[k].numpy()) for k in a)
 
 
+@pytest.mark.filterwarnings("ignore:SD-Net without unlabelled data")  # sdnet's 100:0 run, on purpose
 @pytest.mark.parametrize("method", list(RECIPES))
 def test_exported_weights_do_not_depend_on_the_held_out_folds_labels(tmp_path, method):
     cfg = config(method)
