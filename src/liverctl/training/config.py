@@ -303,8 +303,9 @@ class TrainConfig:
             if kind == "inner" and not self.val_every:
                 raise ConfigError(f"--select-on {self.select_on} validates the inner split: --val-every must be >= 1")
             if kind == "iteration" and value > self.epochs * self.iterations_per_epoch:
+                why = f" (the {self.method} default: the paper's reported model)" if "select_on" in self.unset else ""
                 raise ConfigError(
-                    f"--select-on {self.select_on}: the run has only {self.epochs * self.iterations_per_epoch}"
+                    f"--select-on {self.select_on}{why}: the run has only {self.epochs * self.iterations_per_epoch}"
                     " iterations (--epochs x --iterations-per-epoch); pass --select-on final or a smaller N"
                 )
 
