@@ -360,3 +360,32 @@ def test_liver_only_compares_the_liver_region(run, data, tmp_path):
         target_normalization="source",
     )  # fmt: skip
     assert result.matrices["dice"][0, 1] == pytest.approx(liver_labels.matrices["dice"][0, 1], abs=1e-12)
+
+
+def test_defaults_are_the_papers(data, tmp_path):
+    """Without options a cross test runs He et al. 2021's protocol: nnU-Net's CT normalisation computed per
+    dataset, each target normalised with its own dataset's statistics, dropout after every conv, the final
+    weights of each source (no model chosen on any scored scan)."""
+    import torch
+
+    from liverctl.preprocessing import Plan
+    from liverctl.training.export import intensity_recipe
+
+    torch.set_num_threads(1)
+    out = tmp_path / "paper"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", LiverctlWarning)
+        result = crosstest([data / "contrast", data / "plain"], out, train_config=tiny_config(),
+                           preprocess_options={"target_spacing": SPACING})  # fmt: skip
+    assert result.to_dict()["target_normalization"] == "target" and result.target_crop == "paper"
+    for name in NAMES[:2]:
+        plan = Plan.load(out / "preprocessed" / name / "plan.json")
+        assert plan.normalization == "ct" and plan.window_name == "ct-percentiles"
+        saved = json.loads((out / "models" / name / "config.json").read_text())
+        assert saved["model_selection"] == "final" and saved["config"]["arch_kwargs"]["dropout"] == 0.5
+        assert saved["config"]["tumour_class"] is False and not (out / "models" / name / "selected.pt").exists()
+    target_plan = Plan.load(out / "preprocessed" / NAMES[1] / "plan.json").to_dict()
+    cell = result.cells[(NAMES[0], NAMES[1])]
+    assert cell["target_intensity"] == intensity_recipe(target_plan).to_dict()
+    with pytest.raises(ConfigError, match="target-normalization"):
+        crosstest([data / "contrast", data / "plain"], out, train_config=tiny_config(), target_normalization="mean")
