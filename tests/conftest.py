@@ -17,6 +17,25 @@ sys.path.insert(0, str(Path(__file__).resolve().parent / "support"))
 SHARED_DATA = Path(os.environ.get("LIVERCTL_TEST_DATA", REPO.parent / "shared" / "data"))
 
 
+def _share_the_cores() -> None:
+    """Under pytest-xdist (``-n auto`` in pyproject.toml) each worker gets an equal share of the
+    machine's cores: torch here, and BLAS/OpenMP in the CLI subprocesses a test starts (they
+    inherit this environment), use that many threads, so two workers on two cores never run four
+    spinning threads against each other."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0") or 0)
+    if workers < 1:
+        return
+    share = str(max(1, (os.cpu_count() or 1) // workers))
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[var] = share
+    import torch
+
+    torch.set_num_threads(int(share))
+
+
+_share_the_cores()
+
+
 def _need(path: Path) -> Path:
     if not path.exists():
         pytest.skip(f"real CT test data not found at {path} (set LIVERCTL_TEST_DATA to the shared/data folder)")

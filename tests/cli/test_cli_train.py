@@ -78,7 +78,7 @@ def test_train_cli_exports_a_model_that_predict_uses(prepared, tmp_path, cli_env
     )
     assert again.exit_code == 0, again.stderr
     summary = json.loads(again.stdout)
-    assert summary["epochs"] == 2 and summary["iterations"] == 4 and summary["best_val_dice"] is not None
+    assert summary["epochs"] == 2 and summary["iterations"] == 4 and summary["last_val_dice"] is not None
 
 
 def test_train_cli_bad_input_is_one_line(prepared, tmp_path, monkeypatch):

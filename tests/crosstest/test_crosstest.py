@@ -117,27 +117,47 @@ def test_matrix_files(run):
 
 def test_cell_equals_predict_on_the_cropped_target(run, data, tmp_path):
     """A cell's Dice is what `liverctl predict --weights` gives on the target scans z-cropped as
-    the paper crops them (the raw scan's reference liver +- 60 mm; --target-crop none: the raw scan)."""
+    the paper crops them (the raw scan's reference liver +- 60 mm; --target-crop none: the raw scan),
+    the source model normalising them with the target dataset's own statistics (the default,
+    per dataset as the paper) or, with --target-normalization source, with its own."""
+    import dataclasses
+
     from liverctl.crosstest.cells import crop_target
-    from liverctl.io import read_image, read_label, write_image
+    from liverctl.io import read_image, read_label
     from liverctl.metrics import dice
-    from liverctl.predict import PredictOptions, predict
+    from liverctl.predict import LiverModel, PredictOptions
+    from liverctl.preprocessing import Plan
+    from liverctl.training.export import intensity_recipe
 
     out, _ = run
     weights = out / "models" / NAMES[0] / "model.safetensors"
-    refs = {}
-    for path in sorted((data / "plain" / "imagesTr").glob("*_0000.nii.gz")):
-        case = path.name[: -len("_0000.nii.gz")]
-        ref = read_label(data / "plain" / "labelsTr" / f"{case}.nii.gz")
-        image, refs[case], _ = crop_target(read_image(path), ref.with_array((ref.array > 0).astype(np.uint8)), "paper")
-        write_image(image, tmp_path / "cropped" / path.name)
-    pred = predict(tmp_path / "cropped", tmp_path / "pred", weights=weights, options=PredictOptions(device="cpu"))
-    assert not pred.failures
-    cell = json.loads((out / "cells" / f"{NAMES[0]}__{NAMES[1]}.json").read_text())
-    assert cell["target_crop"] == "paper"
-    for row in cell["per_case"]:
-        mask = read_label(tmp_path / "pred" / f"{row['case']}_0000.nii.gz").array > 0
-        assert row["dice"] == pytest.approx(dice(mask, refs[row["case"]].array > 0), abs=1e-12)
+    own = LiverModel.load(weights=weights, device="cpu")
+    target_plan = Plan.load(out / "preprocessed" / NAMES[1] / "plan.json")
+    target = dataclasses.replace(own.entry, intensity=intensity_recipe(target_plan.to_dict()))
+    assert target.intensity != own.entry.intensity  # the two datasets' statistics differ
+    out2 = tmp_path / "source"
+    shutil.copytree(out / "models", out2 / "models")  # reuse the trained models
+    source = crosstest(
+        [data / d for d in DOMAINS], out2, train_config=tiny_config(), preprocess_options=PREPROCESS,
+        target_normalization="source",
+    )  # fmt: skip
+    assert source.trained == [] and source.to_dict()["target_normalization"] == "source"
+    cells = {
+        "target": json.loads((out / "cells" / f"{NAMES[0]}__{NAMES[1]}.json").read_text()),
+        "source": source.cells[(NAMES[0], NAMES[1])],
+    }
+    for reading, entry in (("target", target), ("source", own.entry)):
+        cell = cells[reading]
+        assert cell["target_crop"] == "paper"
+        assert cell["target_intensity"] == (entry.intensity.to_dict() if reading == "target" else None)
+        model = LiverModel.load(weights=weights, device="cpu")
+        model.entry = entry
+        for row in cell["per_case"]:
+            path = data / "plain" / "imagesTr" / f"{row['case']}_0000.nii.gz"
+            ref = read_label(data / "plain" / "labelsTr" / f"{row['case']}.nii.gz")
+            image, ref, _ = crop_target(read_image(path), ref.with_array((ref.array > 0).astype(np.uint8)), "paper")
+            mask = model.segment(image, PredictOptions(device="cpu")).mask.array > 0
+            assert row["dice"] == pytest.approx(dice(mask, ref.array > 0), abs=1e-12)
 
 
 def test_rerun_recomputes_nothing(run, data, monkeypatch):
@@ -187,7 +207,10 @@ def test_corrupt_target_scan_is_skipped_with_warning(run, data, tmp_path):
     out2 = tmp_path / "ct2"
     shutil.copytree(out / "models", out2 / "models")  # reuse the trained models
     with pytest.warns(LiverctlWarning, match="skipping scan phantom_plain_001"):
-        result = crosstest([data / "contrast", bad], out2, train_config=tiny_config(), preprocess_options=PREPROCESS)
+        result = crosstest(  # source: the target's own statistics would need every one of its scans
+            [data / "contrast", bad], out2, train_config=tiny_config(), preprocess_options=PREPROCESS,
+            target_normalization="source",
+        )  # fmt: skip
     cell = result.cells[(NAMES[0], NAMES[1])]
     assert [s["case"] for s in cell["skipped"]] == ["phantom_plain_001"]
     assert cell["n"] == 2 and np.isfinite(result.matrices["dice"][0, 1])
@@ -315,7 +338,7 @@ def test_interrupted_cell_reuses_finished_scans(run, data, tmp_path, monkeypatch
 def test_liver_only_compares_the_liver_region(run, data, tmp_path):
     """With liver_only, a target labelled with other organs too is scored on its liver region:
     the same phantoms labelled with organs give the same Dice as with liver labels only."""
-    out, first = run
+    out, _ = run
     organs = tmp_path / "plain_organs"
     write_dataset(organs, "plain", 2, seed=0, shape=SHAPE, spacing=SPACING, include_organs=True)
     out2 = tmp_path / "ct6"
@@ -327,6 +350,42 @@ def test_liver_only_compares_the_liver_region(run, data, tmp_path):
             train_config=tiny_config(),
             liver_only=True,
             preprocess_options=PREPROCESS,
+            target_normalization="source",  # the organ labels would change the target's own liver statistics
         )
     assert result.trained == []
-    assert result.matrices["dice"][0, 1] == pytest.approx(first.matrices["dice"][0, 1], abs=1e-12)
+    out3 = tmp_path / "ct7"
+    shutil.copytree(out / "models", out3 / "models")
+    liver_labels = crosstest(
+        [data / "contrast", data / "plain"], out3, train_config=tiny_config(), preprocess_options=PREPROCESS,
+        target_normalization="source",
+    )  # fmt: skip
+    assert result.matrices["dice"][0, 1] == pytest.approx(liver_labels.matrices["dice"][0, 1], abs=1e-12)
+
+
+def test_defaults_are_the_papers(data, tmp_path):
+    """Without options a cross test runs He et al. 2021's protocol: nnU-Net's CT normalisation computed per
+    dataset, each target normalised with its own dataset's statistics, dropout after every conv, the final
+    weights of each source (no model chosen on any scored scan)."""
+    import torch
+
+    from liverctl.preprocessing import Plan
+    from liverctl.training.export import intensity_recipe
+
+    torch.set_num_threads(1)
+    out = tmp_path / "paper"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", LiverctlWarning)
+        result = crosstest([data / "contrast", data / "plain"], out, train_config=tiny_config(),
+                           preprocess_options={"target_spacing": SPACING})  # fmt: skip
+    assert result.to_dict()["target_normalization"] == "target" and result.target_crop == "paper"
+    for name in NAMES[:2]:
+        plan = Plan.load(out / "preprocessed" / name / "plan.json")
+        assert plan.normalization == "ct" and plan.window_name == "ct-percentiles"
+        saved = json.loads((out / "models" / name / "config.json").read_text())
+        assert saved["model_selection"] == "final" and saved["config"]["arch_kwargs"]["dropout"] == 0.5
+        assert saved["config"]["tumour_class"] is False and not (out / "models" / name / "selected.pt").exists()
+    target_plan = Plan.load(out / "preprocessed" / NAMES[1] / "plan.json").to_dict()
+    cell = result.cells[(NAMES[0], NAMES[1])]
+    assert cell["target_intensity"] == intensity_recipe(target_plan).to_dict()
+    with pytest.raises(ConfigError, match="target-normalization"):
+        crosstest([data / "contrast", data / "plain"], out, train_config=tiny_config(), target_normalization="mean")

@@ -48,10 +48,6 @@ def test_readme_is_short_and_keeps_ci_test_command() -> None:
     assert ci[marker + 1] in readme
 
 
-# being rewritten in parallel (issue 20); their citations of ../shared/docs/METHODS.md go with the rewrite
-NOT_YET = ("training", "crosstest")
-
-
 def test_docs_pages_named_in_the_readme_and_docstrings_exist() -> None:
     named: set[str] = set()
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
@@ -60,7 +56,7 @@ def test_docs_pages_named_in_the_readme_and_docstrings_exist() -> None:
     for path in (ROOT / "src/liverctl").rglob("*.py"):
         text = path.read_text(encoding="utf-8")
         named.update(re.findall(r"(?<![\w/.])docs/[\w/.-]+?\.md\b", text))
-        if "shared/docs/" in text and path.relative_to(ROOT / "src/liverctl").parts[0] not in NOT_YET:
+        if "shared/docs/" in text:
             outside.append(str(path.relative_to(ROOT)))
     assert not outside, f"cite a page under docs/, not ../shared/docs (not part of the repository): {outside}"
     named.discard("docs/studies/*.md")

@@ -16,9 +16,9 @@ from liverctl.errors import ConfigError
 from liverctl.io import Geometry, Image
 from liverctl.models.hdenseunet_cascade import CoarseLiverNet, HDenseUNetCascade, liver_box
 from liverctl.training import ArrayDataset, TrainConfig, train_hdenseunet
-from liverctl.training.cascade import RoiData, case_boxes
 from liverctl.training.common import make_batch_fn
 from liverctl.training.data import TrainingData
+from liverctl.training.recipes.cascade import RoiData, case_boxes
 
 SPACING = (2.0, 2.0, 3.0)
 HD_KW = {"features": 8, "blocks_2d": [1, 1, 1], "growth_2d": 4, "blocks_3d": [1, 1], "growth_3d": 4}
@@ -104,7 +104,7 @@ def test_cascade_trains_coarse_first_exports_both_and_predicts_in_the_roi(tmp_pa
         seed=1,
     )
     result = train_hdenseunet([data], tmp_path / "run", cfg)
-    assert result.best_metric is not None and 0.0 <= result.best_metric <= 1.0  # validated inside the coarse box
+    assert result.val_dice is not None and 0.0 <= result.val_dice <= 1.0  # monitored inside the coarse box
     entry = tomllib.loads(result.toml_path.read_text())["models"]["run"]
     assert entry["architecture"] == "hdenseunet_cascade" and entry["kwargs"]["fine"]["blocks_2d"] == [1, 1, 1]
     saved = json.loads((tmp_path / "run" / "config.json").read_text())
@@ -157,7 +157,7 @@ def test_cascade_trains_coarse_first_exports_both_and_predicts_in_the_roi(tmp_pa
 
 
 def test_resumed_run_loads_the_coarse_net_instead_of_training_it() -> None:
-    from liverctl.training.cascade import coarse_stage
+    from liverctl.training.recipes.cascade import coarse_stage
 
     data = TrainingData([phantoms(1)])
     cfg = TrainConfig(method="hdenseunet", coarse_iterations=50, seed=3)

@@ -18,7 +18,7 @@ from liverctl.errors import ConfigError, DatasetError, LiverctlWarning
 from liverctl.io import Geometry, Image
 from liverctl.training import ArrayDataset, TrainConfig, TrainingData, train_sdnet
 from liverctl.training.common import seed_int
-from liverctl.training.semisupervised import _build, _unlabelled_batch_fn
+from liverctl.training.recipes.sdnet import _build, _unlabelled_batch_fn
 
 SPACING = (2.0, 2.0, 3.0)
 
@@ -46,6 +46,7 @@ def config(**kw) -> TrainConfig:
         val_every=0,
         device="cpu",
         seed=2,
+        select_on="final",  # 2 iterations: SD-Net's iteration-1000 default is past the run
     )
     base.update(kw)
     return TrainConfig(**base)
@@ -116,3 +117,20 @@ def test_unlabelled_data_with_another_plan_is_refused(tmp_path):
     with pytest.raises(ConfigError, match=r"another plan than the labelled data .*mean"):
         train_sdnet([toy(2, seed=1)], tmp_path / "run", config(), unlabelled=[toy(2, seed=3, mean=80.0)])
     assert not (tmp_path / "run" / "last.pt").exists()
+
+
+def test_ties_make_the_residual_vnet_the_teacher():
+    """Algorithm 1 of the paper: equal Dice losses on the labelled half -> B (residual V-Net) teaches A."""
+    import torch
+
+    from liverctl.training.recipes.sdnet import sdnet_losses
+
+    torch.manual_seed(0)
+    logits = torch.randn(3, 2, 4, 8, 8)
+    labels = (torch.rand(2, 4, 8, 8) > 0.5).long()
+    tie = sdnet_losses(logits, logits.clone(), labels, n_labelled=2)
+    assert float(tie["dice_a"]) == float(tie["dice_b"]) and int(tie["teacher"]) == 1
+    perfect = torch.zeros_like(logits)
+    perfect[:2] = torch.nn.functional.one_hot(labels, 2).permute(0, 4, 1, 2, 3).float() * 10
+    a_better = sdnet_losses(perfect, logits, labels, n_labelled=2)
+    assert float(a_better["dice_a"]) < float(a_better["dice_b"]) and int(a_better["teacher"]) == 0

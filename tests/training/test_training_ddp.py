@@ -18,7 +18,7 @@ SCRIPT = textwrap.dedent(
     import numpy as np
     from liverctl.phantoms import make_phantom
     from liverctl.training import ArrayDataset, TrainConfig, train
-    from liverctl.training.loop import make_batch_fn
+    from liverctl.training.common import make_batch_fn
     from liverctl.training.data import TrainingData
 
     imgs, labs = {}, {}

@@ -15,8 +15,8 @@ from torch import nn
 from liverctl.io import Geometry, Image
 from liverctl.models import build_model
 from liverctl.training import ArrayDataset, TrainConfig, train
-from liverctl.training.adversarial import AdversarialSteps, _step_fn, di2in_lr, di2in_optimizers
-from liverctl.training.config import with_method
+from liverctl.training.config import resolve
+from liverctl.training.recipes.di2in_an import AdversarialSteps, _step_fn, di2in_lr, di2in_optimizers
 
 
 def make_dataset(n: int, shape=(8, 16, 16)) -> ArrayDataset:
@@ -45,9 +45,9 @@ def test_method_defaults_are_the_papers_and_explicit_options_win():
     assert (he.optimizer, he.lr, he.batch_size, he.pretrain_iterations) == (None, None, 2, 0)
     assert TrainConfig(method="sdnet").lr_step == 200
     # a config made for one method and trained with another gets that method's defaults
-    moved = with_method(TrainConfig(batch_size=3, epochs=2), "di2in-an")
+    moved = resolve(TrainConfig(batch_size=3, epochs=2), "di2in-an")
     assert (moved.batch_size, moved.pretrain_iterations, moved.optimizer, moved.epochs) == (3, 200, "sgd", 2)
-    back = with_method(paper, "he2021")
+    back = resolve(paper, "he2021")
     assert (back.batch_size, back.optimizer, back.lr, back.pretrain_iterations) == (2, None, None, 0)
     assert TrainConfig.from_dict(paper.to_dict()) == paper and "unset" not in paper.to_dict()
 

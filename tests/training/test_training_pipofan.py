@@ -15,7 +15,7 @@ from liverctl.errors import ConfigError
 from liverctl.io import Geometry, Image
 from liverctl.training import ArrayDataset, TrainConfig, train, train_pipofan
 from liverctl.training.losses import DeepSupervisionLoss, TargetAdaptiveLoss, soft_dice_loss
-from liverctl.training.pipofan import phase_lengths, phase_lr, slice_batch
+from liverctl.training.recipes.pipofan import phase_lengths, phase_lr, slice_batch
 
 TINY = {"base_features": 4, "n_scales": 3}
 
@@ -142,7 +142,7 @@ def test_phases_and_learning_rates_known_answers():
 
 def test_optimizers_class_weights_and_learning_rates_of_the_recipe():
     from liverctl.models import build_model
-    from liverctl.training.pipofan import _class_weights, _Optimizers
+    from liverctl.training.recipes.pipofan import _class_weights, _Optimizers
 
     net = build_model("pipofan", **TINY)
     default = _Optimizers(net, cfg(), None)
@@ -201,7 +201,7 @@ def test_phase_two_moves_only_the_fusion(tmp_path):
     rows = (tmp_path / "p2" / "train_log.csv").read_text().splitlines()
     assert rows[0].split(",")[-3:] == ["phase", "loss_pyramid", "loss_fused"]
     assert [r.split(",")[4] for r in rows[1:]] == ["0.002", "0.0002"]  # RMSprop lr of each phase
-    assert two.best_epoch == 2  # best.pt only from the last phase
+    assert two.selected_epoch == 2 and two.model_selection == "final"
 
 
 def test_resume_is_exact_across_the_phases(tmp_path):
@@ -272,7 +272,7 @@ def test_cli_train_pipofan_with_validation_then_predict(tmp_path, monkeypatch):
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
-    assert summary["best_val_dice"] is not None and summary["iterations"] == 2
+    assert summary["last_val_dice"] is not None and summary["iterations"] == 2
     saved = json.loads((run / "config.json").read_text())
     assert saved["config"]["method"] == "pipofan" and saved["phase_lengths"] == [1, 1]
     scan = tmp_path / "raw" / "imagesTr" / "ph_0_0000.nii.gz"

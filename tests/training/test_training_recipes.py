@@ -16,14 +16,14 @@ import torch
 from liverctl.errors import ConfigError
 from liverctl.io import Geometry, Image
 from liverctl.training import ArrayDataset, TrainConfig, train, train_di2in_an, train_hdenseunet, train_sdnet
-from liverctl.training.adversarial import (
+from liverctl.training.recipes.di2in_an import (
     AdversarialSteps,
     discriminator_loss,
     generator_adversarial_loss,
     segmentation_bce,
 )
-from liverctl.training.semisupervised import labelled_split, sdnet_losses, sdnet_lr
-from liverctl.training.staged import poly_lr, stage_lengths, stage_of
+from liverctl.training.recipes.hdenseunet import poly_lr, stage_lengths, stage_of
+from liverctl.training.recipes.sdnet import labelled_split, sdnet_losses, sdnet_lr
 
 SPACING = (2.0, 2.0, 3.0)  # x, y, z
 
@@ -138,6 +138,7 @@ def sdnet_config(**kw) -> TrainConfig:
         val_every=0,
         device="cpu",
         seed=5,
+        select_on="iteration:3",  # SD-Net exports an iteration's model (the paper's 1000; 3 of these 4)
     )
     base.update(kw)
     return TrainConfig(**base)
@@ -171,6 +172,12 @@ def test_sdnet_end_to_end_resume_is_exact_and_export_segments(tmp_path):
 
     exported = [load_file(str(tmp_path / run / "model.safetensors")) for run in ("full", "resumed")]
     assert _same(*exported)
+    # the export is network A after iteration 3 (selected.pt), not the final weights
+    selected = _state(tmp_path / "full" / "selected.pt", "model")
+    assert _same(exported[0], selected)
+    assert not _same(exported[0], _state(tmp_path / "full" / "last.pt", "model"))
+    saved = json.loads((tmp_path / "full" / "config.json").read_text())
+    assert saved["model_selection"] == "iteration:3" and full.selected_epoch == 2
 
     entry = tomllib.loads(full.toml_path.read_text())["models"]["full"]
     assert entry["architecture"] == "vnet" and entry["decision"] == "argmax" and entry["liver_channel"] == 1
@@ -178,18 +185,20 @@ def test_sdnet_end_to_end_resume_is_exact_and_export_segments(tmp_path):
     _segments(full.model_path)
 
 
-def test_sdnet_unlabelled_datasets_and_validation_pick_the_exported_network(tmp_path):
+def test_sdnet_unlabelled_datasets_and_an_inner_split_pick_the_exported_network(tmp_path):
     labelled, unlabelled = make_dataset(4, seed=1), make_dataset(2, seed=2, name="extra")
     result = train_sdnet(
         [labelled],
         tmp_path / "run",
-        sdnet_config(epochs=1, folds=2, val_every=1),
+        sdnet_config(epochs=1, folds=2, val_every=1, select_on="inner:0.5"),
         unlabelled=[unlabelled],
     )
-    best = torch.load(tmp_path / "run" / "best.pt", map_location="cpu", weights_only=True)
-    dices = best["val_dice"]
+    best = torch.load(tmp_path / "run" / "selected.pt", map_location="cpu", weights_only=True)
+    dices = best["select_dice"]
     assert best["network"] == (1 if dices[1] > dices[0] else 0)
-    assert result.best_metric == pytest.approx(max(dices))
+    assert result.selection_dice == pytest.approx(max(dices)) and result.val_dice is not None
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert len(saved["model_selection"]) == 1 and not set(saved["model_selection"]) & set(saved["held_out"])
     entry = tomllib.loads(result.toml_path.read_text())["models"]["run"]
     assert entry["architecture"] == ("resvnet" if best["network"] == 1 else "vnet")
 
@@ -283,7 +292,7 @@ def test_di2in_an_end_to_end_exports_a_sigmoid_generator(tmp_path):
         seed=2,
     )
     result = train([make_dataset(4)], tmp_path / "gan", cfg)
-    assert result.iterations == 3 and result.best_metric is not None
+    assert result.iterations == 3 and result.val_dice is not None
     rows = (tmp_path / "gan" / "train_log.csv").read_text().splitlines()
     assert rows[0].endswith("segmentation_bce,adversarial,discriminator")
     state = torch.load(tmp_path / "gan" / "last.pt", map_location="cpu", weights_only=True)
@@ -338,9 +347,10 @@ def test_hdenseunet_stages_freeze_and_train_the_right_parts(tmp_path):
     data = make_dataset(3, shape=(8, 32, 32), tumour=True)
     torch.manual_seed(4)
     init = build_model("hdenseunet", in_channels=1, out_channels=3, **HD_KW).state_dict()
-    one = train_hdenseunet([data], tmp_path / "s1", hd_config(epochs=1, stage_iterations=(1, 0)))
-    two = train([data], tmp_path / "s2", hd_config(epochs=2, stage_iterations=(1, 1)))
-    three = train_hdenseunet([data], tmp_path / "s3", hd_config(epochs=3, stage_iterations=(1, 1)))
+    sel = {"select_on": "inner:0.3", "val_every": 1}  # one of the three cases chooses the epoch
+    one = train_hdenseunet([data], tmp_path / "s1", hd_config(epochs=1, stage_iterations=(1, 0), **sel))
+    two = train([data], tmp_path / "s2", hd_config(epochs=2, stage_iterations=(1, 1), **sel))
+    three = train_hdenseunet([data], tmp_path / "s3", hd_config(epochs=3, stage_iterations=(1, 1), **sel))
     s1, s2, s3 = (r.model.state_dict() for r in (one, two, three))
 
     def part(sd, prefix):
@@ -354,16 +364,16 @@ def test_hdenseunet_stages_freeze_and_train_the_right_parts(tmp_path):
     assert not _same(part(s2, "net3d."), part(s1, "net3d.")) and not _same(part(s2, "hff."), part(s1, "hff."))
     # stage 3 trains everything again
     assert not _same(part(s3, "net2d."), part(s2, "net2d.")) and not _same(part(s3, "net3d."), part(s2, "net3d."))
-    # best.pt (here: lowest training loss) only from epochs that end in the last stage
-    assert (one.best_epoch, two.best_epoch, three.best_epoch) == (1, 2, 3)
+    # the inner split chooses only among epochs that end in the last stage
+    assert (one.selected_epoch, two.selected_epoch, three.selected_epoch) == (1, 2, 3)
     rows = (tmp_path / "s3" / "train_log.csv").read_text().splitlines()[1:]
-    assert [r.split(",")[7] for r in rows] == ["1.000000", "2.000000", "3.000000"]  # the stage column
+    assert [r.split(",")[8] for r in rows] == ["1.000000", "2.000000", "3.000000"]  # the stage column
     entry = tomllib.loads(three.toml_path.read_text())["models"]["s3"]
     assert (entry["n_classes"], entry["liver_channel"], entry["decision"]) == (3, 1, "argmax")
     assert entry["labels"] == {"liver": 1, "tumour": 2}
     _segments(three.model_path)
     # same seed, same weights
-    again = train_hdenseunet([data], tmp_path / "again", hd_config(epochs=1, stage_iterations=(1, 0)))
+    again = train_hdenseunet([data], tmp_path / "again", hd_config(epochs=1, stage_iterations=(1, 0), **sel))
     assert _same(again.model.state_dict(), s1)
     with pytest.raises(ConfigError, match="class weights"):
         train_hdenseunet([data], tmp_path / "w", hd_config(epochs=1, class_weights=[1.0, 2.0]))
@@ -410,6 +420,7 @@ def test_cli_method_hdenseunet(tmp_path, monkeypatch):
     saved = json.loads((tmp_path / "run" / "config.json").read_text())["config"]
     assert saved["method"] == "hdenseunet" and saved["stage_iterations"] == [1, 1]
     sd = [*args[:2], "-o", str(tmp_path / "sd"), "--method", "sdnet", "--unlabelled", str(tmp_path / "prep")]
+    sd += ["--select-on", "final"]  # a 1-iteration run: SD-Net's iteration-1000 default is past it
     sd += ["--base-features", "4", "--patch", "16,32,32", "--epochs", "1", "--iterations-per-epoch", "1"]
     result = CliRunner().invoke(app, [*sd, "--device", "cpu"])
     assert result.exit_code == 0, result.output

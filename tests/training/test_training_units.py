@@ -21,7 +21,6 @@ from liverctl.training.augmentation import (
 from liverctl.training.config import TrainConfig
 from liverctl.training.data import kfold_split, plan_labels
 from liverctl.training.export import toml_value
-from liverctl.training.he2021 import _poly_lr, _stop_rule
 from liverctl.training.losses import (
     DeepSupervisionLoss,
     DiceCELoss,
@@ -32,6 +31,7 @@ from liverctl.training.losses import (
     sharpen,
     soft_dice_loss,
 )
+from liverctl.training.recipes.he2021 import _poly_lr, _stop_rule
 from liverctl.training.samplers import DOS, RS, RSD, make_sampler
 
 # ----------------------------------------------------------------------------- losses

@@ -1,4 +1,4 @@
-"""`liverctl crosstest`: train on each dataset, test on every other one (He et al. 2021, ``docs/studies/he2021.md``)."""
+"""`liverctl crosstest`: train on each dataset, test on every other one (He et al. 2021's protocol)."""
 
 from __future__ import annotations
 
@@ -47,7 +47,27 @@ DROPOUT = typer.Option(
     None,
     "--dropout",
     metavar="paper|none|P",
-    help="Dropout after every conv (unet3d): paper (0.5), none, or a rate in [0, 1). Default: the network's (0).",
+    help="Dropout after every conv (unet3d): paper (0.5, the he2021 default), none, or a rate in [0, 1).",
+)
+NORMALIZATION = typer.Option(
+    None,
+    "--normalization",
+    metavar="ct|dataset|image|window",
+    help="Intensity scheme of raw datasets (as preprocess): ct, nnU-Net's CT normalisation per dataset (default, "
+    "as He et al. 2021; dataset when a --window is given).",
+)
+TARGET_NORMALIZATION = typer.Option(
+    "target",
+    "--target-normalization",
+    metavar="target|source",
+    help="target: each target dataset normalised with its own statistics (default: the paper normalises per "
+    "dataset); source: with the source model's, as predict.",
+)
+SELECT_ON = typer.Option(
+    None,
+    "--select-on",
+    metavar="final|inner:F",
+    help="Exported weights of each source: final (default) or the best epoch on an inner split of its scans.",
 )
 TUMOUR_CLASS = typer.Option(
     False,
@@ -111,6 +131,9 @@ def crosstest(
     window: str = typer.Option(
         "none", "--window", metavar="NAME|LO,HI", help="HU window preset of raw datasets (liver, abdomen, none...)."
     ),
+    normalization: str = NORMALIZATION,
+    target_normalization: str = TARGET_NORMALIZATION,
+    select_on: str | None = SELECT_ON,
     liver_only: bool = typer.Option(
         False, "--liver-only", help="Accept datasets with different label sets (compared on the liver region)."
     ),
@@ -126,7 +149,8 @@ def crosstest(
     Writes OUTPUT/matrix_<metric>.csv and .png (best source per target boxed),
     OUTPUT/crosstest.json, the models (OUTPUT/models/<name>/) and one file per finished
     cell (OUTPUT/cells/); a rerun skips everything already done. Target scans are
-    segmented from their raw files with the source model's own recipe, as `liverctl predict`,
+    segmented from their raw files with the source model's spacing, normalised with their own
+    dataset's statistics (--target-normalization source: the model's, as `liverctl predict`),
     after the paper's z-crop to their reference liver +- 60 mm (--target-crop none: whole scans).
     """
     from liverctl.cli.cmd_train import _arch_kwargs
@@ -147,7 +171,8 @@ def crosstest(
         lr=lr,
         scheduler=scheduler,
         augment=not no_augment,
-        val_every=0,
+        val_every=10 if select_on and select_on.startswith("inner") else 0,
+        select_on=select_on,
         device=device,
         seed=seed,
     )
@@ -159,11 +184,16 @@ def crosstest(
             output,
             train_config=config,
             metrics=wanted,
-            preprocess_options={"target_spacing": parse_spacing(spacing), "window": window},
+            preprocess_options={
+                "target_spacing": parse_spacing(spacing),
+                "window": window,
+                "normalization": normalization,
+            },
             liver_only=liver_only,
             progress=callback,
             target_crop=target_crop,
             tumour_class=tumour_class,
+            target_normalization=target_normalization,
         )
     if as_json:
         typer.echo(json.dumps(result.to_dict(), indent=2))

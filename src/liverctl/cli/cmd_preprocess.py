@@ -34,12 +34,24 @@ def _summary(s: dict) -> str:
             f"Liver HU over the dataset: mean {li['mean']:.1f}, std {li['std']:.1f}, "
             f"p0.5 {li['p0.5']:.1f}, p99.5 {li['p99.5']:.1f} ({li['n_voxels']} voxels)."
         )
+    parts.append(_norm_sentence(s))
+    return " ".join(parts)
+
+
+def _norm_sentence(s: dict) -> str:
+    """The plan's intensity scheme in one sentence."""
+    w = s["window"]
+    if s["normalization"] == "ct":
+        return (
+            f"nnU-Net CT normalisation: clip to the foreground 0.5/99.5 percentiles ({w[0]:g}..{w[1]:g} HU), "
+            f"z-score with the foreground mean {s['mean']:.2f} and std {s['std']:.2f}."
+        )
+    if s["normalization"] == "window":
+        return f"The HU window mapped linearly to [0, 1] ({w[0]:g} -> 0, {w[1]:g} -> 1)."
     if s["normalization"] == "dataset":
         after = " (after the window)" if w else ""
-        parts.append(f"Z-score with the dataset liver mean {s['mean']:.2f} and std {s['std']:.2f}{after}.")
-    else:
-        parts.append("Z-score per image (its own mean and std).")
-    return " ".join(parts)
+        return f"Z-score with the dataset liver mean {s['mean']:.2f} and std {s['std']:.2f}{after}."
+    return "Z-score per image (its own mean and std)."
 
 
 def _unlabelled_summary(s: dict) -> str:
@@ -47,6 +59,8 @@ def _unlabelled_summary(s: dict) -> str:
     window = f"HU window {s['window_name']} ({w[0]:g}..{w[1]:g})" if w else "no HU window"
     if s["normalization"] == "dataset":
         norm = f"z-score with the labelled liver mean {s['mean']:.2f} and std {s['std']:.2f}"
+    elif s["normalization"] in ("ct", "window"):
+        norm = _norm_sentence(s).rstrip(".")
     else:
         norm = "z-score per image"
     return (
@@ -164,8 +178,10 @@ def preprocess(
     normalization: str = typer.Option(
         "dataset",
         "--normalization",
-        metavar="dataset|image",
-        help="dataset: z-score with the dataset's liver mean/std; image: per image.",
+        metavar="dataset|image|ct|window",
+        help="dataset: z-score with the dataset's liver mean/std; image: per image; ct: nnU-Net's CT scheme "
+        "(clip to the foreground 0.5/99.5 percentiles, z-score with the foreground mean/std; He et al. 2021); "
+        "window: the --window mapped to [0, 1].",
     ),
     image_order: int = typer.Option(
         1, "--image-order", metavar="1|3", help="Image interpolation: 1 linear, 3 cubic B-spline."

@@ -75,7 +75,7 @@ DROPOUT = _opt(
     "--dropout",
     metavar="paper|none|P",
     panel=NETWORK,
-    help="Dropout after every conv (unet3d): paper (0.5, He et al. 2021), none, or a rate in [0, 1).",
+    help="Dropout after every conv (unet3d): paper (0.5; the he2021 default), none, or a rate in [0, 1).",
 )
 INIT = _opt(None, "--init", metavar="FILE", panel=NETWORK, help="Start from these weights (.pt or .safetensors).")
 EPOCHS = _opt(400, "--epochs", metavar="N", panel=SCHEDULE, help="Maximum number of epochs.")
@@ -122,7 +122,7 @@ TUMOUR_CLASS = _opt(
     None,
     "--tumour-class/--whole-liver",
     panel=DATA,
-    help="Train the tumour as its own class, or merged into the liver (default for he2021, as He et al. 2021).",
+    help="Train the tumour as its own class, or merged into the liver (default for he2021 and sdnet, as their papers).",
 )
 WORKERS = _opt(0, "--workers", "-j", metavar="N", panel=DATA, help="Threads preparing batches ahead (0: in the loop).")
 RESUME = _opt(False, "--resume", help="Continue the run in --output from its last.pt.")
@@ -135,7 +135,7 @@ METHOD = _opt(
     "--method",
     metavar="NAME",
     panel=RECIPES,
-    help="Training recipe: he2021, sdnet, di2in-an, hdenseunet or pipofan (METHODS §1-§5).",
+    help="Training recipe: he2021, sdnet, di2in-an, hdenseunet or pipofan.",
 )
 UNLABELLED = _opt(
     None,
@@ -191,6 +191,15 @@ ENCODER_INIT = _opt(
     metavar="imagenet|PATH",
     panel=RECIPES,
     help="hdenseunet: 2D encoder from torchvision's ImageNet DenseNet-161 file (imagenet: the torch hub cache).",
+)
+SELECT_ON = _opt(
+    None,
+    "--select-on",
+    metavar="final|inner:F|iteration:N",
+    panel=SCHEDULE,
+    help="Which weights are exported: final (default; sdnet: iteration:1000, the paper's), the best epoch on an "
+    "inner split of a fraction F of the training cases, or the weights after iteration N. The held-out fold "
+    "never chooses: its Dice is only logged.",
 )
 REMOVED_LABELLED_FRACTION = typer.Option(None, "--labelled-fraction", hidden=True)  # removed; see _removed()
 DICE_WEIGHT = _opt(
@@ -272,8 +281,10 @@ def _summary(result: Any) -> dict:
         "epochs": result.epochs,
         "iterations": result.iterations,
         "final_train_loss": result.train_losses[-1] if result.train_losses else None,
-        "best_val_dice": result.best_metric,
-        "best_epoch": result.best_epoch,
+        "model_selection": result.model_selection,
+        "selected_epoch": result.selected_epoch,
+        "selection_dice": result.selection_dice,
+        "last_val_dice": result.val_dice,
         "stop_reason": result.stop_reason,
         "skipped": [list(s) for s in result.skipped],
     }
@@ -329,6 +340,7 @@ def train(
     dice_weight: float = DICE_WEIGHT,
     coarse_iterations: int = COARSE_ITERATIONS,
     encoder_init: str = ENCODER_INIT,
+    select_on: str = SELECT_ON,
     labelled_fraction: float = REMOVED_LABELLED_FRACTION,
     resume: bool = RESUME,
     seed: int = SEED,
@@ -364,6 +376,7 @@ def train(
         dice_weight=dice_weight,
         coarse_iterations=coarse_iterations,
         encoder_init=encoder_init,
+        select_on=select_on,
     )
     with reporter(progress, quiet, verbose) as callback:
         result = run_train(datasets, output, config, progress=callback, resume=resume)

@@ -1,4 +1,4 @@
-"""Cross-dataset testing (the protocol of He et al. 2021, :mod:`liverctl.training.he2021`): train on all of dataset S, test on every other T.
+"""Cross-dataset testing (the protocol of He et al. 2021, :mod:`liverctl.training.recipes.he2021`): train on all of dataset S, test on every other T.
 
 :func:`crosstest` runs the protocol of He et al. (2021) end to end:
 

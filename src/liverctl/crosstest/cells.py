@@ -2,7 +2,7 @@
 
 Step 3 of the protocol in :mod:`liverctl.crosstest`. Target crop (:func:`crop_target`): with
 ``target_crop="paper"`` each target scan and its reference are cropped in z as He et al. 2021
-preprocess every scan (``../shared/docs/METHODS.md`` §1: the first to the last slice of the
+preprocess every scan (the first to the last slice of the
 reference liver region, widened by 60 mm on each side, bounded by the volume) before the
 source model segments it, and the metrics are computed on that slab; ``"none"`` keeps the raw
 scan. A cell is written atomically to
@@ -32,6 +32,7 @@ __all__ = [
     "CELL_FORMAT",
     "TARGET_CROPS",
     "TARGET_MARGIN_MM",
+    "TARGET_NORMALIZATIONS",
     "cell_reusable",
     "crop_target",
     "model_loader",
@@ -39,6 +40,9 @@ __all__ = [
 ]
 
 CELL_FORMAT = "liverctl-crosstest-cell-1"
+TARGET_NORMALIZATIONS = ("target", "source")
+"""``target_normalization`` values: every target scan normalised with its own dataset's intensity
+statistics (per dataset, the paper's reading), or with the source model's (as ``predict``)."""
 TARGET_CROPS = ("paper", "none")
 """``target_crop`` values: the paper's liver z-crop of every target scan, or the raw scan."""
 TARGET_MARGIN_MM = 60.0
@@ -110,11 +114,18 @@ def _case_record(
 
 
 def _case_done(
-    done: dict[str, Any] | None, model_sha: str, image: Path, metrics: tuple[str, ...], target_crop: str
+    done: dict[str, Any] | None,
+    model_sha: str,
+    image: Path,
+    metrics: tuple[str, ...],
+    target_crop: str,
+    intensity: dict[str, Any] | None = None,
 ) -> bool:
-    """Whether a scan record of an earlier run holds this model's result for this scan and crop."""
+    """Whether a scan record of an earlier run holds this model's result for this scan, crop and
+    intensity recipe (``None``: the model's own)."""
     return (
         done is not None
+        and done.get("target_intensity") == intensity
         and done.get("model_sha256") == model_sha
         and done.get("image") == str(image)
         and done.get("target_crop", "none") == target_crop
@@ -190,8 +201,10 @@ def run_cell(
     metrics: tuple[str, ...],
     progress: ProgressCallback | None,
     target_crop: str = "paper",
+    intensity: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Segment and score every scan of ``target`` with ``source``'s model; the cell record.
+    ``intensity``: the target's own intensity recipe the model was given (``None``: its own).
 
     Each scan's record is written to ``cells/<S>__<T>/<case>.json`` as soon as it is done;
     a record of an earlier run for the same model and scan is reused. ``model_loader`` is
@@ -205,18 +218,18 @@ def run_cell(
     for i, case in enumerate(target.cases):
         path = case_dir / f"{_safe_name(case[0])}.json"
         done = _read_json(path)
-        if _case_done(done, model_sha, case[1], metrics, target_crop):
+        if _case_done(done, model_sha, case[1], metrics, target_crop, intensity):
             assert done is not None
             records.append(done)
         else:
             record = _score_case(model_loader(), options, case, target, metrics, description, target_crop)
             record.update({"model_sha256": model_sha, "image": str(case[1]), "label": str(case[2])})
-            record["target_crop"] = target_crop
+            record["target_crop"], record["target_intensity"] = target_crop, intensity
             write_json(path, record)
             records.append(record)
         if progress is not None:
             progress(description, i + 1, len(target.cases))
-    return _summarise(source, target, model_sha, records, metrics, target_crop)
+    return {**_summarise(source, target, model_sha, records, metrics, target_crop), "target_intensity": intensity}
 
 
 def cell_reusable(
@@ -237,19 +250,24 @@ def cell_reusable(
     )
 
 
-def model_loader(weights: Path, options: Any) -> Callable[[], Any]:
-    """A function that loads the model of ``weights`` on its first call and returns it on every call."""
+def model_loader(weights: Path, options: Any, intensity: Any = None) -> Callable[[], Any]:
+    """A function that loads the model of ``weights`` on its first call and returns it on every call;
+    with ``intensity`` (an :class:`~liverctl.weights.IntensityRecipe`) the model normalises scans
+    with it instead of its own recipe (a target dataset's own statistics)."""
+    import dataclasses
+
     from liverctl.predict import LiverModel
 
     box: list[Any] = []
 
     def load() -> Any:
         if not box:
-            box.append(
-                LiverModel.load(
-                    weights=weights, device=options.device, precision=options.precision, threads=options.threads
-                )
+            model = LiverModel.load(
+                weights=weights, device=options.device, precision=options.precision, threads=options.threads
             )
+            if intensity is not None:
+                model.entry = dataclasses.replace(model.entry, intensity=intensity)
+            box.append(model)
         return box[0]
 
     return load
@@ -263,8 +281,11 @@ def run_cells(
     metrics: tuple[str, ...],
     progress: ProgressCallback | None,
     target_crop: str = "paper",
+    target_recipes: dict[str, Any] | None = None,
 ) -> tuple[dict[tuple[str, str], dict[str, Any]], list[tuple[str, str]], list[tuple[str, str]]]:
-    """Every off-diagonal cell, reused or computed: ``(cells, computed, reused)``."""
+    """Every off-diagonal cell, reused or computed: ``(cells, computed, reused)``. ``target_recipes``:
+    per target name, the intensity recipe its scans are normalised with (``None``: each source
+    model's own)."""
     from liverctl.training.export import sha256_file
 
     pairs = [(s, t) for s in sets for t in sets if s is not t]
@@ -278,12 +299,14 @@ def run_cells(
         sha = shas[s.name]
         path = _cell_path(out, s.name, t.name)
         cell = _read_json(path) if path.is_file() else None
-        if cell_reusable(cell, sha, t, metrics, target_crop):
+        recipe = (target_recipes or {}).get(t.name)
+        intensity = recipe.to_dict() if recipe is not None else None
+        if cell_reusable(cell, sha, t, metrics, target_crop) and cell.get("target_intensity") == intensity:
             assert cell is not None
             reused.append((s.name, t.name))
         else:
-            load = model_loader(models[s.name], options)
-            cell = run_cell(out, s, t, load, sha, options, metrics, progress, target_crop)
+            load = model_loader(models[s.name], options, recipe)
+            cell = run_cell(out, s, t, load, sha, options, metrics, progress, target_crop, intensity)
             write_json(path, cell)
             computed.append((s.name, t.name))
         cells[(s.name, t.name)] = cell

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from liverctl.crosstest.cells import TARGET_CROPS, run_cells, write_json
+from liverctl.crosstest.cells import TARGET_CROPS, TARGET_NORMALIZATIONS, run_cells, write_json
 from liverctl.crosstest.matrix import write_heatmaps, write_matrices
 from liverctl.crosstest.sources import open_sources, parse_metrics, train_sources
 from liverctl.errors import ConfigError, InputError
@@ -44,7 +44,8 @@ class CrosstestResult:
         trained, reused_models: the sources trained (or resumed) by this run / reused.
         files: written files: ``"json"``, ``"csv:<metric>"``, ``"png:<metric>"``.
         seconds: wall time of this run.
-        method: the training method of the source models; target_crop: how target scans were cropped.
+        method: the training method of the source models; target_crop: how target scans were cropped;
+        target_normalization: whose intensity statistics normalised the target scans.
     """
 
     output_dir: Path
@@ -61,14 +62,16 @@ class CrosstestResult:
     seconds: float = 0.0
     method: str = "he2021"
     target_crop: str = "paper"
+    target_normalization: str = "target"
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able summary (non-finite values become ``None``)."""
         return {
             "protocol": "train on all scans of each source dataset S, test on every other dataset T "
-            "(METHODS.md section 1); diagonal not computed",
+            "(He et al. 2021); diagonal not computed",
             "method": self.method,
             "target_crop": self.target_crop,
+            "target_normalization": self.target_normalization,
             "names": list(self.names),
             "metrics": list(self.metrics),
             "statistic": "mean over the target's scans (per-case metrics)",
@@ -104,11 +107,9 @@ CROSSTEST_METHODS = ("he2021", "di2in-an", "hdenseunet", "pipofan")
 def _train_config(train_config: Any, tumour_class: bool) -> Any:
     """``train_config`` (or the defaults) with ``tumour_class``, validated; unsupported methods
     and combinations refused (one line) before any work."""
-    from liverctl.training import TrainConfig
-    from liverctl.training.config import check_arch_kwargs, method_architecture
+    from liverctl.training.config import resolve
 
-    config = train_config if train_config is not None else TrainConfig()
-    config.validate()
+    config = resolve(train_config)
     if config.method not in CROSSTEST_METHODS:
         raise ConfigError(
             f"crosstest --method {config.method} is not supported (it needs unlabelled scans per source); "
@@ -116,10 +117,36 @@ def _train_config(train_config: Any, tumour_class: bool) -> Any:
         )
     if tumour_class and config.method == "di2in-an":
         raise ConfigError("--tumour-class: --method di2in-an segments the whole liver only (a sigmoid liver map)")
-    # the network the recipe trains, named (as config.json records it, so reruns compare equal)
-    config = dataclasses.replace(config, tumour_class=tumour_class, architecture=method_architecture(config))
-    check_arch_kwargs(config)
-    return config
+    # resolved (the recipe's network named), as config.json records it, so reruns compare equal
+    return resolve(dataclasses.replace(config, tumour_class=tumour_class))
+
+
+def _preprocess_options(options: dict[str, Any] | None) -> dict[str, Any]:
+    """The preprocessing of raw datasets: ``normalization`` defaults to ``"ct"`` (nnU-Net's CT scheme,
+    He et al. 2021), or to ``"dataset"`` (the windowed z-score) when a HU window is given."""
+    from liverctl.preprocessing import resolve_window
+
+    opts = dict(options or {})
+    if opts.get("normalization") is None:
+        opts["normalization"] = "ct" if resolve_window(opts.get("window", "none")) is None else "dataset"
+    return opts
+
+
+def _target_recipes(
+    sets: Sequence[Any], preprocess_options: dict[str, Any], progress: ProgressCallback | None
+) -> dict[str, Any]:
+    """Per dataset, the intensity recipe of its own preprocessing plan (a raw dataset whose model was
+    reused is preprocessed again, resumably, when its plan is missing)."""
+    from liverctl.preprocessing import Plan, preprocess
+    from liverctl.training.export import intensity_recipe
+
+    recipes = {}
+    for s in sets:
+        plan_path = Path(s.preprocessed) / "plan.json"
+        if not plan_path.is_file() and s.raw:
+            preprocess(s.folder, s.preprocessed, progress=progress, **preprocess_options)
+        recipes[s.name] = intensity_recipe(Plan.load(plan_path).to_dict())
+    return recipes
 
 
 def crosstest(
@@ -135,6 +162,7 @@ def crosstest(
     progress: ProgressCallback | None = None,
     target_crop: str = "paper",
     tumour_class: bool = False,
+    target_normalization: str = "target",
 ) -> CrosstestResult:
     """Cross-dataset test: one model per dataset, tested on every other dataset (:mod:`liverctl.crosstest`).
 
@@ -148,7 +176,9 @@ def crosstest(
         metrics: metric names of :data:`liverctl.metrics.METRIC_NAMES` (Dice is always
             included), as a list or ``"dice,assd"``.
         preprocess_options: keyword arguments of :func:`liverctl.preprocessing.preprocess`
-            for the raw datasets (``target_spacing``, ``window``, ``normalization``...).
+            for the raw datasets (``target_spacing``, ``window``, ``normalization``...);
+            ``normalization`` defaults to ``"ct"``, nnU-Net's CT scheme as He et al. 2021
+            (``"dataset"`` when a ``window`` is given).
         predict_options: a :class:`liverctl.predict.PredictOptions`; default: the
             training device and precision, everything else as ``liverctl predict``.
         liver_only: accept datasets with different label sets (compared on the liver region).
@@ -160,6 +190,9 @@ def crosstest(
             scan; ``"none"``: the raw scan (:func:`~liverctl.crosstest.cells.crop_target`).
         tumour_class: train tumour labels as a class of their own; ``False`` (default, the
             paper's) merges them into the liver (``TrainConfig.tumour_class``).
+        target_normalization: ``"target"`` (default): every target scan is normalised with its
+            own dataset's intensity statistics (the plan of its preprocessing; the paper
+            normalises per dataset); ``"source"``: with the source model's, as ``predict`` does.
 
     Returns:
         A :class:`CrosstestResult`; the files are listed in ``result.files``.
@@ -174,12 +207,18 @@ def crosstest(
     wanted, out = _check_inputs(datasets, output_dir, metrics)
     if target_crop not in TARGET_CROPS:
         raise ConfigError(f"--target-crop must be one of {', '.join(TARGET_CROPS)}, got {target_crop!r}")
+    if target_normalization not in TARGET_NORMALIZATIONS:
+        raise ConfigError(
+            f"--target-normalization must be one of {', '.join(TARGET_NORMALIZATIONS)}, got {target_normalization!r}"
+        )
+    preprocess_options = _preprocess_options(preprocess_options)
     config = _train_config(train_config, tumour_class)
     # a label warning names our caller; whole-liver models need no agreement on tumour labels
     sets = open_sources(datasets, out, liver_only, stacklevel=3, whole_liver=not config.tumour_class)
     names = [s.name for s in sets]
     out.mkdir(parents=True, exist_ok=True)
     result = CrosstestResult(out, names, wanted, {}, {}, {}, method=config.method, target_crop=target_crop)
+    result.target_normalization = target_normalization
 
     # 1. one model per source (a raw source is preprocessed first, when it must be trained)
     models, result.trained, result.reused_models = train_sources(sets, out, config, preprocess_options, progress)
@@ -188,7 +227,10 @@ def crosstest(
     from liverctl.predict import PredictOptions
 
     options = predict_options or PredictOptions(device=config.device, precision=config.precision)
-    result.cells, result.computed, result.reused = run_cells(sets, out, models, options, wanted, progress, target_crop)
+    recipes = _target_recipes(sets, preprocess_options, progress) if target_normalization == "target" else None
+    result.cells, result.computed, result.reused = run_cells(
+        sets, out, models, options, wanted, progress, target_crop, recipes
+    )
 
     # 3. matrices, best sources, files
     write_matrices(result, out)

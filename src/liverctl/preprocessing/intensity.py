@@ -22,11 +22,14 @@ from liverctl.io import Image
 
 __all__ = ["WINDOW_PRESETS", "normalise", "resolve_window", "window", "window_name", "zscore"]
 
-#: HU windows of the published methods (the study pages, ``docs/studies/*.md``): name -> (low, high) or None.
+#: HU windows of the published methods: name -> (low, high) or None. SD-Net's paper states two:
+#: "truncated to a range of [0, 400]" (``sdnet``, the default of its reproduction) and "window width
+#: 400, window position 0" (``sdnet-w400-l0``, -200..200).
 WINDOW_PRESETS: dict[str, tuple[float, float] | None] = {
     "liver": (-200.0, 250.0),  # H-DenseUNet
     "abdomen": (0.0, 400.0),  # SD-Net
     "sdnet": (0.0, 400.0),
+    "sdnet-w400-l0": (-200.0, 200.0),
     "pipofan": (-200.0, 200.0),  # PIPO-FAN
     "none": None,
 }
@@ -65,7 +68,8 @@ def window(image: Image, preset: str | Sequence[float] | None) -> Image:
     """Clip intensities to a HU window (preset name, ``"LO,HI"`` or a pair); float32 result.
 
     Presets: ``liver`` -200..250 (H-DenseUNet), ``abdomen``/``sdnet`` 0..400 (SD-Net),
-    ``pipofan`` -200..200 (PIPO-FAN), ``none`` (no clipping).
+    ``sdnet-w400-l0`` -200..200 (SD-Net's other statement), ``pipofan`` -200..200 (PIPO-FAN),
+    ``none`` (no clipping).
     """
     bounds = resolve_window(preset)
     array = image.array.astype(np.float32, copy=True)

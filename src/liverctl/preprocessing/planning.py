@@ -26,9 +26,12 @@ from liverctl.preprocessing.spacing import parse_spacing
 from liverctl.preprocessing.spacing import target_spacing as _compute_target_spacing  # plan() has an arg of that name
 from liverctl.spatial import interpolation_order, resample
 
-__all__ = ["NORMALIZATIONS", "Plan", "apply_plan", "plan"]
+__all__ = ["NORMALIZATIONS", "Plan", "apply_plan", "ct_statistics", "plan"]
 
-NORMALIZATIONS: tuple[str, ...] = ("dataset", "image")
+NORMALIZATIONS: tuple[str, ...] = ("dataset", "image", "ct", "window")
+"""The intensity schemes of a plan (:class:`Plan`): ``dataset`` (z-score with the dataset's liver
+statistics), ``image`` (each scan's own z-score), ``ct`` (nnU-Net's CT normalisation, He et al.
+2021) and ``window`` (the HU window mapped linearly to [0, 1], SD-Net)."""
 
 
 @dataclass
@@ -37,8 +40,14 @@ class Plan:
 
     ``target_spacing`` is (x, y, z) mm. ``window`` is (low, high) HU or ``None``.
     ``normalization`` is ``"dataset"`` (z-score with ``mean``/``std`` of all the dataset's
-    liver voxels, clipped to the window, at the scans' own resolution) or ``"image"`` (z-score with each image's own mean/std, over all
-    its voxels after window and resampling, so it also works on an unlabelled scan).
+    liver voxels, clipped to the window, at the scans' own resolution), ``"image"`` (z-score with each image's own mean/std, over all
+    its voxels after window and resampling, so it also works on an unlabelled scan), ``"ct"``
+    (nnU-Net's ``CTNormalization``, :func:`ct_statistics`: ``window`` holds the 0.5 and 99.5
+    percentiles of the dataset's foreground (liver) intensities, ``mean``/``std`` that
+    foreground's mean and std, every case weighted equally as nnU-Net samples them) or
+    ``"window"`` (the HU ``window`` mapped linearly to [0, 1]: ``mean`` = its low end,
+    ``std`` = its width). ``dataset``, ``ct`` and ``window`` plans are applied the same way:
+    clip to ``window``, subtract ``mean``, divide by ``std``.
     """
 
     dataset: str
@@ -108,9 +117,9 @@ def plan(
 
     Args:
         fingerprint: from :func:`fingerprint`.
-        target_spacing: ``"128-median"`` (``docs/studies/he2021.md``), ``"median"`` or (x, y, z) mm.
+        target_spacing: ``"128-median"`` (He et al. 2021), ``"median"`` or (x, y, z) mm.
         window: HU window preset or bounds (see :func:`window`).
-        normalization: ``"dataset"`` or ``"image"`` (see :class:`Plan`).
+        normalization: ``"dataset"``, ``"image"``, ``"ct"`` or ``"window"`` (see :class:`Plan`).
         image_order: 1 (linear) or 3 (cubic B-spline) for the images; labels use nearest.
         labels: label name -> value to record (default background 0, liver 1).
     """
@@ -119,25 +128,17 @@ def plan(
     bounds = resolve_window(window)
     norm = str(normalization).strip().lower()
     if norm not in NORMALIZATIONS:
-        raise ConfigError(f"unknown normalization {normalization!r}: use 'dataset' or 'image'")
+        raise ConfigError(f"unknown normalization {normalization!r}: use one of {', '.join(NORMALIZATIONS)}")
     order = interpolation_order(image_order)
     if order == 0:
         raise ConfigError("images need linear (1) or cubic (3) interpolation; nearest is for label maps")
-    mean = std = None
-    if norm == "dataset":
-        stats = fingerprint.liver_intensity(bounds)
-        if stats is None or not stats["std"] > 0:
-            raise DatasetError(
-                f"dataset {fingerprint.dataset} has no liver voxels with varying intensity to normalise with; "
-                "use --normalization image"
-            )
-        mean, std = stats["mean"], stats["std"]
+    bounds, name, mean, std = _intensity(fingerprint, norm, bounds, window_name(window))
     return Plan(
         dataset=fingerprint.dataset,
         target_spacing=spacing,
         spacing_rule=rule if isinstance(rule, str) else "given",
         window=bounds,
-        window_name=window_name(window),
+        window_name=name,
         normalization=norm,
         mean=mean,
         std=std,
@@ -147,6 +148,75 @@ def plan(
         image_order=order,
         labels=dict(labels) if labels else {"background": 0, "liver": 1},
     )
+
+
+def _intensity(
+    fingerprint: Fingerprint, norm: str, bounds: tuple[float, float] | None, name: str
+) -> tuple[tuple[float, float] | None, str, float | None, float | None]:
+    """``(window, window name, mean, std)`` of a plan with normalisation ``norm``."""
+    if norm == "image":
+        return bounds, name, None, None
+    if norm == "window":
+        if bounds is None:
+            raise ConfigError("--normalization window maps the HU window to [0, 1]: give a --window")
+        return bounds, name, bounds[0], bounds[1] - bounds[0]
+    if norm == "ct":
+        if bounds is not None:
+            raise ConfigError(
+                "--normalization ct clips to the 0.5 and 99.5 percentiles of the dataset's foreground (nnU-Net's CT"
+                " scheme): leave --window at none"
+            )
+        stats = ct_statistics(fingerprint)
+        return (stats["p0.5"], stats["p99.5"]), "ct-percentiles", stats["mean"], stats["std"]
+    stats = fingerprint.liver_intensity(bounds)
+    if stats is None or not stats["std"] > 0:
+        raise DatasetError(
+            f"dataset {fingerprint.dataset} has no liver voxels with varying intensity to normalise with; "
+            "use --normalization image"
+        )
+    return bounds, name, stats["mean"], stats["std"]
+
+
+def ct_statistics(fingerprint: Fingerprint) -> dict[str, float]:
+    """nnU-Net's CT normalisation statistics of a dataset: the 0.5 / 99.5 percentiles, mean and
+    std of its foreground (liver region) intensities in HU.
+
+    nnU-Net's fingerprint draws the same number of foreground voxels from every training case
+    (with replacement, 10^8 / cases each) and pools them, so every case weighs the same whatever
+    the size of its liver. This computes the statistics that sampling estimates, without the
+    sampling noise: each case's liver intensities (exact histograms for whole-number HU, else
+    the fingerprint's samples) weighted ``1 / (its voxel count * cases with liver)``; the
+    percentiles are the weighted inverse distribution function. ``mean`` and ``std`` are of
+    the unclipped intensities, as nnU-Net's.
+
+    Raises:
+        DatasetError: no case with liver voxels, or no spread in them.
+    """
+    parts = []
+    for case in fingerprint.cases:
+        if case.moments[0] <= 0:
+            continue
+        hist = fingerprint.histograms.get(case.name)
+        if hist is not None:
+            values = float(hist[0]) + np.arange(hist.size - 1, dtype=np.float64)
+            parts.append((values, hist[1:].astype(np.float64)))
+        elif case.name in fingerprint.samples:
+            values = np.sort(np.asarray(fingerprint.samples[case.name], dtype=np.float64))
+            parts.append((values, np.ones(values.size)))
+    parts = [(v, c) for v, c in parts if c.sum() > 0]
+    if not parts:
+        raise DatasetError(f"dataset {fingerprint.dataset} has no liver voxels to compute the CT normalisation from")
+    values = np.concatenate([v for v, _ in parts])
+    weights = np.concatenate([c / c.sum() / len(parts) for _, c in parts])
+    order = np.argsort(values, kind="stable")
+    values, weights = values[order], weights[order]
+    mean = float(np.dot(values, weights))
+    std = float(np.sqrt(max(float(np.dot((values - mean) ** 2, weights)), 0.0)))
+    if not std > 0:
+        raise DatasetError(f"dataset {fingerprint.dataset}: its liver voxels all have the same intensity")
+    cdf = np.cumsum(weights)
+    lo, hi = (float(values[min(int(np.searchsorted(cdf, q, side="left")), values.size - 1)]) for q in (0.005, 0.995))
+    return {"p0.5": lo, "p99.5": hi, "mean": mean, "std": std, "cases": float(len(parts))}
 
 
 def apply_plan(image: Image, plan: Plan) -> Image:
@@ -162,9 +232,9 @@ def apply_plan(image: Image, plan: Plan) -> Image:
         array = array.astype(np.float32)
     if plan.window is not None:
         np.clip(array, plan.window[0], plan.window[1], out=array)
-    if plan.normalization == "dataset":
+    if plan.normalization in ("dataset", "ct", "window"):
         if plan.mean is None or plan.std is None:
-            raise ConfigError("plan with dataset normalization has no mean/std")
+            raise ConfigError(f"plan with {plan.normalization} normalization has no mean/std")
         mean, std = float(plan.mean), float(plan.std)
     else:
         mean, std = float(array.mean(dtype=np.float64)), float(array.std(dtype=np.float64))

@@ -1,6 +1,6 @@
 """Patch sampling with foreground oversampling, and data augmentation on patches.
 
-Patches (``../shared/docs/METHODS.md`` §1, nnU-Net):
+Patches (He et al. 2021, nnU-Net):
 
 - :func:`choose_center` picks the centre of a patch: uniformly inside the volume, or, for a
   "foreground" patch, a voxel drawn uniformly from the case's foreground voxels.

@@ -3,10 +3,11 @@
 A checkpoint is a plain dict of tensors, numbers, strings, lists and dicts (no pickled
 objects): ``model`` (state dict), ``optimizer``, ``scheduler`` (or ``None``), ``scaler``
 (or ``None``), ``config`` (:meth:`TrainConfig.to_dict`), ``epoch`` and
-``iteration_in_epoch`` (where to continue), ``global_iteration``, ``epoch_loss_sum``,
-``epoch_loss_count`` (the running mean of the unfinished epoch), ``epoch_losses`` (mean
+``iteration_in_epoch`` (where to continue), ``global_iteration``, ``epoch_sums`` and
+``epoch_counts`` (the running means of the unfinished epoch), ``epoch_losses`` (mean
 training loss of every finished epoch), ``log`` (the CSV rows so far), ``best_metric``,
-``best_epoch``, ``lr``, ``skipped`` and ``finished``.
+``best_epoch``, ``skipped``, ``finished`` and ``stop_reason``; each recipe adds its own
+parts (a second network, a discriminator, more optimizers; :mod:`liverctl.training.run`).
 
 No random-generator state needs saving: every random choice of iteration ``g`` (patches,
 augmentation, dropout) comes from generators seeded with ``(seed, rank, g)``, so a resumed

@@ -1,10 +1,8 @@
 """What every training recipe shares: the run's result, its folder, its batches, validation,
 the CSV log and loss curve, the export plans, ``--init`` weights and the poly learning rate.
 
-Used by :mod:`~liverctl.training.he2021` (``../shared/docs/METHODS.md`` §1) and the recipes
-of ``../shared/docs/METHODS.md`` §2-§4 (:mod:`~liverctl.training.adversarial`,
-:mod:`~liverctl.training.semisupervised`, :mod:`~liverctl.training.staged`, with the epoch
-bookkeeping of :mod:`~liverctl.training.recipe`).
+Used by every recipe of :mod:`liverctl.training.recipes` and by the run loop of
+:mod:`liverctl.training.run`.
 """
 
 from __future__ import annotations
@@ -46,6 +44,7 @@ __all__ = [
     "plot_log",
     "poly_lr",
     "seed_int",
+    "stage_of",
     "validate_dice",
     "write_log",
 ]
@@ -63,28 +62,35 @@ class TrainResult:
         output_dir: the run folder.
         model_path, toml_path: exported ``model.safetensors`` and ``weights.toml`` (``None``
             on ranks other than 0).
-        last_checkpoint, best_checkpoint: ``last.pt`` and ``best.pt``.
+        last_checkpoint: ``last.pt``; selected_checkpoint: ``selected.pt`` (``None`` when the
+            final weights are exported).
         log_path, curve_path: ``train_log.csv`` and ``loss_curve.png``.
         epochs: epochs completed; iterations: iterations completed.
         train_losses: mean training loss per epoch.
-        best_metric: best validation Dice (or ``None`` without validation); best_epoch.
+        model_selection: ``"final"``, ``"iteration:N"`` or the inner split's case names
+            (:mod:`liverctl.training.run`); selected_epoch: the epoch of the exported weights.
+        selection_dice: the inner split's mean Dice of the selected epoch (``None`` otherwise).
+        val_dice: the held-out fold's mean Dice at the last validation (monitoring only; ``None``
+            without a held-out fold).
         stop_reason: ``"max epochs"`` or ``"stop rule"``.
         skipped: ``(dataset, case, reason)`` of every case left out.
-        model: the network with its final weights (the exported file holds the best ones).
+        model: the network with its final weights (the exported file holds the selected ones).
     """
 
     output_dir: Path
     model_path: Path | None
     toml_path: Path | None
     last_checkpoint: Path
-    best_checkpoint: Path
+    selected_checkpoint: Path | None
     log_path: Path
     curve_path: Path
     epochs: int
     iterations: int
     train_losses: list[float]
-    best_metric: float | None
-    best_epoch: int
+    model_selection: str | list[str]
+    selected_epoch: int
+    selection_dice: float | None
+    val_dice: float | None
     stop_reason: str
     skipped: list[tuple[str, str, str]] = field(default_factory=list)
     model: nn.Module | None = field(default=None, repr=False)
@@ -97,8 +103,18 @@ def seed_int(*values: int) -> int:
 
 def poly_lr(lr0: float, i: int, n: int, exponent: float = 0.9) -> float:
     """Poly decay: ``lr0 * (1 - i / n)^exponent`` (``i`` clamped to ``n``): per epoch in
-    ``../shared/docs/METHODS.md`` §1, per iteration of a stage in H-DenseUNet."""
+    He et al. 2021 (nnU-Net), per iteration of a stage in H-DenseUNet."""
     return lr0 * (1 - min(i, n) / max(n, 1)) ** exponent
+
+
+def stage_of(g: int, lengths: Sequence[int]) -> tuple[int, int, int]:
+    """``(stage 1..3, iteration in the stage, stage length)`` of global iteration ``g``."""
+    start = 0
+    for s, n in enumerate(lengths, start=1):
+        if g < start + n or s == len(lengths):
+            return s, g - start, n
+        start += n
+    raise AssertionError("unreachable")
 
 
 def build_training_model(config: TrainConfig, n_classes: int, n_datasets: int) -> nn.Module:
@@ -179,9 +195,11 @@ def validate_dice(
     device: torch.device,
     progress: ProgressCallback | None,
     sigmoid: bool = False,
+    cases: Sequence[Sequence[str]] | None = None,
 ) -> float:
-    """Mean liver Dice of the validation cases: the sliding-window engine over the training patch
-    (``sigmoid``: a 1-channel output thresholded at 0.5); NaN without validation cases."""
+    """Mean liver Dice of ``cases`` (per dataset; default ``data.val``, the held-out fold): the
+    sliding-window engine over the training patch (``sigmoid``: a 1-channel output thresholded
+    at 0.5); NaN without cases."""
     from liverctl.device import resolve_precision
     from liverctl.inference import SlidingWindow, sliding_window_inference
 
@@ -198,8 +216,8 @@ def validate_dice(
     )
     liver = data.liver_channels
     scores: list[float] = []
-    cases = [(d, n) for d, names in enumerate(data.val) for n in names]
-    for i, (d, name) in enumerate(cases):
+    todo = [(d, n) for d, names in enumerate(data.val if cases is None else cases) for n in names]
+    for i, (d, name) in enumerate(todo):
         if data.is_bad(d, name):
             continue
         try:
@@ -213,7 +231,7 @@ def validate_dice(
         ref = np.isin(data.luts[d][np.asarray(label)], liver)
         scores.append(float(dice(pred, ref)))
         if progress is not None:
-            progress("validation", i + 1, len(cases))
+            progress("validation", i + 1, len(todo))
     return float(np.mean(scores)) if scores else float("nan")
 
 
@@ -306,7 +324,7 @@ def export_plans(data: TrainingData) -> tuple[list[dict[str, Any]], str]:
     return plans, orientation
 
 
-def open_run(out: Path, config: TrainConfig | None, resume: bool) -> tuple[TrainConfig, dict[str, Any] | None]:
+def open_run(out: Path, config: TrainConfig, resume: bool) -> tuple[TrainConfig, dict[str, Any] | None]:
     """The configuration and saved state of a run in ``out``: with ``resume`` the config saved in
     ``out/last.pt`` (``device``, ``precision``, ``num_workers`` taken from ``config``) and that
     checkpoint; else ``config`` and ``None``, refusing a folder that already holds ``last.pt``."""
@@ -315,17 +333,12 @@ def open_run(out: Path, config: TrainConfig | None, resume: bool) -> tuple[Train
     if resume:
         state = load_checkpoint(last_path)
         saved = TrainConfig.from_dict(state["config"])
-        if config is not None:
-            saved.device, saved.precision, saved.num_workers = config.device, config.precision, config.num_workers
+        saved.device, saved.precision, saved.num_workers = config.device, config.precision, config.num_workers
         config = saved
-    else:
-        if config is None:
-            config = TrainConfig()
-        if last_path.exists():
-            raise ConfigError(
-                f"{out} already holds a training run (last.pt): pass --resume to continue it or choose another folder"
-            )
-    config.validate()
+    elif last_path.exists():
+        raise ConfigError(
+            f"{out} already holds a training run (last.pt): pass --resume to continue it or choose another folder"
+        )
     return config, state
 
 

@@ -12,11 +12,11 @@ from liverctl.errors import ConfigError
 __all__ = [
     "METHOD_DEFAULTS",
     "PAPER_DROPOUT",
+    "SELECTIONS",
     "TrainConfig",
-    "check_arch_kwargs",
-    "method_architecture",
     "parse_dropout",
-    "with_method",
+    "parse_selection",
+    "resolve",
 ]
 
 _OPTIMIZERS = ("adam", "sgd", "rmsprop")
@@ -27,7 +27,8 @@ METHODS = ("he2021", "sdnet", "di2in-an", "hdenseunet", "pipofan")
 
 METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
     "he2021": {"tumour_class": False},  # the whole liver, as He et al. 2021 train it
-    "sdnet": {"lr_step": 200},
+    # Huang et al. report "the model with 1000 iterations" (of 1200)
+    "sdnet": {"lr_step": 200, "select_on": "iteration:1000", "tumour_class": False},  # a liver segmentation
     # Yang et al. 2017: SGD, lr 0.01 divided by 10 after 100 iterations, 200 generator pre-training
     # iterations, generator batch 4 (with --optimizer adam the lr defaults to 3e-4)
     "di2in-an": {"optimizer": "sgd", "lr": {"sgd": 1e-2, "adam": 3e-4}, "batch_size": 4, "pretrain_iterations": 200,
@@ -37,18 +38,35 @@ METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
 }  # fmt: skip
 """Per training method, the values its paper uses for the options the user left unset (``None``);
 a ``dict`` value depends on the resolved optimizer. :class:`TrainConfig` fills them in when it is
-made (so ``config.json`` records the resolved values); :func:`with_method` re-resolves them."""
-_GENERIC_DEFAULTS: dict[str, Any] = {"batch_size": 2, "pretrain_iterations": 0, "lr_step": 200, "tumour_class": True}
+made (so ``config.json`` records the resolved values); :func:`resolve` re-resolves them for another method."""
+_GENERIC_DEFAULTS: dict[str, Any] = {
+    "batch_size": 2,
+    "pretrain_iterations": 0,
+    "lr_step": 200,
+    "tumour_class": True,
+    "select_on": "final",
+}
 """The value of an unset option for a method without its own (nnU-Net / He et al. 2021: batch 2)."""
-_ARCHITECTURES = {"he2021": "unet3d", "sdnet": "vnet", "di2in-an": "di2in", "hdenseunet": "hdenseunet"}
+_ARCHITECTURES = {
+    "he2021": "unet3d",
+    "sdnet": "vnet",
+    "di2in-an": "di2in",
+    "hdenseunet": "hdenseunet",
+    "pipofan": "pipofan",
+}
+"""The network each method trains when ``architecture`` is left at ``unet3d``."""
 PAPER_DROPOUT = 0.5
-"""``--dropout paper``: He et al. 2021 put dropout after every conv of its nnU-Net-style U-Net but give
-no rate (``../shared/docs/METHODS.md`` §1); 0.5 is the default rate of nnU-Net's Generic_UNet."""
+"""``--dropout paper`` and the he2021 default of ``unet3d``: He et al. 2021 put dropout after every conv
+of their nnU-Net-style U-Net but give no rate; 0.5 is the rate of nnU-Net's Generic_UNet conv block
+(``ConvDropoutNormNonlin``) when dropout is on."""
+SELECTIONS = ("final", "inner:F", "iteration:N")
+"""``select_on`` forms: the final epoch's weights (nnU-Net's convention), the epoch with the best Dice
+on an inner validation split of a fraction F of the training cases, or the weights after iteration N."""
 
 
 @dataclass
 class TrainConfig:
-    """Everything that defines a training run (defaults: ``../shared/docs/METHODS.md`` §1 / nnU-Net).
+    """Everything that defines a training run (defaults: He et al. 2021 / nnU-Net).
 
     Attributes:
         architecture: registry name of the network (:func:`liverctl.models.build_model`).
@@ -57,9 +75,9 @@ class TrainConfig:
         patch_size: training patch (z, y, x) in voxels of the preprocessed data.
         batch_size: patches per iteration (per process under DDP); ``None`` = the method's
             default (:data:`METHOD_DEFAULTS`: 4 for ``di2in-an``, else 2).
-        epochs: maximum number of epochs (``../shared/docs/METHODS.md``: ~400).
-        iterations_per_epoch: iterations per epoch (``../shared/docs/METHODS.md``: 250).
-        optimizer: ``"adam"`` (lr 3e-4, ``../shared/docs/METHODS.md`` §1) or ``"sgd"`` (momentum 0.99, Nesterov,
+        epochs: maximum number of epochs (He et al. 2021: ~400).
+        iterations_per_epoch: iterations per epoch (He et al. 2021: 250).
+        optimizer: ``"adam"`` (lr 3e-4, He et al. 2021) or ``"sgd"`` (momentum 0.99, Nesterov,
             lr 1e-2, nnU-Net); ``"rmsprop"`` only for PIPO-FAN. ``None`` = the recipe's own:
             Adam, SGD for ``di2in-an``, RMSprop for ``pipofan``.
         lr: initial learning rate; ``None`` = 3e-4 for Adam, 1e-2 for SGD.
@@ -73,10 +91,10 @@ class TrainConfig:
             and the learning rate is below ``stop_min_lr`` (1e-6).
         val_every: run validation every N epochs (and after the last); 0 disables it.
         folds, fold: k-fold cross-validation (``None`` = train on all cases, no validation).
-        sampler: ``"dos"``, ``"rsd"`` or ``"rs"`` (hybrid training, ``../shared/docs/METHODS.md`` §1).
+        sampler: ``"dos"``, ``"rsd"`` or ``"rs"`` (hybrid training, He et al. 2021).
         dcm_from_level: GELN_DCM, dataset-wise encoder levels >= N (``None`` = shared).
         loss: ``"dice_ce"`` or ``"tal"`` (target adaptive loss for datasets with different
-            label sets, ``../shared/docs/METHODS.md`` §5). ``pipofan`` always uses its TAL.
+            label sets, PIPO-FAN). ``pipofan`` always uses its TAL.
         foreground_fraction: fraction of each batch centred on foreground (1/3).
         augment: apply the augmentation of :mod:`liverctl.training.augmentation`.
         seed: seeds model initialisation and, with the iteration number, all randomness
@@ -86,16 +104,16 @@ class TrainConfig:
         checkpoint_every: also write ``last.pt`` every N iterations inside an epoch
             (0 = only at epoch ends).
         init_checkpoint: start from these weights (pre-train -> fine-tune protocol).
-        finetune_lr: learning rate when ``init_checkpoint`` is given (``../shared/docs/METHODS.md``: 1e-6);
+        finetune_lr: learning rate when ``init_checkpoint`` is given (He et al. 2021: 1e-6);
             ``None`` keeps ``lr``.
         val_overlap: sliding-window overlap for validation.
         dataset_names: names of the datasets, in the order given (DCM branch names);
             filled from the preprocessed folders when empty.
-        method: the training recipe: ``"he2021"`` (``../shared/docs/METHODS.md`` §1, :func:`~liverctl.training.train`'s
-            own loop), ``"sdnet"`` (§3, :mod:`~liverctl.training.semisupervised`),
-            ``"di2in-an"`` (§2, :mod:`~liverctl.training.adversarial`), ``"hdenseunet"``
-            (§4, :mod:`~liverctl.training.staged`) or ``"pipofan"`` (§5,
-            :mod:`~liverctl.training.pipofan`). The recipes use ``epochs *
+        method: the training recipe: ``"he2021"`` (He et al. 2021,
+            :mod:`~liverctl.training.recipes.he2021`), ``"sdnet"`` (SD-Net, :mod:`~liverctl.training.recipes.sdnet`),
+            ``"di2in-an"`` (DI2IN-AN, :mod:`~liverctl.training.recipes.di2in_an`), ``"hdenseunet"``
+            (H-DenseUNet, :mod:`~liverctl.training.recipes.hdenseunet`) or ``"pipofan"`` (PIPO-FAN,
+            :mod:`~liverctl.training.recipes.pipofan`). The recipes use ``epochs *
             iterations_per_epoch`` iterations; the options below only matter to their recipe.
         unlabelled: SD-Net: preprocessed folders used as unlabelled data (images only; labels never
             read). The labelled : unlabelled split is made before preprocessing:
@@ -124,17 +142,24 @@ class TrainConfig:
             8.57) for 3 classes (background, liver, tumour; the authors' code), else all 1.
             PIPO-FAN: ``None`` = (0.2, 1.2) for 2 classes (the authors' code), else all 1.
         coarse_iterations: H-DenseUNet: iterations of the coarse liver-ROI network trained
-            first (:mod:`~liverctl.training.cascade`); its predicted liver box crops the
+            first (:mod:`~liverctl.training.recipes.cascade`); its predicted liver box crops the
             training cases of the fine stages and is exported with the model for ``predict``.
             0 = no cascade (the fine network sees the whole preprocessed volume).
         encoder_init: H-DenseUNet: ``"imagenet"`` or a file of torchvision's ImageNet
             DenseNet-161 weights for the 2D encoder (:mod:`liverctl.models.densenet_init`).
         dice_weight: PIPO-FAN: weight of a soft Dice term added to the target adaptive
             loss's cross-entropy (0: the paper's loss, cross-entropy only).
-        tumour_class: he2021 / pipofan: train the tumour (``tumour``/``tumor``/``lesion`` labels)
-            as a class of its own (``True``); ``False`` merges it into the liver, the whole organ.
-            ``None`` = the method's (:data:`METHOD_DEFAULTS`): ``False`` for ``he2021``, as He
-            et al. 2021 train it, ``True`` for the others.
+        select_on: which weights are exported (:data:`SELECTIONS`, :func:`parse_selection`):
+            ``"final"`` (the last epoch's, nnU-Net's convention), ``"inner:F"`` (the epoch with
+            the best mean Dice on an inner validation split: a fraction F of each dataset's
+            training cases, drawn with ``seed`` and left out of training) or ``"iteration:N"``
+            (the weights after global iteration N). The held-out fold of ``folds`` never
+            chooses: its Dice is only logged. ``None`` = the method's: ``"iteration:1000"``
+            for ``sdnet`` (the paper's), ``"final"`` for the others.
+        tumour_class: he2021 / sdnet / pipofan: train the tumour (``tumour``/``tumor``/``lesion``
+            labels) as a class of its own (``True``); ``False`` merges it into the liver, the whole
+            organ. ``None`` = the method's (:data:`METHOD_DEFAULTS`): ``False`` for ``he2021`` and
+            ``sdnet``, liver segmentations in their papers, ``True`` for the others.
     """
 
     architecture: str = "unet3d"
@@ -189,6 +214,7 @@ class TrainConfig:
     tumour_class: bool | None = None
     coarse_iterations: int = 0
     encoder_init: str | None = None
+    select_on: str | None = None
     unset: frozenset[str] = field(default=frozenset(), init=False, repr=False, compare=False)
     """The options left unset (``None``) and filled from :data:`METHOD_DEFAULTS` (not saved)."""
 
@@ -247,6 +273,10 @@ class TrainConfig:
             raise ConfigError(f"--method must be one of {', '.join(METHODS)}, got {self.method!r}")
         if self.method != "he2021" and self.dcm_from_level is not None:
             raise ConfigError(f"--dcm-from-level is part of the he2021 recipe, not of --method {self.method}")
+        self._validate_recipe_options()
+
+    def _validate_recipe_options(self) -> None:
+        """The options of the recipes other than he2021, and the model selection."""
         if not self.sharpen_temperature > 0:
             raise ConfigError(f"sharpen temperature must be > 0, got {self.sharpen_temperature}")
         if self.unsup_weight < 0 or self.adv_weight < 0:
@@ -268,6 +298,16 @@ class TrainConfig:
             raise ConfigError("--coarse-iterations and --encoder-init are H-DenseUNet's (--method hdenseunet)")
         if not self.dice_weight >= 0:
             raise ConfigError(f"--dice-weight must be >= 0, got {self.dice_weight}")
+        if self.select_on is not None:
+            kind, value = parse_selection(self.select_on)
+            if kind == "inner" and not self.val_every:
+                raise ConfigError(f"--select-on {self.select_on} validates the inner split: --val-every must be >= 1")
+            if kind == "iteration" and value > self.epochs * self.iterations_per_epoch:
+                why = f" (the {self.method} default: the paper's reported model)" if "select_on" in self.unset else ""
+                raise ConfigError(
+                    f"--select-on {self.select_on}{why}: the run has only {self.epochs * self.iterations_per_epoch}"
+                    " iterations (--epochs x --iterations-per-epoch); pass --select-on final or a smaller N"
+                )
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able dict (tuples become lists)."""
@@ -312,36 +352,75 @@ def _fill_defaults(config: TrainConfig) -> set[str]:
         if getattr(config, name) is None:
             setattr(config, name, table.get(name, generic))
             filled.add(name)
+    if config.method == "he2021" and config.architecture == "unet3d" and "dropout" not in config.arch_kwargs:
+        config.arch_kwargs = {**config.arch_kwargs, "dropout": PAPER_DROPOUT}  # after each conv, as the paper
+        filled.add("dropout")
     return filled
 
 
-def with_method(config: TrainConfig, method: str) -> TrainConfig:
-    """``config`` for ``method``: the options that were left unset get ``method``'s defaults
-    (:data:`METHOD_DEFAULTS`), the ones set explicitly are kept. A new config."""
-    if method == config.method:
-        return config
-    return dataclasses.replace(config, method=method, **{name: None for name in config.unset})
+def resolve(config: TrainConfig | None, method: str | None = None) -> TrainConfig:
+    """The one place where a run's options are resolved: ``config`` (``None``: the defaults) for
+    ``method`` (``None``: ``config.method``). The options left unset get the method's defaults
+    (:data:`METHOD_DEFAULTS`; the ones set explicitly are kept), ``architecture`` left at the
+    ``unet3d`` default becomes the method's own network, everything is validated and the
+    network is checked to accept ``arch_kwargs`` (before any data is read). A new config;
+    resolving a resolved config gives an equal one.
+
+    Raises:
+        ConfigError: an invalid option, or an ``arch_kwargs`` entry the network does not accept.
+    """
+    if config is None:
+        config = TrainConfig(method=method or "he2021")
+    elif method is not None and method != config.method:
+        kwargs = dict(config.arch_kwargs)
+        if "dropout" in config.unset:  # the he2021 default, not the user's
+            del kwargs["dropout"]
+        unset = {name: None for name in config.unset if name != "dropout"}
+        config = dataclasses.replace(config, method=method, arch_kwargs=kwargs, **unset)
+    unset = config.unset
+    if config.architecture == "unet3d" and config.method in _ARCHITECTURES:
+        config = dataclasses.replace(config, architecture=_ARCHITECTURES[config.method])
+    else:
+        config = dataclasses.replace(config)
+    config.unset = frozenset(unset | config.unset)  # what the user left unset stays known
+    _check_arch_kwargs(config)
+    return config
 
 
-def method_architecture(config: TrainConfig) -> str:
-    """The network a run trains: ``config.architecture``, or the method's own network when it is
-    left at the ``unet3d`` default (as the recipes choose it)."""
-    if config.architecture != "unet3d":
-        return config.architecture
-    return _ARCHITECTURES.get(config.method, config.method)
-
-
-def check_arch_kwargs(config: TrainConfig) -> None:
+def _check_arch_kwargs(config: TrainConfig) -> None:
     """Raise :class:`ConfigError` (one line) when the run's network does not accept an
-    argument of ``config.arch_kwargs`` (checked before any data is read)."""
+    argument of ``config.arch_kwargs``."""
     from liverctl.models import model_info
 
-    name = method_architecture(config)
+    name = config.architecture
     accepted = model_info(name).defaults
     unknown = sorted(set(config.arch_kwargs) - set(accepted))
     if unknown:
         what = "--dropout" if unknown == ["dropout"] else ", ".join(unknown)
         raise ConfigError(f"{what}: the {name} network (--method {config.method}) does not accept {', '.join(unknown)}")
+
+
+def parse_selection(text: str) -> tuple[str, float]:
+    """``select_on`` -> ``("final", 0)``, ``("inner", F)`` with 0 < F < 1, or ``("iteration", N)``.
+
+    Raises:
+        ConfigError: another form, for instance choosing on the held-out fold (not offered).
+    """
+    kind, _, value = str(text).strip().lower().partition(":")
+    if kind == "final" and not value:
+        return "final", 0.0
+    try:
+        number = float(value)
+    except ValueError:
+        number = math.nan
+    if kind == "inner" and 0.0 < number < 1.0:
+        return "inner", number
+    if kind == "iteration" and number >= 1 and number == int(number):
+        return "iteration", int(number)
+    raise ConfigError(
+        f"--select-on must be final, inner:F (0 < F < 1, a split of the training cases) or iteration:N, got"
+        f" {text!r}; choosing the model on the held-out fold that is reported is not offered"
+    )
 
 
 def parse_dropout(value: str | float | None) -> float | None:

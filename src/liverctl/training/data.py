@@ -11,6 +11,12 @@ first ``n % k`` chunks one larger, :func:`numpy.array_split`); fold ``i`` valida
 chunk ``i`` and trains on the others. In hybrid training every dataset is split this
 way on its own, so every fold validates on every dataset.
 
+Inner validation split (``inner_fraction=F``, ``TrainConfig.select_on = "inner:F"``): of each
+dataset's training cases (after the k-fold split), ``max(1, round(F * n))`` drawn at random with
+the run's seed (always leaving one to train) form :attr:`TrainingData.select`; they are left out
+of training and only choose the exported epoch. The held-out fold (:attr:`TrainingData.val`) is
+never part of it.
+
 Whole liver (``merge_tumour=True``, He et al. 2021): the labels named ``tumour``, ``tumor`` or
 ``lesion`` of a dataset that names a ``liver`` are folded into the liver (their voxels train
 the liver class; the network has no tumour class), before the label sets are compared.
@@ -42,7 +48,7 @@ import numpy as np
 from liverctl.errors import ConfigError, DatasetError, LiverctlError, LiverctlWarning
 from liverctl.io import Image
 
-__all__ = ["ArrayDataset", "TrainingData", "kfold_split", "plan_dict", "plan_labels"]
+__all__ = ["ArrayDataset", "TrainingData", "inner_split", "kfold_split", "plan_dict", "plan_labels"]
 
 
 @dataclass
@@ -108,6 +114,21 @@ def kfold_split(names: Sequence[str], folds: int, fold: int) -> tuple[list[str],
     return [n for i, n in enumerate(ordered) if i not in val_idx], [ordered[i] for i in sorted(val_idx)]
 
 
+def inner_split(names: Sequence[str], fraction: float, seed: int) -> tuple[list[str], list[str]]:
+    """``(training, inner validation)`` case names: ``max(1, round(fraction * n))`` of the sorted
+    ``names`` drawn with ``seed`` (at most ``n - 1``) validate, the rest train (module docs).
+
+    Raises:
+        ConfigError: fewer than two cases (nothing would be left to train on).
+    """
+    ordered = sorted(names)
+    if len(ordered) < 2:
+        raise ConfigError(f"{len(ordered)} training case is too few for an inner validation split (need >= 2)")
+    k = min(max(1, round(fraction * len(ordered))), len(ordered) - 1)
+    picked = set(np.random.default_rng([int(seed), 0x5E1EC7]).permutation(len(ordered))[:k].tolist())
+    return [n for i, n in enumerate(ordered) if i not in picked], [n for i, n in enumerate(ordered) if i in picked]
+
+
 def _open(source: Any) -> tuple[Any, str]:
     if hasattr(source, "cases") and hasattr(source, "load"):
         return source, str(getattr(source, "name", None) or getattr(source, "folder", "dataset"))
@@ -134,15 +155,21 @@ class TrainingData:
 
     Args:
         sources: preprocessed dataset folders or dataset objects (module docs).
-        folds, fold: k-fold split (``None``: all cases train, none validate).
+        folds: k of the k-fold split (``None``: all cases train, none validate).
+        fold: the fold held out (with ``folds``).
         loss: ``"dice_ce"`` (identical label sets required) or ``"tal"``.
         names: dataset names (default: folder names, made unique).
         merge_tumour: fold tumour labels into the liver (module docs).
+        inner_fraction: the share of the training cases in an inner validation split (module docs).
+        inner_seed: the seed of that split.
 
     Attributes:
         datasets: the opened dataset objects; ``names`` their names.
         labels: ``{name: channel}`` of the network's output classes.
-        train, val: per dataset, the training / validation case names (sorted).
+        train, val: per dataset, the training / validation case names (sorted); ``val`` is the
+            held-out fold.
+        select: per dataset, the inner validation cases that choose the exported epoch (empty
+            without ``inner_fraction``).
         luts: per dataset, a lookup table raw label value -> output channel.
         labelled: per dataset, the output channels it annotates (besides background).
         skipped: ``(dataset name, case name, reason)`` of the cases left out.
@@ -158,6 +185,8 @@ class TrainingData:
         names: Sequence[str] | None = None,
         scan: bool = True,
         merge_tumour: bool = False,
+        inner_fraction: float | None = None,
+        inner_seed: int = 0,
     ) -> None:
         if not sources:
             raise ConfigError("training needs at least one preprocessed dataset")
@@ -173,19 +202,19 @@ class TrainingData:
         self._setup_labels(loss, merge_tumour)
         self.train: list[list[str]] = []
         self.val: list[list[str]] = []
+        self.select: list[list[str]] = []
         for name, ds in zip(self.names, self.datasets, strict=True):
             case_names = sorted(_case_name(c) for c in ds.cases)
             if not case_names:
                 raise DatasetError(f"dataset {name} holds no cases")
-            if folds is None:
-                tr, va = case_names, []
-            else:
-                try:
-                    tr, va = kfold_split(case_names, folds, fold)
-                except ConfigError as exc:
-                    raise ConfigError(f"dataset {name}: {exc}") from None
+            try:
+                tr, va = (case_names, []) if folds is None else kfold_split(case_names, folds, fold)
+                tr, se = (tr, []) if inner_fraction is None else inner_split(tr, inner_fraction, inner_seed)
+            except ConfigError as exc:
+                raise ConfigError(f"dataset {name}: {exc}") from None
             self.train.append(tr)
             self.val.append(va)
+            self.select.append(se)
         self.skipped: list[tuple[str, str, str]] = []
         self._lock = threading.Lock()
         self._bad: set[tuple[int, str]] = set()

@@ -34,7 +34,7 @@ from liverctl.weights.pins import sha256_file
 from liverctl.weights.registry import IntensityRecipe, ModelEntry, WindowRecipe, save_registry
 from liverctl.weights.tables import toml_value
 
-__all__ = ["export_model", "intensity_from_plan", "sha256_file", "toml_value"]
+__all__ = ["export_model", "intensity_from_plan", "intensity_recipe", "sha256_file", "toml_value"]
 
 
 def _first(d: Mapping[str, Any], *names: str, default: Any = None) -> Any:
@@ -132,11 +132,24 @@ def export_model(
         ),
         license="as the training data",
         citation=citation,
-        description=description or f"{architecture} trained with liverctl train",
+        description=(description or f"{architecture} trained with liverctl train") + _scheme_note(plan),
     )
     comment = "Written by `liverctl train` (liverctl.training.export_model)."
     toml_path = save_registry(out / "weights.toml", [entry], name, comment=comment)
     return weights, toml_path
+
+
+def _scheme_note(plan: Mapping[str, Any]) -> str:
+    """The plan's named intensity scheme, for the entry's description (the recipe holds its numbers)."""
+    scheme = plan.get("normalization")
+    if scheme == "ct":
+        return (
+            "; intensities: nnU-Net CT normalisation of the training data (clip to its foreground 0.5/99.5"
+            " percentiles, z-score with its foreground mean/std)"
+        )
+    if scheme == "window":
+        return "; intensities: the HU window mapped to [0, 1]"
+    return ""
 
 
 def _spacing_xyz(plan: Mapping[str, Any]) -> tuple[float, float, float] | None:
@@ -146,6 +159,12 @@ def _spacing_xyz(plan: Mapping[str, Any]) -> tuple[float, float, float] | None:
     if spacing_xyz is None and spacing_zyx is not None:
         spacing_xyz = list(spacing_zyx)[::-1]
     return None if spacing_xyz is None else tuple(float(s) for s in spacing_xyz)  # type: ignore[return-value]
+
+
+def intensity_recipe(plan: Mapping[str, Any]) -> IntensityRecipe:
+    """The :class:`~liverctl.weights.IntensityRecipe` that redoes a preprocessing plan's intensity
+    scheme on a scan (what ``predict`` applies; :func:`intensity_from_plan`)."""
+    return _recipe(plan)
 
 
 def _recipe(plan: Mapping[str, Any]) -> IntensityRecipe:

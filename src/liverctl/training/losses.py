@@ -3,17 +3,17 @@
 All losses take raw network outputs (logits, ``(B, K, z, y, x)``) and an integer label
 map (``(B, z, y, x)`` or ``(B, 1, z, y, x)``) holding class indices ``0..K-1``.
 
-- :class:`DiceCELoss`: soft Dice + cross-entropy (nnU-Net; ``../shared/docs/METHODS.md`` §1). The Dice term is
+- :class:`DiceCELoss`: soft Dice + cross-entropy (nnU-Net; He et al. 2021). The Dice term is
   the "batch Dice" of nnU-Net: numerator and denominator are summed over the whole batch
   and all voxels, per foreground class, then ``1 - mean`` over the foreground classes
   (background excluded). ``smooth`` (1e-5) is added to numerator and denominator.
 - :class:`DeepSupervisionLoss`: the same loss at every output scale of a deep-supervised
   network, weights ``1, 1/2, 1/4, ...`` normalised to sum to 1 (or the weights given, as
   PIPO-FAN's), labels downsampled by nearest neighbour.
-- :class:`TargetAdaptiveLoss` (TAL, PIPO-FAN, ``../shared/docs/METHODS.md`` §5): for a dataset that labels only
+- :class:`TargetAdaptiveLoss` (TAL, PIPO-FAN): for a dataset that labels only
   some classes, the probabilities of its unlabelled classes are merged into background
   before the cross-entropy (optionally plus a Dice term), so each dataset supervises only what it labels.
-- :func:`sharpen`, :func:`masked_mse`, :func:`consistency_mse` (SD-Net, ``../shared/docs/METHODS.md`` §3):
+- :func:`sharpen`, :func:`masked_mse`, :func:`consistency_mse` (SD-Net):
   temperature sharpening of probabilities and the MSE terms of semi-supervised training.
 """
 

@@ -4,15 +4,15 @@
 =============  ==============================================  ===========================
 method         recipe                                          module
 =============  ==============================================  ===========================
-``he2021``     He et al. 2021, cross-dataset 3D U-Net (§1)     :mod:`~liverctl.training.he2021`
-``sdnet``      SD-Net, semi-supervised (§3)                    :mod:`~liverctl.training.semisupervised`
-``di2in-an``   DI2IN-AN, adversarial (§2)                      :mod:`~liverctl.training.adversarial`
-``hdenseunet`` H-DenseUNet, staged 2D / 3D + HFF (§4)          :mod:`~liverctl.training.staged`
-``pipofan``    PIPO-FAN, pyramid supervision + fusion (§5)     :mod:`~liverctl.training.pipofan`
+``he2021``     He et al. 2021, cross-dataset 3D U-Net          :mod:`~liverctl.training.recipes.he2021`
+``sdnet``      SD-Net, semi-supervised                         :mod:`~liverctl.training.recipes.sdnet`
+``di2in-an``   DI2IN-AN, adversarial                           :mod:`~liverctl.training.recipes.di2in_an`
+``hdenseunet`` H-DenseUNet, staged 2D / 3D + HFF               :mod:`~liverctl.training.recipes.hdenseunet`
+``pipofan``    PIPO-FAN, pyramid supervision + fusion          :mod:`~liverctl.training.recipes.pipofan`
 =============  ==============================================  ===========================
 
-(§: the sections of the methods summary the recipes implement.) Each recipe exposes
-``run(datasets, out, config, state, progress)``; :data:`METHODS` maps the method name to it.
+Each recipe exposes ``run(datasets, out, config, state, progress)`` and drives the one run
+loop of :mod:`liverctl.training.run`; :data:`METHODS` maps the method name to it.
 """
 
 from __future__ import annotations
@@ -24,19 +24,23 @@ from typing import Any
 
 from liverctl.errors import ConfigError
 from liverctl.progress import ProgressCallback
-from liverctl.training import adversarial, he2021, pipofan, semisupervised, staged
 from liverctl.training.common import TrainResult, open_run
-from liverctl.training.config import TrainConfig, check_arch_kwargs, with_method
+from liverctl.training.config import TrainConfig, resolve
+from liverctl.training.recipes.di2in_an import run as di2in_an_run
+from liverctl.training.recipes.hdenseunet import run as hdenseunet_run
+from liverctl.training.recipes.he2021 import run as he2021_run
+from liverctl.training.recipes.pipofan import run as pipofan_run
+from liverctl.training.recipes.sdnet import run as sdnet_run
 
 __all__ = ["METHODS", "train", "train_di2in_an", "train_hdenseunet", "train_pipofan", "train_sdnet"]
 
 RunFn = Callable[..., TrainResult]
 METHODS: dict[str, RunFn] = {
-    "he2021": he2021.run,
-    "sdnet": semisupervised.run,
-    "di2in-an": adversarial.run,
-    "hdenseunet": staged.run,
-    "pipofan": pipofan.run,
+    "he2021": he2021_run,
+    "sdnet": sdnet_run,
+    "di2in-an": di2in_an_run,
+    "hdenseunet": hdenseunet_run,
+    "pipofan": pipofan_run,
 }
 """Method name -> ``run(datasets, out, config, state, progress)`` of its recipe."""
 
@@ -80,10 +84,8 @@ def train(
     """
     out = Path(output_dir)
     _check_output(out, [*datasets, *(config.unlabelled if config is not None else ()), *(unlabelled or ())])
-    if method is not None:
-        config = with_method(config, method) if config is not None else TrainConfig(method=method)
-    config, state = open_run(out, config, resume)
-    check_arch_kwargs(config)
+    config, state = open_run(out, resolve(config, method), resume)
+    config = resolve(config)  # a resumed run's saved config, checked as a new one is
     if config.method != "he2021" and int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
         raise ConfigError(f"--method {config.method} trains in a single process (no torchrun / DDP)")
     run = METHODS[config.method]
@@ -108,7 +110,7 @@ def train_sdnet(
     progress: ProgressCallback | None = None,
     resume: bool = False,
 ) -> TrainResult:
-    """:func:`train` with ``method="sdnet"`` (:mod:`~liverctl.training.semisupervised`):
+    """:func:`train` with ``method="sdnet"`` (:mod:`~liverctl.training.recipes.sdnet`):
     labelled ``datasets`` plus ``unlabelled`` data (pass them again on ``resume``);
     ``result.model`` is network A."""
     return train(datasets, output_dir, config, progress=progress, resume=resume, method="sdnet", unlabelled=unlabelled)
@@ -122,7 +124,7 @@ def train_di2in_an(
     progress: ProgressCallback | None = None,
     resume: bool = False,
 ) -> TrainResult:
-    """:func:`train` with ``method="di2in-an"`` (:mod:`~liverctl.training.adversarial`): a
+    """:func:`train` with ``method="di2in-an"`` (:mod:`~liverctl.training.recipes.di2in_an`): a
     ``di2in`` generator, adversarially refined; ``result.model`` is the generator."""
     return train(datasets, output_dir, config, progress=progress, resume=resume, method="di2in-an")
 
@@ -135,7 +137,7 @@ def train_hdenseunet(
     progress: ProgressCallback | None = None,
     resume: bool = False,
 ) -> TrainResult:
-    """:func:`train` with ``method="hdenseunet"`` (:mod:`~liverctl.training.staged`): H-DenseUNet
+    """:func:`train` with ``method="hdenseunet"`` (:mod:`~liverctl.training.recipes.hdenseunet`): H-DenseUNet
     in its three stages (3 classes for the paper's liver + tumour setting; 2 work too)."""
     return train(datasets, output_dir, config, progress=progress, resume=resume, method="hdenseunet")
 
@@ -148,7 +150,7 @@ def train_pipofan(
     progress: ProgressCallback | None = None,
     resume: bool = False,
 ) -> TrainResult:
-    """:func:`train` with ``method="pipofan"`` (:mod:`~liverctl.training.pipofan`): PIPO-FAN
+    """:func:`train` with ``method="pipofan"`` (:mod:`~liverctl.training.recipes.pipofan`): PIPO-FAN
     with deep pyramid supervision, then the adaptive fusion alone; datasets with different
     label sets train one network through the target adaptive loss."""
     return train(datasets, output_dir, config, progress=progress, resume=resume, method="pipofan")

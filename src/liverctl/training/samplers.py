@@ -1,6 +1,6 @@
 """Which cases make up each training batch when several datasets are trained at once.
 
-The three hybrid-training samplers of He et al. (``../shared/docs/METHODS.md`` §1), per iteration:
+The three hybrid-training samplers of He et al. 2021, per iteration:
 
 - :class:`DOS` (dataset-order sampling): the whole batch from one dataset; datasets
   follow a fixed round-robin order ``0, 1, ..., D-1, 0, 1, ...`` by iteration number.

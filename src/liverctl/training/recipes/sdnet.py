@@ -1,8 +1,8 @@
-"""SD-Net semi-supervised training (Huang et al. 2024, ``../shared/docs/METHODS.md`` §3): :func:`~liverctl.training.methods.train_sdnet`.
+"""SD-Net semi-supervised training (Huang et al. 2024; reproduction page ``docs/studies/sdnet.md``): :func:`~liverctl.training.methods.train_sdnet`.
 
 Two *different* 3D networks, ``vnet`` (A) and ``resvnet`` (B) by default
 (``config.architecture`` / ``config.second_architecture``), are trained together. Each
-iteration takes ``batch_size`` labelled patches (foreground oversampling and augmentation as
+iteration takes ``batch_size`` labelled patches (foreground oversampling as
 in :func:`~liverctl.training.train`) and ``batch_size`` unlabelled patches (random centres,
 same augmentation; labels never read), 2 + 2 by default, and runs both networks on the
 concatenated batch. The loss (:func:`sdnet_losses`) is
@@ -11,19 +11,19 @@ concatenated batch. The loss (:func:`sdnet_losses`) is
   (:class:`~liverctl.training.losses.DiceCELoss`), plus the "adaptive mask" term: on the
   voxels where A's and B's arg-max labels disagree, the MSE of each network's foreground
   probability (``1 - p_background``) to the reference foreground (0/1)
-  (:func:`~liverctl.training.losses.masked_mse`). ``../shared/docs/METHODS.md`` only says "an MSE term restricted
+  (:func:`~liverctl.training.losses.masked_mse`). The paper only says "an MSE term restricted
   to the voxels where the two networks disagree"; we take the reference as its target so
   the term supervises exactly the voxels the networks are unsure about;
 - unsupervised, on the unlabelled half: the network with the lower soft Dice loss on the
-  labelled half (ties: A) is the teacher; its foreground probabilities, sharpened with
+  labelled half (ties: B, the residual V-Net, as Algorithm 1 of the paper) is the teacher; its foreground probabilities, sharpened with
   ``T = sharpen_temperature`` (0.1), ``p^(1/T) / (p^(1/T) + (1-p)^(1/T))``, and detached,
   are the target of the other network's foreground probabilities under MSE
   (:func:`~liverctl.training.losses.consistency_mse`), weighted ``unsup_weight`` (1).
 
 Optimizer (the paper): one SGD over both networks, momentum 0.9, weight decay 1e-4,
 lr 0.01 (``config.lr`` overrides it) divided by 10 every ``lr_step`` (200) iterations;
-gradients clipped to norm 12 as in the main loop. The paper runs 1200 iterations (best at
-about 1000): ``epochs * iterations_per_epoch``.
+gradients clipped to norm 12 as in the main loop. The paper runs 1200 iterations (and reports
+the model of iteration 1000): ``epochs * iterations_per_epoch``.
 
 Unlabelled data: ``config.unlabelled`` folders and ``unlabelled=`` dataset objects; only their
 images are opened (``load_image``), never a label map. Really unlabelled scans come from
@@ -36,8 +36,12 @@ are normalised alike. Without unlabelled data (100:0) a batch holds ``batch_size
 patches only and the unsupervised term is 0: both networks still train with the supervised and
 disagreement terms.
 
-Export: the network with the higher validation Dice at the best epoch (without validation:
-A from the epoch with the lowest training loss) as ``model.safetensors`` + ``weights.toml``.
+Augmentation (:data:`SDNET_AUGMENTATION`): flips and rotations only, on both halves of the batch.
+
+Export (``select_on``, :mod:`liverctl.training.run`): by default network A after iteration
+1000 (``"iteration:1000"``: the paper reports "the model with 1000 iterations" of its 1200);
+``"final"``: A's last weights; ``"inner:F"``: the network with the higher Dice on the inner
+split at the epoch it chooses. Written as ``model.safetensors`` + ``weights.toml``.
 """
 
 from __future__ import annotations
@@ -58,15 +62,18 @@ from liverctl.io import Image
 from liverctl.preprocessing.split import labelled_split
 from liverctl.progress import ProgressCallback
 from liverctl.training.augmentation import Augmentation, choose_center, extract_patch
-from liverctl.training.common import TrainResult, make_batch_fn, seed_int, validate_dice
+from liverctl.training.common import TrainResult, make_batch_fn, seed_int
 from liverctl.training.config import TrainConfig
 from liverctl.training.data import TrainingData, plan_dict
 from liverctl.training.losses import DiceCELoss, consistency_mse, masked_mse, soft_dice_loss
-from liverctl.training.recipe import RecipeRun, backward_step, recipe_setup
+from liverctl.training.run import Steps, TrainingRun, backward_step, load_parts, open_recipe
 
-__all__ = ["labelled_split", "sdnet_losses", "sdnet_lr"]
+__all__ = ["SDNET_AUGMENTATION", "labelled_split", "sdnet_losses", "sdnet_lr"]
 
 _COLUMNS = ("supervised", "disagreement_mse", "unsupervised_mse", "teacher_b")
+SDNET_AUGMENTATION = Augmentation(p_scale=0.0, p_elastic=0.0, p_gamma=0.0)
+"""The paper's augmentation, "randomly flipped and rotated": liverctl's flips and rotations at their
+usual probabilities (the paper gives none), no scaling, elastic deformation or gamma."""
 
 
 def sdnet_lr(lr0: float, iteration: int, step: int = 200) -> float:
@@ -85,8 +92,9 @@ def sdnet_losses(
     """The SD-Net loss of one batch (module docs).
 
     Args:
-        logits_a, logits_b: (B, K, z, y, x) outputs of the two networks; the first
-            ``n_labelled`` samples are labelled, the rest unlabelled.
+        logits_a: (B, K, z, y, x) output of network A (the V-Net); the first ``n_labelled``
+            samples are labelled, the rest unlabelled.
+        logits_b: the same of network B (the residual V-Net).
         labels: (n_labelled, z, y, x) class indices of the labelled samples.
 
     Returns:
@@ -107,7 +115,7 @@ def sdnet_losses(
     with torch.no_grad():
         dice_a = soft_dice_loss(pa[:n], labels)
         dice_b = soft_dice_loss(pb[:n], labels)
-    teacher = 0 if float(dice_a) <= float(dice_b) else 1
+    teacher = 0 if float(dice_a) < float(dice_b) else 1  # Algorithm 1: ties go to the residual V-Net (B)
     if la.shape[0] > n:
         if teacher == 0:
             unsup = consistency_mse(fb[n:], fa[n:], temperature)
@@ -129,7 +137,7 @@ def sdnet_losses(
 
 def _unlabelled_batch_fn(pool: list[tuple[Any, str]], config: TrainConfig):
     """``g -> (B, 1, z, y, x)`` unlabelled patches of iteration ``g`` (random centres; images only)."""
-    augment = Augmentation() if config.augment else None
+    augment = SDNET_AUGMENTATION if config.augment else None
     patch = config.patch_size
 
     def batch(g: int) -> torch.Tensor:
@@ -183,10 +191,11 @@ def run(
     unlabelled: Sequence[Any] | None = None,
 ) -> TrainResult:
     """The SD-Net run behind :func:`~liverctl.training.methods.train_sdnet` and ``train(config.method="sdnet")``."""
-    config, full = recipe_setup(datasets, config, "sdnet", "vnet")
+    runner = open_recipe(  # --whole-liver (the default): a liver segmentation, tumour labels folded in
+        datasets, out, config, state, progress, columns=_COLUMNS, merge_tumour=not config.tumour_class
+    )
+    full = runner.data
     pool, extra, unlabelled_names = _sdnet_data(full, config, unlabelled)
-
-    runner = RecipeRun(out, config, state, _COLUMNS)
     device = runner.device
     net_a, kwargs = _build(config.architecture, config, full.n_classes, config.seed)
     net_b, _ = _build(config.second_architecture, config, full.n_classes, seed_int(config.seed, 1))
@@ -199,12 +208,7 @@ def run(
     lr0 = config.initial_lr if config.lr is not None or config.init_checkpoint else 0.01
     optimizer = torch.optim.SGD(params, lr=lr0, momentum=0.9, weight_decay=1e-4)
     scaler = runner.scaler()
-    if state is not None:
-        nets[0].load_state_dict(state["model"])
-        nets[1].load_state_dict(state["model_b"])
-        optimizer.load_state_dict(state["optimizer"])
-        if scaler is not None and state.get("scaler"):
-            scaler.load_state_dict(state["scaler"])
+    load_parts(state, model=nets[0], model_b=nets[1], optimizer=optimizer, scaler=scaler)
     runner.write_config(
         datasets,
         unlabelled=[str(u) for u in extra],
@@ -214,18 +218,17 @@ def run(
 
     step = _step_fn(nets, optimizer, params, scaler, full, pool, lr0, runner)
 
-    last_val = [float("nan"), float("nan")]
-    validating = bool(any(full.val) and config.val_every)
+    select_val = [float("nan"), float("nan")]  # each network's Dice on the inner selection split
+    validators = [runner.validator(net) for net in nets]
 
-    def validate() -> float:
-        for k, net in enumerate(nets):
-            net.eval()
-            last_val[k] = validate_dice(net, full, config, device, progress)
-            net.train()
-        return float(np.nanmax(last_val)) if not all(np.isnan(last_val)) else float("nan")
+    def validate(cases: Sequence[Sequence[str]]) -> float:
+        values = [v(cases) for v in validators]
+        if cases is runner.data.select:
+            select_val[:] = values
+        return float(np.nanmax(values)) if not all(np.isnan(values)) else float("nan")
 
-    def better() -> int:
-        return 1 if validating and last_val[1] > last_val[0] else 0
+    def better() -> int:  # the network the inner split prefers (final / iteration: A)
+        return 1 if select_val[1] > select_val[0] else 0
 
     def parts() -> dict[str, Any]:
         return {
@@ -237,39 +240,28 @@ def run(
 
     def best_parts() -> dict[str, Any]:
         k = better()
-        return {"model": nets[k].state_dict(), "network": k, "val_dice": list(last_val)}
+        return {"model": nets[k].state_dict(), "network": k, "select_dice": list(select_val)}
 
-    runner.run(
-        step,
-        parts,
-        best_parts,
-        lambda: sdnet_lr(lr0, runner.g, config.lr_step),
-        validate if validating else None,
-        progress,
-    )
-
-    model_path, toml_path = _export(runner, nets, full, kwargs)
-    return runner.result(nets[0], model_path, toml_path, full, validating)
+    runner.train(Steps(step, parts, best_parts, lambda: sdnet_lr(lr0, runner.g, config.lr_step), validate))
+    model_path, toml_path = _export(runner, nets, kwargs)
+    return runner.result(nets[0], model_path, toml_path, runner.validating)
 
 
-def _export(runner: RecipeRun, nets: list[nn.Module], full: TrainingData, kwargs: dict[str, Any]) -> tuple[Path, Path]:
-    """The better network of the best epoch (``best.pt`` says which; network A without it)."""
+def _export(runner: TrainingRun, nets: list[nn.Module], kwargs: dict[str, Any]) -> tuple[Path, Path]:
+    """Network A with its final weights, or the network ``selected.pt`` holds (A at iteration N;
+    under an inner split, the one with the higher Dice there)."""
     config = runner.config
     k, exported = 0, nets[0]
-    if runner.best_path.exists():
-        best = torch.load(runner.best_path, map_location="cpu", weights_only=True)
-        k = int(best.get("network", 0))
+    selected = runner.load_selected()
+    if selected is not None:
+        k = int(selected.get("network", 0))
         exported = copy.deepcopy(nets[k])
-        exported.load_state_dict(best["model"])
+        exported.load_state_dict(selected["model"])
     arch = config.architecture if k == 0 else config.second_architecture
-    liver = full.labels.get("liver", full.liver_channels[0])
     return runner.export(
         exported,
-        full,
         architecture=arch,
         kwargs=kwargs,
-        labels=full.labels,
-        liver_channel=int(liver),
         description=f"SD-Net {'AB'[k]} network ({arch}) trained with liverctl train --method sdnet",
     )
 
@@ -339,13 +331,13 @@ def _step_fn(
     lab_data: TrainingData,
     pool: list[tuple[Any, str]],
     lr0: float,
-    runner: RecipeRun,
+    runner: TrainingRun,
 ):
     """Global iteration ``g``: a labelled + unlabelled batch through both networks, one step."""
     from liverctl.device import autocast
 
     config, device = runner.config, runner.device
-    labelled_batch = make_batch_fn(lab_data, config)
+    labelled_batch = make_batch_fn(lab_data, config, augmentation=SDNET_AUGMENTATION)
     unlabelled_batch = _unlabelled_batch_fn(pool, config) if pool else None
     n_lab = config.batch_size
 
@@ -371,12 +363,3 @@ def _step_fn(
         }
 
     return step
-
-
-def __getattr__(name: str) -> Any:
-    # train_sdnet lives in liverctl.training.methods (one body for every method); kept here for one release
-    if name == "train_sdnet":
-        from liverctl.training import methods
-
-        return methods.train_sdnet
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

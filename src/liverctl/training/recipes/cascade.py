@@ -83,7 +83,7 @@ def case_boxes(
     cases without a predicted liver are left out, and keep their whole volume)."""
     boxes: dict[tuple[int, str], Box] = {}
     names = [(d, info.name) for d, infos in enumerate(data.info) for info in infos]
-    names += [(d, n) for d, val in enumerate(data.val) for n in val]
+    names += [(d, n) for split in (data.val, data.select) for d, cases in enumerate(split) for n in cases]
     was_training = net.training
     net.eval()
     try:

@@ -1,4 +1,4 @@
-"""DI2IN-AN adversarial training (Yang et al., MICCAI 2017, ``../shared/docs/METHODS.md`` §2): :func:`~liverctl.training.methods.train_di2in_an`.
+"""DI2IN-AN adversarial training (Yang et al., MICCAI 2017): :func:`~liverctl.training.methods.train_di2in_an`.
 
 Generator: ``di2in`` with one output channel (liver vs background, sigmoid). Its
 segmentation loss is deep-supervised binary cross-entropy: ``sum_i w_i * BCE(side_i) +
@@ -51,9 +51,9 @@ from torch import nn
 
 from liverctl.errors import ConfigError
 from liverctl.progress import ProgressCallback
-from liverctl.training.common import TrainResult, make_batch_fn, seed_int, validate_dice
+from liverctl.training.common import TrainResult, make_batch_fn, seed_int
 from liverctl.training.config import TrainConfig
-from liverctl.training.recipe import RecipeRun, backward_step, recipe_setup
+from liverctl.training.run import Steps, backward_step, load_parts, open_recipe
 
 __all__ = [
     "AdversarialSteps",
@@ -123,11 +123,15 @@ class AdversarialSteps:
     """The two kinds of DI2IN-AN optimisation step (module docs).
 
     Args:
-        gen, disc: generator and discriminator (on ``device``).
-        opt_g, opt_d: their optimizers.
+        gen: the generator (on ``device``).
+        disc: the discriminator (on ``device``).
+        opt_g: the generator's optimizer.
+        opt_d: the discriminator's optimizer.
         config: ``seed``, ``adv_weight`` and ``disc_with_image`` are used.
-        device, precision: where and how the networks run (:mod:`liverctl.device`).
-        g_batch, d_batch: ``index -> (images (B,1,z,y,x), labels (B,z,y,x), datasets)``.
+        device: where the networks run (:mod:`liverctl.device`).
+        precision: how they run (:mod:`liverctl.device`).
+        g_batch: ``index -> (images (B,1,z,y,x), labels (B,z,y,x), datasets)`` for the generator.
+        d_batch: the same for the discriminator.
         liver_channels: label values counted as liver (the BCE target).
         scalers: CUDA ``GradScaler`` of each optimizer, or ``None``.
     """
@@ -220,22 +224,15 @@ def run(
     progress: ProgressCallback | None,
 ) -> TrainResult:
     """The DI2IN-AN run behind :func:`~liverctl.training.methods.train_di2in_an` and ``train(config.method="di2in-an")``."""
-    config, data = recipe_setup(datasets, config, "di2in-an", "di2in")
-    runner = RecipeRun(out, config, state, _COLUMNS)
-    device = runner.device
+    runner = open_recipe(datasets, out, config, state, progress, columns=_COLUMNS)
+    data, device = runner.data, runner.device
     gen, disc, kwargs = _networks(config, state)
     gen.to(device)
     disc.to(device)
     opt_g, opt_d = di2in_optimizers(gen, disc, config)
     scaler_g, scaler_d = runner.scaler(), runner.scaler()
-    if state is not None:
-        gen.load_state_dict(state["model"])
-        disc.load_state_dict(state["discriminator"])
-        opt_g.load_state_dict(state["optimizer"])
-        opt_d.load_state_dict(state["optimizer_d"])
-        for sc, key in ((scaler_g, "scaler"), (scaler_d, "scaler_d")):
-            if sc is not None and state.get(key):
-                sc.load_state_dict(state[key])
+    load_parts(state, model=gen, discriminator=disc, optimizer=opt_g, optimizer_d=opt_d, scaler=scaler_g)
+    load_parts(state, scaler_d=scaler_d)
     runner.write_config(datasets)
 
     g_batch = make_batch_fn(data, config)
@@ -247,13 +244,6 @@ def run(
         scalers=(scaler_g, scaler_d),
     )  # fmt: skip
     step = _step_fn(steps, config)
-    validating = bool(any(data.val) and config.val_every)
-
-    def validate() -> float:
-        gen.eval()
-        value = validate_dice(gen, data, config, device, progress, sigmoid=True)
-        gen.train()
-        return value
 
     def parts() -> dict[str, Any]:
         return {
@@ -265,18 +255,17 @@ def run(
             "scaler_d": scaler_d.state_dict() if scaler_d is not None else None,
         }
 
-    runner.run(
-        step,
-        parts,
-        lambda: {"model": gen.state_dict()},
-        lambda: di2in_lr(_base_lr(opt_g), runner.g, _lr_step(config)),  # the lr of the epoch's first iteration
-        validate if validating else None,
-        progress,
+    runner.train(
+        Steps(
+            step,
+            parts,
+            lambda: {"model": gen.state_dict()},
+            lambda: di2in_lr(_base_lr(opt_g), runner.g, _lr_step(config)),  # the lr of the epoch's first iteration
+            runner.validator(gen, sigmoid=True),
+        )
     )
-
     model_path, toml_path = runner.export(
-        runner.best_model(gen),
-        data,
+        runner.selected_model(gen),
         architecture=config.architecture,
         kwargs=kwargs,
         labels={"liver": 0},
@@ -284,7 +273,7 @@ def run(
         decision="sigmoid",
         description="DI2IN generator trained with liverctl train --method di2in-an (sigmoid liver map)",
     )
-    return runner.result(gen, model_path, toml_path, data, validating)
+    return runner.result(gen, model_path, toml_path, runner.validating)
 
 
 def _networks(config: TrainConfig, state: dict[str, Any] | None) -> tuple[nn.Module, nn.Module, dict[str, Any]]:
@@ -349,12 +338,3 @@ def _step_fn(steps: AdversarialSteps, config: TrainConfig):
         }
 
     return step
-
-
-def __getattr__(name: str) -> Any:
-    # train_di2in_an lives in liverctl.training.methods (one body for every method); kept here for one release
-    if name == "train_di2in_an":
-        from liverctl.training import methods
-
-        return methods.train_di2in_an
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,4 +1,4 @@
-"""PIPO-FAN training (Fang & Yan, IEEE TMI 2020, ``../shared/docs/METHODS.md`` §5): :func:`~liverctl.training.methods.train_pipofan`.
+"""PIPO-FAN training (Fang & Yan, IEEE TMI 2020): :func:`~liverctl.training.methods.train_pipofan`.
 
 The ``pipofan`` network (:mod:`liverctl.models.pipofan`) is trained in two phases over the
 run's ``epochs * iterations_per_epoch`` iterations (:func:`phase_lengths`):
@@ -33,8 +33,8 @@ authors' code), multiplied by 0.99 every 40 epochs of the phase (step decay; an 
 ``iterations_per_epoch`` iterations). ``config.lr`` replaces phase 1's lr (phase 2 gets a
 tenth of it); ``optimizer="adam"`` or ``"sgd"`` (momentum 0.9) take the same lrs and
 decay. Each phase starts a fresh optimizer. Gradients are clipped to norm 12 as in every
-recipe. Validation and ``best.pt`` consider only epochs that end in the last phase.
-Export: the whole network of the best epoch (eval output: fused logits), ``decision =
+recipe. Validation and an inner-split selection consider only epochs that end in the last phase.
+Export: the whole network, final weights by default (eval output: fused logits), ``decision =
 "argmax"``, ``liver_channel`` = the ``liver`` class.
 
 Preprocessing (HU window -200..200, z-score) is ``liverctl preprocess --window pipofan``.
@@ -59,12 +59,11 @@ from liverctl.training.common import (
     make_batch_fn,
     recipe_class_weights,
     seed_int,
-    validate_dice,
+    stage_of,
 )
 from liverctl.training.config import TrainConfig
 from liverctl.training.losses import DeepSupervisionLoss, TargetAdaptiveLoss
-from liverctl.training.recipe import RecipeRun, backward_step, recipe_setup
-from liverctl.training.staged import stage_of
+from liverctl.training.run import Steps, TrainingRun, backward_step, open_recipe
 
 __all__ = ["PIPOFAN_CLASS_WEIGHTS", "PIPOFAN_LR", "phase_lengths", "phase_lr", "slice_batch"]
 
@@ -127,13 +126,13 @@ def run(
 ) -> TrainResult:
     """The PIPO-FAN run behind :func:`~liverctl.training.methods.train_pipofan` and
     ``train(config.method="pipofan")``."""
-    config, data = recipe_setup(
-        datasets, config, "pipofan", "pipofan", loss="tal", merge_tumour=not config.tumour_class
+    runner = open_recipe(
+        datasets, out, config, state, progress, columns=_COLUMNS, loss="tal", merge_tumour=not config.tumour_class
     )  # --whole-liver: tumour labels folded into the liver
+    data = runner.data
     lengths = phase_lengths(config)
     weights = _class_weights(config, data)
     model, kwargs = _build(config, data.n_classes, state)
-    runner = RecipeRun(out, config, state, _COLUMNS)
     model.to(runner.device)
     lr0 = config.lr if config.lr is not None else PIPOFAN_LR[0]
     lrs = (lr0, lr0 * PIPOFAN_LR[1] / PIPOFAN_LR[0])
@@ -148,13 +147,6 @@ def run(
     flips = Augmentation(p_scale=0.0, p_rotation=0.0, p_elastic=0.0, p_gamma=0.0, p_flip=0.5)
     batch_fn = make_batch_fn(data, padded, augmentation=flips)
     step = _step_fn(model, opt, batch_fn, losses, lengths, lrs, runner)
-    validating = bool(any(data.val) and config.val_every)
-
-    def validate() -> float:
-        model.eval()
-        value = validate_dice(model, data, config, runner.device, progress)
-        model.train()
-        return value
 
     def current_lr() -> float:
         phase, i, _ = stage_of(runner.g, lengths)
@@ -165,26 +157,23 @@ def run(
     def in_last_phase() -> bool:  # before it the fusion is untrained
         return runner.g > 0 and stage_of(runner.g - 1, lengths)[0] == last_phase
 
-    runner.run(
-        step,
-        lambda: {"model": model.state_dict(), **opt.state()},
-        lambda: {"model": model.state_dict()},
-        current_lr,
-        validate if validating else None,
-        progress,
-        eligible=in_last_phase,
+    runner.train(
+        Steps(
+            step,
+            lambda: {"model": model.state_dict(), **opt.state()},
+            lambda: {"model": model.state_dict()},
+            current_lr,
+            runner.validator(model),
+            eligible=in_last_phase,
+        )
     )
-    liver = data.labels.get("liver", data.liver_channels[0])
     model_path, toml_path = runner.export(
-        runner.best_model(model),
-        data,
+        runner.selected_model(model),
         architecture=config.architecture,
         kwargs=kwargs,
-        labels=data.labels,
-        liver_channel=int(liver),
         description="PIPO-FAN trained with liverctl train --method pipofan (deep pyramid supervision, then fusion)",
     )
-    return runner.result(model, model_path, toml_path, data, validating)
+    return runner.result(model, model_path, toml_path, runner.validating)
 
 
 def _class_weights(config: TrainConfig, data: Any) -> list[float]:
@@ -249,7 +238,7 @@ def _step_fn(
     losses: Sequence[TargetAdaptiveLoss],
     lengths: Sequence[int],
     lrs: Sequence[float],
-    runner: RecipeRun,
+    runner: TrainingRun,
 ):
     """The function that does global iteration ``g``: the phase's loss, one optimizer step."""
     from liverctl.device import autocast

@@ -1,4 +1,4 @@
-"""H-DenseUNet staged training (Li et al., IEEE TMI 2018, ``../shared/docs/METHODS.md`` §4): :func:`~liverctl.training.methods.train_hdenseunet`.
+"""H-DenseUNet staged training (Li et al., IEEE TMI 2018): :func:`~liverctl.training.methods.train_hdenseunet`.
 
 The ``hdenseunet`` network (a 2D DenseUNet on 3-slice stacks, a 3D DenseUNet and the hybrid
 feature fusion layer, :mod:`liverctl.models.hdenseunet`) is trained in three stages over
@@ -21,13 +21,13 @@ stage, ``N`` its length); the momentum is reset at each stage start (each stage 
 training of its own in the paper); gradients clipped to norm 12 as in the main loop.
 
 The paper's HU window is a preprocessing choice (``preprocess --window liver``). The cascade's
-coarse liver-ROI network (``config.coarse_iterations`` > 0, :mod:`~liverctl.training.cascade`)
+coarse liver-ROI network (``config.coarse_iterations`` > 0, :mod:`~liverctl.training.recipes.cascade`)
 is trained before stage 1; its predicted liver boxes crop every case the three stages see,
 and the export is then an ``hdenseunet_cascade`` (coarse + fine) that ``predict`` runs as a
 cascade (:mod:`liverctl.inference.roi`). Without it the stages see whole preprocessed volumes.
-Validation and the choice of ``best.pt`` consider only epochs that end in the last stage
-(before it, parts of the network are untrained). Export: the whole ``hdenseunet`` (eval
-output: hybrid logits) of the best epoch, ``decision = "argmax"``, ``liver_channel`` = the
+Validation and an inner-split selection (``--select-on inner:F``) consider only epochs that end
+in the last stage (before it, parts of the network are untrained). Export: the whole
+``hdenseunet`` (eval output: hybrid logits), final weights by default (:mod:`liverctl.training.run`), ``decision = "argmax"``, ``liver_channel`` = the
 ``liver`` class.
 """
 
@@ -51,10 +51,10 @@ from liverctl.training.common import (
     poly_lr,
     recipe_class_weights,
     seed_int,
-    validate_dice,
+    stage_of,
 )
 from liverctl.training.config import TrainConfig
-from liverctl.training.recipe import RecipeRun, backward_step, recipe_setup
+from liverctl.training.run import Steps, TrainingRun, backward_step, load_parts, open_recipe
 
 __all__ = ["HDENSEUNET_CLASS_WEIGHTS", "poly_lr", "stage_lengths", "stage_of"]
 
@@ -77,16 +77,6 @@ def stage_lengths(config: TrainConfig) -> tuple[int, int, int]:
     return int(n1), int(n2), int(total - n1 - n2)
 
 
-def stage_of(g: int, lengths: Sequence[int]) -> tuple[int, int, int]:
-    """``(stage 1..3, iteration in the stage, stage length)`` of global iteration ``g``."""
-    start = 0
-    for s, n in enumerate(lengths, start=1):
-        if g < start + n or s == len(lengths):
-            return s, g - start, n
-        start += n
-    raise AssertionError("unreachable")
-
-
 def run(
     datasets: Sequence[Any],
     out: Path,
@@ -100,39 +90,28 @@ def run(
         from liverctl.models.densenet_init import resolve_encoder_file
 
         resolve_encoder_file(config.encoder_init)
-    config, data = recipe_setup(datasets, config, "hdenseunet", "hdenseunet")
     lengths = stage_lengths(config)
+    runner = open_recipe(datasets, out, config, state, progress, columns=_COLUMNS)
+    data, device = runner.data, runner.device
     weights = _class_weights(config, data)
-    runner = RecipeRun(out, config, state, _COLUMNS)
-    device = runner.device
     model, kwargs = _build(config, data.n_classes, state)
     model.to(device)
     lr0 = config.lr if config.lr is not None else 0.01
     optimizer = torch.optim.SGD(model.parameters(), lr=lr0, momentum=0.9, weight_decay=1e-4)
     scaler = runner.scaler()
-    if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        if scaler is not None and state.get("scaler"):
-            scaler.load_state_dict(state["scaler"])
+    load_parts(state, model=model, optimizer=optimizer, scaler=scaler)
     coarse = None
     if config.coarse_iterations:  # the cascade: the coarse liver-ROI network first, its boxes crop the data
-        from liverctl.training.cascade import coarse_stage
+        from liverctl.training.recipes.cascade import coarse_stage
 
         coarse, data = coarse_stage(data, config, device, state, progress)
+        runner.data = data
     counts = _parameter_counts(model)
     if coarse is not None:
         counts["coarse"] = sum(p.numel() for p in coarse.parameters())
     runner.write_config(datasets, stage_lengths=list(lengths), parameter_counts=counts)
     class_weights = torch.tensor(weights, dtype=torch.float32, device=device)
     step = _step_fn(model, optimizer, scaler, make_batch_fn(data, config), class_weights, lengths, lr0, runner)
-    validating = bool(any(data.val) and config.val_every)
-
-    def validate() -> float:
-        model.eval()
-        value = validate_dice(model, data, config, device, progress)
-        model.train()
-        return value
 
     def parts() -> dict[str, Any]:
         return {
@@ -151,17 +130,11 @@ def run(
     def in_last_stage() -> bool:  # earlier stages leave parts of the network untrained
         return runner.g > 0 and stage_of(runner.g - 1, lengths)[0] == last_stage
 
-    runner.run(
-        step,
-        parts,
-        lambda: {"model": model.state_dict()},
-        current_lr,
-        validate if validating else None,
-        progress,
-        eligible=in_last_stage,
-    )
-    model_path, toml_path = _export(runner, model, data, kwargs, coarse)
-    return runner.result(model, model_path, toml_path, data, validating)
+    steps = Steps(step, parts, lambda: {"model": model.state_dict()}, current_lr, runner.validator(model))
+    steps.eligible = in_last_stage
+    runner.train(steps)
+    model_path, toml_path = _export(runner, model, kwargs, coarse)
+    return runner.result(model, model_path, toml_path, runner.validating)
 
 
 def _class_weights(config: TrainConfig, data: Any) -> list[float]:
@@ -204,7 +177,7 @@ def _step_fn(
     class_weights: torch.Tensor,
     lengths: Sequence[int],
     lr0: float,
-    runner: RecipeRun,
+    runner: TrainingRun,
 ):
     """The function that does global iteration ``g``: the stage's loss, one optimizer step."""
     from liverctl.device import autocast
@@ -255,12 +228,11 @@ def _step_fn(
 
 
 def _export(
-    runner: RecipeRun, model: nn.Module, data: Any, kwargs: dict[str, Any], coarse: nn.Module | None
+    runner: TrainingRun, model: nn.Module, kwargs: dict[str, Any], coarse: nn.Module | None
 ) -> tuple[Path, Path]:
-    """The whole network of the best epoch (the last weights without ``best.pt``), ``argmax``;
+    """The whole network with its selected weights (final by default), ``argmax``;
     with a coarse stage, both in one ``hdenseunet_cascade``."""
-    liver = data.labels.get("liver", data.liver_channels[0])
-    best, architecture = runner.best_model(model), runner.config.architecture
+    best, architecture = runner.selected_model(model), runner.config.architecture
     if coarse is not None:
         from liverctl.models.hdenseunet_cascade import HDenseUNetCascade
 
@@ -272,19 +244,7 @@ def _export(
         best, architecture = cascade, "hdenseunet_cascade"
     return runner.export(
         best,
-        data,
         architecture=architecture,
         kwargs=kwargs,
-        labels=data.labels,
-        liver_channel=int(liver),
         description="H-DenseUNet trained with liverctl train --method hdenseunet (staged 2D / 3D + HFF / joint)",
     )
-
-
-def __getattr__(name: str) -> Any:
-    # train_hdenseunet lives in liverctl.training.methods (one body for every method); kept here for one release
-    if name == "train_hdenseunet":
-        from liverctl.training import methods
-
-        return methods.train_hdenseunet
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
