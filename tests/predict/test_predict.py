@@ -70,7 +70,7 @@ def entry(**changes) -> lw.ModelEntry:
         "liver_channel": 1,
         "decision": "argmax",
         "labels": {"liver": 1},
-        "sliding_window": lw.SlidingWindow(roi=(64, 64, 64)),
+        "sliding_window": lw.WindowRecipe(roi=(64, 64, 64)),
     }
     base.update(changes)
     return lw.ModelEntry(**base)
@@ -235,7 +235,7 @@ def test_monai_models_see_windows_in_xyz_order(marked: Path):
     masks = {}
     for axes in ("zyx", "xyz"):
         spy = ShapeSpy()
-        e = entry(network_axes=axes, sliding_window=lw.SlidingWindow(roi=(64, 48, 32)))  # roi along x, y, z
+        e = entry(network_axes=axes, sliding_window=lw.WindowRecipe(roi=(64, 48, 32)))  # roi along x, y, z
         model = LiverModel([lw.ResolvedWeights(e, Path("s.pt"), "0" * 64, "local")], [spy], torch.device("cpu"))
         seg = model.segment(ct, PredictOptions(shortcuts=False))
         window_zyx = tuple(seg.report["inference"]["window_zyx"])
