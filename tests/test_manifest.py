@@ -150,7 +150,9 @@ def test_preprocess_overwrite_reprocesses_a_relative_folder_with_a_folder_in_it(
     first = preprocess("ds", "o/r14", target_spacing=(2.0, 2.0, 3.0))
     assert first.processed == ["a", "b"]
     before = np.load(tmp_path / "o" / "r14" / "images" / "a.npy")
-    again = preprocess("ds", str(tmp_path / "o" / "r14"), overwrite=True, target_spacing=(2.0, 2.0, 3.0), window="liver")
+    again = preprocess(
+        "ds", str(tmp_path / "o" / "r14"), overwrite=True, target_spacing=(2.0, 2.0, 3.0), window="liver"
+    )
     assert again.processed == ["a", "b"] and again.skipped == []
     assert not np.array_equal(np.load(tmp_path / "o" / "r14" / "images" / "a.npy"), before)
     manifest = json.loads((tmp_path / "o" / "r14" / MANIFEST_NAME).read_text())

@@ -18,7 +18,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from liverctl.errors import GeometryError, ImageFormatError, InputError, LabelError
-from liverctl.io.checks import itk_message, refuse_not_3d, require_volume
+from liverctl.io.checks import check_header_spacing, from_sitk_checked, itk_message, refuse_not_3d, require_volume
 from liverctl.io.dicom import read_dicom_series
 from liverctl.io.files import IMAGE_SUFFIXES, atomic_path, image_stem, image_suffix
 from liverctl.io.image import Geometry, Image
@@ -71,6 +71,7 @@ def read_image(path: str | os.PathLike[str], *, series_uid: str | None = None, c
     series = _series_of_dicom_file(p)
     if series is not None:  # one file of a DICOM series: the series
         return read_dicom_series(p.parent, series)
+    check_header_spacing(p, image_suffix(p))
     try:
         image = _itk_read(p)
     except RuntimeError as exc:
@@ -84,7 +85,7 @@ def read_image(path: str | os.PathLike[str], *, series_uid: str | None = None, c
         image = image[:, :, :, 0]
     if image.GetDimension() != 3:
         return refuse_not_3d(image, p)
-    result = require_volume(Image.from_sitk(image), p)
+    result = require_volume(from_sitk_checked(image, p), p)
     if check_finite:
         _check_finite(result, p)
     if image_suffix(p) in (".nii", ".nii.gz"):

@@ -161,9 +161,7 @@ class Manifest:
     def owned_files(self) -> list[Path]:
         """The files liverctl wrote here that are still as it left them."""
         return [
-            self.folder / k
-            for k in sorted(self._files)
-            if (self.folder / k).is_file() and self.owns(self.folder / k)
+            self.folder / k for k in sorted(self._files) if (self.folder / k).is_file() and self.owns(self.folder / k)
         ]
 
     def check_replaceable(self, paths: Iterable[str | os.PathLike[str]]) -> None:
