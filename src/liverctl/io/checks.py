@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from liverctl.errors import GeometryError, ImageFormatError
+from liverctl.errors import GeometryError, ImageFormatError, InputError
 from liverctl.io.image import Geometry, Image
 
 MAX_VOXELS = 2**31
@@ -128,6 +128,17 @@ def check_header_spacing(path: Path, suffix: str | None) -> None:
         if len(values) == 9:
             _refuse_direction(path, np.asarray(values).reshape(3, 3), f"its header's {_FIELD_NAMES[key]}")
             break
+    _refuse_missing_data_file(path, fields.get("elementdatafile") or fields.get("data file") or fields.get("datafile"))
+
+
+def _refuse_missing_data_file(path: Path, name: str | None) -> None:
+    """A detached header (``.mhd``, ``.nhdr``) whose data file is not there: one line of our own
+    before ITK prints its own on stderr."""
+    if not name or name.upper() in ("LOCAL", "LIST") or "%" in name or " " in name.strip():
+        return
+    data = Path(name) if Path(name).is_absolute() else path.parent / name
+    if not data.is_file():
+        raise InputError(f"cannot read {path}: its data file {data.name} is missing (it must lie beside the header)")
 
 
 def _refuse_direction(path: Path, matrix: np.ndarray, where: str) -> None:

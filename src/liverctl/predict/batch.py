@@ -404,8 +404,16 @@ def _write_mask(mask: Any, image: Image, out: Path, scan: str, series_uid: str |
 def _write_preview(image: Image, mask: Any, path: Path, scan: str, report: dict[str, Any]) -> None:
     from liverctl.predict.preview import write_preview
 
-    flags = (report.get("qc") or {}).get("flags", [])
-    write_preview(image, mask, path, title=Path(scan).name, volume_ml=report.get("liver_volume_ml"), flags=flags)
+    qc = report.get("qc") or {}
+    write_preview(
+        image,
+        mask,
+        path,
+        title=Path(scan).name,
+        volume_ml=report.get("liver_volume_ml"),
+        flags=qc.get("flags", []),
+        lower_bound=bool(qc.get("volume_is_lower_bound")),
+    )
 
 
 def parse_paths(text: str) -> list[str]:
