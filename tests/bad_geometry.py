@@ -3,6 +3,7 @@ the reader tests (tests/test_geometry_verdict.py) and the bad-input catalogue.""
 
 from __future__ import annotations
 
+import gzip
 import struct
 from pathlib import Path
 
@@ -30,11 +31,16 @@ def nifti_pixdim(path: Path, pixdim=(0.0, 0.0, 0.0), array: np.ndarray | None = 
     """A NIfTI-1 file (``.nii``) whose header stores ``pixdim`` and, with ``xform_code`` 0, no
     qform/sform: ITK reads pixdim 0 as 1.0 mm and a negative pixdim as a flip."""
     a = ct_array() if array is None else array
-    write(path, a)
-    raw = bytearray(path.read_bytes())
+    plain = path.with_name(path.name.removesuffix(".gz"))
+    write(plain, a)
+    raw = bytearray(plain.read_bytes())
     struct.pack_into("<3f", raw, 80, *pixdim)  # pixdim[1..3]
     struct.pack_into("<2h", raw, 252, xform_code, xform_code)  # qform_code, sform_code
-    path.write_bytes(bytes(raw))
+    if plain == path:
+        path.write_bytes(bytes(raw))
+    else:
+        plain.unlink()
+        path.write_bytes(gzip.compress(bytes(raw)))
     return path
 
 

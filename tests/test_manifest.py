@@ -157,3 +157,20 @@ def test_preprocess_overwrite_reprocesses_a_relative_folder_with_a_folder_in_it(
     assert not np.array_equal(np.load(tmp_path / "o" / "r14" / "images" / "a.npy"), before)
     manifest = json.loads((tmp_path / "o" / "r14" / MANIFEST_NAME).read_text())
     assert "images/a.npy" in manifest["files"] and all(v is not None for v in manifest["files"].values())
+
+
+def test_liverctls_own_folder_is_its_own_under_every_spelling(tmp_path: Path, monkeypatch) -> None:
+    """Issue 19: the same folder given once absolute and once relative was foreign, --overwrite or not."""
+    from liverctl.phantoms import phantom
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "link").symlink_to(tmp_path, target_is_directory=True)
+    phantom(tmp_path / "ph", n=1, shape=(16, 24, 24))
+    for spelling in ("ph", "./ph/", "ph/../ph", "link/ph", str(tmp_path / "link" / "ph")):
+        phantom(spelling, n=1, shape=(16, 24, 24), overwrite=True)
+    assert Manifest("link/ph").owns("ph/dataset.json") and sorted(p.name for p in (tmp_path / "ph").iterdir()) == [
+        MANIFEST_NAME,
+        "dataset.json",
+        "imagesTr",
+        "labelsTr",
+    ]
