@@ -23,6 +23,7 @@ import datetime as _dt
 import hashlib
 import json
 import os
+import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -157,24 +158,42 @@ class VerifyResult:
         }
 
 
+def _as_served(path: Path, actual: str) -> bool | None:
+    """Whether a cached file holds the bytes the Hub announced for it: its blob is named by the
+    sha256 (LFS files) or by the git blob sha1 (small files) the Hub sent; ``None`` if unknown."""
+    try:
+        blob = Path(os.path.realpath(path))
+    except OSError:  # pragma: no cover
+        return None
+    if HEX64.match(blob.name):
+        return blob.name == actual
+    if re.fullmatch(r"[0-9a-f]{40}", blob.name):
+        digest = hashlib.sha1(b"blob %d\0" % blob.stat().st_size)
+        with open(blob, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(chunk)
+        return digest.hexdigest() == blob.name
+    return None
+
+
 def refuse_mismatch(name: str, what: str, path: Path, actual: str, expected: str, source: str) -> None:
     """Raise the one-line error of a cached file whose sha256 is not ``expected``.
 
-    The file is removed from the (shared) Hugging Face cache only when its bytes contradict the
-    sha256 the Hub itself announced for it (a damaged download). A file that is the Hub's own
-    bytes, or that cannot be told damaged, stays: the pin is what disagrees, and another
-    registry sharing the cache may pin this very file.
+    The file is removed from the (shared) Hugging Face cache only when its bytes contradict what
+    the Hub itself announced for it (its sha256, or for a small file its git blob id): a damaged
+    download. A file that is the Hub's own bytes, or that cannot be told damaged, stays: the pin
+    is what disagrees, and another registry sharing the cache may pin this very file.
     """
-    announced = _announced_sha256(path)
-    if announced is not None and announced != actual:
+    served = _as_served(path, actual)
+    if served is False:
         _evict(path)
         raise WeightsError(
             f"sha256 mismatch for {what}: got {actual}, expected {expected} ({source}); the damaged file was "
             f"removed from the cache and will not be used (run `liverctl weights download {name}` to fetch it again)"
         )
-    served = "the file the Hub serves" if announced == actual else "the cached file"
+    which = "the file the Hub serves" if served else "the cached file"
     raise WeightsError(
-        f"sha256 mismatch for {what}: {served} has sha256 {actual}, but {source} expects {expected}; not using it "
+        f"sha256 mismatch for {what}: {which} has sha256 {actual}, but {source} expects {expected}; not using it "
         "(left in the shared cache, where another registry may trust it): check that pin"
     )
 
