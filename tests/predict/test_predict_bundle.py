@@ -76,7 +76,7 @@ def network():
 def _weakly_trained() -> torch.nn.Module:
     """Thin but real decision margins: 25 Adam steps on 24^3 crops of three phantoms."""
     from liverctl.phantoms import make_phantom
-    from liverctl.predict import normalise
+    from liverctl.preprocessing.intensity import normalise
 
     net = _network().train()
     rng = np.random.default_rng(0)

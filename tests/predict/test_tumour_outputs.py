@@ -57,7 +57,7 @@ def model(labels: dict[str, int]) -> LiverModel:
         liver_channel=1,
         decision="argmax",
         labels=labels,
-        sliding_window=lw.SlidingWindow(roi=(32, 32, 32)),
+        sliding_window=lw.WindowRecipe(roi=(32, 32, 32)),
     )
     net = TumourBandNet(len(labels) + 1)
     return LiverModel([lw.ResolvedWeights(entry, Path("bands.pt"), "0" * 64, "local")], [net], torch.device("cpu"))
