@@ -99,3 +99,12 @@ def dicom_series(folder: Path, n: int = 6, step: float = 2.0, skip: int | None =
 def truncate(path: Path, keep: int = 600) -> Path:
     path.write_bytes(path.read_bytes()[:keep])
     return path
+
+
+def nrrd_sheared(path: Path) -> Path:
+    """A ``.nrrd`` whose ``space directions`` are not perpendicular (ITK's NRRD reader keeps them)."""
+    write(path, ct_array())
+    head, sep, data = path.read_bytes().partition(b"\n\n")
+    head = head.replace(b"space directions: (2,0,0) (0,2,0) (0,0,3)", b"space directions: (2,0,0) (1,2,0) (0,0,3)")
+    path.write_bytes(head + sep + data)
+    return path

@@ -10,7 +10,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bad_geometry import SHEAR, SINGULAR, ct_array, dicom_series, metaimage, nifti_pixdim, truncate, write
+from bad_geometry import (
+    SHEAR,
+    SINGULAR,
+    ct_array,
+    dicom_series,
+    metaimage,
+    nifti_pixdim,
+    nrrd_sheared,
+    truncate,
+    write,
+)
 from liverctl.errors import GeometryError, ImageFormatError, InputError
 from liverctl.io import Geometry, Image, read_image
 from liverctl.io.checks import MAX_VOXELS, check_geometry
@@ -27,6 +37,7 @@ BAD_FILES = {
     "mha-inf": (lambda p: metaimage(p / "a.mha", ("inf", "2", "3")), "(inf, 2, 3) mm"),
     "mha-shear": (lambda p: metaimage(p / "a.mha", matrix=SHEAR), "TransformMatrix are sheared"),
     "mha-singular": (lambda p: metaimage(p / "a.mha", matrix=SINGULAR), "TransformMatrix are singular"),
+    "nrrd-sheared": (lambda p: nrrd_sheared(p / "a.nrrd"), "axis directions in its geometry are sheared"),
     "dicom-gap": (lambda p: dicom_series(p / "s", skip=3), "slices slice_02.dcm and slice_04.dcm are 4 mm apart"),
     "dicom-truncated": (
         lambda p: truncate(dicom_series(p / "s") / "slice_03.dcm").parent,
