@@ -677,16 +677,18 @@ def _cited(_: Path, entry: str) -> str:
 @pytest.mark.slow
 def test_predict_geometry_faults(hub: dict[str, str], tmp_path: Path) -> None:
     """Each broken geometry is refused, naming the scan (or the slice), nothing else written; a
-    lone bad scan gets its error alone (no citation first); the good scan of the batch is segmented."""
+    lone bad scan gets its error alone (no citation first); the good scan of the batch is segmented,
+    once, though ``-r`` meets a symlink loop."""
     env = dict(hub, OMP_NUM_THREADS="1")
     batch, series = tmp_path / "batch", tmp_path / "series"
     for name, (make, _) in GEOMETRY_FAULTS.items():
         make(batch / f"{name}.nii.gz")
     folders = [str(make(series / name)) for name, (make, _) in SERIES_FAULTS.items()]
     _write(batch / "good.nii.gz", ct_array())
+    (batch / "self").symlink_to(".", target_is_directory=True)  # -r must not walk this loop: each scan once
     before = _snapshot(tmp_path)
     proc = subprocess.run(
-        [sys.executable, "-m", "liverctl", "predict", str(batch), *folders, "-o", str(tmp_path / "masks")],
+        [sys.executable, "-m", "liverctl", "predict", "-r", str(batch), *folders, "-o", str(tmp_path / "masks")],
         capture_output=True, text=True, env=env,
     )  # fmt: skip
     assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
