@@ -108,3 +108,12 @@ def nrrd_sheared(path: Path) -> Path:
     head = head.replace(b"space directions: (2,0,0) (0,2,0) (0,0,3)", b"space directions: (2,0,0) (1,2,0) (0,0,3)")
     path.write_bytes(head + sep + data)
     return path
+
+
+def nifti_claiming(path: Path, dims=(4000, 4000, 4000), array: np.ndarray | None = None) -> Path:
+    """A small ``.nii`` whose header claims ``dims`` voxels (128 GB as int16 by default)."""
+    write(path, ct_array() if array is None else array)
+    raw = bytearray(path.read_bytes())
+    struct.pack_into("<4h", raw, 40, 3, *dims)
+    path.write_bytes(bytes(raw))
+    return path

@@ -16,6 +16,7 @@ from bad_geometry import (
     ct_array,
     dicom_series,
     metaimage,
+    nifti_claiming,
     nifti_pixdim,
     nrrd_sheared,
     truncate,
@@ -76,6 +77,11 @@ def test_absurd_spacing_is_refused_before_the_resample_allocates(tmp_path: Path)
         resample(image, (1.5, 1.5, 1.5))
     assert "16000 x 16000 x 10667 voxels" in str(err.value) and MAX_VOXELS < 16000**3
     assert resample(Image(ct_array(), Geometry((2.0, 2.0, 3.0))), (1.5, 1.5, 1.5)).shape == (32, 32, 32)
+
+
+def test_a_header_claiming_terabytes_is_refused_before_itk_allocates(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match=r"truncated file \(\d+ of 128000000352 bytes\)"):
+        read_image(nifti_claiming(tmp_path / "big.nii"))
 
 
 def test_a_folder_mixing_a_series_and_scan_files_is_refused(tmp_path: Path) -> None:

@@ -27,7 +27,7 @@ import SimpleITK as sitk
 import torch
 from typer.testing import CliRunner
 
-from bad_geometry import SHEAR, SINGULAR, dicom_series, metaimage, nifti_pixdim, truncate
+from bad_geometry import SHEAR, SINGULAR, dicom_series, metaimage, nifti_claiming, nifti_pixdim, truncate
 from liverctl.cli import app
 from liverctl.io.manifest import MANIFEST_NAME
 
@@ -309,6 +309,11 @@ CATALOGUE_19 = [
     ),
     Bad("evaluate-mhd-without-its-raw", _mhd_without_raw, "its data file m.raw is missing"),
     Bad("preprocess-spacing-1000mm", _huge_spacing, "more than any CT needs"),
+    Bad(
+        "postprocess-header-claims-64-GB",
+        lambda t: ["postprocess", str(nifti_claiming(t / "m.nii", array=label_array())), "-o", str(t / "o.nii.gz")],
+        "truncated file (9568 of 64000000352 bytes)",
+    ),
     Bad("predict-folder-with-a-series-and-scans", _mixed_folder, "holds both image files"),
     Bad(
         "predict-fast-exact",

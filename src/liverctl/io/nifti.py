@@ -25,7 +25,7 @@ from liverctl.errors import InputError
 if TYPE_CHECKING:
     from liverctl.io.image import Geometry
 
-__all__ = ["check_complete", "nifti_affine", "nifti_has_nonfinite", "nifti_pixdim", "stored_affine"]
+__all__ = ["check_complete", "has_nifti_header", "nifti_affine", "nifti_has_nonfinite", "nifti_pixdim", "stored_affine"]
 
 
 @dataclass(frozen=True)
@@ -224,6 +224,20 @@ def _gzip_length(path: Path) -> int:
         if not d.eof:
             raise EOFError("compressed stream ends early")
     return total
+
+
+def has_nifti_header(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` starts with a readable NIfTI-1/2 header (then :func:`check_complete` can
+    judge it before ITK allocates what the header claims)."""
+    from liverctl.io.files import image_suffix
+
+    path = Path(path)
+    opener = gzip.open if image_suffix(path) == ".nii.gz" else open
+    try:
+        with opener(path, "rb") as fh:
+            return _nifti_layout(fh.read(540)) is not None
+    except (OSError, EOFError, zlib.error):
+        return False
 
 
 def check_complete(path: str | os.PathLike[str]) -> None:
