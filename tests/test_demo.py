@@ -23,8 +23,10 @@ def quick_demo(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
     out = tmp_path_factory.mktemp("demo") / "demo"
     env = dict(os.environ, LIVERCTL_NO_PROGRESS="1")
     env.pop("LIVERCTL_DEBUG", None)
-    cmd = [sys.executable, "-m", "liverctl", "demo", "--quick", "-o", str(out), "--threads", "1"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    # a relative -o with a trailing slash, as users type it (issue 19: its manifest keys must still
+    # be the folder's own, so that the next demo replaces what this one wrote)
+    cmd = [sys.executable, "-m", "liverctl", "demo", "--quick", "-o", "demo/", "--threads", "1"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600, cwd=out.parent)
     return out, proc
 
 

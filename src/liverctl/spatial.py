@@ -26,6 +26,7 @@ import SimpleITK as sitk
 
 from liverctl.errors import ConfigError
 from liverctl.io import Geometry, Image
+from liverctl.io.checks import check_grid_size
 
 __all__ = [
     "INTERPOLATORS",
@@ -78,6 +79,7 @@ def resampled_grid(
         raise ConfigError(f"invalid target spacing {tuple(spacing_xyz)}: need 3 positive numbers (x, y, z) in mm")
     size = np.asarray(shape_zyx, dtype=float)[::-1]
     new_size = np.maximum(1, np.floor(size * old / new + 0.5)).astype(int)
+    check_grid_size(new_size[::-1], new)  # before any allocation
     direction = geometry.direction_matrix
     centre = np.asarray(geometry.origin) + direction @ ((size - 1) / 2 * old)
     origin = centre - direction @ ((new_size - 1) / 2 * new)

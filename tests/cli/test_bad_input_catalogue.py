@@ -12,11 +12,14 @@ downloads its model from the local test Hub (``tests/support/hub_server.py``).
 from __future__ import annotations
 
 import hashlib
+import json
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -24,7 +27,9 @@ import SimpleITK as sitk
 import torch
 from typer.testing import CliRunner
 
+from bad_geometry import SHEAR, SINGULAR, dicom_series, metaimage, nifti_claiming, nifti_pixdim, truncate
 from liverctl.cli import app
+from liverctl.io.manifest import MANIFEST_NAME
 
 GEOMETRY_SPACING = (2.0, 2.0, 3.0)
 
@@ -121,6 +126,7 @@ class Bad:
     build: Callable[[Path], list[str]]
     message: str
     code: int = 2
+    stdin: str | None = None
 
 
 def _users_folder(tmp: Path) -> list[str]:
@@ -148,6 +154,201 @@ def _foreign_phantom(tmp: Path) -> list[str]:
     (tmp / "ph" / "labelsTr").mkdir(parents=True)
     (tmp / "ph" / "dataset.json").write_text("{}")  # the user's own file of the same name
     return ["phantom", str(tmp / "ph"), "--count", "1", "--shape", "24,24,16", "--overwrite"]
+
+
+# ---- issue 19: the manifest holds for every spelling of a folder (paths relative to the test's cwd)
+
+
+def _manifest(folder: Path, files: dict[str, Any], command: str) -> None:
+    """A manifest as an earlier liverctl left it (``None``: claimed, no size or time recorded)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    data = {"liverctl_manifest": 1, "commands": [command], "files": files}
+    (folder / MANIFEST_NAME).write_text(json.dumps(data))
+
+
+def _predict_relative_null(t: Path) -> list[str]:
+    """`predict ct.nii.gz -o o/m01/`, the user's file where the mask goes, an entry without size."""
+    _write(t / "ct.nii.gz", ct_array())
+    _write(t / "o" / "m01" / "ct.nii.gz", label_array())
+    _manifest(t / "o" / "m01", {"ct.nii.gz": None, "o/m01/ct.nii.gz": None}, "predict")
+    return ["predict", "ct.nii.gz", "-o", "o/m01/"]
+
+
+def _predict_resume_replaced(t: Path) -> list[str]:
+    """`--resume` after the user replaced an earlier mask: neither kept as ours nor replaced."""
+    _write(t / "a.nii.gz", ct_array())
+    _write(t / "o" / "k2" / "a.nii.gz", label_array())
+    _manifest(t / "o" / "k2", {"a.nii.gz": {"bytes": 1, "mtime_ns": 1}, "a.json": None}, "predict")
+    return ["predict", "a.nii.gz", "-o", "./o/k2", "--resume"]
+
+
+def _postprocess_relative_null(t: Path) -> list[str]:
+    _write(t / "pred.nii.gz", label_array())
+    _write(t / "o" / "x" / "a.nii.gz", label_array())
+    _manifest(t / "o" / "x", {"a.nii.gz": None, "o/x/a.nii.gz": None}, "postprocess")
+    return ["postprocess", "pred.nii.gz", "-o", "o/x/a.nii.gz"]
+
+
+def _phantom_other_spelling(t: Path) -> list[str]:
+    """liverctl wrote ph/ (absolute path); the user edited its dataset.json; --overwrite, relative."""
+    from liverctl.phantoms import phantom
+
+    phantom(t / "ph", n=1, shape=(24, 24, 16))
+    (t / "ph" / "dataset.json").write_text('{"mine": true}')
+    return ["phantom", "./ph/../ph", "--count", "1", "--shape", "16,24,24", "--overwrite"]
+
+
+def _preprocess_other_spelling(t: Path) -> list[str]:
+    """liverctl wrote o/r14 (relative); the user edited a label array; --overwrite, absolute."""
+    from liverctl.preprocessing import preprocess
+
+    preprocess(dataset(t / "ds"), t / "o" / "r14", target_spacing=GEOMETRY_SPACING, normalization="image")
+    (t / "o" / "r14" / "labels" / "a.npy").write_bytes(b"edited")
+    return [
+        "preprocess",
+        "ds",
+        "-o",
+        str(t / "o" / "r14"),
+        "--window",
+        "liver",
+        "--overwrite",
+        "--normalization",
+        "image",
+    ]
+
+
+# ---- issue 19: one geometry verdict, whatever the format and the command
+
+
+def _geometry_dataset(t: Path, make: Callable[[Path], Path]) -> str:
+    return str(dataset(t / "ds", make))
+
+
+def _huge_spacing(t: Path) -> list[str]:
+    """A dataset whose scans and labels say 1000 mm: resampled to 1.5 mm, terabytes."""
+    for name in ("a", "b"):
+        _write(t / "ds" / "imagesTr" / f"{name}_0000.nii.gz", ct_array(), (1000.0, 1000.0, 1000.0))
+        _write(t / "ds" / "labelsTr" / f"{name}.nii.gz", label_array(), (1000.0, 1000.0, 1000.0))
+    return ["preprocess", str(t / "ds"), "-o", str(t / "out"), "--spacing", "1.5,1.5,1.5", "--normalization", "image"]
+
+
+def _mixed_folder(t: Path) -> list[str]:
+    folder = dicom_series(t / "mixed")
+    _write(folder / "other.nii.gz", ct_array())
+    return ["predict", str(folder), "-o", str(t / "out")]
+
+
+def _mhd_without_raw(t: Path) -> list[str]:
+    _write(t / "m.mhd", label_array())
+    (t / "m.raw").unlink()
+    return ["evaluate", str(t / "m.mhd"), str(_write(t / "ref.nii.gz", label_array()))]
+
+
+# ---- issue 19: option conflicts and messages
+
+
+def _model_and_weights(t: Path) -> list[str]:
+    from hub_server import registry_entry, write_registry
+
+    (t / "w.pt").write_bytes(b"weights")
+    write_registry(t / "w.pt.toml", [registry_entry("mine", "", "w.pt")], "mine")  # the recipe beside them
+    scan = _write(t / "s.nii.gz", ct_array())
+    return ["predict", str(scan), "-o", str(t / "out"), "--model", "other", "--weights", str(t / "w.pt")]
+
+
+CATALOGUE_19 = [
+    Bad("predict-relative-folder-unrecorded-entry", _predict_relative_null, "liverctl did not write it"),
+    Bad("predict-resume-replaced-by-the-user", _predict_resume_replaced, "liverctl did not write it"),
+    Bad("postprocess-relative-folder-unrecorded-entry", _postprocess_relative_null, "liverctl did not write it"),
+    Bad("phantom-overwrite-other-spelling", _phantom_other_spelling, "liverctl did not write it"),
+    Bad("preprocess-overwrite-other-spelling", _preprocess_other_spelling, "liverctl did not write it"),
+    Bad(
+        "postprocess-nifti-pixdim-0",
+        lambda t: ["postprocess", str(nifti_pixdim(t / "m.nii", array=label_array())), "-o", str(t / "o.nii.gz")],
+        "voxel spacing (0, 0, 0) mm (x, y, z) in its NIfTI header (pixdim)",
+    ),
+    Bad(
+        "preprocess-nifti-negative-pixdim",
+        lambda t: [
+            "preprocess",
+            _geometry_dataset(t, lambda p: nifti_pixdim(p, (-2.0, 2.0, 3.0), xform_code=1)),
+            "-o",
+            str(t / "out"),
+        ],
+        "voxel spacing (-2, 2, 3) mm",
+    ),
+    Bad(
+        "preprocess-nifti-pixdim-0-with-an-affine",
+        lambda t: [
+            "preprocess",
+            _geometry_dataset(t, lambda p: nifti_pixdim(p, (0.8, 0.8, 0.0), xform_code=1)),
+            "-o",
+            str(t / "out"),
+        ],
+        "voxel spacing (0.8, 0.8, 0) mm",
+    ),
+    Bad(
+        "postprocess-mha-negative-spacing",
+        lambda t: ["postprocess", str(metaimage(t / "m.mha", ("-2", "2", "3"))), "-o", str(t / "o.nii.gz")],
+        "voxel spacing (-2, 2, 3) mm (x, y, z) in its header (ElementSpacing)",
+    ),
+    Bad(
+        "postprocess-mha-nan-spacing",
+        lambda t: ["postprocess", str(metaimage(t / "m.mha", ("nan", "2", "3"))), "-o", str(t / "o.nii.gz")],
+        "voxel spacing (nan, 2, 3) mm",
+    ),
+    Bad(
+        "evaluate-mha-sheared",
+        lambda t: ["evaluate", str(metaimage(t / "p.mha", matrix=SHEAR)), str(metaimage(t / "r.mha"))],
+        "TransformMatrix are sheared",
+    ),
+    Bad(
+        "evaluate-mha-singular",
+        lambda t: ["evaluate", str(metaimage(t / "p.mha", matrix=SINGULAR)), str(metaimage(t / "r.mha"))],
+        "TransformMatrix are singular",
+    ),
+    Bad("evaluate-mhd-without-its-raw", _mhd_without_raw, "its data file m.raw is missing"),
+    Bad("preprocess-spacing-1000mm", _huge_spacing, "more than any CT needs"),
+    Bad(
+        "postprocess-header-claims-64-GB",
+        lambda t: ["postprocess", str(nifti_claiming(t / "m.nii", array=label_array())), "-o", str(t / "o.nii.gz")],
+        "truncated file (9568 of 64000000352 bytes)",
+    ),
+    Bad("predict-folder-with-a-series-and-scans", _mixed_folder, "holds both image files"),
+    Bad(
+        "predict-fast-exact",
+        lambda t: ["predict", str(_write(t / "s.nii.gz", ct_array())), "--fast", "--exact"],
+        "contradict each other",
+    ),
+    Bad("predict-model-and-weights-with-their-recipe", _model_and_weights, "give one of them"),
+    Bad(
+        "predict-nul-from-stdin",
+        lambda t: ["predict", "-", "-o", str(t / "out")],
+        "no such file or folder: a\\x00b",
+        stdin="a\x00b\n",
+    ),
+    Bad(
+        "evaluate-json-file-under-a-file",
+        lambda t: [
+            "evaluate",
+            str(masks(t / "p") / "a.nii.gz"),
+            str(masks(t / "r") / "a.nii.gz"),
+            "--json-file",
+            str(t / "r" / "a.nii.gz" / "x.json"),
+        ],
+        "a.nii.gz is not a folder",
+    ),
+    Bad(
+        "postprocess-empty-folder",
+        lambda t: ["postprocess", str(Path(t / "empty").mkdir() or t / "empty"), "-o", str(t / "o")],
+        "(.nii.gz, .nii, .nrrd, .nhdr, .mha, .mhd)",
+    ),
+    Bad(
+        "phantom-shape-as-given",
+        lambda t: ["phantom", str(t / "ph"), "--shape", "0,10,10"],
+        "X,Y,Z between 8 and 1024, got 0,10,10",
+    ),
+]
 
 
 CATALOGUE = [
@@ -309,6 +510,7 @@ CATALOGUE = [
         "folder: must be a <trainer>__<plans>__<configuration> path",
     ),
     Bad("weights-add-existing", lambda t: [*_ADD, "--name", "wholebody-ct-3mm", "--registry", _shipped(t)], "--force"),
+    *CATALOGUE_19,
 ]
 
 
@@ -344,11 +546,12 @@ def test_bad_input_is_one_line_and_changes_nothing(bad: Bad, tmp_path: Path, mon
     monkeypatch.setenv("LIVERCTL_NO_PROGRESS", "1")
     monkeypatch.setenv("LIVERCTL_HOME", str(tmp_path / "home"))
     monkeypatch.delenv("LIVERCTL_DEBUG", raising=False)
-    result = CliRunner().invoke(app, args)
+    result = CliRunner().invoke(app, args, input=bad.stdin)
     lines = result.stderr.strip().splitlines()
     assert result.exit_code == bad.code, (result.exit_code, result.stderr)
     assert len(lines) == 1 and lines[0].startswith("liverctl: error: "), result.stderr
     assert bad.message in lines[0], lines[0]
+    assert all(c.isprintable() for c in lines[0]), repr(lines[0])  # no raw control character
     _check(before, _snapshot(work), result.stderr, result.stdout)
     assert not (tmp_path / "home").exists() or not any((tmp_path / "home").rglob("*.safetensors"))
 
@@ -456,3 +659,101 @@ def test_same_scan_same_verdict_in_every_command(tmp_path: Path, monkeypatch: py
             preprocess(root, tmp_path / f"out-{name}")
         verdict = str(by_predict.value).replace(str(scan), "")
         assert verdict in str(by_preprocess.value).replace(str(target), ""), name
+
+
+# --------------------------------------------------------------------------- issue 19, as a user runs them
+
+
+GEOMETRY_FAULTS = {  # one scan file each, in one batch
+    "pixdim-0": (lambda p: nifti_pixdim(p), "voxel spacing (0, 0, 0) mm"),
+    "sheared": (lambda p: metaimage(p.with_name("sheared.mha"), matrix=SHEAR), "are sheared"),
+    "spacing-1000mm": (lambda p: _write(p, ct_array(), (1000.0, 1000.0, 1000.0)), "more than any CT needs"),
+}
+SERIES_FAULTS = {  # one DICOM series folder each, given beside the batch folder
+    "gap": (lambda p: dicom_series(p, skip=3), "slices slice_02.dcm and slice_04.dcm are 4 mm apart"),
+    "truncated": (lambda p: truncate(dicom_series(p) / "slice_03.dcm").parent, "cannot read slice slice_03.dcm"),
+}
+
+
+def _cited(_: Path, entry: str) -> str:
+    """A registry entry with a citation (predict notes it with the first result)."""
+    return entry.replace('decision = "argmax"', 'decision = "argmax"\ncitation = "Test T., 2026"')
+
+
+@pytest.mark.slow
+def test_predict_geometry_faults(hub: dict[str, str], tmp_path: Path) -> None:
+    """Each broken geometry is refused, naming the scan (or the slice), nothing else written; a
+    lone bad scan gets its error alone (no citation first); the good scan of the batch is segmented,
+    once, though ``-r`` meets a symlink loop."""
+    env = dict(hub, OMP_NUM_THREADS="1")
+    batch, series = tmp_path / "batch", tmp_path / "series"
+    for name, (make, _) in GEOMETRY_FAULTS.items():
+        make(batch / f"{name}.nii.gz")
+    folders = [str(make(series / name)) for name, (make, _) in SERIES_FAULTS.items()]
+    _write(batch / "good.nii.gz", ct_array())
+    (batch / "self").symlink_to(".", target_is_directory=True)  # -r must not walk this loop: each scan once
+    before = _snapshot(tmp_path)
+    proc = subprocess.run(
+        [sys.executable, "-m", "liverctl", "predict", "-r", str(batch), *folders, "-o", str(tmp_path / "masks")],
+        capture_output=True, text=True, env=env,
+    )  # fmt: skip
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stdout.strip() == str(tmp_path / "masks" / "good.nii.gz")
+    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("liverctl: error: ")]
+    for _, message in [*GEOMETRY_FAULTS.values(), *SERIES_FAULTS.values()]:
+        assert sum(message in ln for ln in errors) == 1, (message, errors)
+    n = len(GEOMETRY_FAULTS) + len(SERIES_FAULTS)
+    assert len(errors) == n and proc.stderr.strip().splitlines()[-1] == f"liverctl: {n} of {n + 1} scan(s) failed"
+    assert sorted(p.name for p in (tmp_path / "masks").glob("*.nii.gz")) == ["good.nii.gz"]
+    _check(before, {k: v for k, v in _snapshot(tmp_path).items() if not k.startswith("masks")}, proc.stderr, "")
+    lone = subprocess.run(
+        [sys.executable, "-m", "liverctl", "predict", str(batch / "pixdim-0.nii.gz"), "-o", str(tmp_path / "lone")],
+        capture_output=True, text=True, env=env,
+    )  # fmt: skip
+    lines = lone.stderr.strip().splitlines()
+    assert lone.returncode == 1 and len(lines) == 1 and "voxel spacing (0, 0, 0) mm" in lines[0], lone.stderr
+
+
+@pytest.mark.slow
+def test_predict_weights_faults(tmp_path: Path) -> None:
+    """A private registry with a wrong pin: one line naming that registry file, and the Hub's blob
+    stays in the shared cache, where another registry's (right) pin still uses it. The Hub down
+    with nothing cached: one line within seconds, not after ~24 s of retries."""
+    from hub_server import HubServer, client_env, registry_entry, write_registry
+
+    from liverctl.models import build_model
+
+    torch.manual_seed(0)
+    net = build_model("segresnet", spatial_dims=3, in_channels=1, out_channels=2, init_filters=8)
+    torch.save(net.state_dict(), tmp_path / "w.pt")
+    data = (tmp_path / "w.pt").read_bytes()
+    sha = hashlib.sha256(data).hexdigest()
+    scan = _write(tmp_path / "in" / "s.nii.gz", ct_array())
+    wrong = write_registry(tmp_path / "private.toml", [_cited(tmp_path, registry_entry("seg", "test/seg", "models/w.pt", sha256="0" * 64))], "seg")  # fmt: skip
+    right = write_registry(
+        tmp_path / "team.toml", [registry_entry("seg", "test/seg", "models/w.pt", sha256=sha)], "seg"
+    )
+    with HubServer() as server:
+        server.add("test/seg", "models/w.pt", data)
+        env = dict(client_env(server.url, tmp_path, wrong), OMP_NUM_THREADS="1")
+        run = lambda reg, out: subprocess.run(  # noqa: E731
+            [sys.executable, "-m", "liverctl", "predict", str(scan), "-o", str(tmp_path / out)],
+            capture_output=True, text=True, env=dict(env, LIVERCTL_WEIGHTS_TOML=str(reg)),
+        )  # fmt: skip
+        bad = run(wrong, "m1")
+        lines = bad.stderr.strip().splitlines()
+        assert bad.returncode != 0 and len(lines) == 1 and "sha256 mismatch" in lines[0], bad.stderr
+        assert f"{wrong.resolve()} expects {'0' * 64}" in lines[0] and "left in the shared cache" in lines[0]
+        blobs = Path(env["HF_HOME"]) / "hub" / "models--test--seg" / "blobs"
+        assert [p.read_bytes() == data for p in blobs.iterdir()] == [True]
+        good = run(right, "m2")  # the other registry's pin: the same cached blob, no second download
+        assert good.returncode == 0 and (tmp_path / "m2" / "s.nii.gz").is_file(), good.stderr
+    start = time.monotonic()
+    down = subprocess.run(
+        [sys.executable, "-m", "liverctl", "predict", str(scan), "-o", str(tmp_path / "m3")],
+        capture_output=True, text=True, env=dict(env, HF_HOME=str(tmp_path / "empty"), LIVERCTL_WEIGHTS_TOML=str(right)),
+    )  # fmt: skip
+    lines = down.stderr.strip().splitlines()
+    assert down.returncode != 0 and len(lines) == 1 and "cannot be reached" in lines[0], down.stderr
+    assert time.monotonic() - start < 15  # one subprocess with its imports, not ~24 s of retries
+    assert not (tmp_path / "m3").exists() and not (tmp_path / "m1").exists()

@@ -33,7 +33,7 @@ def test_owns_only_what_it_recorded_unchanged(tmp_path: Path) -> None:
     m.claim([tmp_path / "sub" / "c.txt"])  # claimed, never written (a killed run)
     again = Manifest(tmp_path)  # read back from disk
     assert again.owns(tmp_path / "a.txt") and not again.owns(tmp_path / "b.txt")
-    assert again.owns("sub/c.txt") and again.commands == ["predict"]
+    assert again.owns(tmp_path / "sub/c.txt") and again.commands == ["predict"]
     assert again.foreign([tmp_path / "a.txt", tmp_path / "b.txt", tmp_path / "nope"]) == [tmp_path / "b.txt"]
     (tmp_path / "a.txt").write_text("changed by the user, same length?")  # a changed file is the user's
     assert not Manifest(tmp_path).owns(tmp_path / "a.txt")
@@ -138,3 +138,39 @@ def test_nii_gz_beside_a_nii_of_the_same_name_is_read_itself(tmp_path: Path) -> 
         sitk.WriteImage(sitk.GetImageFromArray(np.full((4, 5, 6), value, np.int16)), str(tmp_path / f"case{suffix}"))
     assert read_image(tmp_path / "case.nii.gz").array.max() == 3
     assert read_image(tmp_path / "case.nii").array.max() == 7
+
+
+def test_preprocess_overwrite_reprocesses_a_relative_folder_with_a_folder_in_it(tmp_path: Path, monkeypatch) -> None:
+    """Issue 19: `-o o/r14`, then `-o o/r14 --window liver --overwrite` really reprocesses (and
+    the absolute spelling of the same folder is the same folder)."""
+    from liverctl.preprocessing import preprocess
+
+    _dataset(tmp_path / "ds")
+    monkeypatch.chdir(tmp_path)
+    first = preprocess("ds", "o/r14", target_spacing=(2.0, 2.0, 3.0))
+    assert first.processed == ["a", "b"]
+    before = np.load(tmp_path / "o" / "r14" / "images" / "a.npy")
+    again = preprocess(
+        "ds", str(tmp_path / "o" / "r14"), overwrite=True, target_spacing=(2.0, 2.0, 3.0), window="liver"
+    )
+    assert again.processed == ["a", "b"] and again.skipped == []
+    assert not np.array_equal(np.load(tmp_path / "o" / "r14" / "images" / "a.npy"), before)
+    manifest = json.loads((tmp_path / "o" / "r14" / MANIFEST_NAME).read_text())
+    assert "images/a.npy" in manifest["files"] and all(v is not None for v in manifest["files"].values())
+
+
+def test_liverctls_own_folder_is_its_own_under_every_spelling(tmp_path: Path, monkeypatch) -> None:
+    """Issue 19: the same folder given once absolute and once relative was foreign, --overwrite or not."""
+    from liverctl.phantoms import phantom
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "link").symlink_to(tmp_path, target_is_directory=True)
+    phantom(tmp_path / "ph", n=1, shape=(16, 24, 24))
+    for spelling in ("ph", "./ph/", "ph/../ph", "link/ph", str(tmp_path / "link" / "ph")):
+        phantom(spelling, n=1, shape=(16, 24, 24), overwrite=True)
+    assert Manifest("link/ph").owns("ph/dataset.json") and sorted(p.name for p in (tmp_path / "ph").iterdir()) == [
+        MANIFEST_NAME,
+        "dataset.json",
+        "imagesTr",
+        "labelsTr",
+    ]

@@ -352,16 +352,19 @@ def test_pinned_download_and_pinned_commit_needs_no_network(tmp_path: Path, serv
     assert [(r.method, r.role) for r in server.requests] == [("HEAD", "hub"), ("GET", "cdn"), ("HEAD", "hub")]
 
 
-def test_pinned_hash_rejects_different_bytes_and_removes_them(tmp_path: Path, server: HubServer, data: bytes):
+def test_pinned_hash_rejects_different_bytes_and_keeps_the_hubs_blob(tmp_path: Path, server: HubServer, data: bytes):
+    """Issue 19: the Hub serves other bytes, consistently (their announced sha256 is theirs): the
+    registry's pin is what disagrees. They are refused, and stay in the shared cache, where another
+    registry's pin may be the right one; the message names the registry file actually used."""
     other = state_bytes(tmp_path, seed=1)
-    env = setup(tmp_path, server, other, sha256=sha(data))  # the Hub serves other bytes, consistently
+    env = setup(tmp_path, server, other, sha256=sha(data))
     out, verified, found = api(env, "download", "verify", "path")
     assert out["error_type"] == "WeightsError"
-    assert "sha256 mismatch" in out["error"] and f"expected {sha(data)} (weights.toml)" in out["error"]
-    assert "removed from the cache" in out["error"]
-    assert cache_blobs(env) == []  # the bad file is not left behind
-    assert verified["status"] == "not-cached"
-    assert "not downloaded yet" in found["error"]
+    registry = str((tmp_path / "weights.toml").resolve())
+    assert "sha256 mismatch" in out["error"] and f"{registry} expects {sha(data)}" in out["error"]
+    assert "the file the Hub serves has sha256 " + sha(other) in out["error"] and "check that pin" in out["error"]
+    assert cache_blobs(env) == [other]  # not deleted: another registry may trust it
+    assert verified["status"] == "mismatch" and "sha256 mismatch" in found["error"]
 
 
 def test_tampered_transfer_rejected_on_first_use(tmp_path: Path, server: HubServer, data: bytes):
@@ -385,7 +388,7 @@ def test_tofu_record_rejects_a_changed_file(tmp_path: Path, server: HubServer, d
     (out,) = api(env, "download")
     assert "sha256 mismatch" in out["error"] and "trust-on-first-use record" in out["error"]
     assert out["warnings"] == []
-    assert cache_blobs(env) == []
+    assert len(cache_blobs(env)) == 1  # refused, but the Hub's own bytes stay in the shared cache
 
 
 def test_cached_file_modified_on_disk_is_caught(tmp_path: Path, server: HubServer, data: bytes):
@@ -406,6 +409,20 @@ def test_server_down_without_cache_one_line_error(tmp_path: Path, server: HubSer
     assert "\n" not in err
     assert "cannot be reached" in err and "models/w.pt" in err and "test/tiny" in err
     assert "liverctl weights download tiny" in err and "--weights PATH" in err
+
+
+def test_an_unreachable_hub_is_noticed_in_seconds(tmp_path: Path, server: HubServer, data: bytes):
+    """Issue 19: huggingface_hub retried an unreachable Hub for ~24 s (with its real sleeps, as
+    here: no ``nosleep``); one quick connection probe answers at once, with or without a cache."""
+    env = setup(tmp_path, server, data)
+    path = api(env, "download")[0]["path"]
+    server.stop()  # nothing listens on its port any more
+    start = time.monotonic()
+    assert api(env, "download") == [{"path": path, "progress": None, "warnings": []}]  # the cached file
+    fresh = dict(env, HF_HOME=str(tmp_path / "empty-hf-home"))
+    err = api(fresh, "download")[0]["error"]
+    assert "cannot be reached" in err and "\n" not in err
+    assert time.monotonic() - start < 15  # two subprocesses (imports ~2 s each), not 2 x 24 s
 
 
 def test_offline_mode_without_cache_one_line_error(tmp_path: Path, server: HubServer, data: bytes):

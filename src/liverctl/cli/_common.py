@@ -19,9 +19,15 @@ import typer
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+def printable(text: str) -> str:
+    """``text`` with control characters (NUL, ESC, newlines...) shown as escapes (``\\x00``), so that
+    a path or name taken from the user never reaches the terminal raw or breaks the one line."""
+    return "".join(c if c.isprintable() or c == "\t" else repr(c)[1:-1] for c in text)
+
+
 def err(message: str) -> None:
-    """Print one line to stderr."""
-    sys.stderr.write(message.rstrip("\n") + "\n")
+    """Print one line to stderr (control characters escaped: :func:`printable`)."""
+    sys.stderr.write(printable(message.rstrip("\n")) + "\n")
     sys.stderr.flush()
 
 

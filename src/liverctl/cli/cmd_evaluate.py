@@ -95,11 +95,13 @@ def _tables(result: Any, style: Any) -> list[Any]:
     summ = table("Summary (std = sample standard deviation)", ["region", "labels", "statistic"])
     for region in result.region_names:
         stats, lab = summary[region], labels.get(region, "")
+        n = int(stats["n"]["dice"])
+        std = {m: "n/a" if n < 2 else _num(m, stats["std"][m]) for m in names}  # no sample std of one case
         summ.add_row(
             region,
             lab,
-            f"mean ± std (n={int(stats['n']['dice'])})",
-            *(f"{_num(m, stats['mean'][m])} ± {_num(m, stats['std'][m])}" for m in names),
+            f"mean ± std (n={n})",
+            *(f"{_num(m, stats['mean'][m])} ± {std[m]}" for m in names),
         )
         for stat in ("median", "min", "max"):
             summ.add_row(region, lab, stat, *(_num(m, stats[stat][m]) for m in names))
@@ -142,10 +144,10 @@ def _render(result: Any) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    console = Console(highlight=False)
+    console = Console(highlight=False, markup=False)  # case names like scan[b] are text, not markup
     terminal = console.is_terminal
     if not terminal:  # a pipe or a file: plain text, no wrapping, no trailing blanks
-        console = Console(highlight=False, width=1000, no_color=True, file=io.StringIO())
+        console = Console(highlight=False, markup=False, width=1000, no_color=True, file=io.StringIO())
     style = box.SIMPLE_HEAVY if terminal else box.MARKDOWN
     conv = result.conventions()
     for t in _tables(result, style) + _lesion_tables(result, style):
@@ -190,6 +192,20 @@ def _render(result: Any) -> None:
     if not terminal:
         text = console.file.getvalue()  # type: ignore[attr-defined]
         typer.echo("\n".join(line.rstrip() for line in text.splitlines()))
+
+
+def _check_outputs(outputs: tuple[str | None, ...], inputs: list[Any]) -> None:
+    """``--csv`` / ``--json-file`` files, before any work: not a folder, not an input, writable
+    (``liver.nii.gz/x.json``: its folder is a file)."""
+    from liverctl.errors import ConfigError
+    from liverctl.io import check_not_input, check_writable
+
+    for out in outputs:
+        if out not in (None, "-"):
+            if Path(out).is_dir():
+                raise ConfigError(f"output {out} is a folder; give a file name")
+            check_not_input(out, inputs)
+            check_writable(out)
 
 
 @app.command(
@@ -304,7 +320,6 @@ def evaluate(
     from liverctl.errors import ConfigError
     from liverctl.evaluation import EvaluateOptions
     from liverctl.evaluation import evaluate as run_evaluate
-    from liverctl.io import check_not_input
 
     if as_json:
         if json_out not in (None, "-"):
@@ -316,12 +331,7 @@ def evaluate(
         raise ConfigError("give --preset or --regions, not both (--regions accepts a preset name too)")
     if preset is not None and "=" in preset:
         raise ConfigError(f"--preset takes a preset name (lits, msd-liver, totalseg); for {preset!r} use --regions")
-    inputs = [pred, ref] + ([compare] if compare is not None else [])
-    for out in (csv_out, json_out):
-        if out not in (None, "-"):
-            if Path(out).is_dir():
-                raise ConfigError(f"output {out} is a folder; give a file name")
-            check_not_input(out, inputs)
+    _check_outputs((csv_out, json_out), [pred, ref] + ([compare] if compare is not None else []))
 
     with reporter(progress, quiet, verbose) as callback:
         result = run_evaluate(

@@ -47,6 +47,30 @@ def _items(inputs: list[str] | None, input_option: list[str] | None) -> list[str
     return items
 
 
+def _callbacks(as_json: bool) -> tuple[Any, Any]:
+    """``(on_model, on_case)`` of a predict run: the citation is noted with the first result (so
+    that an input error comes alone), each mask path is printed as soon as it is written."""
+    citation: list[str] = []
+
+    def loaded(net: Any) -> None:
+        line = _citation(net)
+        if line:
+            citation.append(f"{line} (please cite it when you publish results)")
+
+    def written(case: Any) -> None:  # each mask path as soon as it is written, so pipelines stream
+        if case.ok and citation:
+            note(citation.pop())
+        if case.skipped:
+            note(f"{Path(case.input).name}: kept the earlier result ({case.mask})")
+        for message in (case.report or {}).get("qc", {}).get("messages", []) if not case.skipped else []:
+            note(f"{Path(case.input).name}: {message}")
+        if case.ok and not as_json:
+            typer.echo(str(case.mask))
+            sys.stdout.flush()
+
+    return loaded, written
+
+
 # Long by its signature: each of the ~30 Typer options is declared with its help text (issue 9);
 # the body only parses and calls liverctl.predict.predict.
 @app.command("predict")
@@ -73,7 +97,7 @@ def predict(
         "--output-format",
         metavar=OUTPUT_FORMATS,
         help="Mask format. Default: the input's (NIfTI, NRRD, MetaImage); NIfTI for DICOM input. dicom-seg: a "
-        "DICOM Segmentation referencing the source series (DICOM input; pip install 'liverctl[dicom]').",
+        "DICOM Segmentation referencing the source series (DICOM input; pip install 'liverctl\\[dicom]').",
     ),
     recursive: bool = typer.Option(
         False, "-r", "--recursive", help="Also segment the scans in every folder below each input folder."
@@ -186,20 +210,7 @@ def predict(
         ensemble=ensemble,
     )
 
-    def loaded(net: Any) -> None:
-        line = _citation(net)
-        if line:
-            note(f"{line} (please cite it when you publish results)")
-
-    def written(case: Any) -> None:  # each mask path as soon as it is written, so pipelines stream
-        if case.skipped:
-            note(f"{Path(case.input).name}: kept the earlier result ({case.mask})")
-        for message in (case.report or {}).get("qc", {}).get("messages", []) if not case.skipped else []:
-            note(f"{Path(case.input).name}: {message}")
-        if case.ok and not as_json:
-            typer.echo(str(case.mask))
-            sys.stdout.flush()
-
+    loaded, written = _callbacks(as_json)
     with reporter(progress, quiet, verbose) as callback:
         result = run_predict(
             items,

@@ -47,7 +47,7 @@ def series_files(scan: str | os.PathLike[str], series_uid: str | None = None) ->
             if any(str(Path(f).resolve()) == target for f in s.files):
                 return list(s.files)
         return [str(p)]
-    return list(_choose_series(p, series_uid).files)
+    return list(_choose_series(p, series_uid, list_dicom_series(p)).files)
 
 
 def _plane_index(ds: Any, origin: np.ndarray, inverse: np.ndarray, n: int, source: str) -> int:

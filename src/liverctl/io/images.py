@@ -18,11 +18,11 @@ import numpy as np
 import SimpleITK as sitk
 
 from liverctl.errors import GeometryError, ImageFormatError, InputError, LabelError
-from liverctl.io.checks import itk_message, refuse_not_3d, require_volume
+from liverctl.io.checks import check_header_spacing, from_sitk_checked, itk_message, refuse_not_3d, require_volume
 from liverctl.io.dicom import read_dicom_series
 from liverctl.io.files import IMAGE_SUFFIXES, atomic_path, image_stem, image_suffix
 from liverctl.io.image import Geometry, Image
-from liverctl.io.nifti import check_complete, nifti_has_nonfinite, stored_affine
+from liverctl.io.nifti import check_complete, has_nifti_header, nifti_has_nonfinite, stored_affine
 
 # ITK prints warnings (e.g. about DICOM slice spacing) straight to stderr; the library
 # must not print, and the CLI reports problems itself.
@@ -71,11 +71,16 @@ def read_image(path: str | os.PathLike[str], *, series_uid: str | None = None, c
     series = _series_of_dicom_file(p)
     if series is not None:  # one file of a DICOM series: the series
         return read_dicom_series(p.parent, series)
+    check_header_spacing(p, image_suffix(p))
+    header_first = has_nifti_header(p)
+    if header_first:
+        check_complete(p)  # before ITK allocates what a truncated header claims (and zero-fills it)
     try:
         image = _itk_read(p)
     except RuntimeError as exc:
         raise InputError(f"cannot read {p}: {itk_message(exc)}") from None
-    check_complete(p)
+    if not header_first:
+        check_complete(p)
     if image.GetNumberOfComponentsPerPixel() != 1:
         raise ImageFormatError(
             f"{p} has {image.GetNumberOfComponentsPerPixel()} components per voxel; liverctl needs a scalar 3D volume"
@@ -84,7 +89,7 @@ def read_image(path: str | os.PathLike[str], *, series_uid: str | None = None, c
         image = image[:, :, :, 0]
     if image.GetDimension() != 3:
         return refuse_not_3d(image, p)
-    result = require_volume(Image.from_sitk(image), p)
+    result = require_volume(from_sitk_checked(image, p), p)
     if check_finite:
         _check_finite(result, p)
     if image_suffix(p) in (".nii", ".nii.gz"):

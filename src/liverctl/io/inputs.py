@@ -29,23 +29,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from liverctl.errors import InputError, LiverctlWarning
+from liverctl.io.dicom import is_dicom_file
 
 __all__ = ["is_dicom_file", "resolve_inputs"]
-
-
-def is_dicom_file(path: str | os.PathLike[str]) -> bool:
-    """A file with the DICOM preamble (``DICM`` at byte 128), or named ``*.dcm``."""
-    p = Path(path)
-    if not p.is_file():
-        return False
-    if p.suffix.lower() == ".dcm":
-        return True
-    try:
-        with open(p, "rb") as f:
-            f.seek(128)
-            return f.read(4) == b"DICM"
-    except OSError:
-        return False
 
 
 def _series_of_file(path: Path) -> tuple[str, int, int]:
@@ -101,16 +87,49 @@ def _folder_scans(folder: Path, recursive: bool) -> list[Path]:
     from liverctl.io.files import list_images
 
     found: list[Path] = []
-    folders = [folder]
-    if recursive:
-        folders += sorted(p for p in folder.rglob("*") if p.is_dir() and not p.name.startswith("."))
+    folders = _subfolders(folder) if recursive else [folder]
     for d in folders:
         images = list_images(d)
         if images:
+            _refuse_mixed(d, images)
             found.extend(images)
         elif any(f.is_file() for f in d.iterdir()) and list_dicom_series(d):
             found.append(d)
     return found
+
+
+def _subfolders(folder: Path) -> list[Path]:
+    """``folder`` and every folder below it (hidden ones skipped), each real folder once:
+    symlinks are followed, but a link back up the tree (``self -> .``) or to a folder already
+    seen is not entered again."""
+    seen = {os.path.realpath(folder)}
+    out = [folder]
+    for root, dirs, _ in os.walk(folder, followlinks=True):
+        keep = []
+        for name in sorted(dirs):
+            real = os.path.realpath(os.path.join(root, name))
+            if name.startswith(".") or real in seen:
+                continue
+            seen.add(real)
+            keep.append(name)
+            out.append(Path(root) / name)
+        dirs[:] = keep
+    return [out[0], *sorted(out[1:])]
+
+
+def _refuse_mixed(folder: Path, images: list[Path]) -> None:
+    """A folder holding image files and a DICOM series is refused: segmenting only the image
+    files would skip the series without a word."""
+    from liverctl.io.dicom import list_dicom_series
+
+    if not any(is_dicom_file(f) for f in folder.iterdir() if f not in images and not f.name.startswith(".")):
+        return
+    series = [s for s in list_dicom_series(folder) if s.n_slices >= 2]
+    if series:
+        raise InputError(
+            f"folder {folder} holds both image files ({images[0].name}...) and a DICOM series of "
+            f"{series[0].n_slices} slices: give the image files and the series in folders of their own"
+        )
 
 
 def _name(scan: Path, root: Path | None, base: str | None) -> str:

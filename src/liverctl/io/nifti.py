@@ -25,7 +25,7 @@ from liverctl.errors import InputError
 if TYPE_CHECKING:
     from liverctl.io.image import Geometry
 
-__all__ = ["check_complete", "nifti_affine", "nifti_has_nonfinite", "stored_affine"]
+__all__ = ["check_complete", "has_nifti_header", "nifti_affine", "nifti_has_nonfinite", "nifti_pixdim", "stored_affine"]
 
 
 @dataclass(frozen=True)
@@ -146,6 +146,33 @@ def nifti_affine(path: str | os.PathLike[str]) -> np.ndarray | None:
     return None
 
 
+def nifti_pixdim(path: str | os.PathLike[str]) -> tuple[float, ...] | None:
+    """The voxel spacing (x, y, z) a NIfTI header stores in ``pixdim[1:4]``, as stored (ITK
+    turns 0 into 1.0 mm and a negative value into a flip, without a word), for the axes the
+    image has (``dim[0]``, at most 3); ``None`` if the header cannot be read."""
+    from liverctl.io.files import image_suffix
+
+    path = Path(path)
+    opener = gzip.open if image_suffix(path) == ".nii.gz" else open
+    try:
+        with opener(path, "rb") as fh:
+            header = fh.read(540)
+    except (OSError, EOFError, zlib.error):
+        return None
+    for endian in "<>":
+        size = struct.unpack(endian + "i", header[:4])[0] if len(header) >= 4 else 0
+        if size in _XFORM_FIELDS and len(header) >= size:
+            ftype, _, pixdim_at = _XFORM_FIELDS[size][:3]
+            values = np.frombuffer(header, np.dtype(endian + ftype), 8, pixdim_at)
+            ndim = int(
+                np.frombuffer(header, np.dtype(endian + ("i2" if size == 348 else "i8")), 1, 40 if size == 348 else 16)[
+                    0
+                ]
+            )
+            return tuple(float(v) for v in values[1 : 1 + min(max(ndim, 0), 3)])
+    return None
+
+
 def stored_affine(path: str | os.PathLike[str], geometry: Geometry) -> np.ndarray | None:
     """The header's own affine (:func:`nifti_affine`) if it describes the grid ITK read as
     ``geometry`` (a sheared sform ITK passed over for the qform does not), else ``None``."""
@@ -197,6 +224,20 @@ def _gzip_length(path: Path) -> int:
         if not d.eof:
             raise EOFError("compressed stream ends early")
     return total
+
+
+def has_nifti_header(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` starts with a readable NIfTI-1/2 header (then :func:`check_complete` can
+    judge it before ITK allocates what the header claims)."""
+    from liverctl.io.files import image_suffix
+
+    path = Path(path)
+    opener = gzip.open if image_suffix(path) == ".nii.gz" else open
+    try:
+        with opener(path, "rb") as fh:
+            return _nifti_layout(fh.read(540)) is not None
+    except (OSError, EOFError, zlib.error):
+        return False
 
 
 def check_complete(path: str | os.PathLike[str]) -> None:

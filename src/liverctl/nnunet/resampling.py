@@ -29,8 +29,13 @@ __all__ = ["compute_new_shape", "resample", "separate_z_axis"]
 def compute_new_shape(
     shape: Sequence[int], old_spacing: Sequence[float], new_spacing: Sequence[float]
 ) -> tuple[int, ...]:
-    """nnU-Net's ``compute_new_shape``: ``round(old_spacing / new_spacing * shape)`` per axis."""
-    return tuple(round(o / n * s) for o, n, s in zip(old_spacing, new_spacing, shape, strict=True))
+    """nnU-Net's ``compute_new_shape``: ``round(old_spacing / new_spacing * shape)`` per axis
+    (refused before any allocation if no CT needs that grid: :func:`liverctl.io.checks.check_grid_size`)."""
+    from liverctl.io.checks import check_grid_size
+
+    new_shape = tuple(round(o / n * s) for o, n, s in zip(old_spacing, new_spacing, shape, strict=True))
+    check_grid_size(new_shape, tuple(new_spacing)[::-1])  # nnU-Net order is (z, y, x)
+    return new_shape
 
 
 def _lowres_axes(spacing: Sequence[float]) -> np.ndarray:

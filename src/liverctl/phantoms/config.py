@@ -103,7 +103,8 @@ class PhantomConfig:
         shape = tuple(int(s) for s in self.shape)
         spacing = tuple(float(s) for s in self.spacing)
         if len(shape) != 3 or min(shape) < 8 or max(shape) > 1024:
-            raise ConfigError(f"phantom shape must be 3 sizes (z, y, x) between 8 and 1024, got {self.shape}")
+            given = ",".join(str(v) for v in tuple(self.shape)[::-1])  # as the user gives it: X,Y,Z
+            raise ConfigError(f"phantom shape must be 3 sizes X,Y,Z between 8 and 1024, got {given}")
         if len(spacing) != 3 or not all(math.isfinite(s) and 0.1 <= s <= 20 for s in spacing):
             raise ConfigError(
                 f"phantom spacing must be 3 values (x, y, z) in mm between 0.1 and 20, got {self.spacing}"

@@ -132,6 +132,7 @@ PRESETS: dict[str, PostprocessConfig] = {
             3: LabelRule(keep=1),
             5: LabelRule(keep=1, fill_holes="3d"),
         },
+        liver_labels=(5,),  # printed with the preset: its liver is 5 (1, 2 are spleen and right kidney)
         names={1: "spleen", 2: "kidney_right", 3: "kidney_left", 5: "liver"},
     ),
     # Nothing by default: build the rules with --labels / --keep.

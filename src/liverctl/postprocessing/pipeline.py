@@ -18,6 +18,7 @@ import numpy as np
 
 from liverctl.errors import ConfigError, DatasetError, InputError, LiverctlError
 from liverctl.io import (
+    IMAGE_SUFFIXES,
     Geometry,
     Image,
     as_label_array,
@@ -245,7 +246,7 @@ def _file_pairs(source: Path, out: Path) -> tuple[list[tuple[Path, Path]], Manif
     if source.is_dir():
         inputs = list_images(source)
         if not inputs:
-            raise DatasetError(f"no image files ({', '.join(('.nii.gz', '.nii', '.nrrd', '.mha'))}) in folder {source}")
+            raise DatasetError(f"no image files ({', '.join(IMAGE_SUFFIXES)}) in folder {source}")
         if (out.exists() and not out.is_dir()) or (not out.exists() and image_suffix(out) is not None):
             raise InputError(f"the input is a folder, so the output must be a folder, but {out} is a file")
         if out.resolve() == source.resolve():

@@ -30,10 +30,10 @@ from liverctl.io import (
     write_text_atomic,
 )
 from liverctl.io.ct import read_ct
-from liverctl.io.manifest import Manifest
+from liverctl.io.manifest import Manifest, real_path
 from liverctl.predict.model import LiverModel
 from liverctl.predict.options import PredictOptions
-from liverctl.predict.report import write_summary
+from liverctl.predict.report import read_summary, write_summary
 from liverctl.predict.results import CaseResult, PredictResult
 from liverctl.predict.retry import result_key, segment_retrying
 from liverctl.predict.space import ModelSpace
@@ -136,7 +136,7 @@ def _check_outputs(files: Sequence[Path]) -> dict[Path, Manifest]:
     manifests: dict[Path, Manifest] = {}
     for f in files:
         check_writable(f)
-        folder = f.parent.absolute()
+        folder = real_path(f).parent
         if folder not in manifests:
             manifests[folder] = Manifest(folder)
         manifests[folder].check_replaceable([f])
@@ -287,16 +287,38 @@ def predict(
         else:
             scan, future = next(prepared)
             case = CaseResult(input=str(scan))
-            _segment_case(net, case, future, group, options, manifests[out.parent.absolute()], progress, series_uid)
+            _segment_case(net, case, future, group, options, manifests[real_path(out).parent], progress, series_uid)
         result.cases.append(case)
         if summary_path is not None:
-            result.summary_csv = write_summary(result.cases, summary_path)
-            manifests[summary_path.parent.absolute()].record([summary_path], "predict")
+            result.summary_csv = _write_summary(result.cases, summary_path, manifests[real_path(summary_path).parent])
         if on_case is not None:
             on_case(case)
         if progress is not None:
             progress("scans", done + 1, len(scans))
     return result
+
+
+def _write_summary(cases: Sequence[CaseResult], path: Path, manifest: Manifest) -> Path:
+    """Rewrite the summary under the folder's lock, keeping the rows another run (another
+    process writing into this folder, or an earlier run) wrote there for other scans whose
+    masks liverctl wrote and are still as it left them."""
+    with manifest.locked():
+        mine = {c.input for c in cases} | {str(real_path(c.input)) for c in cases}
+        mine |= {str(real_path(c.mask)) for c in cases if c.mask}
+        others = [r for r in read_summary(path) if _other_row(r, mine, manifest)] if manifest.owns(path) else []
+        written = write_summary(cases, path, others)
+        manifest.record([path], "predict")
+    return written
+
+
+def _other_row(row: dict[str, str], mine: set[str], manifest: Manifest) -> bool:
+    if row["input"] in mine or str(real_path(row["input"])) in mine or not row.get("mask"):
+        return False
+    mask = real_path(row["mask"])
+    try:
+        return str(mask) not in mine and mask.is_file() and manifest.owns(mask)
+    except InputError:  # a mask outside this folder (-o FILE with --summary elsewhere)
+        return mask.is_file() and str(mask) not in mine
 
 
 def _scans(
@@ -354,8 +376,10 @@ def _segment_case(
         )
         manifest.claim(files, "predict")
         case.mask = _write_mask(seg.mask, image, out, scan, series_uid)
+        manifest.record([out])  # at once: a file there without a recorded size is never taken as ours
         if seg.probabilities is not None:
             case.probabilities = write_image(seg.probabilities, files[2])
+            manifest.record([files[2]])
         seg.report = {"input": scan, "mask": str(out), "options": result_key(net, options), **seg.report}
         if case.probabilities is not None:
             seg.report["probabilities"] = str(case.probabilities)
@@ -383,8 +407,16 @@ def _write_mask(mask: Any, image: Image, out: Path, scan: str, series_uid: str |
 def _write_preview(image: Image, mask: Any, path: Path, scan: str, report: dict[str, Any]) -> None:
     from liverctl.predict.preview import write_preview
 
-    flags = (report.get("qc") or {}).get("flags", [])
-    write_preview(image, mask, path, title=Path(scan).name, volume_ml=report.get("liver_volume_ml"), flags=flags)
+    qc = report.get("qc") or {}
+    write_preview(
+        image,
+        mask,
+        path,
+        title=Path(scan).name,
+        volume_ml=report.get("liver_volume_ml"),
+        flags=qc.get("flags", []),
+        lower_bound=bool(qc.get("volume_is_lower_bound")),
+    )
 
 
 def parse_paths(text: str) -> list[str]:

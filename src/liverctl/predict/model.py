@@ -292,6 +292,11 @@ def _resolve_weights(
         path = Path(f).expanduser()
         sibling = _sibling_registry(path) if path.is_file() else None
         registry = hub.load_registry(sibling) if sibling else None
+        if registry is not None and names[0] is not None and names[0] not in registry.models:
+            raise ConfigError(
+                f"--model {names[0]} and --weights {path}: these weights bring their own recipe ({sibling}), "
+                "so --model would be ignored; give one of them"
+            )
         item = hub.resolve_weights(None if sibling else names[0], path, registry=registry)
         if arch is not None:
             same = arch == item.entry.architecture  # another architecture: not the template's arguments

@@ -31,6 +31,7 @@ import torch
 
 from liverctl.errors import ConfigError
 from liverctl.io import Geometry, Image
+from liverctl.io.checks import check_grid_size
 
 #: MONAI's ``AFFINE_TOL``: a spacing within it of the target is kept as it is.
 AFFINE_TOL = 1e-3
@@ -106,6 +107,7 @@ def spacing_affine(
     out_d = np.where(np.abs(original - pixdim) <= AFFINE_TOL, original, pixdim)
     new = _zoom_affine(affine, out_d)
     shape, offset = _shape_offset(np.asarray(shape_xyz), affine, new)
+    check_grid_size(shape[::-1], out_d)  # before any allocation
     new[:3, -1] = offset[:3]
     return new, (int(shape[0]), int(shape[1]), int(shape[2]))
 

@@ -41,7 +41,7 @@ class PredictOptions:
         fast: also crop to the body and shrink windows to what the volume needs (compute
             amplification ~1.6 instead of MONAI's 3-10). Faster, but the windows hold other
             content than MONAI's, and SegResNet's GroupNorm sees other statistics, so masks
-            can differ from MONAI's (see ``docs/benchmarks.md``). Ignored without ``shortcuts``.
+            can differ from MONAI's (see ``docs/benchmarks.md``). Refused without ``shortcuts``.
         postprocess: keep the largest liver component and fill its holes.
         save_probabilities: also write the liver probability map (float32, scan grid).
         dataset: branch of a dataset-wise (DCM) network to use, by dataset name.
@@ -84,6 +84,11 @@ class PredictOptions:
             raise ConfigError(f"--batch-size must be 1 or more, got {self.batch_size}")
         if self.threads is not None and self.threads < 1:
             raise ConfigError(f"--threads must be 1 or more, got {self.threads}")
+        if self.fast and not self.shortcuts:
+            raise ConfigError(
+                "--fast and --exact (--no-shortcuts) contradict each other: --fast crops and shrinks windows, "
+                "--exact takes no shortcut; give one of them"
+            )
         if self.ensemble not in ("mean", "vote"):
             raise ConfigError(f"--ensemble must be mean or vote, got {self.ensemble!r}")
         if self.accumulate_on not in ("device", "cpu"):

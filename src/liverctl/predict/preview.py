@@ -34,6 +34,19 @@ def _planes(ct: np.ndarray, mask: np.ndarray, centre: Sequence[int]):
     ]
 
 
+def caption(title: str, volume_ml: float | None, flags: Sequence[str] = (), lower_bound: bool = False) -> str:
+    """The preview's caption: the scan, the liver volume ("≥" where it is a lower bound: the
+    liver touches the scan's edge) and the QC flags."""
+    if volume_ml is None:
+        volume = "no liver found"
+    else:
+        volume = (
+            f"liver ≥ {volume_ml:.0f} mL (cut off at the scan's edge)" if lower_bound else f"liver {volume_ml:.0f} mL"
+        )
+    qc = "QC: " + (", ".join(flags) if flags else "no flags")
+    return "   ".join(t for t in (title, volume, qc) if t)
+
+
 def write_preview(
     image: Image,
     mask: np.ndarray | Image,
@@ -42,8 +55,10 @@ def write_preview(
     title: str = "",
     volume_ml: float | None = None,
     flags: Sequence[str] = (),
+    lower_bound: bool = False,
 ) -> Path:
-    """Write the preview PNG of ``mask`` (on ``image``'s grid) to ``path`` (atomically)."""
+    """Write the preview PNG of ``mask`` (on ``image``'s grid) to ``path`` (atomically);
+    ``lower_bound``: the liver touches the scan's edge, so its volume is at least ``volume_ml``."""
     from liverctl.plots import _pyplot, _save
     from liverctl.spatial import reorient
 
@@ -63,10 +78,8 @@ def write_preview(
                 ax.contour(outline.astype(float), levels=[0.5], colors=["#00ff66"], linewidths=1.2)
             ax.set_title(name, color="white", fontsize=10)
             ax.set_axis_off()
-        volume = "no liver found" if volume_ml is None or not len(points) else f"liver {volume_ml:.0f} mL"
-        qc = "QC: " + (", ".join(flags) if flags else "no flags")
-        caption = "   ".join(t for t in (title, volume, qc) if t)
-        fig.suptitle(caption, color="white", fontsize=11)
+        text = caption(title, volume_ml if len(points) else None, flags, lower_bound)
+        fig.suptitle(text, color="white", fontsize=11)
         note = "radiological view: patient's right on the left; sagittal: anterior on the left"
         fig.text(0.5, 0.02, note, color="#bbbbbb", fontsize=8, ha="center")
         return _save(fig, path)

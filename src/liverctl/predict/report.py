@@ -23,7 +23,14 @@ from liverctl.spatial import bounding_box
 if TYPE_CHECKING:
     from liverctl.predict.results import CaseResult
 
-__all__ = ["LARGE_COMPONENT_ML", "LIVER_VOLUME_RANGE_ML", "SUMMARY_FIELDS", "case_report", "write_summary"]
+__all__ = [
+    "LARGE_COMPONENT_ML",
+    "LIVER_VOLUME_RANGE_ML",
+    "SUMMARY_FIELDS",
+    "case_report",
+    "read_summary",
+    "write_summary",
+]
 
 LARGE_COMPONENT_ML = 10.0
 """A component of the raw prediction at least this large, besides the largest, raises a QC flag."""
@@ -246,11 +253,26 @@ def _blank(value: Any) -> Any:
     return "" if value is None else value
 
 
-def write_summary(cases: Sequence[CaseResult], path: str | os.PathLike[str]) -> Path:
-    """One CSV row per case with the report's main fields (atomic write)."""
+def write_summary(
+    cases: Sequence[CaseResult], path: str | os.PathLike[str], others: Sequence[dict[str, str]] = ()
+) -> Path:
+    """One CSV row per case with the report's main fields (atomic write); ``others``: rows of
+    other scans to keep (:func:`read_summary`), written first."""
     buffer = _io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(SUMMARY_FIELDS), lineterminator="\n")
+    writer = csv.DictWriter(buffer, fieldnames=list(SUMMARY_FIELDS), lineterminator="\n", extrasaction="ignore")
     writer.writeheader()
+    for row in others:
+        writer.writerow({k: row.get(k, "") for k in SUMMARY_FIELDS})
     for case in cases:
         writer.writerow(_summary_row(case))
     return write_text_atomic(path, buffer.getvalue())
+
+
+def read_summary(path: str | os.PathLike[str]) -> list[dict[str, str]]:
+    """The rows of a summary CSV :func:`write_summary` wrote (none if it is missing or unreadable)."""
+    try:
+        with open(path, encoding="utf-8", newline="") as f:
+            rows = list(csv.DictReader(f))
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return []
+    return [r for r in rows if isinstance(r.get("input"), str)]

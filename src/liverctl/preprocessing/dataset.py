@@ -248,6 +248,7 @@ def preprocess(
                 f"{out} was preprocessed with another plan (different {', '.join(diff)}); "
                 "use --overwrite or another output folder"
             )
+    _check_grids(fp, new_plan)  # before anything is written or removed
     if overwrite:
         manifest.remove_owned()  # only what liverctl wrote here; the user's files stay
     _write_plan_files(out, manifest, fp, new_plan)
@@ -261,6 +262,18 @@ def preprocess(
         skipped=skipped,
         seconds=time.perf_counter() - start,
     )
+
+
+def _check_grids(fp: Fingerprint, new_plan: Plan) -> None:
+    """Refuse, before any write, a case whose resampled grid no CT needs (e.g. a 1000 mm spacing
+    brought to 1.5 mm: :func:`liverctl.io.checks.check_grid_size`)."""
+    from liverctl.spatial import resampled_grid
+
+    for case in fp.cases:
+        try:
+            resampled_grid(Geometry(case.spacing), case.cropped_shape, new_plan.target_spacing)
+        except GeometryError as exc:
+            raise GeometryError(f"case {case.name} ({case.source_image}): {exc}") from None
 
 
 def _checked_options(

@@ -31,14 +31,14 @@ import numpy as np
 from liverctl.errors import ConfigError, InputError
 from liverctl.io import write_text_atomic
 from liverctl.io.datasets import Dataset, discover_dataset
-from liverctl.io.manifest import MANIFEST_NAME, Manifest, check_new_or_owned_folder
+from liverctl.io.manifest import MANIFEST_FILES, Manifest, check_new_or_owned_folder
 from liverctl.preprocessing.dataset import PreprocessResult, _checked_options, preprocess
 from liverctl.preprocessing.unlabelled import UnlabelledResult, check_scans, preprocess_unlabelled
 from liverctl.progress import ProgressCallback
 
 __all__ = ["SplitResult", "labelled_split", "preprocess_split"]
 
-_OWN = (MANIFEST_NAME, "labelled", "unlabelled")
+_OWN = (*MANIFEST_FILES, "labelled", "unlabelled")
 
 
 def labelled_split(names: Sequence[str], fraction: float, seed: int) -> tuple[list[str], list[str]]:

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from liverctl.weights.tables import Table, toml_key, toml_value
@@ -63,6 +64,8 @@ class NnUNetEntry:
     description: str = ""
     license: str = ""
     citation: str = ""
+    registry_file: Path | None = field(default=None, compare=False, repr=False)
+    """The ``weights.toml`` this entry was read from (named in messages about its pins)."""
 
     format = FORMAT
     architecture = FORMAT

@@ -22,7 +22,7 @@ from pathlib import Path
 from liverctl.errors import WeightsError
 from liverctl.progress import ProgressCallback
 from liverctl.weights.nnunet_entry import NnUNetEntry
-from liverctl.weights.pins import VerifyResult, _announced_sha256, _evict, sha256_file
+from liverctl.weights.pins import VerifyResult, _announced_sha256, refuse_mismatch, registry_name, sha256_file
 from liverctl.weights.transfer import HubFile, hub_download
 
 __all__ = ["cached_folder", "download_folder", "fetch_files", "hub_files", "verified_folder", "verify_folder"]
@@ -44,14 +44,9 @@ def _check(entry: NnUNetEntry, rel: str, path: Path, expected: str | None) -> st
     not the sha256 the Hub announced for it)."""
     actual = sha256_file(path)
     announced = _announced_sha256(path)
-    reference, source = (expected, "weights.toml") if expected else (announced, "the sha256 the Hub announced")
+    reference, source = (expected, registry_name(entry)) if expected else (announced, "the sha256 the Hub announced")
     if reference is not None and actual != reference:
-        _evict(path)
-        raise WeightsError(
-            f"sha256 mismatch for {_describe(entry, rel)}: got {actual}, expected {reference} ({source}); "
-            f"the file was removed from the cache and will not be used (run `liverctl weights download {entry.name}` "
-            "to fetch it again)"
-        )
+        refuse_mismatch(entry.name, _describe(entry, rel), path, actual, reference, source)
     return actual
 
 
@@ -134,6 +129,8 @@ def verify_folder(entry: NnUNetEntry) -> VerifyResult:
         assert path is not None
         actual = sha256_file(path)
         if actual != entry.sha256[rel]:
-            return VerifyResult(entry.name, "mismatch", path, actual, entry.sha256[rel], f'weights.toml sha256."{rel}"')
+            return VerifyResult(
+                entry.name, "mismatch", path, actual, entry.sha256[rel], f'{registry_name(entry)} sha256."{rel}"'
+            )
     folder = _folder_of(entry, cached)  # type: ignore[arg-type]
-    return VerifyResult(entry.name, "ok", folder, None, None, "weights.toml")
+    return VerifyResult(entry.name, "ok", folder, None, None, registry_name(entry))

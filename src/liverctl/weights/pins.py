@@ -23,6 +23,7 @@ import datetime as _dt
 import hashlib
 import json
 import os
+import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -157,12 +158,57 @@ class VerifyResult:
         }
 
 
+def _as_served(path: Path, actual: str) -> bool | None:
+    """Whether a cached file holds the bytes the Hub announced for it: its blob is named by the
+    sha256 (LFS files) or by the git blob sha1 (small files) the Hub sent; ``None`` if unknown."""
+    try:
+        blob = Path(os.path.realpath(path))
+    except OSError:  # pragma: no cover
+        return None
+    if HEX64.match(blob.name):
+        return blob.name == actual
+    if re.fullmatch(r"[0-9a-f]{40}", blob.name):
+        digest = hashlib.sha1(b"blob %d\0" % blob.stat().st_size)
+        with open(blob, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(chunk)
+        return digest.hexdigest() == blob.name
+    return None
+
+
+def refuse_mismatch(name: str, what: str, path: Path, actual: str, expected: str, source: str) -> None:
+    """Raise the one-line error of a cached file whose sha256 is not ``expected``.
+
+    The file is removed from the (shared) Hugging Face cache only when its bytes contradict what
+    the Hub itself announced for it (its sha256, or for a small file its git blob id): a damaged
+    download. A file that is the Hub's own bytes, or that cannot be told damaged, stays: the pin
+    is what disagrees, and another registry sharing the cache may pin this very file.
+    """
+    served = _as_served(path, actual)
+    if served is False:
+        _evict(path)
+        raise WeightsError(
+            f"sha256 mismatch for {what}: got {actual}, expected {expected} ({source}); the damaged file was "
+            f"removed from the cache and will not be used (run `liverctl weights download {name}` to fetch it again)"
+        )
+    which = "the file the Hub serves" if served else "the cached file"
+    raise WeightsError(
+        f"sha256 mismatch for {what}: {which} has sha256 {actual}, but {source} expects {expected}; not using it "
+        "(left in the shared cache, where another registry may trust it): check that pin"
+    )
+
+
+def registry_name(entry: Any) -> str:
+    """The registry file an entry comes from, for messages (``weights.toml`` if unknown)."""
+    return str(getattr(entry, "registry_file", None) or "weights.toml")
+
+
 def check(entry: ModelEntry, path: Path) -> VerifyResult:
     """Hash ``path`` and compare it with every reference there is for it (no side effects)."""
     actual = sha256_file(path)
     announced = None if entry.local else _announced_sha256(path)
     if entry.sha256:
-        expected, source = entry.sha256, "weights.toml"
+        expected, source = entry.sha256, registry_name(entry)
     else:
         key = None if entry.local else pin_key(entry, path)
         record = read_pins().get(key) if key else None
@@ -190,19 +236,20 @@ def accept(entry: ModelEntry, path: Path) -> str:
             f"expected {result.expected} ({result.expected_from}); not using it"
         )
     if result.status == "mismatch":
-        _evict(path)
-        raise WeightsError(
-            f"sha256 mismatch for weights '{entry.name}' ({entry.repo_id}/{entry.filename} @ {entry.revision}): "
-            f"got {result.sha256}, expected {result.expected} ({result.expected_from}); "
-            "the file was removed from the cache and will not be used "
-            f"(run `liverctl weights download {entry.name}` to fetch it again)"
+        refuse_mismatch(
+            entry.name,
+            f"weights '{entry.name}' ({entry.repo_id}/{entry.filename} @ {entry.revision})",
+            path,
+            result.sha256 or "",
+            result.expected or "",
+            result.expected_from or "",
         )
     if result.status == "unrecorded" and not entry.local:
         key = pin_key(entry, path)
         assert key is not None and result.sha256 is not None
         store = _record_pin(key, result.sha256, entry.name)
         warnings.warn(
-            f"weights '{entry.name}' have no sha256 pin in weights.toml: trusting this first download "
+            f"weights '{entry.name}' have no sha256 pin in {registry_name(entry)}: trusting this first download "
             f"(trust-on-first-use) and recording sha256 {result.sha256} in {store}; "
             "every later use is checked against it",
             LiverctlWarning,

@@ -18,6 +18,7 @@ array order the network itself was trained on (``"zyx"``, or ``"xyz"`` for MONAI
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.resources
 import os
 import re
@@ -128,6 +129,8 @@ class ModelEntry:
     citation: str = ""
     description: str = ""
     base_dir: Path | None = None
+    registry_file: Path | None = field(default=None, compare=False, repr=False)
+    """The ``weights.toml`` this entry was read from (named in messages about its pin)."""
 
     @property
     def local(self) -> bool:
@@ -300,7 +303,9 @@ def _parse_datasets(t: Table) -> dict[str, Any]:
     return {"datasets": tuple(datasets), "datasets_intensity": recipes}
 
 
-def _parse_entry(name: str, value: Any, source: str, base_dir: Path | None = None) -> Entry:
+def _parse_entry(
+    name: str, value: Any, source: str, base_dir: Path | None = None, registry_file: Path | None = None
+) -> Entry:
     """One ``[models.NAME]`` table as a :class:`ModelEntry`, or an :class:`NnUNetEntry` for
     ``format = "nnunetv2"`` (fields checked in file order)."""
     where = f"{source}: models.{name}"
@@ -308,7 +313,7 @@ def _parse_entry(name: str, value: Any, source: str, base_dir: Path | None = Non
         raise ConfigError(f"{where}: must be a table")
     fmt = value.get("format")
     if fmt == FORMAT:
-        return parse_nnunet_entry(name, value, where)
+        return dataclasses.replace(parse_nnunet_entry(name, value, where), registry_file=registry_file)
     if fmt is not None:
         raise ConfigError(f'{where}.format: must be "{FORMAT}" (an nnU-Net v2 results folder) or left out, not {fmt!r}')
     t = Table(value, where)
@@ -327,7 +332,7 @@ def _parse_entry(name: str, value: Any, source: str, base_dir: Path | None = Non
     for key in ("license", "citation", "description"):
         fields[key] = t.get(key, str, "")
     t.check_unknown()
-    return ModelEntry(name=name, base_dir=base_dir, **fields)
+    return ModelEntry(name=name, base_dir=base_dir, registry_file=registry_file, **fields)
 
 
 def load_registry(path: str | os.PathLike[str] | None = None) -> Registry:
@@ -351,7 +356,9 @@ def load_registry(path: str | os.PathLike[str] | None = None) -> Registry:
     if not isinstance(models_raw, dict):
         raise ConfigError(f"{path.name}: 'models' must be a table of [models.NAME] tables")
     base_dir = path.resolve().parent
-    models = {name: _parse_entry(name, value, path.name, base_dir) for name, value in models_raw.items()}
+    models = {
+        name: _parse_entry(name, value, path.name, base_dir, base_dir / path.name) for name, value in models_raw.items()
+    }
     unknown = sorted(set(data) - {"default", "models"})
     if unknown:
         raise ConfigError(f"{path.name}: unknown top-level key '{unknown[0]}'")

@@ -6,8 +6,10 @@ results folder (:mod:`liverctl.weights.nnunet_files`)."""
 
 from __future__ import annotations
 
+import functools
 import os
 import re
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -170,18 +172,59 @@ def _grow_partial(entry: ModelEntry | HubFile, meta: Any, partial: Path, progres
         )
 
 
-def hub_download(entry: ModelEntry | HubFile, *, force: bool, progress: ProgressCallback | None) -> Path:
-    """``hf_hub_download`` with its exceptions turned into one-line :class:`WeightsError`."""
-    from huggingface_hub import hf_hub_download
+HUB_CONNECT_TIMEOUT_S = 3.0
+"""How long the probe of the Hub (:func:`hub_reachable`) waits for a TCP connection."""
 
+_PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")
+
+
+@functools.lru_cache(maxsize=8)
+def _probe(host: str, port: int) -> bool:
     try:
-        if not force:
+        socket.create_connection((host, port), timeout=HUB_CONNECT_TIMEOUT_S).close()
+    except OSError:  # refused, unreachable, no such host, timed out
+        return False
+    return True
+
+
+def hub_reachable() -> bool:
+    """Whether a TCP connection to the Hub's endpoint (``HF_ENDPOINT``) opens within
+    :data:`HUB_CONNECT_TIMEOUT_S`; asked once per process. huggingface_hub retries an unreachable
+    Hub for about 24 s before it gives up (or falls back to the cache); this one quick probe lets
+    liverctl use the cache, or say the Hub cannot be reached, at once. Behind a proxy (``*_PROXY``
+    set) there is nothing to probe directly: ``True``."""
+    from urllib.parse import urlsplit
+
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE or any(os.environ.get(v) for v in _PROXY_VARIABLES):
+        return True
+    url = urlsplit(constants.ENDPOINT)
+    if not url.hostname:
+        return True
+    return _probe(url.hostname, url.port or (443 if url.scheme == "https" else 80))
+
+
+def hub_download(entry: ModelEntry | HubFile, *, force: bool, progress: ProgressCallback | None) -> Path:
+    """``hf_hub_download`` with its exceptions turned into one-line :class:`WeightsError`; with
+    the Hub unreachable (:func:`hub_reachable`), the cached file or that error at once."""
+    from huggingface_hub import constants, hf_hub_download
+
+    online = hub_reachable()
+    if force and not online:
+        raise WeightsError(
+            f"{describe(entry)}: --force downloads the file again, but the Hub ({constants.ENDPOINT}) cannot be "
+            "reached (no connection); leave out --force to use the cached file"
+        )
+    try:
+        if not force and online:
             _resumable_fetch(entry, progress)
         path = hf_hub_download(
             repo_id=entry.repo_id,
             filename=entry.filename,
             revision=entry.revision,
             force_download=force,
+            local_files_only=not online,
             tqdm_class=_tqdm_adapter(progress, f"download {entry.name}"),
         )
     except Exception as exc:
