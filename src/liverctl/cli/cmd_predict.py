@@ -144,7 +144,11 @@ def predict(
         None, "--series", metavar="UID", help="SeriesInstanceUID to read from a DICOM folder."
     ),
     shard: str | None = typer.Option(
-        None, "--shard", metavar="I/N", help="Segment only shard I (0-based) of N of the inputs."
+        None,
+        "--shard",
+        metavar="I/N|slurm",
+        help="Segment only shard I (0-based) of N of the inputs; slurm: I and N from the Slurm job array "
+        "(SLURM_ARRAY_TASK_ID...). Each shard writes summary.shard-I-of-N.csv; `liverctl gather` joins them.",
     ),
     summary: Path | None = typer.Option(
         None, "--summary", metavar="FILE", help="Summary CSV path (default: OUTPUT/summary.csv)."
@@ -165,8 +169,8 @@ def predict(
     Weights come from the Hugging Face Hub (pinned in weights.toml, sha256-verified, cached);
     HF_HUB_OFFLINE=1 uses the cache only. Each written mask path is printed on stdout.
     """
-    from liverctl.predict import PredictOptions, parse_shard
-    from liverctl.predict import predict as run_predict
+    from liverctl.predict import PredictOptions
+    from liverctl.predict.cohort import predict_cohort
 
     items = _items(inputs, input_option)
     options = PredictOptions(
@@ -201,7 +205,7 @@ def predict(
             sys.stdout.flush()
 
     with reporter(progress, quiet, verbose) as callback:
-        result = run_predict(
+        result = predict_cohort(
             items,
             output,
             model=model or None,
@@ -209,7 +213,7 @@ def predict(
             arch=arch,
             options=options,
             series_uid=series,
-            shard=parse_shard(shard) if shard else None,
+            shard=shard,
             summary=summary,
             resume=resume,
             progress=callback,

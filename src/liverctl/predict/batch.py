@@ -35,6 +35,7 @@ from liverctl.predict.model import LiverModel
 from liverctl.predict.options import PredictOptions
 from liverctl.predict.report import write_summary
 from liverctl.predict.results import CaseResult, PredictResult
+from liverctl.predict.shards import SharedManifest, shard_summary_name
 from liverctl.predict.space import ModelSpace
 from liverctl.progress import ProgressCallback
 
@@ -137,7 +138,7 @@ def _check_outputs(files: Sequence[Path]) -> dict[Path, Manifest]:
         check_writable(f)
         folder = f.parent.absolute()
         if folder not in manifests:
-            manifests[folder] = Manifest(folder)
+            manifests[folder] = SharedManifest(folder)  # shards of a cohort share the folder
         manifests[folder].check_replaceable([f])
     return manifests
 
@@ -229,7 +230,8 @@ def predict(
         shard: ``(i, n)``: segment only every n-th scan starting at i (of the sorted list),
             to split a folder over machines.
         summary: where to write the summary CSV; default ``summary.csv`` in the output
-            folder when there are several scans, none for a single scan. It is rewritten after
+            folder when there are several scans, none for a single scan; for a shard,
+            ``summary.shard-I-of-N.csv`` (:mod:`liverctl.predict.shards`). It is rewritten after
             every scan, so a killed run leaves a truthful partial summary.
         resume: keep the mask and report of a scan that an earlier run wrote with the same
             model (sha256) and options (:meth:`PredictOptions.result_key`); such cases come
@@ -252,8 +254,8 @@ def predict(
     options = options or PredictOptions()
     scans, names = _scans(inputs, shard, recursive)
     outputs = output_paths(scans, output, names, options.output_format)
-    if summary is None and len(scans) > 1:
-        summary = outputs[0].parent / "summary.csv"
+    if summary is None and (len(scans) > 1 or shard is not None):  # a shard: its own summary, even of one scan
+        summary = outputs[0].parent / shard_summary_name(shard)
     summary_path = None if summary is None else Path(summary)
     if summary_path is not None:
         check_not_input(summary_path, scans)
