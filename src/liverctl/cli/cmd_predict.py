@@ -20,7 +20,7 @@ from liverctl.cli._common import (
 )
 from liverctl.cli.app import app
 
-OUTPUT_FORMATS = "nii.gz|nrrd|mha|dicom-seg"
+OUTPUT_FORMATS = "nii.gz|nrrd|mha|dicom-seg|rtstruct"
 
 
 def _citation(net: Any) -> str | None:
@@ -73,7 +73,8 @@ def predict(
         "--output-format",
         metavar=OUTPUT_FORMATS,
         help="Mask format. Default: the input's (NIfTI, NRRD, MetaImage); NIfTI for DICOM input. dicom-seg: a "
-        "DICOM Segmentation referencing the source series (DICOM input; pip install 'liverctl[dicom]').",
+        "DICOM Segmentation referencing the source series; rtstruct: an RT Structure Set of liver (and tumour) "
+        "contours for radiotherapy planning systems (both: DICOM input; pip install 'liverctl[dicom]').",
     ),
     recursive: bool = typer.Option(
         False, "-r", "--recursive", help="Also segment the scans in every folder below each input folder."

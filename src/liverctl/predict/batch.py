@@ -370,12 +370,17 @@ def _segment_case(
 
 
 def _write_mask(mask: Any, image: Image, out: Path, scan: str, series_uid: str | None) -> Path:
-    """The mask in the format its suffix names: a DICOM-SEG referencing the source series for ``.dcm``."""
+    """The mask in the format its suffix names: a DICOM-SEG referencing the source series for ``.dcm``,
+    an RT Structure Set for ``.rtstruct.dcm``."""
     if out.suffix.lower() != ".dcm":
         return write_mask(mask, image, out)
     from liverctl.io.dicom_seg import series_files, write_dicom_seg
 
     array = mask.array if isinstance(mask, Image) else mask
+    if out.name.lower().endswith(".rtstruct.dcm"):
+        from liverctl.io.rtstruct import write_rtstruct
+
+        return write_rtstruct(array, image.geometry, series_files(scan, series_uid), out)
     return write_dicom_seg(array, image.geometry, series_files(scan, series_uid), out)
 
 
