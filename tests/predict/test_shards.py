@@ -61,7 +61,12 @@ ARRAY = {"SLURM_ARRAY_JOB_ID": "7", "SLURM_JOB_ID": "8"}
         ({"SLURM_ARRAY_TASK_ID": "5", "SLURM_ARRAY_TASK_MIN": "1", "SLURM_ARRAY_TASK_MAX": "8"}, (4, 8)),
         ({"SLURM_ARRAY_TASK_ID": "3", "SLURM_ARRAY_TASK_COUNT": "10"}, (3, 10)),
         (
-            {"SLURM_ARRAY_TASK_ID": "4", "SLURM_ARRAY_TASK_MIN": "0", "SLURM_ARRAY_TASK_MAX": "8", "SLURM_ARRAY_TASK_STEP": "2"},
+            {
+                "SLURM_ARRAY_TASK_ID": "4",
+                "SLURM_ARRAY_TASK_MIN": "0",
+                "SLURM_ARRAY_TASK_MAX": "8",
+                "SLURM_ARRAY_TASK_STEP": "2",
+            },
             (2, 5),
         ),
     ],
@@ -79,7 +84,12 @@ def test_shard_from_the_array_variables(env: dict[str, str], expected: tuple[int
         ({"SLURM_JOB_ID": "3"}, "inside a Slurm job but not an array job"),
         ({"SLURM_ARRAY_TASK_ID": "x", "SLURM_ARRAY_TASK_COUNT": "2"}, "is not a number"),
         (
-            {"SLURM_ARRAY_TASK_ID": "7", "SLURM_ARRAY_TASK_MIN": "1", "SLURM_ARRAY_TASK_MAX": "7", "SLURM_ARRAY_TASK_COUNT": "3"},
+            {
+                "SLURM_ARRAY_TASK_ID": "7",
+                "SLURM_ARRAY_TASK_MIN": "1",
+                "SLURM_ARRAY_TASK_MAX": "7",
+                "SLURM_ARRAY_TASK_COUNT": "3",
+            },
             "not one range",
         ),
     ],
@@ -159,7 +169,9 @@ def test_shared_manifest_merges_what_other_processes_recorded(tmp_path: Path):
 
 
 def _cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "liverctl", *args], env=env, capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "liverctl", *args], env=env, capture_output=True, text=True, timeout=120
+    )
 
 
 def test_cli_shard_slurm_outside_slurm_and_the_same_shard_twice(scans: Path, tmp_path: Path, cli_env: dict[str, str]):
@@ -181,7 +193,12 @@ def test_a_rerun_of_one_array_task_keeps_its_shard_of_the_first_array(
     model: LiverModel, scans: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
     out = tmp_path / "masks"
-    array = {"SLURM_JOB_ID": "9", "SLURM_ARRAY_TASK_MIN": "0", "SLURM_ARRAY_TASK_MAX": "1", "SLURM_ARRAY_TASK_COUNT": "2"}
+    array = {
+        "SLURM_JOB_ID": "9",
+        "SLURM_ARRAY_TASK_MIN": "0",
+        "SLURM_ARRAY_TASK_MAX": "1",
+        "SLURM_ARRAY_TASK_COUNT": "2",
+    }
     for key, value in {**array, "SLURM_ARRAY_TASK_ID": "0"}.items():
         monkeypatch.setenv(key, value)
     first = predict_cohort([scans], out, shard="slurm", loaded=model)

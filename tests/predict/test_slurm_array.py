@@ -19,7 +19,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from nnunet_cases import FOLDER, make_case
 
 from liverctl.io import write_image
@@ -30,8 +29,10 @@ BINARIES = ("munged", "mungekey", "slurmctld", "slurmd", "sbatch", "squeue", "si
 
 missing = [b for b in BINARIES if shutil.which(b) is None]
 pytestmark = [
-    pytest.mark.skipif(bool(missing), reason=f"Slurm/munge not installed ({', '.join(missing)} missing): "
-                       "apt-get install slurm-wlm munge"),  # fmt: skip
+    pytest.mark.skipif(
+        bool(missing),
+        reason=f"Slurm/munge not installed ({', '.join(missing)} missing): apt-get install slurm-wlm munge",
+    ),
     pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() != 0, reason="slurmd must run as root to start jobs"),
 ]
 
@@ -173,7 +174,9 @@ def test_the_documented_array_script_end_to_end(cluster: dict[str, str], tmp_pat
 
     # task 0 "failed" after its first scan: its second mask is gone; gather names it, a rerun of task 0 redoes only it
     (out / "case2.nii.gz").unlink()
-    gathered = subprocess.run([sys.executable, "-m", "liverctl", "gather", str(out)], env=env, capture_output=True, text=True)
+    gathered = subprocess.run(
+        [sys.executable, "-m", "liverctl", "gather", str(out)], env=env, capture_output=True, text=True
+    )
     assert gathered.returncode == 1 and f"unfinished: {scans / 'case2.nii.gz'}" in gathered.stderr
     kept = (out / "case0.nii.gz").stat().st_mtime_ns
     rerun = _submit(env, work, "--array=0", "--cpus-per-task=1", "--mem=1G", str(SCRIPT))

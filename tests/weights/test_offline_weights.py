@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from hub_server import HubServer, client_env, registry_entry, write_registry
 from nnunet_cases import FOLDER, make_case
 
@@ -25,7 +24,9 @@ DEAD_HUB = "http://127.0.0.1:9"  # nothing listens: any network use would fail
 
 
 def liverctl(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run([sys.executable, "-m", "liverctl", *args], env=env, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "liverctl", *args], env=env, capture_output=True, text=True, timeout=300
+    )
     assert "Traceback" not in proc.stderr, proc.stderr
     return proc
 
@@ -59,7 +60,9 @@ def online(tmp_path_factory: pytest.TempPathFactory):
     torch.manual_seed(0)
     net = build_model("segresnet", spatial_dims=3, in_channels=1, out_channels=2, init_filters=8)
     torch.save(net.state_dict(), tmp / "w.pt")
-    entry = registry_entry("seg", "test/seg", "models/w.pt").replace("out_channels = 2", "out_channels = 2\ninit_filters = 8")
+    entry = registry_entry("seg", "test/seg", "models/w.pt").replace(
+        "out_channels = 2", "out_channels = 2\ninit_filters = 8"
+    )
     entry = entry.replace("spacing = [3.0, 3.0, 3.0]", "spacing = [8.0, 8.0, 8.0]")  # a few windows: fast
     reg = write_registry(tmp / "weights.toml", [entry], "seg")
     with HubServer() as server:
@@ -80,7 +83,7 @@ def scan(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_pack_holds_files_entries_and_pins(online):
-    env, archive, tmp = online
+    _, archive, tmp = online
     data = (tmp / "w.pt").read_bytes()
     with zipfile.ZipFile(archive) as zf:
         manifest = json.loads(zf.read("liverctl-weights.json"))
@@ -147,7 +150,9 @@ def test_plain_weights_file_with_its_recipe(online, tmp_path: Path):
     shutil.copyfile(tmp / "w.pt", no_recipe)
     proc = liverctl(env, "weights", "import", str(no_recipe))
     assert proc.returncode == 2 and len(error_lines(proc)) == 1 and "--recipe" in proc.stderr and store_is_empty(env)
-    proc = liverctl(env, "weights", "import", str(no_recipe), "--recipe", env0["LIVERCTL_WEIGHTS_TOML"], "--name", "mine")
+    proc = liverctl(
+        env, "weights", "import", str(no_recipe), "--recipe", env0["LIVERCTL_WEIGHTS_TOML"], "--name", "mine"
+    )
     assert proc.returncode == 0, proc.stderr
     path = liverctl(env, "weights", "path", "mine")
     assert path.returncode == 0 and Path(path.stdout.strip()).read_bytes() == no_recipe.read_bytes()
@@ -214,7 +219,10 @@ def _no_plans(tmp: Path) -> Path:
 @pytest.mark.parametrize(
     ("make", "message"),
     [
-        (lambda t, a: t.joinpath("notes.txt").write_text("hello") and t / "notes.txt", "not a liverctl weights archive"),
+        (
+            lambda t, a: t.joinpath("notes.txt").write_text("hello") and t / "notes.txt",
+            "not a liverctl weights archive",
+        ),
         (lambda t, a: t.joinpath("cut.zip").write_bytes(a.read_bytes()[:-400]) and t / "cut.zip", "truncated"),
         (lambda t, a: _zip(t / "slip.zip", {"../evil.pt": b"x", "ok/plans.json": b"{}"}), "outside the target folder"),
         (lambda t, a: _no_plans(t), "plans.json missing"),

@@ -216,13 +216,17 @@ def pack(
 @cli_command
 def import_(
     source: Path = typer.Argument(
-        ..., metavar="FILE|DIR", help="Archive (.zip or unpacked folder), nnU-Net export zip or results folder, "
-        "or a weights file."
+        ...,
+        metavar="FILE|DIR",
+        help="Archive (.zip or unpacked folder), nnU-Net export zip or results folder, or a weights file.",
     ),
     name: str | None = typer.Option(None, "--name", metavar="NAME", help="Register the (one) model under this name."),
     recipe: Path | None = typer.Option(
-        None, "--recipe", metavar="FILE", help="For a weights file: the weights.toml whose default entry describes it "
-        "(default: <file>.toml or weights.toml beside it)."
+        None,
+        "--recipe",
+        metavar="FILE",
+        help="For a weights file: the weights.toml whose default entry describes it "
+        "(default: <file>.toml or weights.toml beside it).",
     ),
 ) -> None:
     from liverctl.cli._common import note

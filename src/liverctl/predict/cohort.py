@@ -210,7 +210,11 @@ def gather(folder: str | os.PathLike[str], *, summary: str | os.PathLike[str] | 
     writer.writeheader()
     for item in plan["scans"]:
         scan = item["input"]
-        row = rows.get(scan) or {"input": scan, "status": "missing", "error": f"shard {item['shard']} did not finish it"}
+        row = rows.get(scan) or {
+            "input": scan,
+            "status": "missing",
+            "error": f"shard {item['shard']} did not finish it",
+        }
         if row.get("status") == "ok" and row.get("mask") and not Path(row["mask"]).exists():
             row = {**row, "status": "missing", "error": f"its mask {row['mask']} is gone"}
         {"ok": result.finished, "failed": result.failed}.get(row.get("status", ""), result.missing).append(scan)

@@ -67,9 +67,13 @@ def local_entry(entry: Entry, folder: str, sha256: str | None = None) -> Entry:
     a weights file ``folder/<file name>`` pinned to ``sha256``, or the results folder
     ``folder/<trainer>__<plans>__<configuration>``."""
     if isinstance(entry, NnUNetEntry):
-        return replace(entry, repo_id="", revision="", folder=f"{folder}/{PurePosixPath(entry.folder).name}", base_dir=None)
+        return replace(
+            entry, repo_id="", revision="", folder=f"{folder}/{PurePosixPath(entry.folder).name}", base_dir=None
+        )
     name = PurePosixPath(entry.filename).name
-    return replace(entry, repo_id="", revision="", filename=f"{folder}/{name}", sha256=sha256 or entry.sha256, base_dir=None)
+    return replace(
+        entry, repo_id="", revision="", filename=f"{folder}/{name}", sha256=sha256 or entry.sha256, base_dir=None
+    )
 
 
 def _source(entry: Entry) -> dict[str, Any]:
@@ -104,7 +108,9 @@ def _check_output(output: Path) -> None:
         try:
             read_manifest_from_zip(output)
         except WeightsError:
-            raise ConfigError(f"-o {output}: the file exists and is not a liverctl weights archive; not overwriting it") from None
+            raise ConfigError(
+                f"-o {output}: the file exists and is not a liverctl weights archive; not overwriting it"
+            ) from None
     if not output.parent.exists():
         raise ConfigError(f"-o {output}: folder {output.parent} does not exist")
 
@@ -208,7 +214,9 @@ def extract_zip(path: str | os.PathLike[str], dest: str | os.PathLike[str]) -> P
                 with zf.open(info) as fin, open(target, "wb") as fout:
                     shutil.copyfileobj(fin, fout, 1 << 20)
         except (zipfile.BadZipFile, EOFError, zlib.error, ValueError) as exc:
-            raise WeightsError(f"{src}: the zip archive is corrupt or truncated ({exc}); nothing was imported") from None
+            raise WeightsError(
+                f"{src}: the zip archive is corrupt or truncated ({exc}); nothing was imported"
+            ) from None
     return root
 
 
@@ -235,7 +243,9 @@ def _checked_manifest(data: Any, where: str) -> dict[str, str]:
     if not isinstance(data, dict) or data.get("format") != ARCHIVE_FORMAT:
         raise WeightsError(f"{where}: {MANIFEST} is not a liverctl weights archive manifest; nothing was imported")
     if data.get("version") != _VERSION:
-        raise WeightsError(f"{where}: archive version {data.get('version')!r} is not one this liverctl reads ({_VERSION})")
+        raise WeightsError(
+            f"{where}: archive version {data.get('version')!r} is not one this liverctl reads ({_VERSION})"
+        )
     files = data.get("files")
     if not isinstance(files, dict) or not all(
         isinstance(k, str) and isinstance(v, str) and re.fullmatch(r"[0-9a-f]{64}", v) for k, v in files.items()
@@ -249,4 +259,6 @@ def archive_entries(root: Path, where: str) -> list[Entry]:
     try:
         return list(load_registry(root / REGISTRY_FILE).models.values())
     except ConfigError as exc:
-        raise WeightsError(f"{where}: the archive's {REGISTRY_FILE} is not valid ({exc}); nothing was imported") from None
+        raise WeightsError(
+            f"{where}: the archive's {REGISTRY_FILE} is not valid ({exc}); nothing was imported"
+        ) from None

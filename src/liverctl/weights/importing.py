@@ -154,7 +154,9 @@ def _stage_unpacked(unpacked: Path, stage: Path, name: str | None, where: str) -
         full = [f for f in folders if f.name.endswith("__3d_fullres")]
         if len(full) != 1:
             names = ", ".join(str(f.relative_to(unpacked)) for f in folders)
-            raise WeightsError(f"{where}: holds several results folders ({names}); export one configuration; {_NOTHING}")
+            raise WeightsError(
+                f"{where}: holds several results folders ({names}); export one configuration; {_NOTHING}"
+            )
         folders = full
     return [_stage_results(folders[0], stage, name, where)]
 
@@ -165,7 +167,9 @@ def _stage_unpacked(unpacked: Path, stage: Path, name: str | None, where: str) -
 def _relative(path: str, where: str) -> PurePosixPath:
     rel = PurePosixPath(path)
     if rel.is_absolute() or ".." in rel.parts or len(rel.parts) < 2 or "\\" in path:
-        raise WeightsError(f"{where}: the archive names {path!r}, which is not a file inside a model's folder; {_NOTHING}")
+        raise WeightsError(
+            f"{where}: the archive names {path!r}, which is not a file inside a model's folder; {_NOTHING}"
+        )
     return rel
 
 
@@ -183,7 +187,9 @@ def _stage_archive(root: Path, name: str | None, where: str, stage: Path | None 
     pins = read_manifest(root, where)
     entries = archive_entries(root, where)
     if name is not None and len(entries) != 1:
-        raise ConfigError(f"--name renames one model; {where} holds {len(entries)}: {', '.join(e.name for e in entries)}")
+        raise ConfigError(
+            f"--name renames one model; {where} holds {len(entries)}: {', '.join(e.name for e in entries)}"
+        )
     entries = [replace(entries[0], name=name)] if name is not None else entries
     _check_free([e.name for e in entries])
     for arc in pins:
@@ -197,7 +203,9 @@ def _stage_archive(root: Path, name: str | None, where: str, stage: Path | None 
         for rel, sha in _entry_files(entry).items():
             _relative(rel, where)
             if pins.get(rel) != sha:
-                raise WeightsError(f"{where}: model '{entry.name}' pins {rel} to a sha256 the manifest does not; {_NOTHING}")
+                raise WeightsError(
+                    f"{where}: model '{entry.name}' pins {rel} to a sha256 the manifest does not; {_NOTHING}"
+                )
     if stage is not None:  # the user's unpacked folder: copy, then hash the copies
         root = Path(shutil.copytree(root, stage / "unpacked", symlinks=False))
         entries = [replace(e, base_dir=root) for e in entries]
@@ -307,7 +315,9 @@ def _register(staged: list[Entry], store: Path) -> list[Entry]:
             os.rename(entry.base_dir / rel.parts[0], store / folder)
             moved.append(store / folder)
             new_rel = "/".join((folder, *rel.parts[1:]))
-            final.append(replace(entry, base_dir=store, **({"folder": new_rel} if is_nnunet else {"filename": new_rel})))
+            final.append(
+                replace(entry, base_dir=store, **({"folder": new_rel} if is_nnunet else {"filename": new_rel}))
+            )
         comment = "liverctl's store of imported weights, written by `liverctl weights import`; do not edit"
         save_registry(registry_file, [*existing, *final], default, comment=comment)
     except BaseException:
@@ -316,4 +326,3 @@ def _register(staged: list[Entry], store: Path) -> list[Entry]:
         raise
     written = load_registry(registry_file)
     return [written.get(e.name) for e in final]
-
