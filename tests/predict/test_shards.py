@@ -210,3 +210,19 @@ def test_a_rerun_of_one_array_task_keeps_its_shard_of_the_first_array(
     rerun = predict_cohort([scans], out, shard="slurm", loaded=model)
     assert [Path(c.input).name for c in rerun.cases] == ["case1.nii.gz"]
     assert (out / "summary.shard-1-of-2.csv").is_file() and not (out / "summary.shard-0-of-1.csv").exists()
+
+
+def test_tasks_that_see_the_scans_under_other_paths_still_share_one_plan(
+    model: LiverModel, scans: Path, tmp_path: Path
+):
+    """A zipped series is extracted under each task's own $TMPDIR: the plan and gather go by the
+    scans' names (their masks'), not their paths."""
+    import shutil
+
+    elsewhere = Path(shutil.copytree(scans, tmp_path / "copy"))
+    out = tmp_path / "masks"
+    predict_cohort([scans], out, shard=(0, 2), loaded=model)
+    predict_cohort([elsewhere], out, shard=(1, 2), loaded=model)
+    result = gather(out)
+    assert result.complete and len(result.finished) == 3
+    assert [r["status"] for r in _rows(out / "summary.csv")] == ["ok"] * 3

@@ -69,18 +69,27 @@ def _plan(
     from liverctl.io.inputs import resolve_inputs
     from liverctl.predict.batch import _shard
 
-    found, _ = resolve_inputs(list(inputs), recursive=recursive)
+    found, names = resolve_inputs(list(inputs), recursive=recursive)
     if not found:
         raise InputError("no input scans given")
     missing = [s for s in found if not s.exists()]
     if missing:  # refused before the plan is written, as predict would refuse it
         raise InputError(f"no such file or folder: {missing[0]}")
-    shard_of = {str(scan): i for i in range(count) for scan in _shard(found, (i, count))}
+    from liverctl.predict.batch import _scan_name
+
+    shard_of = {scan: i for i in range(count) for scan in _shard(found, (i, count))}
     plan: dict[str, Any] = {"liverctl_cohort": _VERSION, "shards": count}
     if array is not None:  # the array's task ids, for a later rerun of some of its tasks
         plan["slurm"] = array.to_dict()
-    plan["scans"] = [{"input": s, "shard": i} for s, i in sorted(shard_of.items(), key=lambda kv: (kv[1], kv[0]))]
+    order = sorted(shard_of.items(), key=lambda kv: (kv[1], str(kv[0])))
+    plan["scans"] = [{"input": str(s), "name": names.get(s) or _scan_name(s), "shard": i} for s, i in order]
     return plan
+
+
+def _identity(plan: dict[str, Any]) -> tuple[Any, list[tuple[Any, Any]]]:
+    """What every shard's plan must share: N and each scan's name (its mask's) and shard. Not the
+    paths: a zipped series is extracted under each task's own $TMPDIR."""
+    return plan.get("shards"), [(s.get("name"), s.get("shard")) for s in plan["scans"] if isinstance(s, dict)]
 
 
 def _array_shard(array: SlurmArray, folder: Path) -> tuple[int, int]:
@@ -117,7 +126,7 @@ def _write_plan(folder: Path, plan: dict[str, Any]) -> None:
     earlier = _read_plan(folder)
     if earlier is None:
         write_text_atomic(folder / PLAN_NAME, json.dumps(plan, indent=1) + "\n")
-    elif (earlier.get("shards"), earlier["scans"]) != (plan["shards"], plan["scans"]):
+    elif _identity(earlier) != _identity(plan):
         raise InputError(
             f"{folder} holds a sharded run of other scans or another split ({earlier.get('shards')} shards, "
             f"{len(earlier['scans'])} scans; this one: {plan['shards']} shards, {len(plan['scans'])} scans); "
@@ -175,6 +184,10 @@ class GatherResult:
 
 
 def _shard_rows(folder: Path, count: int) -> tuple[dict[str, dict[str, str]], list[int]]:
+    """Every shard summary's rows, by input path and by mask name (``name:<name>``), and the
+    shards that wrote no summary."""
+    from liverctl.predict.outputs import mask_stem
+
     rows: dict[str, dict[str, str]] = {}
     absent = []
     for i in range(count):
@@ -183,7 +196,10 @@ def _shard_rows(folder: Path, count: int) -> tuple[dict[str, dict[str, str]], li
             absent.append(i)
             continue
         with path.open(newline="", encoding="utf-8") as fh:
-            rows.update({row["input"]: row for row in csv.DictReader(fh) if row.get("input")})
+            for row in csv.DictReader(fh):
+                rows[row.get("input", "")] = row
+                if row.get("mask"):
+                    rows[f"name:{mask_stem(row['mask'])}"] = row
     return rows, absent
 
 
@@ -210,11 +226,15 @@ def gather(folder: str | os.PathLike[str], *, summary: str | os.PathLike[str] | 
     writer.writeheader()
     for item in plan["scans"]:
         scan = item["input"]
-        row = rows.get(scan) or {
-            "input": scan,
-            "status": "missing",
-            "error": f"shard {item['shard']} did not finish it",
-        }
+        row = (
+            rows.get(scan)
+            or rows.get(f"name:{item.get('name')}")
+            or {
+                "input": scan,
+                "status": "missing",
+                "error": f"shard {item['shard']} did not finish it",
+            }
+        )
         if row.get("status") == "ok" and row.get("mask") and not Path(row["mask"]).exists():
             row = {**row, "status": "missing", "error": f"its mask {row['mask']} is gone"}
         {"ok": result.finished, "failed": result.failed}.get(row.get("status", ""), result.missing).append(scan)
