@@ -237,3 +237,19 @@ def test_bad_imports_are_one_line_and_register_nothing(online, tmp_path: Path, m
     assert proc.returncode == 2, proc.stderr
     assert len(error_lines(proc)) == 1 and message in proc.stderr, proc.stderr
     assert store_is_empty(env) and not (tmp_path.parent / "evil.pt").exists()
+
+
+def test_pack_refuses_before_any_download(online, tmp_path: Path):
+    env, archive, _ = online
+    mine = tmp_path / "notes.zip"
+    mine.write_text("the user's own file")
+    for args, message in (
+        (["weights", "pack", "nope", "-o", str(tmp_path / "w.zip")], "unknown model 'nope'"),
+        (["weights", "pack", "seg", "seg", "-o", str(tmp_path / "w.zip")], "is given twice"),
+        (["weights", "pack", "seg", "-o", str(mine)], "not a liverctl weights archive; not overwriting it"),
+    ):
+        proc = liverctl(env, *args)
+        assert proc.returncode == 2 and len(error_lines(proc)) == 1 and message in proc.stderr, proc.stderr
+    assert mine.read_text() == "the user's own file" and not (tmp_path / "w.zip").exists()
+    again = liverctl(env, "weights", "pack", "seg", "-o", str(archive))  # its own archive: replaced
+    assert again.returncode == 0, again.stderr

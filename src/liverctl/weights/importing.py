@@ -318,7 +318,7 @@ def _register(staged: list[Entry], store: Path) -> list[Entry]:
             final.append(
                 replace(entry, base_dir=store, **({"folder": new_rel} if is_nnunet else {"filename": new_rel}))
             )
-        comment = "liverctl's store of imported weights, written by `liverctl weights import`; do not edit"
+        comment = "liverctl's store of imported weights, written by `liverctl weights import` (docs/offline.md)"
         save_registry(registry_file, [*existing, *final], default, comment=comment)
     except BaseException:
         for folder_path in moved:
