@@ -200,6 +200,11 @@ def test_nnunet_export_zip_and_results_folder_predict_offline(scan: Path, tmp_pa
     rel = "fold_0/checkpoint_final.pth"
     stored = store_of(env) / "phantom-folder" / FOLDER.name / rel
     assert stored.read_bytes() == (FOLDER / rel).read_bytes()
+    data = bytearray(stored.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    stored.write_bytes(bytes(data))  # altered after import: refused at the next load, and kept
+    bad = liverctl(env, "predict", str(scan), "--model", "phantom-folder", "-o", str(out / "again"))
+    assert bad.returncode != 0 and "sha256 mismatch" in bad.stderr and "fold_0" in bad.stderr and stored.exists()
 
 
 def _zip(path: Path, members: dict[str, bytes]) -> Path:
