@@ -25,9 +25,9 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
+from bad_geometry import SHEAR, SINGULAR, dicom_series, metaimage, nifti_claiming, nifti_pixdim, truncate
 from typer.testing import CliRunner
 
-from bad_geometry import SHEAR, SINGULAR, dicom_series, metaimage, nifti_claiming, nifti_pixdim, truncate
 from liverctl.cli import app
 from liverctl.io.manifest import MANIFEST_NAME
 

@@ -21,6 +21,7 @@ COMMANDS = [
     ["preprocess"],
     ["train"],
     ["predict"],
+    ["gather"],
     ["crosstest"],
     ["demo"],
     ["evaluate"],
@@ -31,6 +32,8 @@ COMMANDS = [
     ["weights", "verify"],
     ["weights", "path"],
     ["weights", "add"],
+    ["weights", "pack"],
+    ["weights", "import"],
 ]
 
 
@@ -45,7 +48,7 @@ def test_help_shows_flags_as_flags_and_names_every_value(command: list[str]) -> 
     text = _help(command)
     assert not re.search(r"<(bool|str|int|float|path|list)", text, re.I), text
     assert not re.search(r"\{[a-z_]+\}", text), text  # {inputs}
-    if command[0] != "weights" or command[1] in ("download", "add"):
+    if command[0] not in ("weights", "gather") or command[-1] in ("download", "add", "pack"):
         assert "--progress" in text and "--quiet" in text and "--verbose" in text
 
 

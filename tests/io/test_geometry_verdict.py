@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from bad_geometry import (
     SHEAR,
     SINGULAR,
@@ -22,6 +21,7 @@ from bad_geometry import (
     truncate,
     write,
 )
+
 from liverctl.errors import GeometryError, ImageFormatError, InputError
 from liverctl.io import Geometry, Image, read_image
 from liverctl.io.checks import MAX_VOXELS, check_geometry

@@ -15,6 +15,7 @@ from liverctl.cli import (  # noqa: F401
     cmd_preprocess,
     cmd_train,
     cmd_predict,
+    cmd_gather,
     cmd_crosstest,
     cmd_demo,
     cmd_evaluate,

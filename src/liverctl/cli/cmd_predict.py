@@ -20,7 +20,7 @@ from liverctl.cli._common import (
 )
 from liverctl.cli.app import app
 
-OUTPUT_FORMATS = "nii.gz|nrrd|mha|dicom-seg"
+OUTPUT_FORMATS = "nii.gz|nrrd|mha|dicom-seg|rtstruct"
 
 
 def _citation(net: Any) -> str | None:
@@ -97,7 +97,8 @@ def predict(
         "--output-format",
         metavar=OUTPUT_FORMATS,
         help="Mask format. Default: the input's (NIfTI, NRRD, MetaImage); NIfTI for DICOM input. dicom-seg: a "
-        "DICOM Segmentation referencing the source series (DICOM input; pip install 'liverctl\\[dicom]').",
+        "DICOM Segmentation referencing the source series; rtstruct: an RT Structure Set of liver (and tumour) "
+        "contours for radiotherapy planning systems (both: DICOM input; pip install 'liverctl\\[dicom]').",
     ),
     recursive: bool = typer.Option(
         False, "-r", "--recursive", help="Also segment the scans in every folder below each input folder."
@@ -168,7 +169,11 @@ def predict(
         None, "--series", metavar="UID", help="SeriesInstanceUID to read from a DICOM folder."
     ),
     shard: str | None = typer.Option(
-        None, "--shard", metavar="I/N", help="Segment only shard I (0-based) of N of the inputs."
+        None,
+        "--shard",
+        metavar="I/N|slurm",
+        help="Segment only shard I (0-based) of N of the inputs; slurm: I and N from the Slurm job array "
+        "(SLURM_ARRAY_TASK_ID...). Each shard writes summary.shard-I-of-N.csv; `liverctl gather` joins them.",
     ),
     summary: Path | None = typer.Option(
         None, "--summary", metavar="FILE", help="Summary CSV path (default: OUTPUT/summary.csv)."
@@ -189,8 +194,8 @@ def predict(
     Weights come from the Hugging Face Hub (pinned in weights.toml, sha256-verified, cached);
     HF_HUB_OFFLINE=1 uses the cache only. Each written mask path is printed on stdout.
     """
-    from liverctl.predict import PredictOptions, parse_shard
-    from liverctl.predict import predict as run_predict
+    from liverctl.predict import PredictOptions
+    from liverctl.predict.cohort import predict_cohort
 
     items = _items(inputs, input_option)
     options = PredictOptions(
@@ -212,7 +217,7 @@ def predict(
 
     loaded, written = _callbacks(as_json)
     with reporter(progress, quiet, verbose) as callback:
-        result = run_predict(
+        result = predict_cohort(
             items,
             output,
             model=model or None,
@@ -220,7 +225,7 @@ def predict(
             arch=arch,
             options=options,
             series_uid=series,
-            shard=parse_shard(shard) if shard else None,
+            shard=shard,
             summary=summary,
             resume=resume,
             progress=callback,

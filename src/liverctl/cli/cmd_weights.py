@@ -188,3 +188,50 @@ def add(
             f"use it with `liverctl predict --model {entry.name}`"
         )
     typer.echo(str(target))
+
+
+@weights_app.command(
+    "pack", help="Write models (files, registry entries, sha256 pins) into one archive for an offline machine."
+)
+@cli_command
+def pack(
+    names: list[str] = typer.Argument(..., metavar="NAME...", help="Models to pack (see `liverctl weights list`)."),
+    output: Path = typer.Option(..., "-o", "--output", metavar="FILE", help="The archive to write (a .zip)."),
+    progress: bool | None = progress_option(),
+    quiet: bool = quiet_option(),
+    verbose: bool = verbose_option(),
+) -> None:
+    from liverctl.weights.archive import pack as pack_models
+
+    with reporter(progress, quiet, verbose) as callback:
+        written = pack_models(names, output, progress=callback)
+    typer.echo(str(written))
+
+
+@weights_app.command(
+    "import",
+    help="Register models on this machine (no network): a `weights pack` archive, an nnU-Net export zip or "
+    "results folder, or a weights file with its recipe. Stored under $LIVERCTL_HOME/weights.",
+)
+@cli_command
+def import_(
+    source: Path = typer.Argument(
+        ...,
+        metavar="FILE|DIR",
+        help="Archive (.zip or unpacked folder), nnU-Net export zip or results folder, or a weights file.",
+    ),
+    name: str | None = typer.Option(None, "--name", metavar="NAME", help="Register the (one) model under this name."),
+    recipe: Path | None = typer.Option(
+        None,
+        "--recipe",
+        metavar="FILE",
+        help="For a weights file: the weights.toml whose default entry describes it "
+        "(default: <file>.toml or weights.toml beside it).",
+    ),
+) -> None:
+    from liverctl.cli._common import note
+    from liverctl.weights.importing import import_weights
+
+    for entry in import_weights(source, name=name, recipe=recipe):
+        note(f"imported '{entry.name}'; use it with `liverctl predict --model {entry.name}`")
+        typer.echo(entry.name)

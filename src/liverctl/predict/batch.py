@@ -36,6 +36,7 @@ from liverctl.predict.options import PredictOptions
 from liverctl.predict.report import read_summary, write_summary
 from liverctl.predict.results import CaseResult, PredictResult
 from liverctl.predict.retry import result_key, segment_retrying
+from liverctl.predict.shards import SharedManifest, shard_summary_name
 from liverctl.predict.space import ModelSpace
 from liverctl.progress import ProgressCallback
 
@@ -138,7 +139,7 @@ def _check_outputs(files: Sequence[Path]) -> dict[Path, Manifest]:
         check_writable(f)
         folder = real_path(f).parent
         if folder not in manifests:
-            manifests[folder] = Manifest(folder)
+            manifests[folder] = SharedManifest(folder)  # shards of a cohort share the folder
         manifests[folder].check_replaceable([f])
     return manifests
 
@@ -230,7 +231,8 @@ def predict(
         shard: ``(i, n)``: segment only every n-th scan starting at i (of the sorted list),
             to split a folder over machines.
         summary: where to write the summary CSV; default ``summary.csv`` in the output
-            folder when there are several scans, none for a single scan. It is rewritten after
+            folder when there are several scans, none for a single scan; for a shard,
+            ``summary.shard-I-of-N.csv`` (:mod:`liverctl.predict.shards`). It is rewritten after
             every scan, so a killed run leaves a truthful partial summary.
         resume: keep the mask and report of a scan that an earlier run wrote with the same
             model (sha256) and options (:meth:`PredictOptions.result_key`); such cases come
@@ -253,8 +255,8 @@ def predict(
     options = options or PredictOptions()
     scans, names = _scans(inputs, shard, recursive)
     outputs = output_paths(scans, output, names, options.output_format)
-    if summary is None and len(scans) > 1:
-        summary = outputs[0].parent / "summary.csv"
+    if summary is None and (len(scans) > 1 or shard is not None):  # a shard: its own summary, even of one scan
+        summary = outputs[0].parent / shard_summary_name(shard)
     summary_path = None if summary is None else Path(summary)
     if summary_path is not None:
         check_not_input(summary_path, scans)
@@ -395,12 +397,17 @@ def _segment_case(
 
 
 def _write_mask(mask: Any, image: Image, out: Path, scan: str, series_uid: str | None) -> Path:
-    """The mask in the format its suffix names: a DICOM-SEG referencing the source series for ``.dcm``."""
+    """The mask in the format its suffix names: a DICOM-SEG referencing the source series for ``.dcm``,
+    an RT Structure Set for ``.rtstruct.dcm``."""
     if out.suffix.lower() != ".dcm":
         return write_mask(mask, image, out)
     from liverctl.io.dicom_seg import series_files, write_dicom_seg
 
     array = mask.array if isinstance(mask, Image) else mask
+    if out.name.lower().endswith(".rtstruct.dcm"):
+        from liverctl.io.rtstruct import write_rtstruct
+
+        return write_rtstruct(array, image.geometry, series_files(scan, series_uid), out)
     return write_dicom_seg(array, image.geometry, series_files(scan, series_uid), out)
 
 

@@ -13,7 +13,11 @@ sha256 pins and safe loading.
 - :mod:`~liverctl.weights.download`: :func:`download` (Hugging Face cache, resumable),
   :func:`weights_path`, :func:`verify`, :func:`list_weights`;
 - :mod:`~liverctl.weights.resolve`: :func:`resolve_weights` (the file ``predict`` uses),
-  :func:`local_weights`, :func:`load_state_dict`.
+  :func:`local_weights`, :func:`load_state_dict`;
+- :mod:`~liverctl.weights.archive` (``liverctl weights pack``) and
+  :mod:`~liverctl.weights.importing` (``liverctl weights import``): models carried to machines
+  without internet, registered in the store under :mod:`~liverctl.weights.home`
+  (``$LIVERCTL_HOME/weights``), whose entries :func:`load_registry` adds to the registry's.
 
 How the Hub is reached and tested offline: ``tests/support/hub_server.py``.
 

@@ -52,6 +52,8 @@ class NnUNetEntry:
     """A validated ``format = "nnunetv2"`` registry entry (see the module docs).
 
     ``sha256`` maps each of :attr:`relative_files` (paths relative to ``folder``) to its digest.
+    A *local* entry (``repo_id = ""``, as ``liverctl weights import`` writes them) names a folder
+    on disk relative to its registry's folder (``base_dir``) instead of one in a Hub repository.
     """
 
     name: str
@@ -64,13 +66,27 @@ class NnUNetEntry:
     description: str = ""
     license: str = ""
     citation: str = ""
+    base_dir: Path | None = field(default=None, compare=False)
     registry_file: Path | None = field(default=None, compare=False, repr=False)
     """The ``weights.toml`` this entry was read from (named in messages about its pins)."""
 
     format = FORMAT
     architecture = FORMAT
-    local = False
-    revision_is_commit = True
+
+    @property
+    def local(self) -> bool:
+        """A results folder on disk (``repo_id = ""``), not one on the Hub."""
+        return not self.repo_id
+
+    @property
+    def revision_is_commit(self) -> bool:
+        return not self.local
+
+    @property
+    def local_folder(self) -> Path:
+        """For a local entry: the results folder (``folder`` resolved against the registry's folder)."""
+        path = Path(self.folder).expanduser()
+        return path if path.is_absolute() or self.base_dir is None else self.base_dir / path
 
     @property
     def relative_files(self) -> list[str]:
@@ -108,7 +124,7 @@ class NnUNetEntry:
         key = toml_key(fields.pop("name"))
         pins = fields.pop("sha256")
         lines = [f"[models.{key}]"]
-        lines += [f"{k} = {toml_value(v)}" for k, v in fields.items() if v != "" or k == "description"]
+        lines += [f"{k} = {toml_value(v)}" for k, v in fields.items() if v != "" or k in ("description", "repo_id")]
         lines += ["", f"[models.{key}.sha256]", *(f"{toml_key(k)} = {toml_value(v)}" for k, v in pins.items())]
         return "\n".join(lines) + "\n"
 
@@ -135,19 +151,20 @@ def _pins(t: Table, relative_files: list[str]) -> dict[str, str]:
     return pins
 
 
-def parse_nnunet_entry(name: str, table: dict[str, Any], where: str) -> NnUNetEntry:
+def parse_nnunet_entry(name: str, table: dict[str, Any], where: str, base_dir: Path | None = None) -> NnUNetEntry:
     """Validate the TOML table of ``[models.NAME]`` with ``format = "nnunetv2"``.
 
-    ``where`` is ``"<file>: models.<name>"``, as the errors of the other entries start.
+    ``where`` is ``"<file>: models.<name>"``, as the errors of the other entries start;
+    ``base_dir`` is the registry's folder (what a local entry's ``folder`` is relative to).
     """
     t = Table(table, where)
     if t.get("format", str) != FORMAT:
         raise t.fail("format", f'must be "{FORMAT}" here, not {table.get("format")!r}')
     repo_id = t.get("repo_id", str)
-    if not _REPO.match(repo_id):
-        raise t.fail("repo_id", f"must look like 'owner/name', not {repo_id!r}")
-    revision = t.get("revision", str)
-    if not _HEX40.match(revision):
+    if repo_id and not _REPO.match(repo_id):
+        raise t.fail("repo_id", f"must look like 'owner/name' (or \"\" for a local folder), not {repo_id!r}")
+    revision = t.get("revision", str, "" if not repo_id else ...)
+    if repo_id and not _HEX40.match(revision):
         raise t.fail("revision", f"must be a 40-hex commit (an nnU-Net folder is pinned), not {revision!r}")
     folder = t.get("folder", str)
     if ".." in folder.split("/") or not _FOLDER.match(folder):
@@ -160,4 +177,4 @@ def parse_nnunet_entry(name: str, table: dict[str, Any], where: str) -> NnUNetEn
     files = NnUNetEntry(name, repo_id, revision, folder, folds, checkpoint).relative_files
     pins = _pins(t, files)
     t.check_unknown()
-    return NnUNetEntry(name, repo_id, revision, folder, folds, checkpoint, pins, *texts)
+    return NnUNetEntry(name, repo_id, revision, folder, folds, checkpoint, pins, *texts, base_dir=base_dir)

@@ -36,6 +36,8 @@ def hub_files(entry: NnUNetEntry) -> dict[str, HubFile]:
 
 
 def _describe(entry: NnUNetEntry, rel: str) -> str:
+    if entry.local:
+        return f"weights '{entry.name}' (local folder {entry.local_folder}, file {rel})"
     return f"weights '{entry.name}' ({entry.repo_id}, file {entry.folder}/{rel}, revision {entry.revision})"
 
 
@@ -45,6 +47,11 @@ def _check(entry: NnUNetEntry, rel: str, path: Path, expected: str | None) -> st
     actual = sha256_file(path)
     announced = _announced_sha256(path)
     reference, source = (expected, registry_name(entry)) if expected else (announced, "the sha256 the Hub announced")
+    if reference is not None and actual != reference and entry.local:  # a file on disk: report, never delete
+        raise WeightsError(
+            f"sha256 mismatch for weights '{entry.name}' ({path}): got {actual}, expected {reference} "
+            f"({source}); not using it (import the model again)"
+        )
     if reference is not None and actual != reference:
         refuse_mismatch(entry.name, _describe(entry, rel), path, actual, reference, source)
     return actual
@@ -76,12 +83,17 @@ def fetch_files(
 
 def download_folder(entry: NnUNetEntry, *, force: bool = False, progress: ProgressCallback | None = None) -> Path:
     """Download (or find in the cache) every file of ``entry``, verify each against its pin, and
-    return the results folder they form in the Hugging Face cache."""
+    return the results folder they form in the Hugging Face cache (a local entry: its folder,
+    every file verified, no network)."""
+    if entry.local:
+        return verified_folder(entry)
     files = fetch_files(entry, force=force, progress=progress)
     return _folder_of(entry, {rel: path for rel, (path, _) in files.items()})
 
 
 def _cached(entry: NnUNetEntry) -> dict[str, Path | None]:
+    if entry.local:
+        return {rel: p if (p := entry.local_folder / rel).is_file() else None for rel in entry.relative_files}
     from huggingface_hub import try_to_load_from_cache
 
     out: dict[str, Path | None] = {}
@@ -107,6 +119,8 @@ def verified_folder(entry: NnUNetEntry) -> Path:
     """
     cached = _cached(entry)
     missing = [rel for rel, p in cached.items() if p is None]
+    if missing and entry.local:
+        raise WeightsError(f"{_describe(entry, missing[0])}: the file is missing; import the model again")
     if missing:
         raise WeightsError(
             f"{_describe(entry, missing[0])} are not downloaded yet: run `liverctl weights download {entry.name}`"

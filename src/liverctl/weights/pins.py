@@ -30,12 +30,11 @@ from pathlib import Path
 from typing import Any
 
 from liverctl.errors import LiverctlWarning, WeightsError
+from liverctl.weights.home import HOME_ENV, liverctl_home
 from liverctl.weights.registry import HEX64, ModelEntry
 
 __all__ = ["HOME_ENV", "VerifyResult", "accept", "check", "pin_key", "pins_path", "read_pins", "sha256_file"]
 
-#: Environment variable naming liverctl's own state folder (holds ``pins.json``).
-HOME_ENV = "LIVERCTL_HOME"
 _CHUNK = 1 << 20
 
 
@@ -50,12 +49,9 @@ def sha256_file(path: str | os.PathLike[str], *, chunk_size: int = _CHUNK) -> st
 
 def pins_path() -> Path:
     """The trust-on-first-use pin store: ``$LIVERCTL_HOME/pins.json``, else
-    ``$XDG_CACHE_HOME/liverctl/pins.json``, else ``~/.cache/liverctl/pins.json``."""
-    home = os.environ.get(HOME_ENV)
-    if home:
-        return Path(home).expanduser() / "pins.json"
-    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(cache).expanduser() / "liverctl" / "pins.json"
+    ``$XDG_CACHE_HOME/liverctl/pins.json``, else ``~/.cache/liverctl/pins.json``
+    (:func:`liverctl.weights.home.liverctl_home`)."""
+    return liverctl_home() / "pins.json"
 
 
 def read_pins() -> dict[str, dict[str, str]]:

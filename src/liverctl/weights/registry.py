@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from liverctl.errors import ConfigError, WeightsError
+from liverctl.weights.home import store_registry_path
 from liverctl.weights.nnunet_entry import FORMAT, NnUNetEntry, parse_nnunet_entry
 from liverctl.weights.recipes import (
     INTENSITY_METHODS,
@@ -313,7 +314,7 @@ def _parse_entry(
         raise ConfigError(f"{where}: must be a table")
     fmt = value.get("format")
     if fmt == FORMAT:
-        return dataclasses.replace(parse_nnunet_entry(name, value, where), registry_file=registry_file)
+        return dataclasses.replace(parse_nnunet_entry(name, value, where, base_dir), registry_file=registry_file)
     if fmt is not None:
         raise ConfigError(f'{where}.format: must be "{FORMAT}" (an nnU-Net v2 results folder) or left out, not {fmt!r}')
     t = Table(value, where)
@@ -336,12 +337,26 @@ def _parse_entry(
 
 
 def load_registry(path: str | os.PathLike[str] | None = None) -> Registry:
-    """Read and validate a ``weights.toml`` (default: :func:`registry_path`).
+    """Read and validate a ``weights.toml`` (default: :func:`registry_path`, joined by the
+    entries of the store of imported weights, :func:`liverctl.weights.home.store_registry_path`,
+    whose names the registry does not use).
 
     Raises :class:`ConfigError` with one line naming the file, the entry and the field for
     anything malformed (wrong type, unknown field, liver channel out of range, ...).
     """
-    path = Path(path) if path is not None else registry_path()
+    if path is not None:
+        return _read_registry(Path(path))
+    registry = _read_registry(registry_path())
+    store = store_registry_path()
+    if not store.is_file():
+        return registry
+    imported = _read_registry(store)
+    models = {**registry.models, **{n: e for n, e in imported.models.items() if n not in registry.models}}
+    return Registry(default=registry.default or imported.default, models=models, path=registry.path)
+
+
+def _read_registry(path: Path) -> Registry:
+    """One ``weights.toml``, validated (see :func:`load_registry`)."""
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
