@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from bad_geometry import keep_locale
 
 from liverctl.errors import GeometryError, ImageFormatError, InputError, LabelError, LiverctlError
 from liverctl.io import (
@@ -171,7 +172,8 @@ def _copy_series_with_uid(src: Path, dst: Path, uid: str) -> None:
         writer = sitk.ImageFileWriter()
         writer.KeepOriginalImageUIDOn()
         writer.SetFileName(str(dst / f"copy_{i:03d}.dcm"))
-        writer.Execute(image)
+        with keep_locale():
+            writer.Execute(image)
 
 
 def test_dicom_series_without_series_uid(dicom_dir: Path) -> None:

@@ -3,8 +3,11 @@ the reader tests (tests/test_geometry_verdict.py) and the bad-input catalogue.""
 
 from __future__ import annotations
 
+import contextlib
 import gzip
+import locale
 import struct
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -63,6 +66,17 @@ SHEAR = (1, 0, 0, 0.5, 1, 0, 0, 0, 1)
 SINGULAR = (1, 0, 0, 1, 0, 0, 0, 0, 1)
 
 
+@contextlib.contextmanager
+def keep_locale() -> Iterator[None]:
+    """Restore the process's C locale after the block: ITK's DICOM writer (GDCM) sets it to "C", which
+    turns Python's default text encoding to ASCII for every test that runs after it in the process."""
+    saved = locale.setlocale(locale.LC_ALL)
+    try:
+        yield
+    finally:
+        locale.setlocale(locale.LC_ALL, saved)
+
+
 def dicom_series(folder: Path, n: int = 6, step: float = 2.0, skip: int | None = None) -> Path:
     """A small CT series, one file a slice (``slice_00.dcm``...); ``skip``: that slice is left out
     (a gap of ``2 * step``)."""
@@ -92,7 +106,8 @@ def dicom_series(folder: Path, n: int = 6, step: float = 2.0, skip: int | None =
         for key, value in tags.items():
             s.SetMetaData(key, value)
         writer.SetFileName(str(folder / f"slice_{k:02d}.dcm"))
-        writer.Execute(s)
+        with keep_locale():
+            writer.Execute(s)
     return folder
 
 

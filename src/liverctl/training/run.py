@@ -289,6 +289,8 @@ class TrainingRun:
         if steps.validate is None or not any(cases):
             return float("nan")
         validate = steps.validate
+        if not self.dist.enabled:  # the very list: a recipe may tell the selection split by identity (sdnet)
+            return float(validate(cases))
         return self.dist.validate_shared(
             lambda shard, device: validate(shard.val), _Cases(self.data, cases), self.device
         )
