@@ -18,7 +18,7 @@ from liverctl.io.manifest import Manifest
 from liverctl.phantoms import make_phantom
 from liverctl.predict import LiverModel
 from liverctl.predict.cohort import PLAN_NAME, gather, predict_cohort
-from liverctl.predict.shards import SharedManifest, claim_shard, parse_shard_option, slurm_shard
+from liverctl.predict.shards import SharedManifest, claim_shard, parse_shard, slurm_shard
 
 
 class Threshold(torch.nn.Module):
@@ -73,8 +73,8 @@ ARRAY = {"SLURM_ARRAY_JOB_ID": "7", "SLURM_JOB_ID": "8"}
 )
 def test_shard_from_the_array_variables(env: dict[str, str], expected: tuple[int, int]):
     assert slurm_shard({**ARRAY, **env}) == expected
-    assert parse_shard_option("slurm", {**ARRAY, **env}) == expected
-    assert parse_shard_option("1/3", {}) == (1, 3)
+    assert parse_shard("slurm", {**ARRAY, **env}) == expected
+    assert parse_shard("1/3", {}) == (1, 3)
 
 
 @pytest.mark.parametrize(

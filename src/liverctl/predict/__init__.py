@@ -31,13 +31,13 @@ from liverctl.predict.batch import (
     expand_inputs,
     output_paths,
     parse_paths,
-    parse_shard,
     predict,
 )
 from liverctl.predict.model import LiverModel
 from liverctl.predict.options import PredictOptions
 from liverctl.predict.report import LARGE_COMPONENT_ML, LIVER_VOLUME_RANGE_ML, SUMMARY_FIELDS, write_summary
 from liverctl.predict.results import CaseResult, PredictResult, Segmentation
+from liverctl.predict.shards import parse_shard
 
 __all__ = [
     "LARGE_COMPONENT_ML",

@@ -40,7 +40,7 @@ from liverctl.predict.shards import SharedManifest, shard_summary_name
 from liverctl.predict.space import ModelSpace
 from liverctl.progress import ProgressCallback
 
-__all__ = ["expand_inputs", "output_paths", "parse_paths", "parse_shard", "predict"]
+__all__ = ["expand_inputs", "output_paths", "parse_paths", "predict"]
 
 
 def expand_inputs(inputs: Sequence[str | os.PathLike[str]], *, recursive: bool = False) -> list[Path]:
@@ -63,17 +63,6 @@ def _shard(scans: list[Path], shard: tuple[int, int] | None) -> list[Path]:
     if count < 1 or not 0 <= index < count:
         raise ConfigError(f"--shard I/N needs 0 <= I < N, got {index}/{count}")
     return [s for i, s in enumerate(sorted(scans)) if i % count == index]
-
-
-def parse_shard(text: str) -> tuple[int, int]:
-    """Parse ``"I/N"`` (0-based shard I of N)."""
-    try:
-        i, n = (int(v) for v in text.split("/"))
-    except ValueError:
-        raise ConfigError(f"--shard expects I/N (e.g. 0/4), got {text!r}") from None
-    if n < 1 or not 0 <= i < n:
-        raise ConfigError(f"--shard I/N needs 0 <= I < N, got {text}")
-    return i, n
 
 
 def _scan_name(path: Path) -> str:

@@ -42,7 +42,7 @@ from liverctl.predict.shards import (
     SharedManifest,
     SlurmArray,
     claim_shard,
-    parse_shard_option,
+    parse_shard,
     shard_summary_name,
     slurm_array,
 )
@@ -159,7 +159,7 @@ def predict_cohort(
     folder = _shard_folder(output)
     array = slurm_array() if isinstance(shard, str) and shard.strip().lower() == SLURM else None
     chosen = _array_shard(array, folder) if array is not None else shard
-    chosen = parse_shard_option(chosen) if isinstance(chosen, str) else chosen
+    chosen = parse_shard(chosen) if isinstance(chosen, str) else chosen
     assert chosen is not None
     plan = _plan(items, recursive, chosen[1], array)
     with claim_shard(folder, chosen):

@@ -32,7 +32,7 @@ __all__ = [
     "SharedManifest",
     "SlurmArray",
     "claim_shard",
-    "parse_shard_option",
+    "parse_shard",
     "shard_summary_name",
     "slurm_array",
     "slurm_shard",
@@ -128,8 +128,9 @@ def slurm_shard(env: Mapping[str, str] | None = None) -> tuple[int, int]:
     return slurm_array(env).shard
 
 
-def parse_shard_option(text: str | None, env: Mapping[str, str] | None = None) -> tuple[int, int] | None:
-    """The value of ``--shard``: ``None``, ``"I/N"`` or ``"slurm"`` -> ``(I, N)`` or ``None``."""
+def parse_shard(text: str | None, env: Mapping[str, str] | None = None) -> tuple[int, int] | None:
+    """The value of ``--shard``: ``None``, ``"I/N"`` (0-based shard I of N) or ``"slurm"`` (from the
+    array job's environment, :func:`slurm_shard`) -> ``(I, N)`` or ``None``."""
     if text is None:
         return None
     if text.strip().lower() == SLURM:
