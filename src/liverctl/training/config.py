@@ -255,7 +255,7 @@ class TrainConfig:
         self.unlabelled = [str(u) for u in self.unlabelled]
         if self.method in METHOD_DEFAULTS:  # else validate() says which methods exist
             self.unset = frozenset(self.unset | _fill_defaults(self))
-        for name in ("patch_size", "epochs"):  # an unknown method (refused below)
+        for name in ("patch_size", "epochs", "augment", "foreground_fraction"):  # an unknown method (refused below)
             if getattr(self, name) is None:
                 setattr(self, name, _GENERIC_DEFAULTS[name])
         self.validate()
