@@ -43,7 +43,11 @@ def test_method_defaults_are_the_papers_and_explicit_options_win():
     assert (short.pretrain_iterations, short.lr_step) == (20, 10)  # the same proportions in any run
     mine = TrainConfig(method="di2in-an", optimizer="adam", batch_size=2, pretrain_iterations=0, augment=True)
     assert (mine.optimizer, mine.lr, mine.batch_size, mine.pretrain_iterations, mine.augment) == (
-        "adam", 3e-4, 2, 0, True
+        "adam",
+        3e-4,
+        2,
+        0,
+        True,
     )
     assert TrainConfig(method="di2in-an", lr=0.5).lr == 0.5
     # the other recipes keep their own defaults
@@ -67,7 +71,11 @@ def test_deep_supervision_branches_are_upscaled_16_4_1_and_fused_by_a_leaky_relu
     assert net.side_levels == (4, 2, 0) and len(net.loss_weights) == 4
     # the branches come from the levels at 1/16, 1/4 and 1/1: upscaling factors 16, 4, 1 as the paper's
     assert [2**k for k in net.side_levels] == [16, 4, 1]
-    assert [net.side[str(k)].in_channels for k in net.side_levels] == [net.features[4], net.features[2], net.features[0]]
+    assert [net.side[str(k)].in_channels for k in net.side_levels] == [
+        net.features[4],
+        net.features[2],
+        net.features[0],
+    ]
     kinds = [type(m) for m in net.fuse]
     assert kinds[:2] == [nn.Conv3d, nn.LeakyReLU] and net.fuse[0].in_channels == 3
     assert net.fuse[-1].out_channels == 1

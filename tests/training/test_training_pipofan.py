@@ -95,9 +95,7 @@ def test_deep_supervision_uses_the_given_weights_for_every_output():
 
 
 def test_parameter_count_at_the_papers_settings():
-    from liverctl.models.pipofan import PAPER_PARAMETERS, PIPOFAN, paper_parameter_count
-
-    from liverctl.models.pipofan import UNUSED_IN_AUTHORS_CODE
+    from liverctl.models.pipofan import PAPER_PARAMETERS, PIPOFAN, UNUSED_IN_AUTHORS_CODE, paper_parameter_count
 
     n = paper_parameter_count()
     print(f"PIPO-FAN parameters at the paper's settings: {n:,}")
