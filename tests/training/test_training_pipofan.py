@@ -1,4 +1,4 @@
-"""PIPO-FAN (``../shared/docs/METHODS.md`` §5): the target adaptive loss on hand-made numbers, the
+"""PIPO-FAN (Fang and Yan 2020): the target adaptive loss on hand-made numbers, the
 network's parameter count at the paper's settings, the two-phase schedule (phase 2 moves only
 the fusion), 2D training on true neighbouring slices, and ``train --method pipofan`` ->
 ``predict --weights`` end to end on a phantom."""
