@@ -88,6 +88,8 @@ def test_deep_supervision_branches_are_upscaled_16_4_1_and_fused_by_a_leaky_relu
     assert seen["shape"] == (2, 1, 1, 1, 2)
     assert len(sides) == 3 and all(t.shape == (2, 1, 16, 16, 32) for t in (final, *sides))
     assert torch.allclose(final, net.fuse(torch.cat(sides, dim=1)), atol=1e-6)
+    # the fusion starts as the mean of the side logits (through its LeakyReLU, for either sign)
+    assert torch.allclose(final, torch.stack(sides).mean(0), atol=1e-5) and (final < 0).any() and (final > 0).any()
     net.eval()
     with torch.no_grad():
         assert net(x).shape == (2, 1, 16, 16, 32)

@@ -7,8 +7,8 @@ Generator (:class:`DI2IN`, ``di2in``)
     norm + LeakyReLU after every convolution. Deep supervision: the decoder levels of
     ``side_levels`` have a side branch (1x1x1 convolution to ``out_channels``) upsampled
     trilinearly to full size, and the final output is a convolution with LeakyReLU over all
-    side outputs concatenated. Level k works at 1/2**k of the input size; the paper's
-    branches come from decoder blocks 10, 11, 12 with "Upscaling factors are 16,4,1", so the
+    side outputs concatenated (initialised as the mean of the side logits). Level k works
+    at 1/2**k of the input size; the paper's branches come from decoder blocks 10, 11, 12 with "Upscaling factors are 16,4,1", so the
     default for five levels is ``side_levels=(4, 2, 0)`` (the level-4 branch taps the
     bottleneck block that opens the decoder, at 1/16). In training mode ``forward`` returns
     ``[final, side_a, side_b, ...]`` (all full size, the coarsest branch first, as
@@ -117,6 +117,29 @@ class DI2IN(nn.Module):
         )
         # docs/studies/di2in-an.md: total loss = sum_i w_i * l_i + w_final * l_final with every w = 1
         self.loss_weights = (1.0,) * (n_sides + 1)
+        self._init_fuse()
+
+    def _init_fuse(self) -> None:
+        """Start the fusion as the mean of the side logits (our choice: the paper gives no
+        initialisation): hidden channels 2c and 2c+1 carry +mean and -mean of class c's side logits
+        through the LeakyReLU, and the output takes their difference (exactly the mean, for either
+        sign); the other hidden channels start with a zero output weight. A randomly initialised
+        fusion lags far behind the side branches in short runs."""
+        conv, out = self.fuse[0], self.fuse[2]
+        oc, n = self.out_channels, self.n_sides
+        if conv.out_channels < 2 * oc:
+            return
+        slope = self.fuse[1].negative_slope
+        with torch.no_grad():
+            out.weight.zero_()
+            out.bias.zero_()
+            for c in range(oc):
+                for h, sign in ((2 * c, 1.0), (2 * c + 1, -1.0)):
+                    conv.weight[h].zero_()
+                    conv.bias[h] = 0.0
+                    for j in range(n):
+                        conv.weight[h, j * oc + c, 1, 1, 1] = sign / n
+                    out.weight[c, h] = sign / (1.0 + slope)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
         if x.ndim != 5 or any(s % self.min_input_multiple for s in x.shape[2:]):
