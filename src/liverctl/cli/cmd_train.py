@@ -103,7 +103,7 @@ OPTIMIZER = _opt(
     metavar="adam|sgd|rmsprop",
     panel=SCHEDULE,
     help="adam (+ plateau, default) or sgd (+ poly); pipofan: rmsprop (default), adam or sgd, with its step decay; "
-    "di2in-an: sgd (default) or adam, lr / 10 after 100 iterations.",
+    "di2in-an: sgd (default) or adam, lr / 10 half-way through pre-training.",
 )
 SCHEDULER = _opt(
     None, "--scheduler", metavar="plateau|poly", panel=SCHEDULE, help="Default: plateau for adam, poly for sgd."
@@ -166,14 +166,19 @@ UNLABELLED = _opt(
     "unlabelled/ of preprocess --labelled-fraction.",
 )
 PRETRAIN = _opt(
-    None, "--pretrain-iterations", metavar="N", panel=RECIPES, help="di2in-an: generator-only iterations first (200)."
+    None,
+    "--pretrain-iterations",
+    metavar="N",
+    panel=RECIPES,
+    help="di2in-an: generator-only iterations first (default: 2/3 of the run, the paper's 200 of 300 passes).",
 )
 LR_STEP = _opt(
     None,
     "--lr-step",
     metavar="N",
     panel=RECIPES,
-    help="di2in-an: lr / 10 once after N iterations (100); sdnet: lr / 10 every N iterations (200).",
+    help="di2in-an: lr / 10 N iterations into each phase (default: half the pre-training); sdnet: lr / 10 every N "
+    "iterations (200).",
 )
 D_STEPS = _opt(10, "--d-steps", metavar="N", panel=RECIPES, help="di2in-an: discriminator steps per generator step.")
 D_BATCH = _opt(8, "--d-batch-size", metavar="N", panel=RECIPES, help="di2in-an: patches per discriminator step.")
