@@ -27,7 +27,7 @@ PAPER_DEFAULTS = {
     "hdenseunet": {
         "optimizer": None, "lr": None, "batch_size": 2, "epochs": 400, "patch_size": [12, 224, 224],
         "augment": True, "select_on": "final", "tumour_class": True, "architecture": "hdenseunet",
-        "arch_kwargs": {"preset": "paper"}, "coarse_iterations": 0,
+        "arch_kwargs": {"preset": "paper"}, "coarse_iterations": 0, "pretrain_iterations": 16667,
     },
     "pipofan": {
         "optimizer": "rmsprop", "lr": None, "batch_size": 2, "epochs": 400, "patch_size": [1, 224, 224],
@@ -119,6 +119,14 @@ def test_hdenseunet_small_preset_end_to_end_with_the_papers_training(tmp_path):
     assert not torch.equal(warm.model.state_dict()["net2d.features.conv0.weight"], init["net2d.features.conv0.weight"])
     # ... then with them
     assert not torch.equal(both.model.state_dict()[proj], init[proj])
+    assert _saved(tmp_path / "warm")["config"]["pretrain_iterations"] == 1  # half of stage 1, rounded up
+    # --pretrain-iterations 0: no warm-up, the connections train from the first iteration
+    none = train(
+        [data], tmp_path / "none", TrainConfig(**base, epochs=1, stage_iterations=(1, 0), pretrain_iterations=0)
+    )
+    assert not torch.equal(none.model.state_dict()[proj], init[proj])
+    with pytest.raises(Exception, match="warm-up"):
+        train([data], tmp_path / "long", TrainConfig(**base, epochs=2, stage_iterations=(1, 0), pretrain_iterations=2))
     saved = _saved(tmp_path / "both")
     assert saved["config"]["arch_kwargs"] == {"preset": "small"} and saved["config"]["augment"] is True
     assert saved["parameter_counts"]["total"] == sum(p.numel() for p in both.model.parameters())

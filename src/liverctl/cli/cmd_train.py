@@ -170,7 +170,8 @@ PRETRAIN = _opt(
     "--pretrain-iterations",
     metavar="N",
     panel=RECIPES,
-    help="di2in-an: generator-only iterations first (default: 2/3 of the run, the paper's 200 of 300 passes).",
+    help="di2in-an: generator-only iterations first (default: 2/3 of the run, the paper's 200 of 300 passes); "
+    "hdenseunet: the 2D warm-up without UNet connections (default: half of stage 1; 0: none).",
 )
 LR_STEP = _opt(
     None,

@@ -39,7 +39,7 @@ METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
                  "lr_step": lambda c: max(1, c.pretrain_iterations // 2), "patch_size": (128, 128, 128),
                  "augment": False, "foreground_fraction": 0.0},
     # Li et al. 2018: 224x224x12 inputs of the paper-sized network, SGD lr 0.01 (poly), mirror + scaling only
-    "hdenseunet": {"patch_size": (12, 224, 224)},
+    "hdenseunet": {"patch_size": (12, 224, 224), "pretrain_iterations": lambda c: -(-_stage_one(c) // 2)},
     # Fang and Yan 2020: 3 consecutive slices, 224x224 crops, slices that contain the organ, RMSprop, the
     # liver's tumour counted as liver
     "pipofan": {"optimizer": "rmsprop", "patch_size": (1, 224, 224), "foreground_fraction": 1.0,
@@ -154,7 +154,9 @@ class TrainConfig:
             ``pretrain_iterations``, the paper's 100 of 200).
         pretrain_iterations: DI2IN-AN: generator-only iterations before the adversarial phase
             (``None`` = the first 2/3 of the run: the paper's 200 + 100 "iterations" read as
-            passes over the data, 200 pre-training then 100 adversarial).
+            passes over the data, 200 pre-training then 100 adversarial). H-DenseUNet: the first
+            iterations of stage 1, the 2D warm-up without UNet connections (``None`` = half of
+            stage 1; 0 = no warm-up).
         d_steps, g_steps: DI2IN-AN: discriminator / generator steps per adversarial iteration
             (k_D = 10, k_G = 1).
         d_batch_size: DI2IN-AN: patches per discriminator step (8; the generator uses
@@ -374,6 +376,13 @@ class TrainConfig:
         if unknown:
             raise ConfigError(f"unknown training options: {', '.join(unknown)}")
         return cls(**data)
+
+
+def _stage_one(config: TrainConfig) -> int:
+    """H-DenseUNet's stage-1 iterations: ``stage_iterations[0]``, else a third of the run."""
+    if config.stage_iterations is not None and len(config.stage_iterations) == 2:
+        return int(config.stage_iterations[0])
+    return int(config.epochs) * int(config.iterations_per_epoch) // 3
 
 
 def _fill_defaults(config: TrainConfig) -> set[str]:

@@ -289,7 +289,9 @@ class TrainingRun:
         if steps.validate is None or not any(cases):
             return float("nan")
         validate = steps.validate
-        return self.dist.validate_shared(lambda shard, device: validate(shard.val), _Cases(self.data, cases), self.device)
+        return self.dist.validate_shared(
+            lambda shard, device: validate(shard.val), _Cases(self.data, cases), self.device
+        )
 
     def _log_row(self, means: Mapping[str, float], mean_loss: float, val: float, lr_used: float, t0: float) -> None:
         """The epoch's row of ``train_log.csv`` (and its report to ``progress``, rank 0)."""

@@ -5,9 +5,10 @@ feature fusion layer, :mod:`liverctl.models.hdenseunet`) is trained in three sta
 the run's ``epochs * iterations_per_epoch`` iterations (:func:`stage_of`):
 
 1. ``stage_iterations[0]`` iterations: the 2D DenseUNet alone, loss on its logits
-   (``logits_2d``); the 3D part and HFF are not run. Its first half is the paper's warm-up
-   "without UNet connections" (the decoder without the encoder's skips,
-   ``net2d.unet_connections = False``), the second half with them;
+   (``logits_2d``); the 3D part and HFF are not run. Its first ``pretrain_iterations`` (default:
+   the first half of the stage) are the paper's warm-up "without UNet connections" (the decoder
+   without the encoder's skips, ``net2d.unet_connections = False``; 0: none), the rest with them (the 2D decoder's batch-norm
+   statistics restart then and are averaged over that half);
 2. ``stage_iterations[1]`` iterations: the 3D DenseUNet + HFF with the 2D part frozen
    (``freeze_2d()``: no gradients, and eval mode so its batch-norm statistics stay put: the
    2D part is bit-identical before and after the stage), loss on the hybrid output;
@@ -66,6 +67,7 @@ from liverctl.training.run import Steps, TrainingRun, backward_step, load_parts,
 __all__ = ["HDENSEUNET_AUGMENTATION", "HDENSEUNET_CLASS_WEIGHTS", "poly_lr", "stage_lengths", "stage_of", "warm_up"]
 
 HDENSEUNET_CLASS_WEIGHTS = (0.78, 0.65, 8.57)
+_BN_MOMENTUM = 0.1  # torch's default, the networks' own
 HDENSEUNET_AUGMENTATION = Augmentation(
     p_scale=1.0, scale_range=(0.8, 1.2), p_rotation=0.0, p_elastic=0.0, p_gamma=0.0, p_flip=0.5
 )
@@ -84,6 +86,10 @@ def stage_lengths(config: TrainConfig) -> tuple[int, int, int]:
     if n1 + n2 > total:
         raise ConfigError(
             f"stage iterations {n1} + {n2} exceed the run's {total} iterations (epochs x iterations per epoch)"
+        )
+    if (config.pretrain_iterations or 0) > n1:
+        raise ConfigError(
+            f"--pretrain-iterations {config.pretrain_iterations} (the 2D warm-up) exceeds stage 1's {n1} iterations"
         )
     return int(n1), int(n2), int(total - n1 - n2)
 
@@ -149,10 +155,23 @@ def run(
     return runner.result(model, model_path, toml_path, runner.validating)
 
 
-def warm_up(stage: int, i: int, n: int) -> bool:
-    """Whether iteration ``i`` of a stage of ``n`` is in the 2D warm-up without UNet connections
-    (the first half of stage 1)."""
-    return stage == 1 and i < n - n // 2
+def warm_up(stage: int, i: int, warm: int) -> bool:
+    """Whether iteration ``i`` of ``stage`` is in the 2D warm-up without UNet connections (the first
+    ``warm`` iterations of stage 1: ``config.pretrain_iterations``)."""
+    return stage == 1 and i < warm
+
+
+def _decoder_statistics(net2d: nn.Module, reset: bool = False, cumulative: bool = False) -> None:
+    """The batch-norm running statistics of the 2D decoder around the warm-up: ``reset`` them when
+    the UNet connections are added (they describe a decoder without them), and average them
+    ``cumulative``-ly over the rest of stage 1 (a few iterations of the usual momentum would leave
+    them mostly at their reset values), with the usual momentum (0.1) otherwise."""
+    for module in (net2d.decoder, net2d.skip_proj):
+        for m in module.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                if reset:
+                    m.reset_running_stats()
+                m.momentum = None if cumulative else _BN_MOMENTUM
 
 
 def _class_weights(config: TrainConfig, data: Any) -> list[float]:
@@ -203,6 +222,7 @@ def _step_fn(
 
     config, device = runner.config, runner.device
     w_hybrid, w_2d = getattr(model, "loss_weights", (1.0, 0.5))
+    warm = int(config.pretrain_iterations or 0)
 
     def wce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(logits.float(), target, weight=class_weights)
@@ -219,7 +239,10 @@ def _step_fn(
         model.freeze_2d(stage == 2)
         if stage == 2:
             model.net2d.eval()
-        model.net2d.unet_connections = not warm_up(stage, i, n)
+        connected = model.net2d.unet_connections = not warm_up(stage, i, warm)
+        if stage == 1 and i > 0 and connected and warm_up(stage, i - 1, warm):
+            _decoder_statistics(model.net2d, reset=True)  # they describe a decoder without the connections
+        _decoder_statistics(model.net2d, cumulative=stage == 1 and connected)
         torch.manual_seed(seed_int(config.seed, 0, g, 1))
         values: dict[str, float] = {"stage": float(stage)}
         with autocast(device, runner.precision):
