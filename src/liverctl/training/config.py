@@ -29,11 +29,8 @@ METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
     "he2021": {"tumour_class": False},  # the whole liver, as He et al. 2021 train it
     # Huang et al. report "the model with 1000 iterations" (of 1200)
     "sdnet": {"lr_step": 200, "select_on": "iteration:1000", "tumour_class": False},  # a liver segmentation
-    # Yang et al. 2017: SGD, lr 0.01 divided by 10 after 100 of the 200 pre-training iterations, then 100
-    # adversarial ones; their "iterations" read as passes over the data: the first 2/3 of the run pre-train
-    # the generator, its lr step comes half-way through each phase's own schedule; generator batch 4; the
-    # whole 3 mm volume (a 128^3 patch covers 384 mm) without augmentation or foreground oversampling
-    # (with --optimizer adam the lr defaults to 3e-4)
+    # Yang et al. 2017 (iterations read as passes over the data): SGD 0.01, / 10 half-way through pre-training
+    # (2/3 of the run), batch 4, whole 3 mm volumes, no augmentation (--optimizer adam: lr 3e-4)
     "di2in-an": {"optimizer": "sgd", "epochs": 300, "lr": {"sgd": 1e-2, "adam": 3e-4}, "batch_size": 4,
                  "pretrain_iterations": lambda c: 2 * c.epochs * c.iterations_per_epoch // 3,
                  "lr_step": lambda c: max(1, c.pretrain_iterations // 2), "patch_size": (128, 128, 128),
@@ -69,10 +66,8 @@ _ARCHITECTURES = {
     "pipofan": "pipofan",
 }
 """The network each method trains when ``architecture`` is left at ``unet3d``."""
-_HDENSEUNET_SIZES = frozenset(
-    {"preset", "features", "blocks_2d", "growth_2d", "blocks_3d", "growth_3d", "init_features_2d",
-     "init_features_3d", "decoder_2d", "decoder_3d"}
-)  # fmt: skip
+_HDENSEUNET_SIZES = frozenset({"preset", "features", "blocks_2d", "growth_2d", "blocks_3d", "growth_3d",
+                               "init_features_2d", "init_features_3d", "decoder_2d", "decoder_3d"})  # fmt: skip
 """``hdenseunet`` arguments that choose its size: without any, ``--method hdenseunet`` trains the paper preset."""
 PAPER_DROPOUT = 0.5
 """``--dropout paper`` and the he2021 default of ``unet3d``: He et al. 2021 put dropout after every conv
@@ -380,9 +375,8 @@ class TrainConfig:
 
 def _stage_one(config: TrainConfig) -> int:
     """H-DenseUNet's stage-1 iterations: ``stage_iterations[0]``, else a third of the run."""
-    if config.stage_iterations is not None and len(config.stage_iterations) == 2:
-        return int(config.stage_iterations[0])
-    return int(config.epochs) * int(config.iterations_per_epoch) // 3
+    stages = config.stage_iterations
+    return int(stages[0]) if stages and len(stages) == 2 else config.epochs * config.iterations_per_epoch // 3
 
 
 def _fill_defaults(config: TrainConfig) -> set[str]:
