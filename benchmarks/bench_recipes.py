@@ -22,15 +22,19 @@ The methods (:func:`recipes`):
     settings (Adam at 3e-3 with poly decay, ``--window liver``, liver z-crop): He et al.'s Adam at
     3e-4 barely moves in 60 iterations.
 ``di2in-an``
-    DI2IN generator + discriminator, SGD at 0.01 (the recipe's), generator batch 4; N/2 generator
-    pre-training iterations (the paper: 200); k_D = 2 discriminator steps of 4 patches (paper: 10 of 8).
+    DI2IN generator + discriminator with the recipe's defaults: SGD at 0.01, generator batch 4, the
+    first 2/3 of N pre-training with the lr step half-way, each phase on its own schedule; the whole
+    phantom volume as the input (``--no-crop``, patch = the volume), no foreground oversampling;
+    k_D = 2 discriminator steps of 4 patches (paper: 10 of 8).
 ``hdenseunet``
-    H-DenseUNet with its cascade: N/2 coarse liver-ROI iterations first (counted apart), then the
-    three stages (thirds of N) inside the coarse box; ``--window liver --no-crop``.
+    H-DenseUNet's small preset (the paper preset does not train on a CPU in minutes) with its cascade:
+    N/2 coarse liver-ROI iterations first (counted apart), then the three stages (thirds of N; the
+    first half of stage 1 without UNet connections) inside the coarse box; ``--window liver --no-crop``.
 ``pipofan``
-    PIPO-FAN, 2D on 3-slice stacks, batch 8 slices (the protocol of ``docs/studies/pipofan.md``), phases 1 and 2 halves of
-    N, ``--window pipofan --no-crop``, but the dataset z-score: with ``--normalization image`` (that
-    page's protocol) the exported entry cannot say so and ``predict`` feeds unnormalised HU.
+    PIPO-FAN, 2D on 3-slice stacks of slices that contain the liver, batch 8 slices, the one-organ
+    protocol of the recipe's defaults (whole liver, RMSprop at 0.002, class weights 0.2 / 1.2, phase 1
+    4/5 of N), ``--window pipofan --no-crop``, but the dataset z-score: with ``--normalization image``
+    (the study page's protocol) the exported entry cannot say so and ``predict`` feeds unnormalised HU.
 ``sdnet``
     SD-Net, V-Net + residual V-Net, SGD at 0.01, with half of the K cases as unlabelled data
     (``preprocess_split``: split before preprocessing), ``--window sdnet``.
@@ -78,7 +82,6 @@ class Recipe:
 def recipes(n: int) -> dict[str, Recipe]:
     """The methods at an iteration budget of ``n`` (see the module docs)."""
     unet = {"base_features": 8, "n_levels": 4, "dropout": 0.0}  # the plain U-Net the README's table measured
-    hd = {"features": 16, "blocks_2d": [2, 2, 2], "growth_2d": 8, "blocks_3d": [2, 2], "growth_3d": 8}
     return {
         "unet3d": Recipe(
             "unet3d",
@@ -92,12 +95,11 @@ def recipes(n: int) -> dict[str, Recipe]:
             "di2in-an",
             "di2in 8-16-32-64, 4 levels; discriminator 8, 3 layers, k_D = 2 steps of 4 patches"
             " (paper: 32..512, 5 levels; k_D = 10 of 8)",
-            {"window": "liver"},
+            {"window": "liver", "crop": False},
             {
                 "arch_kwargs": {"base_features": 8, "n_levels": 4},
                 "disc_kwargs": {"base_features": 8, "n_layers": 3},
-                "patch_size": (32, 64, 64),
-                "pretrain_iterations": n // 2,
+                "patch_size": SHAPE,  # the whole volume, as the paper's input
                 "d_steps": 2,
                 "d_batch_size": 4,
             },
@@ -105,9 +107,10 @@ def recipes(n: int) -> dict[str, Recipe]:
         "hdenseunet": Recipe(
             "hdenseunet",
             "hdenseunet",
-            "hdenseunet 2D 16 + blocks 2-2-2 growth 8, 3D blocks 2-2 growth 8 (paper: DenseNet-161 + DenseUNet-65)",
+            "hdenseunet preset small: 2D 32 + blocks 3-4-6-4 growth 16, 3D blocks 2-3-3 growth 8"
+            " (paper preset: DenseNet-161 + DenseUNet-65)",
             {"window": "liver", "crop": False},
-            {"arch_kwargs": hd, "patch_size": (12, 64, 64), "coarse_iterations": max(1, n // 2)},
+            {"arch_kwargs": {"preset": "small"}, "patch_size": (12, 64, 64), "coarse_iterations": max(1, n // 2)},
         ),
         "pipofan": Recipe(
             "pipofan",
@@ -136,7 +139,7 @@ def iteration_note(recipe: Recipe, n: int) -> str:
     """The iterations column: the budget, and what part of it is special to the recipe."""
     cfg = recipe.config
     if recipe.method == "di2in-an":
-        return f"{n} ({cfg['pretrain_iterations']} pre-train)"
+        return f"{n} ({2 * n // 3} pre-train)"  # the recipe's default: 2/3 of the run
     if recipe.method == "hdenseunet":
         return f"{n} + {cfg['coarse_iterations']} coarse"
     if recipe.method == "sdnet":

@@ -34,21 +34,27 @@ def _config_of(args: list[str], tmp_path, monkeypatch):
 
 def test_di2in_an_gets_the_papers_settings_unless_set(tmp_path, monkeypatch):
     paper = _config_of(["--method", "di2in-an"], tmp_path, monkeypatch)
-    assert (paper.optimizer, paper.lr, paper.batch_size, paper.pretrain_iterations, paper.lr_step) == (
-        "sgd",
-        0.01,
-        4,
-        200,
-        100,
-    )
+    assert (paper.optimizer, paper.lr, paper.batch_size, paper.epochs) == ("sgd", 0.01, 4, 300)
+    assert (paper.pretrain_iterations, paper.lr_step) == (50000, 25000)  # 200 and 100 passes of 250 x 4 volumes
+    assert (paper.augment, paper.foreground_fraction, paper.patch_size) == (False, 0.0, (128, 128, 128))
     mine = ["--method", "di2in-an", "--optimizer", "adam", "--batch-size", "2", "--pretrain-iterations", "0"]
-    own = _config_of([*mine, "--lr-step", "50"], tmp_path, monkeypatch)
+    own = _config_of([*mine, "--lr-step", "50", "--augment", "--foreground-fraction", "0.5"], tmp_path, monkeypatch)
     assert (own.optimizer, own.lr, own.batch_size, own.pretrain_iterations, own.lr_step) == ("adam", 3e-4, 2, 0, 50)
+    assert (own.augment, own.foreground_fraction) == (True, 0.5)
     he = _config_of([], tmp_path, monkeypatch)
     # he2021 trains the whole liver (tumour merged), as the paper; the staged recipe keeps the tumour
     assert (he.batch_size, he.optimizer, he.pretrain_iterations, he.tumour_class) == (2, None, 0, False)
+    assert (he.epochs, he.patch_size, he.augment, he.foreground_fraction) == (400, (128, 128, 128), True, 1 / 3)
     assert _config_of(["--tumour-class"], tmp_path, monkeypatch).tumour_class is True
-    assert _config_of(["--method", "hdenseunet"], tmp_path, monkeypatch).tumour_class is True
+    hd = _config_of(["--method", "hdenseunet"], tmp_path, monkeypatch)
+    assert (hd.tumour_class, hd.patch_size, hd.arch_kwargs) == (True, (12, 224, 224), {"preset": "paper"})
+    small = _config_of(["--method", "hdenseunet", "--arch-kwargs", '{"preset": "small"}'], tmp_path, monkeypatch)
+    assert small.arch_kwargs == {"preset": "small"}
+    pf = _config_of(["--method", "pipofan"], tmp_path, monkeypatch)
+    assert (pf.tumour_class, pf.patch_size, pf.foreground_fraction, pf.optimizer) == (
+        False, (1, 224, 224), 1.0, "rmsprop"
+    )  # fmt: skip
+    assert _config_of(["--method", "pipofan", "--patch", "64,64,2"], tmp_path, monkeypatch).patch_size == (2, 64, 64)
 
 
 def test_dropout_and_whole_liver_options(tmp_path, monkeypatch):

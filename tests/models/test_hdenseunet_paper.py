@@ -36,18 +36,18 @@ def test_paper_sizes_parameter_counts(paper: HDenseUNet) -> None:
     decoder = 2112 * 2208 + 2208 + sum(a * b * 9 + 2 * b for a, b in levels) + 64 * 3 + 3
     assert counts["2d"] == 26_472_000 + decoder
     assert 49.4e6 < counts["2d"] < 49.6e6
-    # 3D: the DenseUNet-65 encoder by formula (68 input channels: image, 2D features, 2D
-    # probabilities), 1x1 skip projections where widths differ, five 3x3x3 conv + BN levels
-    enc3d = densenet_feature_parameters((3, 4, 12, 8), 32, 96, in_channels=68, dims=3)
+    # 3D: the DenseUNet-65 encoder by formula (4 input channels: the image and the 2D class
+    # probabilities, as the paper), 1x1 skip projections where widths differ, five 3x3x3 conv + BN levels
+    enc3d = densenet_feature_parameters((3, 4, 12, 8), 32, 96, in_channels=4, dims=3)
     widths = [504, 504, 224, 192, 96, 64]  # the encoder's output, then the decoder levels
     skips = [496, 224, 192, 96]  # dense blocks 3, 2, 1 and the stem
     proj = sum(s * w + w for s, w in zip(skips, widths[:4], strict=True) if s != w)
     dec3d = sum(a * b * 27 + 2 * b for a, b in itertools.pairwise(widths))
-    assert counts["3d"] == enc3d + proj + dec3d == 18_509_328
+    assert counts["3d"] == enc3d + proj + dec3d == 16_401_936
     assert counts["hff"] == 64 * 64 * 27 + 2 * 64 + 64 * 3 + 3
     assert counts["total"] == counts["2d"] + counts["3d"] + counts["hff"]
     enc3d = paper.net3d.features
-    assert enc3d.conv0.weight.shape == (96, 1 + 64 + 3, 7, 7, 7)  # image + 2D features + 2D probabilities
+    assert enc3d.conv0.weight.shape == (96, 1 + 3, 7, 7, 7)  # image + 2D probabilities (not the 2D features)
     assert [len(getattr(enc3d, f"denseblock{i}")) for i in range(1, 5)] == [3, 4, 12, 8]
     assert [lv[0].out_channels for lv in paper.net3d.decoder] == [504, 224, 192, 96, 64]
     assert paper.input_multiple_zyx == (4, 32, 32)  # 224 x 224 x 12 fits
@@ -56,7 +56,31 @@ def test_paper_sizes_parameter_counts(paper: HDenseUNet) -> None:
 
     assert parameter_counts(build_model("hdenseunet", preset="paper", features=4)) == counts
     with pytest.raises(ConfigError, match="preset"):
-        build_model("hdenseunet", preset="small")
+        build_model("hdenseunet", preset="tiny")
+    # the earlier layout, one argument away: the 64 2D feature channels enter the 3D stem too (+2.1 M)
+    with torch.device("meta"):
+        wide = build_model("hdenseunet", preset="paper", context_features=True)
+    assert wide.net3d.features.conv0.weight.shape == (96, 1 + 64 + 3, 7, 7, 7)
+    assert parameter_counts(wide)["3d"] - counts["3d"] == 96 * 64 * 7**3 == 2_107_392
+
+
+def test_3d_network_sees_the_image_and_the_2d_probabilities_only() -> None:
+    from liverctl.models import build_model
+
+    torch.manual_seed(0)
+    net = build_model("hdenseunet", preset="small").eval()
+    assert net.net3d.features.conv0.in_channels == 1 + 3
+    seen = {}
+    hook = net.net3d.register_forward_pre_hook(lambda m, args: seen.update(x=args[0]))
+    x = torch.randn(1, 1, 4, 32, 32)
+    with torch.no_grad():
+        net(x)
+        _, logits2d = net.net2d(net.slice_stacks(x))
+    hook.remove()
+    assert seen["x"].shape == (1, 4, 4, 32, 32)
+    assert torch.equal(seen["x"][:, :1], x)  # the image
+    probs = torch.softmax(logits2d, dim=1).reshape(1, 4, 3, 32, 32).permute(0, 2, 1, 3, 4)
+    assert torch.allclose(seen["x"][:, 1:], probs, atol=1e-6)  # then the 2D class probabilities
 
 
 def test_twelve_slices_run_and_z_pooled_as_the_paper() -> None:

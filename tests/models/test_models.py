@@ -147,7 +147,7 @@ def test_unet3d_parameter_count_by_hand() -> None:
 
 
 def test_unet3d_nnunet_default_size() -> None:
-    """The ``../shared/docs/METHODS.md`` §1 network: 6 levels, 32..320 features, about 31 M parameters."""
+    """He et al. 2021's network: 6 levels, 32..320 features, about 31 M parameters."""
     net = UNet3D()
     assert net.features == [32, 64, 128, 256, 320, 320]
     assert net.min_input_multiple == 32

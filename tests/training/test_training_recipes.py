@@ -1,4 +1,4 @@
-"""The training recipes of ``../shared/docs/METHODS.md`` §2-§4 on tiny hand-made volumes: SD-Net (pseudo-label
+"""The training recipes of SD-Net, DI2IN-AN and H-DenseUNet on tiny hand-made volumes: SD-Net (pseudo-label
 direction, sharpening, lr steps, exact resume), DI2IN-AN (each step changes only its own
 network, export as a sigmoid model) and H-DenseUNet (stage 2 leaves the 2D part
 bit-identical, stage 3 trains it again), each exported model segmenting a scan."""

@@ -78,10 +78,17 @@ DROPOUT = _opt(
     help="Dropout after every conv (unet3d): paper (0.5; the he2021 default), none, or a rate in [0, 1).",
 )
 INIT = _opt(None, "--init", metavar="FILE", panel=NETWORK, help="Start from these weights (.pt or .safetensors).")
-EPOCHS = _opt(400, "--epochs", metavar="N", panel=SCHEDULE, help="Maximum number of epochs.")
+EPOCHS = _opt(
+    None, "--epochs", metavar="N", panel=SCHEDULE, help="Maximum number of epochs (default 400; di2in-an 300)."
+)
 ITERATIONS = _opt(250, "--iterations-per-epoch", metavar="N", panel=SCHEDULE, help="Iterations per epoch.")
 PATCH = _opt(
-    "128,128,128", "--patch", metavar="X,Y,Z", panel=SCHEDULE, help="Patch size in voxels along x, y, z (or one size)."
+    None,
+    "--patch",
+    metavar="X,Y,Z",
+    panel=SCHEDULE,
+    help="Patch size in voxels along x, y, z (or one size); default the method's paper: 128,128,128; "
+    "hdenseunet 224,224,12; pipofan 224,224,1 (one slice seen with its two neighbours).",
 )
 BATCH = _opt(
     None,
@@ -96,7 +103,7 @@ OPTIMIZER = _opt(
     metavar="adam|sgd|rmsprop",
     panel=SCHEDULE,
     help="adam (+ plateau, default) or sgd (+ poly); pipofan: rmsprop (default), adam or sgd, with its step decay; "
-    "di2in-an: sgd (default) or adam, lr / 10 after 100 iterations.",
+    "di2in-an: sgd (default) or adam, lr / 10 half-way through pre-training.",
 )
 SCHEDULER = _opt(
     None, "--scheduler", metavar="plateau|poly", panel=SCHEDULE, help="Default: plateau for adam, poly for sgd."
@@ -117,7 +124,20 @@ FOLDS = _opt(None, "--folds", metavar="K", panel=DATA, help="k-fold cross-valida
 FOLD = _opt(0, "--fold", metavar="I", panel=DATA, help="Which fold to train (0-based).")
 SAMPLER = _opt("dos", "--sampler", metavar="dos|rsd|rs", panel=DATA, help="Hybrid training sampler.")
 LOSS = _opt("dice_ce", "--loss", metavar="dice_ce|tal", panel=DATA, help="tal: datasets with different label sets.")
-NO_AUGMENT = _opt(False, "--no-augment", panel=DATA, help="Switch data augmentation off.")
+NO_AUGMENT = _opt(
+    None,
+    "--augment/--no-augment",
+    panel=DATA,
+    help="Data augmentation on or off (default: on; off for di2in-an, whose paper states none).",
+)
+FOREGROUND = _opt(
+    None,
+    "--foreground-fraction",
+    metavar="F",
+    panel=DATA,
+    help="Fraction of each batch centred on a foreground voxel (default 1/3; di2in-an 0; pipofan 1: slices "
+    "that contain the organ).",
+)
 TUMOUR_CLASS = _opt(
     None,
     "--tumour-class/--whole-liver",
@@ -146,14 +166,20 @@ UNLABELLED = _opt(
     "unlabelled/ of preprocess --labelled-fraction.",
 )
 PRETRAIN = _opt(
-    None, "--pretrain-iterations", metavar="N", panel=RECIPES, help="di2in-an: generator-only iterations first (200)."
+    None,
+    "--pretrain-iterations",
+    metavar="N",
+    panel=RECIPES,
+    help="di2in-an: generator-only iterations first (default: 2/3 of the run, the paper's 200 of 300 passes); "
+    "hdenseunet: the 2D warm-up without UNet connections (default: half of stage 1; 0: none).",
 )
 LR_STEP = _opt(
     None,
     "--lr-step",
     metavar="N",
     panel=RECIPES,
-    help="di2in-an: lr / 10 once after N iterations (100); sdnet: lr / 10 every N iterations (200).",
+    help="di2in-an: lr / 10 N iterations into each phase (default: half the pre-training); sdnet: lr / 10 every N "
+    "iterations (200).",
 )
 D_STEPS = _opt(10, "--d-steps", metavar="N", panel=RECIPES, help="di2in-an: discriminator steps per generator step.")
 D_BATCH = _opt(8, "--d-batch-size", metavar="N", panel=RECIPES, help="di2in-an: patches per discriminator step.")
@@ -232,7 +258,7 @@ def _schedule(epochs, iterations, patch, batch_size, optimizer, scheduler, lr, f
     return {
         "epochs": epochs,
         "iterations_per_epoch": iterations,
-        "patch_size": _patch(patch),
+        "patch_size": _patch(patch) if patch is not None else None,
         "batch_size": batch_size,
         "optimizer": optimizer,
         "scheduler": scheduler or ("poly" if optimizer == "sgd" else "plateau"),
@@ -243,14 +269,14 @@ def _schedule(epochs, iterations, patch, batch_size, optimizer, scheduler, lr, f
     }
 
 
-def _data(folds, fold, sampler, loss, no_augment, tumour_class, workers, seed, device, precision) -> dict:
+def _data(folds, fold, sampler, loss, augment, tumour_class, workers, seed, device, precision) -> dict:
     return {
         "tumour_class": tumour_class,
         "folds": folds,
         "fold": fold,
         "sampler": sampler,
         "loss": loss,
-        "augment": not no_augment,
+        "augment": augment,
         "num_workers": workers,
         "seed": seed,
         "device": device,
@@ -324,7 +350,8 @@ def train(
     fold: int = FOLD,
     sampler: str = SAMPLER,
     loss: str = LOSS,
-    no_augment: bool = NO_AUGMENT,
+    augment: bool | None = NO_AUGMENT,
+    foreground_fraction: float | None = FOREGROUND,
     tumour_class: bool | None = TUMOUR_CLASS,
     workers: int = WORKERS,
     method: str = METHOD,
@@ -360,7 +387,8 @@ def train(
         **_schedule(
             epochs, iterations, patch, batch_size, optimizer, scheduler, lr, finetune_lr, val_every, checkpoint_every
         ),
-        **_data(folds, fold, sampler, loss, no_augment, tumour_class, workers, seed, device, precision),
+        **_data(folds, fold, sampler, loss, augment, tumour_class, workers, seed, device, precision),
+        foreground_fraction=foreground_fraction,
         **_recipe(
             method,
             unlabelled,

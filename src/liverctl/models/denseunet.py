@@ -168,6 +168,7 @@ class DenseUNet(nn.Module):
         self.n_features = features
         self.input_multiple_zyx = (2 ** sum(self.pool_z), 2 ** (n + 1), 2 ** (n + 1))
         self.min_input_multiple = 2 ** (n + 1)
+        self.unet_connections = True  # False: the decoder without the encoder's skips (H-DenseUNet's warm-up)
 
     def encoder_parameters(self) -> int:
         """Parameters of the DenseNet encoder (``features``)."""
@@ -185,7 +186,7 @@ class DenseUNet(nn.Module):
         for k, level in enumerate(self.decoder):
             scale = (2.0, 2.0) if self.dims == 2 else (2.0 if self.pool_z[len(skips) - k] else 1.0, 2.0, 2.0)
             x = F.interpolate(x, scale_factor=scale, mode=mode, align_corners=False)
-            if k < len(skips):
+            if k < len(skips) and self.unet_connections:
                 x = x + self.skip_proj[k](skips[k])
             x = level(x)
         return x, (self.head(x) if self.head is not None else None)

@@ -4,11 +4,15 @@ Generator (:class:`DI2IN`, ``di2in``)
     Encoder of 3x3x3 convolutions only (the first convolution of every level after level 0
     has stride 2; no pooling); decoder of 3x3x3 convolutions and trilinear 2x
     upsampling; encoder features are concatenated into the decoder at every level; batch
-    norm + LeakyReLU after every convolution. Deep supervision: every decoder level k has
-    a side branch (1x1x1 convolution to ``out_channels``) upsampled trilinearly to full
-    size, and the final output is a 1x1x1 convolution over all side outputs
-    concatenated. In training mode ``forward`` returns ``[final, side_0, side_1, ...]``
-    (all full size; side_k comes from decoder level k) so the loss can be
+    norm + LeakyReLU after every convolution. Deep supervision: the decoder levels of
+    ``side_levels`` have a side branch (1x1x1 convolution to ``out_channels``) upsampled
+    trilinearly to full size, and the final output is a convolution with LeakyReLU over all
+    side outputs concatenated (initialised as the mean of the side logits). Level k works
+    at 1/2**k of the input size; the paper's branches come from decoder blocks 10, 11, 12 with "Upscaling factors are 16,4,1", so the
+    default for five levels is ``side_levels=(4, 2, 0)`` (the level-4 branch taps the
+    bottleneck block that opens the decoder, at 1/16). In training mode ``forward`` returns
+    ``[final, side_a, side_b, ...]`` (all full size, the coarsest branch first, as
+    ``side_levels``) so the loss can be
     ``sum_i w_i * l_i + w_final * l_final`` (``loss_weights``: all 1, as in the paper);
     in eval mode only ``final``.
 
@@ -31,7 +35,7 @@ from torch import nn
 from liverctl.errors import ConfigError
 from liverctl.models.registry import register
 
-__all__ = ["DI2IN", "DI2INDiscriminator"]
+__all__ = ["DI2IN", "DI2INDiscriminator", "paper_side_levels"]
 
 
 def _cbl(cin: int, cout: int, stride: int = 1, slope: float = 0.01, norm: bool = True) -> nn.Sequential:
@@ -54,8 +58,9 @@ class DI2IN(nn.Module):
         n_levels: levels 0..n_levels-1 (the input size must be a multiple of
             ``2**(n_levels-1)``).
         deep_supervision: return the side outputs too in training mode.
-        n_sides: deep-supervision branches, from the finest decoder levels (the paper: 3);
-            ``None`` = ``min(3, n_levels - 1)``.
+        side_levels: the levels with a deep-supervision branch (level k at 1/2**k, upscaled by
+            2**k); ``None`` = :func:`paper_side_levels` (``(4, 2, 0)`` for five levels: the paper's
+            factors 16, 4, 1). ``(2, 1, 0)`` gives the three finest levels (factors 4, 2, 1), the earlier default.
         fuse_features: features of the fusion convolution.
     """
 
@@ -69,7 +74,7 @@ class DI2IN(nn.Module):
         max_features: int = 512,
         n_levels: int = 5,
         deep_supervision: bool = True,
-        n_sides: int | None = None,
+        side_levels: tuple[int, ...] | list[int] | None = None,
         fuse_features: int = 8,
     ) -> None:
         super().__init__()
@@ -77,9 +82,11 @@ class DI2IN(nn.Module):
             raise ConfigError(f"n_levels must be >= 2, got {n_levels}")
         if min(in_channels, out_channels, base_features, max_features) < 1:
             raise ConfigError("in_channels, out_channels, base_features and max_features must be >= 1")
-        n_sides = min(3, n_levels - 1) if n_sides is None else int(n_sides)
-        if not 1 <= n_sides <= n_levels - 1:
-            raise ConfigError(f"n_sides must be in 1..{n_levels - 1} for {n_levels} levels, got {n_sides}")
+        levels = paper_side_levels(n_levels) if side_levels is None else tuple(int(k) for k in side_levels)
+        if not levels or len(set(levels)) != len(levels) or not all(0 <= k < n_levels for k in levels):
+            raise ConfigError(f"side_levels must be distinct levels in 0..{n_levels - 1}, got {side_levels}")
+        self.side_levels = tuple(sorted(levels, reverse=True))
+        n_sides = len(self.side_levels)
         if fuse_features < 1:
             raise ConfigError(f"fuse_features must be >= 1, got {fuse_features}")
         self.n_sides = n_sides
@@ -101,8 +108,8 @@ class DI2IN(nn.Module):
         self.decoder = nn.ModuleList(
             [nn.Sequential(_cbl(f[k + 1] + f[k], f[k]), _cbl(f[k], f[k])) for k in range(n_levels - 1)]
         )
-        # side.<k>: decoder level k (k < n_sides), upsampled to full size
-        self.side = nn.ModuleList([nn.Conv3d(f[k], out_channels, 1) for k in range(n_sides)])
+        # side.<k>: decoder level k (the bottleneck for k = n_levels - 1), upsampled by 2**k to full size
+        self.side = nn.ModuleDict({str(k): nn.Conv3d(f[k], out_channels, 1) for k in self.side_levels})
         self.fuse = nn.Sequential(
             nn.Conv3d(n_sides * out_channels, fuse_features, 3, padding=1),
             nn.LeakyReLU(0.01, inplace=True),
@@ -110,6 +117,29 @@ class DI2IN(nn.Module):
         )
         # docs/studies/di2in-an.md: total loss = sum_i w_i * l_i + w_final * l_final with every w = 1
         self.loss_weights = (1.0,) * (n_sides + 1)
+        self._init_fuse()
+
+    def _init_fuse(self) -> None:
+        """Start the fusion as the mean of the side logits (our choice: the paper gives no
+        initialisation): hidden channels 2c and 2c+1 carry +mean and -mean of class c's side logits
+        through the LeakyReLU, and the output takes their difference (exactly the mean, for either
+        sign); the other hidden channels start with a zero output weight. A randomly initialised
+        fusion lags far behind the side branches in short runs."""
+        conv, out = self.fuse[0], self.fuse[2]
+        oc, n = self.out_channels, self.n_sides
+        if conv.out_channels < 2 * oc:
+            return
+        slope = self.fuse[1].negative_slope
+        with torch.no_grad():
+            out.weight.zero_()
+            out.bias.zero_()
+            for c in range(oc):
+                for h, sign in ((2 * c, 1.0), (2 * c + 1, -1.0)):
+                    conv.weight[h].zero_()
+                    conv.bias[h] = 0.0
+                    for j in range(n):
+                        conv.weight[h, j * oc + c, 1, 1, 1] = sign / n
+                    out.weight[c, h] = sign / (1.0 + slope)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
         if x.ndim != 5 or any(s % self.min_input_multiple for s in x.shape[2:]):
@@ -122,21 +152,27 @@ class DI2IN(nn.Module):
             x = enc(x)
             skips.append(x)
         x = skips.pop()
-        sides: list[torch.Tensor] = []
+        sides = [self._side(self.n_levels - 1, x, size)] if self.n_levels - 1 in self.side_levels else []
         for k in range(self.n_levels - 2, -1, -1):
             x = F.interpolate(x, scale_factor=2.0, mode="trilinear", align_corners=False)
             x = self.decoder[k](torch.cat([x, skips[k]], dim=1))
-            if k >= self.n_sides:
-                continue
-            s = self.side[k](x)
-            if k > 0:
-                s = F.interpolate(s, size=size, mode="trilinear", align_corners=False)
-            sides.append(s)
-        sides = sides[::-1]  # side_0 (full-size level) first
+            if k in self.side_levels:
+                sides.append(self._side(k, x, size))
         final = self.fuse(torch.cat(sides, dim=1))
         if self.deep_supervision and self.training:
             return [final, *sides]
         return final
+
+    def _side(self, k: int, x: torch.Tensor, size: torch.Size) -> torch.Tensor:
+        """The branch of level ``k``, upsampled (factor 2**k) to the input ``size``."""
+        s = self.side[str(k)](x)
+        return s if k == 0 else F.interpolate(s, size=size, mode="trilinear", align_corners=False)
+
+
+def paper_side_levels(n_levels: int) -> tuple[int, ...]:
+    """The default deep-supervision levels: the coarsest, the middle and the finest level,
+    ``(4, 2, 0)`` for five levels (the paper's upscaling factors 16, 4, 1)."""
+    return tuple(sorted({n_levels - 1, (n_levels - 1) // 2, 0}, reverse=True))
 
 
 @register("di2in_discriminator", spatial_dims=3)

@@ -5,9 +5,11 @@ The fine stage of the cascade, as one module working on a volume crop (B, 1, Z, 
 1. 2D DenseUNet (``net2d``): every slice z is seen with its two neighbours as a 3-channel
    image (edge slices repeat themselves), giving per-slice features (``features``
    channels at full size) and class logits.
-2. Both are stacked back into volumes and fed, concatenated with the image
-   (1 + ``features`` + ``out_channels`` channels), to a lighter 3D DenseUNet
-   (``net3d``) for inter-slice context.
+2. Both are stacked back into volumes; the 3D DenseUNet (``net3d``, inter-slice context)
+   sees the image concatenated with the 2D network's class probabilities (1 +
+   ``out_channels`` channels: "concatenating the original volumes I with the contextual
+   information"); the 2D feature maps enter only the HFF sum. ``context_features=True`` also
+   feeds them to the 3D network (1 + ``features`` + ``out_channels`` channels, the earlier layout).
 3. Hybrid feature fusion (``hff``): the 2D and 3D feature volumes are summed and refined
    by a 3x3x3 convolution, dropout, batch norm, ReLU, and a 1x1x1 convolution to the
    class logits.
@@ -18,7 +20,9 @@ level per downsampling back to full size. :data:`PAPER_KWARGS` rebuilds the pape
 (2D: DenseNet-161, blocks 6-12-36-24, growth 48, 96-feature stem, decoder 768-384-96-96-64;
 3D: DenseUNet-65, blocks 3-4-12-8, growth 32, 96-feature stem, decoder 504-224-192-96-64;
 64 fused features): 2D 49.5 M, 3D 18.5 M and HFF 0.11 M parameters
-(:func:`parameter_counts`). The defaults are much smaller (for CPUs and tests).
+(:func:`parameter_counts`). ``preset="small"`` (:data:`SMALL_KWARGS`, the size arguments'
+defaults) is a small network for CPU demos and tests; ``liverctl train --method hdenseunet``
+trains the paper preset unless a size is given.
 
 Input sizes: the 3D network pools z only in its stem and max pooling (12 -> 6 -> 3 for the
 paper's 224x224x12 stacks; the transitions keep z), so Z must be a multiple of 4
@@ -45,7 +49,7 @@ from liverctl.models.denseunet import DenseUNet
 from liverctl.models.registry import register
 from liverctl.models.slices import slice_stacks, unstack_slices
 
-__all__ = ["PAPER_KWARGS", "DenseUNet", "HDenseUNet", "parameter_counts"]
+__all__ = ["PAPER_KWARGS", "SMALL_KWARGS", "DenseUNet", "HDenseUNet", "parameter_counts"]
 
 PAPER_KWARGS: dict[str, Any] = {
     "features": 64,
@@ -60,6 +64,16 @@ PAPER_KWARGS: dict[str, Any] = {
 }
 """The paper's sizes (Table I): the 2D DenseNet-161 encoder with its 768-384-96-96-64
 decoder, the 3D DenseUNet-65 with 504-224-192-96-64, 64 fused features, HFF dropout 0.3."""
+SMALL_KWARGS: dict[str, Any] = {
+    "features": 32,
+    "blocks_2d": (3, 4, 6, 4),
+    "growth_2d": 16,
+    "blocks_3d": (2, 3, 3),
+    "growth_3d": 8,
+    "dropout": 0.3,
+}
+"""``preset="small"``: a small H-DenseUNet for CPU demos and tests (not the paper's)."""
+_PRESETS = {"paper": PAPER_KWARGS, "small": SMALL_KWARGS}
 
 
 @register("hdenseunet", spatial_dims=3)
@@ -82,8 +96,10 @@ class HDenseUNet(nn.Module):
         dropout: dropout of the HFF layer (the paper uses 0.3).
         stem_kernel: kernel of both stride-2 stem convolutions (the paper's 7).
         z_pools_3d: downsamplings of the 3D network that halve z (the paper's 2).
-        preset: ``"paper"``: :data:`PAPER_KWARGS` instead of the size arguments
-            (``--arch-kwargs '{"preset": "paper"}'``).
+        context_features: the 3D network also sees the 2D feature maps (``False``: image +
+            2D class probabilities only, as the paper).
+        preset: ``"paper"`` (:data:`PAPER_KWARGS`) or ``"small"`` (:data:`SMALL_KWARGS`) instead of
+            the size arguments (``--arch-kwargs '{"preset": "small"}'``).
     """
 
     spatial_dims = 3
@@ -105,6 +121,7 @@ class HDenseUNet(nn.Module):
         stem_kernel: int = 7,
         z_pools_3d: int = 2,
         preset: str | None = None,
+        context_features: bool = False,
     ) -> None:
         super().__init__()
         sizes: dict[str, Any] = {
@@ -119,10 +136,12 @@ class HDenseUNet(nn.Module):
             "decoder_2d": decoder_2d,
             "decoder_3d": decoder_3d,
         }
-        if preset is not None:  # the paper's sizes; the size arguments are ignored
-            if preset != "paper":
-                raise ConfigError(f"hdenseunet preset must be 'paper', got {preset!r}")
-            sizes = {**sizes, "init_features_2d": None, "decoder_2d": None, **PAPER_KWARGS}
+        if preset is not None:  # a preset's sizes; the size arguments are ignored
+            if preset not in _PRESETS:
+                raise ConfigError(f"hdenseunet preset must be 'paper' or 'small', got {preset!r}")
+            blank = {"init_features_2d": None, "init_features_3d": None, "decoder_2d": None, "decoder_3d": None}
+            sizes = {**sizes, **blank, **_PRESETS[preset]}
+        self.context_features = bool(context_features)
         self._build(in_channels, out_channels, stem_kernel=stem_kernel, z_pools_3d=z_pools_3d, **sizes)
 
     def _build(
@@ -162,7 +181,7 @@ class HDenseUNet(nn.Module):
         )
         self.net3d = DenseUNet(
             3,
-            in_channels + features + out_channels,
+            in_channels + (features if self.context_features else 0) + out_channels,
             out_channels,
             blocks_3d,
             growth_3d,
@@ -206,7 +225,8 @@ class HDenseUNet(nn.Module):
         feat2d, logits2d = self.net2d(slice_stacks(x, context=1))
         assert logits2d is not None
         feat2d_v, logits2d_v = unstack_slices(feat2d, b), unstack_slices(logits2d, b)
-        feat3d, _ = self.net3d(torch.cat([x, feat2d_v, torch.softmax(logits2d_v, dim=1)], dim=1))
+        context = [feat2d_v] if self.context_features else []
+        feat3d, _ = self.net3d(torch.cat([x, *context, torch.softmax(logits2d_v, dim=1)], dim=1))
         hybrid = self.hff(feat2d_v + feat3d)
         if self.training:
             return [hybrid, logits2d_v]

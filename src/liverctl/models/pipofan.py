@@ -9,8 +9,16 @@ pyramid outputs). ``slice_context`` (= ``context_slices``) tells a caller how ma
 neighbouring slices on each side the network needs.
 
 Widths: ``f[s] = min(base_features * 2**s, max_features)`` at level s (1/2**s of the input
-size); the paper's network (``base_features=64``, ``max_features=512``, S = 5) has
-28,271,005 parameters for two classes (:func:`paper_parameter_count`; the paper reports 28.27 M).
+size); the decoder of level s >= 1 has width ``f[s-1]`` (256, 128, 64, 64 for the paper's
+settings), the widths of the authors' released code. At the paper's settings
+(``base_features=64``, ``max_features=512``, S = 5) the network has 27,907,101 parameters for two
+classes (:func:`paper_parameter_count`, measured). The paper's Table I gives 28,270,986: the
+authors' code builds 28,271,005, of which :data:`UNUSED_IN_AUTHORS_CODE` (363,904) sit in 1x1
+"bridge" convolutions it creates in every residual block but never calls where the widths match
+(liverctl does not create them), and Table I leaves out the 19 parameters of the fusion block:
+27,907,101 + 363,904 - 19 = 28,270,986. The paper's list of widths "64, 128, 256, 512, 512,
+512, 256, 128, 64" reads as the feature maps entering each upsampling (512, 256, 128, 64 from
+below), which is what the code (and this module) does.
 
 Pyramid input (equal convolutional depth)
     The image is average-pooled to the S scales 1, 1/2, ..., 1/2**(S-1). **One** input
@@ -20,7 +28,7 @@ Pyramid input (equal convolutional depth)
     f[1], ..., f[s-1]), so both have gone through the same number of convolutional units;
     a residual block (``encoder.<s-1>``) takes the merged features to f[s]. ``input_merge``
     says how the two are merged: ``"concat"`` (channel concatenation, the authors' released
-    code, which gives the paper's 28.27 M parameters) or ``"sum"`` (element-wise sum, 23.9 M).
+    code, the layout of the paper's count) or ``"sum"`` (element-wise sum, 23,644,573 parameters).
 
 Pyramid output
     The decoder upsamples bilinearly (x2), concatenates the encoder features of the level
@@ -38,7 +46,8 @@ Adaptive fusion (``scorer``, the only part trained in phase 2 of
     final output is the weighted sum of the upsampled score maps.
 
 Residual blocks are pre-activation (BN-ReLU-conv3-BN-ReLU-conv3) plus the input, through a
-BN-ReLU-1x1 conv where the width changes.
+BN-ReLU-1x1 conv where the width changes. ``blocks="plain"`` drops the residual addition (the
+two convolutions alone): the paper's network for KiTS.
 
 ``forward`` returns the fused logits (B, out_channels, H, W); in training mode (with
 ``deep_supervision``) the list ``[fused, out_0 (full size), out_1 (1/2), ...,
@@ -59,12 +68,15 @@ from liverctl.errors import ConfigError
 from liverctl.models.registry import register
 from liverctl.models.slices import slice_stacks, unstack_slices
 
-__all__ = ["PAPER_PARAMETERS", "PIPOFAN", "ResBlock2d", "paper_parameter_count"]
+__all__ = ["PAPER_PARAMETERS", "PIPOFAN", "UNUSED_IN_AUTHORS_CODE", "ResBlock2d", "paper_parameter_count"]
 
-PAPER_PARAMETERS = 28.27e6
-"""The parameter count Fang & Yan report for PIPO-FAN."""
+PAPER_PARAMETERS = 28_270_986
+"""The parameter count of Fang & Yan's Table I for PIPO-FAN."""
+UNUSED_IN_AUTHORS_CODE = 363_904
+"""Parameters of the 1x1 bridge convolutions the authors' code builds but never calls (module docs)."""
 
 _MERGES = ("concat", "sum")
+_BLOCKS = ("residual", "plain")
 
 
 def _pre_act(cin: int, cout: int, kernel: int) -> list[nn.Module]:
@@ -73,20 +85,25 @@ def _pre_act(cin: int, cout: int, kernel: int) -> list[nn.Module]:
 
 class ResBlock2d(nn.Module):
     """Pre-activation residual block: (BN-ReLU-conv3) x 2 plus the input (BN-ReLU-1x1 conv
-    when the width changes, or always with ``project``)."""
+    when the width changes, or always with ``project``); ``residual=False``: the two
+    convolutions alone (a plain block)."""
 
-    def __init__(self, cin: int, cout: int, project: bool = False) -> None:
+    def __init__(self, cin: int, cout: int, project: bool = False, residual: bool = True) -> None:
         super().__init__()
         self.body = nn.Sequential(*_pre_act(cin, cout, 3), *_pre_act(cout, cout, 3))
-        self.skip = nn.Sequential(*_pre_act(cin, cout, 1)) if (project or cin != cout) else nn.Identity()
+        self.residual = residual
+        if not residual:
+            self.skip: nn.Module | None = None
+        else:
+            self.skip = nn.Sequential(*_pre_act(cin, cout, 1)) if (project or cin != cout) else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.body(x) + self.skip(x)
+        return self.body(x) + self.skip(x) if self.skip is not None else self.body(x)
 
 
-def _chain(widths: list[int]) -> nn.Sequential:
-    """Residual blocks taking ``widths[0]`` channels through ``widths[1]``, ``widths[2]``, ..."""
-    return nn.Sequential(*[ResBlock2d(a, b) for a, b in itertools.pairwise(widths)])
+def _chain(widths: list[int], residual: bool = True) -> nn.Sequential:
+    """Blocks taking ``widths[0]`` channels through ``widths[1]``, ``widths[2]``, ..."""
+    return nn.Sequential(*[ResBlock2d(a, b, residual=residual) for a, b in itertools.pairwise(widths)])
 
 
 @register("pipofan", spatial_dims=2)
@@ -102,7 +119,9 @@ class PIPOFAN(nn.Module):
         deep_supervision: in training mode also return the per-scale outputs.
         context_slices: neighbouring slices on each side seen as extra channels (1: three
             consecutive slices, as in the paper).
-        input_merge: ``"concat"`` (the authors' code; 28.27 M parameters) or ``"sum"``.
+        input_merge: ``"concat"`` (the authors' code) or ``"sum"``.
+        blocks: ``"residual"`` (the paper's) or ``"plain"`` (no residual addition: the paper's
+            blocks on KiTS).
     """
 
     spatial_dims = 2
@@ -117,6 +136,7 @@ class PIPOFAN(nn.Module):
         deep_supervision: bool = True,
         context_slices: int = 1,
         input_merge: str = "concat",
+        blocks: str = "residual",
     ) -> None:
         super().__init__()
         if n_scales < 2:
@@ -127,6 +147,10 @@ class PIPOFAN(nn.Module):
             raise ConfigError(f"context_slices must be >= 0, got {context_slices}")
         if input_merge not in _MERGES:
             raise ConfigError(f"input_merge must be one of {', '.join(_MERGES)}, got {input_merge!r}")
+        if blocks not in _BLOCKS:
+            raise ConfigError(f"blocks must be one of {', '.join(_BLOCKS)}, got {blocks!r}")
+        res = blocks == "residual"
+        self.blocks = blocks
         self.in_channels, self.out_channels = in_channels, out_channels
         self.slice_context = context_slices
         self.stack_channels = in_channels * (2 * context_slices + 1)
@@ -146,16 +170,18 @@ class PIPOFAN(nn.Module):
             nn.Conv2d(f[0], f[0], 3, padding=1),
         )
         # side_paths.<s-1>: scale s's own residual blocks after the shared stem, widths f[0] .. f[s-1]
-        self.side_paths = nn.ModuleList([_chain(f[:s]) for s in range(1, S)])
+        self.side_paths = nn.ModuleList([_chain(f[:s], res) for s in range(1, S)])
         # encoder.<s-1>: level s, the merged main path + scale s features -> f[s]
-        self.encoder = nn.ModuleList([ResBlock2d(merged * f[s - 1], f[s]) for s in range(1, S)])
+        self.encoder = nn.ModuleList([ResBlock2d(merged * f[s - 1], f[s], residual=res) for s in range(1, S)])
         dec = [f[max(s - 1, 0)] for s in range(S - 1)] + [f[S - 1]]
         self.decoder_features = dec
         # decoder.<s>: level s, upsampled level s+1 concatenated with the encoder's level s
-        self.decoder = nn.ModuleList([ResBlock2d(dec[s + 1] + f[s], dec[s], project=True) for s in range(S - 1)])
+        self.decoder = nn.ModuleList(
+            [ResBlock2d(dec[s + 1] + f[s], dec[s], project=True, residual=res) for s in range(S - 1)]
+        )
         # branches.<s>: s residual blocks from the decoder width of level s down to f[0]
         self.branches = nn.ModuleList(
-            [_chain([dec[s], *[f[j] for j in range(s - 2, -1, -1)], f[0]] if s else [dec[0]]) for s in range(S)]
+            [_chain([dec[s], *[f[j] for j in range(s - 2, -1, -1)], f[0]] if s else [dec[0]], res) for s in range(S)]
         )
         self.heads = nn.ModuleList([nn.Sequential(*_pre_act(f[0], out_channels, 1)) for _ in range(S)])
         self.scorer = nn.Sequential(
@@ -223,9 +249,9 @@ class PIPOFAN(nn.Module):
         return fused
 
 
-def paper_parameter_count(out_channels: int = 2, input_merge: str = "concat") -> int:
+def paper_parameter_count(out_channels: int = 2, input_merge: str = "concat", blocks: str = "residual") -> int:
     """Parameters of PIPO-FAN at the paper's settings (3 slices, widths 64..512, S = 5),
     counted on the meta device (no memory, no initialisation)."""
     with torch.device("meta"):
-        net = PIPOFAN(out_channels=out_channels, input_merge=input_merge)
+        net = PIPOFAN(out_channels=out_channels, input_merge=input_merge, blocks=blocks)
     return sum(p.numel() for p in net.parameters())

@@ -29,17 +29,28 @@ METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
     "he2021": {"tumour_class": False},  # the whole liver, as He et al. 2021 train it
     # Huang et al. report "the model with 1000 iterations" (of 1200)
     "sdnet": {"lr_step": 200, "select_on": "iteration:1000", "tumour_class": False},  # a liver segmentation
-    # Yang et al. 2017: SGD, lr 0.01 divided by 10 after 100 iterations, 200 generator pre-training
-    # iterations, generator batch 4 (with --optimizer adam the lr defaults to 3e-4)
-    "di2in-an": {"optimizer": "sgd", "lr": {"sgd": 1e-2, "adam": 3e-4}, "batch_size": 4, "pretrain_iterations": 200,
-                 "lr_step": 100},
-    "hdenseunet": {},
-    "pipofan": {},
+    # Yang et al. 2017 (iterations read as passes over the data): SGD 0.01, / 10 half-way through pre-training
+    # (2/3 of the run), batch 4, whole 3 mm volumes, no augmentation (--optimizer adam: lr 3e-4)
+    "di2in-an": {"optimizer": "sgd", "epochs": 300, "lr": {"sgd": 1e-2, "adam": 3e-4}, "batch_size": 4,
+                 "pretrain_iterations": lambda c: 2 * c.epochs * c.iterations_per_epoch // 3,
+                 "lr_step": lambda c: max(1, c.pretrain_iterations // 2), "patch_size": (128, 128, 128),
+                 "augment": False, "foreground_fraction": 0.0},
+    # Li et al. 2018: 224x224x12 inputs of the paper-sized network, SGD lr 0.01 (poly), mirror + scaling only
+    "hdenseunet": {"patch_size": (12, 224, 224), "pretrain_iterations": lambda c: -(-_stage_one(c) // 2)},
+    # Fang and Yan 2020: 3 consecutive slices, 224x224 crops, slices that contain the organ, RMSprop, the
+    # liver's tumour counted as liver
+    "pipofan": {"optimizer": "rmsprop", "patch_size": (1, 224, 224), "foreground_fraction": 1.0,
+                "tumour_class": False},
 }  # fmt: skip
 """Per training method, the values its paper uses for the options the user left unset (``None``);
-a ``dict`` value depends on the resolved optimizer. :class:`TrainConfig` fills them in when it is
+a ``dict`` value depends on the resolved optimizer, a callable one is computed from the config
+(the values before it in the table already filled in). :class:`TrainConfig` fills them in when it is
 made (so ``config.json`` records the resolved values); :func:`resolve` re-resolves them for another method."""
 _GENERIC_DEFAULTS: dict[str, Any] = {
+    "epochs": 400,
+    "patch_size": (128, 128, 128),
+    "augment": True,
+    "foreground_fraction": 1 / 3,
     "batch_size": 2,
     "pretrain_iterations": 0,
     "lr_step": 200,
@@ -55,6 +66,9 @@ _ARCHITECTURES = {
     "pipofan": "pipofan",
 }
 """The network each method trains when ``architecture`` is left at ``unet3d``."""
+_HDENSEUNET_SIZES = frozenset({"preset", "features", "blocks_2d", "growth_2d", "blocks_3d", "growth_3d",
+                               "init_features_2d", "init_features_3d", "decoder_2d", "decoder_3d"})  # fmt: skip
+"""``hdenseunet`` arguments that choose its size: without any, ``--method hdenseunet`` trains the paper preset."""
 PAPER_DROPOUT = 0.5
 """``--dropout paper`` and the he2021 default of ``unet3d``: He et al. 2021 put dropout after every conv
 of their nnU-Net-style U-Net but give no rate; 0.5 is the rate of nnU-Net's Generic_UNet conv block
@@ -72,10 +86,14 @@ class TrainConfig:
         architecture: registry name of the network (:func:`liverctl.models.build_model`).
         arch_kwargs: extra constructor arguments (``in_channels``, ``out_channels``,
             ``dcm_from_level`` and ``n_datasets`` are set by the trainer).
-        patch_size: training patch (z, y, x) in voxels of the preprocessed data.
+        patch_size: training patch (z, y, x) in voxels of the preprocessed data; ``None`` = the
+            method's paper: 128^3 (he2021, sdnet, di2in-an: the whole 3 mm volume), 12x224x224
+            (hdenseunet), 1x224x224 (pipofan: one supervised slice seen with its two neighbours)
         batch_size: patches per iteration (per process under DDP); ``None`` = the method's
             default (:data:`METHOD_DEFAULTS`: 4 for ``di2in-an``, else 2).
-        epochs: maximum number of epochs (He et al. 2021: ~400).
+        epochs: maximum number of epochs; ``None`` = the method's: 400 (He et al. 2021: ~400),
+            300 for ``di2in-an`` (the paper's 200 + 100 iterations read as passes over ~1000
+            volumes: 250 iterations of batch 4 are one such pass).
         iterations_per_epoch: iterations per epoch (He et al. 2021: 250).
         optimizer: ``"adam"`` (lr 3e-4, He et al. 2021) or ``"sgd"`` (momentum 0.99, Nesterov,
             lr 1e-2, nnU-Net); ``"rmsprop"`` only for PIPO-FAN. ``None`` = the recipe's own:
@@ -95,8 +113,11 @@ class TrainConfig:
         dcm_from_level: GELN_DCM, dataset-wise encoder levels >= N (``None`` = shared).
         loss: ``"dice_ce"`` or ``"tal"`` (target adaptive loss for datasets with different
             label sets, PIPO-FAN). ``pipofan`` always uses its TAL.
-        foreground_fraction: fraction of each batch centred on foreground (1/3).
-        augment: apply the augmentation of :mod:`liverctl.training.augmentation`.
+        foreground_fraction: fraction of each batch centred on foreground; ``None`` = the
+            method's: 1/3, 0 for ``di2in-an`` (whole volumes), 1 for ``pipofan`` (slices that
+            contain the organ, as the paper samples).
+        augment: apply the recipe's augmentation (:mod:`liverctl.training.augmentation`);
+            ``None`` = the method's: on, off for ``di2in-an`` (the paper states none).
         seed: seeds model initialisation and, with the iteration number, all randomness
             of every iteration.
         device, precision: see :mod:`liverctl.device` (CUDA: float16 autocast + GradScaler).
@@ -123,9 +144,14 @@ class TrainConfig:
         sharpen_temperature: SD-Net: pseudo-label sharpening temperature T (0.1).
         unsup_weight: SD-Net: weight of the unsupervised MSE term (1).
         lr_step: SD-Net: divide the learning rate by 10 every N iterations (200). DI2IN-AN:
-            divide it by 10 once, after N iterations (100). ``None`` = the method's default.
+            divide it by 10 once, N iterations into each phase (pre-training, adversarial), each
+            phase on its own schedule. ``None`` = the method's default (DI2IN-AN: half of
+            ``pretrain_iterations``, the paper's 100 of 200).
         pretrain_iterations: DI2IN-AN: generator-only iterations before the adversarial phase
-            (``None`` = 200, the paper's).
+            (``None`` = the first 2/3 of the run: the paper's 200 + 100 "iterations" read as
+            passes over the data, 200 pre-training then 100 adversarial). H-DenseUNet: the first
+            iterations of stage 1, the 2D warm-up without UNet connections (``None`` = half of
+            stage 1; 0 = no warm-up).
         d_steps, g_steps: DI2IN-AN: discriminator / generator steps per adversarial iteration
             (k_D = 10, k_G = 1).
         d_batch_size: DI2IN-AN: patches per discriminator step (8; the generator uses
@@ -164,9 +190,9 @@ class TrainConfig:
 
     architecture: str = "unet3d"
     arch_kwargs: dict[str, Any] = field(default_factory=dict)
-    patch_size: tuple[int, int, int] = (128, 128, 128)
+    patch_size: tuple[int, int, int] | None = None
     batch_size: int | None = None
-    epochs: int = 400
+    epochs: int | None = None
     iterations_per_epoch: int = 250
     optimizer: str | None = None
     lr: float | None = None
@@ -184,8 +210,8 @@ class TrainConfig:
     sampler: str = "dos"
     dcm_from_level: int | None = None
     loss: str = "dice_ce"
-    foreground_fraction: float = 1 / 3
-    augment: bool = True
+    foreground_fraction: float | None = None
+    augment: bool | None = None
     seed: int = 0
     device: str = "auto"
     precision: str = "auto"
@@ -219,12 +245,16 @@ class TrainConfig:
     """The options left unset (``None``) and filled from :data:`METHOD_DEFAULTS` (not saved)."""
 
     def __post_init__(self) -> None:
-        self.patch_size = tuple(int(p) for p in self.patch_size)  # type: ignore[assignment]
+        if self.patch_size is not None:
+            self.patch_size = tuple(int(p) for p in self.patch_size)  # type: ignore[assignment]
         if self.stage_iterations is not None:
             self.stage_iterations = tuple(int(n) for n in self.stage_iterations)  # type: ignore[assignment]
         self.unlabelled = [str(u) for u in self.unlabelled]
         if self.method in METHOD_DEFAULTS:  # else validate() says which methods exist
             self.unset = frozenset(self.unset | _fill_defaults(self))
+        for name in ("patch_size", "epochs", "augment", "foreground_fraction"):  # an unknown method (refused below)
+            if getattr(self, name) is None:
+                setattr(self, name, _GENERIC_DEFAULTS[name])
         self.validate()
 
     @property
@@ -286,6 +316,12 @@ class TrainConfig:
                 raise ConfigError(f"{_flag(name)} must be >= 1, got {getattr(self, name)}")
         if self.pretrain_iterations is not None and self.pretrain_iterations < 0:
             raise ConfigError(f"--pretrain-iterations must be >= 0, got {self.pretrain_iterations}")
+        total = self.epochs * self.iterations_per_epoch
+        if self.method == "di2in-an" and (self.pretrain_iterations or 0) >= total:
+            raise ConfigError(
+                f"--pretrain-iterations {self.pretrain_iterations} leaves no adversarial iteration in a run of {total}:"
+                " DI2IN-AN exports the generator after its adversarial phase"
+            )
         if self.stage_iterations is not None and (len(self.stage_iterations) != 2 or min(self.stage_iterations) < 0):
             raise ConfigError(
                 f"--stage-iterations must be two numbers >= 0 (stages 1 and 2), got {self.stage_iterations}"
@@ -337,6 +373,12 @@ class TrainConfig:
         return cls(**data)
 
 
+def _stage_one(config: TrainConfig) -> int:
+    """H-DenseUNet's stage-1 iterations: ``stage_iterations[0]``, else a third of the run."""
+    stages = config.stage_iterations
+    return int(stages[0]) if stages and len(stages) == 2 else config.epochs * config.iterations_per_epoch // 3
+
+
 def _fill_defaults(config: TrainConfig) -> set[str]:
     """Fill every unset (``None``) option of :data:`METHOD_DEFAULTS` with its method's value (else
     the generic one); options the user set are kept. Returns the names filled."""
@@ -350,8 +392,17 @@ def _fill_defaults(config: TrainConfig) -> set[str]:
         filled.add("lr")
     for name, generic in _GENERIC_DEFAULTS.items():
         if getattr(config, name) is None:
-            setattr(config, name, table.get(name, generic))
+            value = table.get(name, generic)
+            setattr(config, name, value(config) if callable(value) else value)
             filled.add(name)
+    config.patch_size = tuple(int(p) for p in config.patch_size)  # type: ignore[union-attr,assignment]
+    if (
+        config.method == "hdenseunet"
+        and config.architecture in ("unet3d", "hdenseunet")
+        and not set(config.arch_kwargs) & _HDENSEUNET_SIZES
+    ):
+        config.arch_kwargs = {**config.arch_kwargs, "preset": "paper"}  # Li et al.'s network, by default
+        filled.add("preset")
     if config.method == "he2021" and config.architecture == "unet3d" and "dropout" not in config.arch_kwargs:
         config.arch_kwargs = {**config.arch_kwargs, "dropout": PAPER_DROPOUT}  # after each conv, as the paper
         filled.add("dropout")
@@ -373,9 +424,10 @@ def resolve(config: TrainConfig | None, method: str | None = None) -> TrainConfi
         config = TrainConfig(method=method or "he2021")
     elif method is not None and method != config.method:
         kwargs = dict(config.arch_kwargs)
-        if "dropout" in config.unset:  # the he2021 default, not the user's
-            del kwargs["dropout"]
-        unset = {name: None for name in config.unset if name != "dropout"}
+        for name in ("dropout", "preset"):  # the he2021 / hdenseunet default, not the user's
+            if name in config.unset:
+                kwargs.pop(name, None)
+        unset = {name: None for name in config.unset if name not in ("dropout", "preset")}
         config = dataclasses.replace(config, method=method, arch_kwargs=kwargs, **unset)
     unset = config.unset
     if config.architecture == "unet3d" and config.method in _ARCHITECTURES:

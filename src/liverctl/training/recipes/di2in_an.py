@@ -24,17 +24,22 @@ Schedule, per iteration ``g`` of ``epochs * iterations_per_epoch``:
   generator.
 
 Optimizers, as the paper trains: SGD (momentum 0.9, our choice: the paper gives none) at lr
-0.01, divided by 10 after ``lr_step`` (100) iterations (:func:`di2in_lr`; iterations counted
-from the start, pre-training included), for the generator (weight decay
+0.01, divided by 10 ``lr_step`` iterations into each phase, each phase on its own schedule
+(:func:`di2in_lr`: the adversarial phase starts again at 0.01), for the generator (weight decay
 ``config.weight_decay``) and, with the same lr, the discriminator. ``optimizer="adam"``
 selects Adam (lr 3e-4 unless ``config.lr``; the discriminator with betas (0.5, 0.999), DCGAN)
-with the same step. These, 200 pre-training iterations and generator batch 4 are the method's
-defaults (:data:`~liverctl.training.config.METHOD_DEFAULTS`), used for the options left unset;
-``config.json`` records the resolved values. Generator gradients are clipped to norm 12 as in
-the main loop. The paper resamples to 3 mm isotropic voxels (a preprocessing choice:
-``preprocess --spacing 3``).
+with the same step. The paper's "iterations" (200 pre-training, lr step after 100, 100
+adversarial) are read as passes over its ~1000 training volumes: the defaults
+(:data:`~liverctl.training.config.METHOD_DEFAULTS`) run 300 epochs of 250 iterations of batch 4
+(one epoch = 1000 volumes), the first 2/3 of the run pre-training (``pretrain_iterations``), the lr
+step half-way through it (``lr_step``); ``config.json`` records the resolved values. Inputs: the
+whole 3 mm volume (``preprocess --spacing 3``; the default 128^3 patch covers 384 mm, a whole
+abdomen, padded where the volume is smaller), no augmentation, no foreground oversampling.
+Generator gradients are clipped to norm 12 as in the main loop.
 
-The discriminator is not used at inference: ``model.safetensors`` holds the generator and
+Export: the generator after the adversarial phase (the final weights by default; a run without an
+adversarial iteration is refused, and an inner-split selection considers only epochs that end in
+the adversarial phase). The discriminator is not used at inference: ``model.safetensors`` holds the generator and
 ``weights.toml`` says ``decision = "sigmoid"``, ``liver_channel = 0``.
 """
 
@@ -67,9 +72,13 @@ __all__ = [
 _COLUMNS = ("segmentation_bce", "adversarial", "discriminator")
 
 
-def di2in_lr(lr0: float, g: int, step: int) -> float:
-    """The learning rate of global iteration ``g``: ``lr0``, divided by 10 from iteration ``step`` on."""
-    return lr0 if g < step else lr0 / 10
+def di2in_lr(lr0: float, g: int, step: int, pretrain: int = 0) -> float:
+    """The learning rate of global iteration ``g``: each phase (pre-training: ``g < pretrain``,
+    then the adversarial phase) on its own schedule, ``lr0`` divided by 10 from its ``step``-th
+    iteration on (the paper: 0.01, / 10 after 100 of the 200 pre-training iterations; the
+    adversarial phase starts again at 0.01)."""
+    i = g if g < pretrain else g - pretrain
+    return lr0 if i < step else lr0 / 10
 
 
 def di2in_optimizers(
@@ -244,6 +253,7 @@ def run(
         scalers=(scaler_g, scaler_d),
     )  # fmt: skip
     step = _step_fn(steps, config)
+    pretrain = int(config.pretrain_iterations or 0)
 
     def parts() -> dict[str, Any]:
         return {
@@ -260,8 +270,9 @@ def run(
             step,
             parts,
             lambda: {"model": gen.state_dict()},
-            lambda: di2in_lr(_base_lr(opt_g), runner.g, _lr_step(config)),  # the lr of the epoch's first iteration
+            lambda: di2in_lr(_base_lr(opt_g), runner.g, _lr_step(config), pretrain),  # the epoch's first lr
             runner.validator(gen, sigmoid=True),
+            eligible=lambda: runner.g > pretrain,  # only generators trained adversarially are selected
         )
     )
     model_path, toml_path = runner.export(
@@ -286,6 +297,8 @@ def _networks(config: TrainConfig, state: dict[str, Any] | None) -> tuple[nn.Mod
     kwargs["out_channels"] = 1
     torch.manual_seed(config.seed)
     gen = build_model(config.architecture, **kwargs)
+    if hasattr(gen, "side_levels"):  # recorded with the export: the deep-supervision branches it was built with
+        kwargs["side_levels"] = list(gen.side_levels)
     multiple = int(getattr(gen, "min_input_multiple", 1) or 1)
     if any(p % multiple for p in config.patch_size):
         raise ConfigError(
@@ -323,7 +336,7 @@ def _step_fn(steps: AdversarialSteps, config: TrainConfig):
     def step(g: int) -> dict[str, float]:
         for opt in (steps.opt_g, steps.opt_d):
             for group in opt.param_groups:
-                group["lr"] = di2in_lr(lr0[id(opt)], g, lr_step)
+                group["lr"] = di2in_lr(lr0[id(opt)], g, lr_step, pretrain)
         if g < pretrain:
             loss, seg, _ = g_step(g * config.g_steps, adversarial=False)
             return {"loss": loss, "segmentation_bce": seg}

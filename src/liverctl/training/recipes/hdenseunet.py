@@ -5,7 +5,10 @@ feature fusion layer, :mod:`liverctl.models.hdenseunet`) is trained in three sta
 the run's ``epochs * iterations_per_epoch`` iterations (:func:`stage_of`):
 
 1. ``stage_iterations[0]`` iterations: the 2D DenseUNet alone, loss on its logits
-   (``logits_2d``); the 3D part and HFF are not run;
+   (``logits_2d``); the 3D part and HFF are not run. Its first ``pretrain_iterations`` (default:
+   the first half of the stage) are the paper's warm-up "without UNet connections" (the decoder
+   without the encoder's skips, ``net2d.unet_connections = False``; 0: none), the rest with them (the 2D decoder's batch-norm
+   statistics restart then and are averaged over that half);
 2. ``stage_iterations[1]`` iterations: the 3D DenseUNet + HFF with the 2D part frozen
    (``freeze_2d()``: no gradients, and eval mode so its batch-norm statistics stay put: the
    2D part is bit-identical before and after the stage), loss on the hybrid output;
@@ -15,12 +18,16 @@ the run's ``epochs * iterations_per_epoch`` iterations (:func:`stage_of`):
 ``stage_iterations=None`` gives each stage a third of the run (stage 3 the remainder). The
 loss ``L`` is weighted cross-entropy, class weights ``class_weights`` or, for 3 classes
 (background, liver, tumour), (0.78, 0.65, 8.57) as in the authors' code (all 1 otherwise).
-Optimizer: SGD, momentum 0.9, weight decay 1e-4, lr 0.01 (``config.lr`` overrides it) with
+Optimizer: SGD, momentum 0.9, no weight decay (the paper states none), lr 0.01 (``config.lr`` overrides it) with
 poly decay ``lr0 * (1 - i / N)^0.9`` restarted at every stage (``i`` the iteration in the
 stage, ``N`` its length); the momentum is reset at each stage start (each stage is a
 training of its own in the paper); gradients clipped to norm 12 as in the main loop.
 
-The paper's HU window is a preprocessing choice (``preprocess --window liver``). The cascade's
+Augmentation (``config.augment``): the paper's "random mirror and scaling between 0.8 and 1.2"
+only (:data:`HDENSEUNET_AUGMENTATION`). Network: the paper preset by default
+(``--arch-kwargs '{"preset": "small"}'`` for CPU demos; see :mod:`liverctl.models.hdenseunet`).
+The paper's HU window and resolution are preprocessing choices (``preprocess --window liver``; the
+fine stage works at the scan's original resolution: do not resample). The cascade's
 coarse liver-ROI network (``config.coarse_iterations`` > 0, :mod:`~liverctl.training.recipes.cascade`)
 is trained before stage 1; its predicted liver boxes crop every case the three stages see,
 and the export is then an ``hdenseunet_cascade`` (coarse + fine) that ``predict`` runs as a
@@ -44,6 +51,7 @@ from torch import nn
 
 from liverctl.errors import ConfigError
 from liverctl.progress import ProgressCallback
+from liverctl.training.augmentation import Augmentation
 from liverctl.training.common import (
     TrainResult,
     build_recipe_network,
@@ -56,9 +64,14 @@ from liverctl.training.common import (
 from liverctl.training.config import TrainConfig
 from liverctl.training.run import Steps, TrainingRun, backward_step, load_parts, open_recipe
 
-__all__ = ["HDENSEUNET_CLASS_WEIGHTS", "poly_lr", "stage_lengths", "stage_of"]
+__all__ = ["HDENSEUNET_AUGMENTATION", "HDENSEUNET_CLASS_WEIGHTS", "poly_lr", "stage_lengths", "stage_of", "warm_up"]
 
 HDENSEUNET_CLASS_WEIGHTS = (0.78, 0.65, 8.57)
+_BN_MOMENTUM = 0.1  # torch's default, the networks' own
+HDENSEUNET_AUGMENTATION = Augmentation(
+    p_scale=1.0, scale_range=(0.8, 1.2), p_rotation=0.0, p_elastic=0.0, p_gamma=0.0, p_flip=0.5
+)
+"""Li et al.'s augmentation: random mirroring and a random scaling between 0.8 and 1.2, nothing else."""
 _COLUMNS = ("stage", "loss_2d", "loss_hybrid")
 
 
@@ -73,6 +86,10 @@ def stage_lengths(config: TrainConfig) -> tuple[int, int, int]:
     if n1 + n2 > total:
         raise ConfigError(
             f"stage iterations {n1} + {n2} exceed the run's {total} iterations (epochs x iterations per epoch)"
+        )
+    if (config.pretrain_iterations or 0) > n1:
+        raise ConfigError(
+            f"--pretrain-iterations {config.pretrain_iterations} (the 2D warm-up) exceeds stage 1's {n1} iterations"
         )
     return int(n1), int(n2), int(total - n1 - n2)
 
@@ -97,7 +114,7 @@ def run(
     model, kwargs = _build(config, data.n_classes, state)
     model.to(device)
     lr0 = config.lr if config.lr is not None else 0.01
-    optimizer = torch.optim.SGD(model.parameters(), lr=lr0, momentum=0.9, weight_decay=1e-4)
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr0, momentum=0.9)
     scaler = runner.scaler()
     load_parts(state, model=model, optimizer=optimizer, scaler=scaler)
     coarse = None
@@ -111,7 +128,8 @@ def run(
         counts["coarse"] = sum(p.numel() for p in coarse.parameters())
     runner.write_config(datasets, stage_lengths=list(lengths), parameter_counts=counts)
     class_weights = torch.tensor(weights, dtype=torch.float32, device=device)
-    step = _step_fn(model, optimizer, scaler, make_batch_fn(data, config), class_weights, lengths, lr0, runner)
+    batch_fn = make_batch_fn(data, config, augmentation=HDENSEUNET_AUGMENTATION)
+    step = _step_fn(model, optimizer, scaler, batch_fn, class_weights, lengths, lr0, runner)
 
     def parts() -> dict[str, Any]:
         return {
@@ -135,6 +153,25 @@ def run(
     runner.train(steps)
     model_path, toml_path = _export(runner, model, kwargs, coarse)
     return runner.result(model, model_path, toml_path, runner.validating)
+
+
+def warm_up(stage: int, i: int, warm: int) -> bool:
+    """Whether iteration ``i`` of ``stage`` is in the 2D warm-up without UNet connections (the first
+    ``warm`` iterations of stage 1: ``config.pretrain_iterations``)."""
+    return stage == 1 and i < warm
+
+
+def _decoder_statistics(net2d: nn.Module, reset: bool = False, cumulative: bool = False) -> None:
+    """The batch-norm running statistics of the 2D decoder around the warm-up: ``reset`` them when
+    the UNet connections are added (they describe a decoder without them), and average them
+    ``cumulative``-ly over the rest of stage 1 (a few iterations of the usual momentum would leave
+    them mostly at their reset values), with the usual momentum (0.1) otherwise."""
+    for module in (net2d.decoder, net2d.skip_proj):
+        for m in module.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                if reset:
+                    m.reset_running_stats()
+                m.momentum = None if cumulative else _BN_MOMENTUM
 
 
 def _class_weights(config: TrainConfig, data: Any) -> list[float]:
@@ -185,6 +222,7 @@ def _step_fn(
 
     config, device = runner.config, runner.device
     w_hybrid, w_2d = getattr(model, "loss_weights", (1.0, 0.5))
+    warm = int(config.pretrain_iterations or 0)
 
     def wce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(logits.float(), target, weight=class_weights)
@@ -201,6 +239,10 @@ def _step_fn(
         model.freeze_2d(stage == 2)
         if stage == 2:
             model.net2d.eval()
+        connected = model.net2d.unet_connections = not warm_up(stage, i, warm)
+        if stage == 1 and i > 0 and connected and warm_up(stage, i - 1, warm):
+            _decoder_statistics(model.net2d, reset=True)  # they describe a decoder without the connections
+        _decoder_statistics(model.net2d, cumulative=stage == 1 and connected)
         torch.manual_seed(seed_int(config.seed, 0, g, 1))
         values: dict[str, float] = {"stage": float(stage)}
         with autocast(device, runner.precision):

@@ -12,27 +12,34 @@ run's ``epochs * iterations_per_epoch`` iterations (:func:`phase_lengths`):
    are optimised. The rest of the network runs without gradients and in eval mode, so its
    weights and batch-norm statistics are bit-identical before and after the phase.
 
-``stage_iterations=None`` gives each phase half the run. ``L`` is the target adaptive loss
+``stage_iterations=None`` follows the paper's protocol (:func:`protocol_of`): one organ (one
+foreground class), 2500 epochs of which the first 2000 deep supervision: phase 1 is 4/5 of the
+run; several organs, 4000 epochs, 2000 of them deep supervision: halves. ``L`` is the target adaptive loss
 (:class:`~liverctl.training.losses.TargetAdaptiveLoss`): the cross-entropy of the softmax
 probabilities with every class the batch's dataset does not label merged into background
 (datasets with different label sets train one network over the union of their classes;
-a fully labelled dataset gets plain cross-entropy). Class weights: ``class_weights``, or
-(0.2, 1.2) for two classes as in the authors' code, else all 1; ``dice_weight`` > 0 adds
+a fully labelled dataset gets plain cross-entropy). Classes: the paper's organs; the liver's
+tumour is liver (``tumour_class`` defaults to ``False``: tumour labels are merged into the liver;
+``--tumour-class`` keeps them). Class weights: ``class_weights``, or (0.2, 1.2) for one organ as
+in the paper, else all 1 (multi-organ); ``dice_weight`` > 0 adds
 a soft Dice term (not in the paper). With the default ``dos`` sampler every batch comes
 from one dataset, the datasets taken in turn ("used alternately, one at a time").
 
-2D training: each patch of ``patch_size`` (z, y, x) (the paper: 224 x 224 crops, one slice:
-``--patch 224,224,1``) is read with ``slice_context`` more slices on each side, cut into
+2D training: each patch of ``patch_size`` (z, y, x) (the default, the paper's: one slice of 224 x 224,
+``--patch 224,224,1``; with ``foreground_fraction`` 1, the default, every patch is centred on a
+voxel of a labelled organ, so the supervised slice contains it, as the paper samples its
+training slices) is read with ``slice_context`` more slices on each side, cut into
 3-slice stacks (slice z-1, z, z+1 as channels) and only its own z slices are supervised,
 so every slice sees its true neighbours, as at inference (a patch stays inside the volume, so a
 scan's first and last slices are seen only as neighbours). Augmentation: random mirroring
 (the authors' flips; ``--no-augment`` switches it off).
 
-Optimizer: RMSprop with momentum 0.9, lr 2e-3 in phase 1 and 2e-4 in phase 2 (the
-authors' code), multiplied by 0.99 every 40 epochs of the phase (step decay; an epoch is
-``iterations_per_epoch`` iterations). ``config.lr`` replaces phase 1's lr (phase 2 gets a
-tenth of it); ``optimizer="adam"`` or ``"sgd"`` (momentum 0.9) take the same lrs and
-decay. Each phase starts a fresh optimizer. Gradients are clipped to norm 12 as in every
+Optimizer: RMSprop with momentum 0.9 at the protocol's lr (:data:`PIPOFAN_LR`): 0.002 for one
+organ, 0.0002 for several, in both phases, multiplied by 0.99 every 40 epochs of the phase (step
+decay; a liverctl epoch is ``iterations_per_epoch`` batches of ``batch_size`` slices, where the
+paper's epoch is one pass over its training slices). ``config.lr`` replaces it;
+``optimizer="adam"`` or ``"sgd"`` (momentum 0.9) take the same lr and decay. Each phase starts a
+fresh optimizer. ``config.json`` records the protocol, the lr and the class weights used. Gradients are clipped to norm 12 as in every
 recipe. Validation and an inner-split selection consider only epochs that end in the last phase.
 Export: the whole network, final weights by default (eval output: fused logits), ``decision =
 "argmax"``, ``liver_channel`` = the ``liver`` class.
@@ -65,25 +72,35 @@ from liverctl.training.config import TrainConfig
 from liverctl.training.losses import DeepSupervisionLoss, TargetAdaptiveLoss
 from liverctl.training.run import Steps, TrainingRun, backward_step, open_recipe
 
-__all__ = ["PIPOFAN_CLASS_WEIGHTS", "PIPOFAN_LR", "phase_lengths", "phase_lr", "slice_batch"]
+__all__ = ["PIPOFAN_CLASS_WEIGHTS", "PIPOFAN_LR", "phase_lengths", "phase_lr", "protocol_of", "slice_batch"]
 
-PIPOFAN_LR = (2e-3, 2e-4)
-"""RMSprop learning rates of phase 1 and phase 2 (the authors' code)."""
+PIPOFAN_LR = {"one organ": 2e-3, "multi-organ": 2e-4}
+"""RMSprop learning rate of each protocol (Fang and Yan 2020: 0.002 for one organ, 0.0002 for several)."""
 PIPOFAN_CLASS_WEIGHTS = (0.2, 1.2)
-"""Cross-entropy weights (background, organ) of the authors' two-class training."""
+"""Cross-entropy weights (background, organ) of one-organ training (multi-organ: all 1)."""
+PHASE_1_FRACTION = {"one organ": (2000, 2500), "multi-organ": (2000, 4000)}
+"""The deep-supervision epochs of the paper's protocols, out of their epochs."""
 LR_DECAY, LR_DECAY_EPOCHS = 0.99, 40
 _COLUMNS = ("phase", "loss_pyramid", "loss_fused")
 
 
-def phase_lengths(config: TrainConfig) -> tuple[int, int]:
-    """Iterations of phase 1 (deep pyramid supervision) and phase 2 (adaptive fusion).
+def protocol_of(n_classes: int) -> str:
+    """``"one organ"`` for one foreground class (background + organ), else ``"multi-organ"``."""
+    return "one organ" if n_classes <= 2 else "multi-organ"
+
+
+def phase_lengths(config: TrainConfig, protocol: str = "multi-organ") -> tuple[int, int]:
+    """Iterations of phase 1 (deep pyramid supervision) and phase 2 (adaptive fusion):
+    ``stage_iterations``, else the protocol's share (:data:`PHASE_1_FRACTION`).
 
     Raises:
         ConfigError: ``stage_iterations`` that do not add up to the run's iterations.
     """
     total = config.epochs * config.iterations_per_epoch
     if config.stage_iterations is None:
-        return total - total // 2, total // 2
+        part, whole = PHASE_1_FRACTION[protocol]
+        n1 = -(-total * part // whole)  # rounded up: a run of one iteration is all deep supervision
+        return n1, total - n1
     n1, n2 = (int(n) for n in config.stage_iterations)
     if n1 + n2 != total:
         raise ConfigError(
@@ -130,17 +147,20 @@ def run(
         datasets, out, config, state, progress, columns=_COLUMNS, loss="tal", merge_tumour=not config.tumour_class
     )  # --whole-liver: tumour labels folded into the liver
     data = runner.data
-    lengths = phase_lengths(config)
+    protocol = protocol_of(data.n_classes)
+    lengths = phase_lengths(config, protocol)
     weights = _class_weights(config, data)
     model, kwargs = _build(config, data.n_classes, state)
     model.to(runner.device)
-    lr0 = config.lr if config.lr is not None else PIPOFAN_LR[0]
-    lrs = (lr0, lr0 * PIPOFAN_LR[1] / PIPOFAN_LR[0])
-    opt = _Optimizers(model, config, runner.scaler())
+    lr0 = config.lr if config.lr is not None else PIPOFAN_LR[protocol]
+    lrs = (lr0, lr0)
+    opt = _Optimizers(model, config, runner.scaler(), lr0)
     if state is not None:
         model.load_state_dict(state["model"])
         opt.load(state)
-    runner.write_config(datasets, phase_lengths=list(lengths))
+    runner.write_config(
+        datasets, phase_lengths=list(lengths), protocol=protocol, learning_rate=lr0, class_weights=weights
+    )
     losses = [TargetAdaptiveLoss(lab, dice_weight=config.dice_weight, class_weights=weights) for lab in data.labelled]
     context = int(model.slice_context)
     padded = dataclasses.replace(config, patch_size=(config.patch_size[0] + 2 * context, *config.patch_size[1:]))
@@ -177,7 +197,8 @@ def run(
 
 
 def _class_weights(config: TrainConfig, data: Any) -> list[float]:
-    """The cross-entropy class weights: ``config.class_weights``, or the authors' for 2 classes."""
+    """The cross-entropy class weights: ``config.class_weights``, or the paper's: (0.2, 1.2) for
+    one organ, all 1 for several."""
     return recipe_class_weights(config, data, PIPOFAN_CLASS_WEIGHTS)
 
 
@@ -198,8 +219,8 @@ def _build(config: TrainConfig, k: int, state: dict[str, Any] | None) -> tuple[n
 class _Optimizers:
     """The optimizer of the current phase: all parameters in phase 1, the fusion's in phase 2."""
 
-    def __init__(self, model: Any, config: TrainConfig, scaler: Any) -> None:
-        self.model, self.config, self.scaler = model, config, scaler
+    def __init__(self, model: Any, config: TrainConfig, scaler: Any, lr: float = PIPOFAN_LR["one organ"]) -> None:
+        self.model, self.config, self.scaler, self.lr = model, config, scaler, lr
         self.phase = 1
         self.optimizer = self._make(1)
 
@@ -207,10 +228,10 @@ class _Optimizers:
         params = list(self.model.parameters()) if phase == 1 else self.model.fusion_parameters()
         name = self.config.optimizer or "rmsprop"
         if name == "adam":
-            return torch.optim.Adam(params, lr=PIPOFAN_LR[phase - 1])
+            return torch.optim.Adam(params, lr=self.lr)
         if name == "sgd":
-            return torch.optim.SGD(params, lr=PIPOFAN_LR[phase - 1], momentum=0.9)
-        return torch.optim.RMSprop(params, lr=PIPOFAN_LR[phase - 1], momentum=0.9)
+            return torch.optim.SGD(params, lr=self.lr, momentum=0.9)
+        return torch.optim.RMSprop(params, lr=self.lr, momentum=0.9)
 
     def use(self, phase: int) -> torch.optim.Optimizer:
         """The optimizer of ``phase`` (a fresh one when the phase changes)."""
