@@ -108,6 +108,17 @@ def test_crosstest_trains_pipofan_sources_through_train(run):
     assert (doc["method"], doc["target_crop"]) == ("pipofan", "paper")
 
 
+def _with_intensity(model, cell: dict):
+    """``model`` normalising scans with the intensity recipe the cell records for its target."""
+    import dataclasses
+
+    from liverctl.weights.recipes import parse_intensity
+
+    if cell["target_intensity"] is not None:
+        model.entry = dataclasses.replace(model.entry, intensity=parse_intensity(cell["target_intensity"], "cell"))
+    return model
+
+
 def _segment(model, image: Image) -> np.ndarray:
     from liverctl.predict import PredictOptions
 
@@ -120,9 +131,12 @@ def test_paper_crop_scores_the_liver_slab_and_none_the_raw_scan(run, data, tmp_p
     from liverctl.preprocessing.crop import liver_z_range
 
     out, _ = run
-    model = LiverModel.load(weights=out / "models" / NAMES[0] / "model.safetensors", device="cpu")
     cell = json.loads((out / "cells" / f"{NAMES[0]}__{NAMES[1]}.json").read_text())
     assert cell["target_crop"] == "paper" and cell["n"] == 1
+    # the cell normalised the target with its own dataset's statistics (the default): so does predict here
+    model = _with_intensity(
+        LiverModel.load(weights=out / "models" / NAMES[0] / "model.safetensors", device="cpu"), cell
+    )
     cropped_somewhere = False
     for row in cell["per_case"]:
         image = read_image(data / "plain" / "imagesTr" / f"{row['case']}_0000.nii.gz")
@@ -145,6 +159,7 @@ def test_paper_crop_scores_the_liver_slab_and_none_the_raw_scan(run, data, tmp_p
         target_crop="none",
     )
     assert raw.trained == [] and len(raw.computed) == 2 and raw.target_crop == "none"
+    model = _with_intensity(model, raw.cells[(NAMES[0], NAMES[1])])
     for row in raw.cells[(NAMES[0], NAMES[1])]["per_case"]:
         image = read_image(data / "plain" / "imagesTr" / f"{row['case']}_0000.nii.gz")
         ref = read_label(data / "plain" / "labelsTr" / f"{row['case']}.nii.gz").array > 0
