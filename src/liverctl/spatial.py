@@ -37,6 +37,7 @@ __all__ = [
     "resample",
     "resample_to_reference",
     "resampled_grid",
+    "xyz_text",
 ]
 
 #: Interpolator names and the B-spline order they stand for.
@@ -47,6 +48,12 @@ _SITK_INTERPOLATORS = {0: sitk.sitkNearestNeighbor, 1: sitk.sitkLinear, 3: sitk.
 
 
 # --------------------------------------------------------------------------- resampling
+
+
+def xyz_text(values_zyx: Sequence[int | float]) -> str:
+    """Array-order (z, y, x) values as users give them, ``X,Y,Z`` (messages about ``--patch``,
+    ``--shape``...): ``(16, 64, 48)`` -> ``"48,64,16"``."""
+    return ",".join(f"{v:g}" for v in reversed(tuple(values_zyx)))
 
 
 def interpolation_order(interpolator: str | int) -> int:

@@ -95,6 +95,12 @@ def test_train_cli_bad_input_is_one_line(prepared, tmp_path, monkeypatch):
     assert resume.exit_code == 2 and "no checkpoint to resume from" in resume.stderr
     patch = run_inprocess("train", prep, "-o", str(tmp_path / "w"), "--patch", "30", monkeypatch=monkeypatch)
     assert patch.exit_code == 2 and "must be a multiple of 32" in patch.stderr
+    # answered in the X,Y,Z the user gave, not in the arrays' (z, y, x)
+    xyz = run_inprocess(
+        "train", prep, "-o", str(tmp_path / "u"), "--method", "hdenseunet", "--patch", "16,64,6",
+        "--arch-kwargs", '{"preset": "small"}', monkeypatch=monkeypatch,
+    )  # fmt: skip
+    assert xyz.exit_code == 2 and "--patch 16,64,6 must be a multiple of" in xyz.stderr and "(X,Y,Z)" in xyz.stderr
     kwargs = run_inprocess("train", prep, "-o", str(tmp_path / "v"), "--arch-kwargs", "{", monkeypatch=monkeypatch)
     assert kwargs.exit_code == 2 and "--arch-kwargs is not valid JSON" in kwargs.stderr
 

@@ -56,6 +56,7 @@ from torch import nn
 
 from liverctl.errors import ConfigError
 from liverctl.progress import ProgressCallback
+from liverctl.spatial import xyz_text as _xyz
 from liverctl.training.common import TrainResult, make_batch_fn, seed_int
 from liverctl.training.config import TrainConfig
 from liverctl.training.run import Steps, backward_step, load_parts, open_recipe
@@ -302,7 +303,7 @@ def _networks(config: TrainConfig, state: dict[str, Any] | None) -> tuple[nn.Mod
     multiple = int(getattr(gen, "min_input_multiple", 1) or 1)
     if any(p % multiple for p in config.patch_size):
         raise ConfigError(
-            f"patch size {tuple(config.patch_size)} must be a multiple of {multiple} for {config.architecture}"
+            f"--patch {_xyz(config.patch_size)} (X,Y,Z) must be a multiple of {multiple} for {config.architecture}"
         )
     d_kwargs = dict(config.disc_kwargs)
     d_kwargs["in_channels"] = 1 + (kwargs["in_channels"] if config.disc_with_image else 0)

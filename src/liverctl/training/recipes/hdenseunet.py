@@ -51,6 +51,7 @@ from torch import nn
 
 from liverctl.errors import ConfigError
 from liverctl.progress import ProgressCallback
+from liverctl.spatial import xyz_text as _xyz
 from liverctl.training.augmentation import Augmentation
 from liverctl.training.common import (
     TrainResult,
@@ -194,9 +195,7 @@ def _build(config: TrainConfig, k: int, state: dict[str, Any] | None) -> tuple[n
     def check(model: nn.Module) -> None:
         multiples = getattr(model, "input_multiple_zyx", (model.min_input_multiple,) * 3)
         if any(p % m for p, m in zip(config.patch_size, multiples, strict=True)):
-            raise ConfigError(
-                f"patch size {tuple(config.patch_size)} must be a multiple of {tuple(multiples)} (z, y, x)"
-            )
+            raise ConfigError(f"--patch {_xyz(config.patch_size)} must be a multiple of {_xyz(multiples)} (X,Y,Z)")
 
     model, kwargs = build_recipe_network(config, k, state, "hdenseunet", ("net2d", "freeze_2d"), check)
     if state is None and config.encoder_init:

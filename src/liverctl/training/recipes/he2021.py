@@ -56,6 +56,7 @@ from torch import nn
 
 from liverctl.errors import ConfigError, LiverctlWarning
 from liverctl.progress import ProgressCallback
+from liverctl.spatial import xyz_text as _xyz
 from liverctl.training.common import (
     GRAD_CLIP,
     TrainResult,
@@ -157,7 +158,7 @@ def _network(config: TrainConfig, data: TrainingData, state: dict[str, Any] | No
     multiple = int(getattr(model, "min_input_multiple", 1) or 1)
     if any(p % multiple for p in config.patch_size):
         raise ConfigError(
-            f"patch size {tuple(config.patch_size)} must be a multiple of {multiple} for this network"
+            f"--patch {_xyz(config.patch_size)} (X,Y,Z) must be a multiple of {multiple} for this network"
             f" ({config.architecture} with these settings)"
         )
     if state is None and config.init_checkpoint:

@@ -61,6 +61,7 @@ from liverctl.errors import ConfigError, DatasetError, LiverctlWarning
 from liverctl.io import Image
 from liverctl.preprocessing.split import labelled_split
 from liverctl.progress import ProgressCallback
+from liverctl.spatial import xyz_text as _xyz
 from liverctl.training.augmentation import Augmentation, choose_center, extract_patch
 from liverctl.training.common import TrainResult, make_batch_fn, seed_int
 from liverctl.training.config import TrainConfig
@@ -178,7 +179,7 @@ def _build(name: str, config: TrainConfig, n_classes: int, seed: int) -> tuple[n
     model = build_model(name, **kwargs)
     multiple = int(getattr(model, "min_input_multiple", 1) or 1)
     if any(p % multiple for p in config.patch_size):
-        raise ConfigError(f"patch size {tuple(config.patch_size)} must be a multiple of {multiple} for {name}")
+        raise ConfigError(f"--patch {_xyz(config.patch_size)} (X,Y,Z) must be a multiple of {multiple} for {name}")
     return model, kwargs
 
 
