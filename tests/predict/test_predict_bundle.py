@@ -292,3 +292,59 @@ def test_exact_mode_on_an_oblique_nifti_read_by_monai_itself(
     # near-ties only (0.52 before the stored affine was used)
     fast = model.segment(scan, PredictOptions(postprocess=False))
     assert dice(fast.mask.array, labels) >= 0.995
+
+
+ZERO_GRIDS = {"0.8x0.8x2.0": (0.8, 0.8, 2.0), "0.7x0.7x5.0": (0.7, 0.7, 5.0)}
+
+
+def with_exact_zeros(ct: Image, spacing) -> Image:
+    """The phantom abdomen on a fine or thick grid with voxels that are exactly 0 HU: a padded
+    band of 0 along one side and a water column (a calibration insert) through the body. Where
+    the model grid's voxels fall on scan voxel centres (every 4th at 0.8 -> 3 mm), MONAI's
+    float64 resampling gives exactly 0 next to such voxels and a float32 one a few millionths."""
+    scan = on_grid(ct, spacing)
+    array = scan.array.copy()
+    array[:, :, :25] = 0
+    _, yy, xx = np.indices(array.shape)
+    array[(yy - array.shape[1] // 2) ** 2 + (xx - array.shape[2] // 2) ** 2 < 30**2] = 0
+    return Image(array, scan.geometry)
+
+
+@pytest.mark.filterwarnings("ignore")
+@pytest.mark.parametrize("grid", list(ZERO_GRIDS))
+def test_defaults_have_monais_zero_set(grid: str, abdomen: Image) -> None:
+    """NormalizeIntensity(nonzero=True) leaves exact zeros at 0 and shifts all else: the
+    defaults' model-space zeros must be exactly those of MONAI's own Spacingd."""
+    from monai.data import MetaTensor
+    from monai.transforms import Orientationd, Spacingd
+
+    from liverctl.predict.space import ModelSpace
+
+    scan = with_exact_zeros(abdomen, ZERO_GRIDS[grid])
+    tensor = MetaTensor(
+        torch.as_tensor(scan.array.astype(np.float32).transpose(2, 1, 0)[None].copy()),
+        affine=torch.as_tensor(ras_affine(scan.geometry)),
+    )
+    data = Orientationd("image", "RAS")({"image": tensor})
+    theirs = np.asarray(Spacingd("image", pixdim=(3.0, 3.0, 3.0), mode="bilinear")(data)["image"][0]).transpose(2, 1, 0)
+    ours = ModelSpace.of(scan, _entry()).hu.array
+    assert ours.shape == theirs.shape
+    assert (theirs == 0).sum() > 1000  # the scan does hold exact zeros in model space
+    assert np.array_equal(ours == 0, theirs == 0)
+    assert np.abs(ours - theirs).max() < 1e-3
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore")
+@pytest.mark.parametrize("grid", list(ZERO_GRIDS))
+def test_defaults_are_the_bundle_with_exact_zeros(grid: str, abdomen: Image, weak_model: LiverModel, weak_network) -> None:
+    """Masks on scans with exact-zero voxels: the defaults equal MONAI's bundle + its clean-up."""
+    from monai.transforms import FillHoles, KeepLargestConnectedComponent
+
+    scan = with_exact_zeros(abdomen, ZERO_GRIDS[grid])
+    labels, _ = monai_bundle(scan, weak_network)
+    assert labels.mean() > 0.02
+    cleaned = KeepLargestConnectedComponent(applied_labels=[1], connectivity=3)(torch.as_tensor(labels[None]))
+    cleaned = np.asarray(FillHoles(applied_labels=[1])(cleaned))[0]
+    seg = weak_model.segment(scan, PredictOptions())
+    assert dice(seg.mask.array, cleaned) >= 0.9999, grid
