@@ -337,7 +337,9 @@ def test_defaults_have_monais_zero_set(grid: str, abdomen: Image) -> None:
 @pytest.mark.slow
 @pytest.mark.filterwarnings("ignore")
 @pytest.mark.parametrize("grid", list(ZERO_GRIDS))
-def test_defaults_are_the_bundle_with_exact_zeros(grid: str, abdomen: Image, weak_model: LiverModel, weak_network) -> None:
+def test_defaults_are_the_bundle_with_exact_zeros(
+    grid: str, abdomen: Image, weak_model: LiverModel, weak_network
+) -> None:
     """Masks on scans with exact-zero voxels: the defaults equal MONAI's bundle + its clean-up."""
     from monai.transforms import FillHoles, KeepLargestConnectedComponent
 
@@ -348,3 +350,88 @@ def test_defaults_are_the_bundle_with_exact_zeros(grid: str, abdomen: Image, wea
     cleaned = np.asarray(FillHoles(applied_labels=[1])(cleaned))[0]
     seg = weak_model.segment(scan, PredictOptions())
     assert dice(seg.mask.array, cleaned) >= 0.9999, grid
+
+
+def _cleaned_bundle(scan: Image, network) -> np.ndarray:
+    from monai.transforms import FillHoles, KeepLargestConnectedComponent
+
+    labels, _ = monai_bundle(scan, network)
+    cleaned = KeepLargestConnectedComponent(applied_labels=[1], connectivity=3)(torch.as_tensor(labels[None]))
+    return np.asarray(FillHoles(applied_labels=[1])(cleaned))[0]
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore")
+@pytest.mark.parametrize("grid", ["native-3mm", "0.8x0.8x2.0"])
+def test_compiled_backends_hold_the_bundle(
+    grid: str, abdomen: Image, weak_model: LiverModel, weak_network, tmp_path: Path, monkeypatch
+) -> None:
+    """Every installed compiled runtime: the defaults' masks equal the bundle + clean-up."""
+    from liverctl.inference.backends import available_backends
+
+    installed = available_backends()
+    if not installed:
+        pytest.skip('no compiled runtime installed (pip install "liverctl[cpu]")')
+    monkeypatch.setenv("LIVERCTL_HOME", str(tmp_path))
+    spacing, direction = GRIDS[grid]
+    scan = on_grid(abdomen, spacing, direction)
+    cleaned = _cleaned_bundle(scan, weak_network)
+    for name in installed:
+        seg = weak_model.segment(scan, PredictOptions(backend=name))
+        assert seg.report["inference"]["backend"] == name
+        assert dice(seg.mask.array, cleaned) >= 0.9999, (grid, name)
+
+
+def long_scan() -> Image:
+    """A 36 cm scan: the phantom abdomen (40 slices at 3 mm) above two copies of its body
+    outline filled with fat (a lower body without liver)."""
+    from liverctl.phantoms import make_phantom
+
+    ct, _ = make_phantom(domain="contrast", seed=2, case=0, shape=(40, 56, 56), spacing=(3.0, 3.0, 3.0))
+    lower = np.where(ct.array > -500, np.int16(-100), ct.array).astype(ct.array.dtype)
+    return Image(np.concatenate([lower, lower, ct.array], axis=0), ct.geometry)  # the abdomen on top
+
+
+class _BrightIsLiver(torch.nn.Module):
+    """The weak network with its liver logit raised where the input is brighter than ``level``
+    and lowered where it is darker: liver only in the abdomen's soft tissue, and probabilities
+    that still depend on every window's content (GroupNorm)."""
+
+    def __init__(self, net: torch.nn.Module, level: float) -> None:
+        super().__init__()
+        self.net, self.level = net, level
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.net(x).clone()
+        out[:, LIVER] += 40.0 * (x[:, 0] - self.level)
+        return out
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore")
+def test_first_pass_keeps_the_liver_probabilities_of_the_full_run(weak_network) -> None:
+    """Windows only where the liver can be: fewer windows, and inside the first pass's box every
+    body voxel's liver probability is the full grid's; the mask is still the bundle's."""
+    scan = long_scan()
+    space = _liverctl_model(weak_network).to_model_space(scan)
+    hu, x = space.hu.array, space.net_input
+    level = 0.5 * (float(np.median(x[(hu > -150) & (hu < -50)])) + float(np.median(x[(hu > 20) & (hu < 200)])))
+    from liverctl.weights import ResolvedWeights
+
+    wrapped = _BrightIsLiver(weak_network, level).eval()
+    model = LiverModel([ResolvedWeights(_entry(), Path("w.pt"), "1" * 64, "local")], [wrapped], torch.device("cpu"))
+    options = PredictOptions(save_probabilities=True)
+    full = model.infer(space.net_input, space.hu, options, None)
+    part, region, info = model._infer_in_region(space, options, None)
+    assert region is not None and info["windows"] >= 1
+    assert part.stats.windows < full.stats.windows  # windows were skipped
+    body = np.zeros(hu.shape, bool)
+    body[region] = hu[region] > -500
+    assert body.any() and body.sum() < (hu > -500).sum()  # the box is not the whole body
+    np.testing.assert_allclose(part.channel(LIVER)[body], full.channel(LIVER)[body], rtol=0, atol=1e-6)
+    # the raw masks (the toy network's "liver" is all soft tissue, where the two clean-ups'
+    # hole filling differs): the bundle's
+    seg = model.segment(scan, PredictOptions(postprocess=False))
+    assert seg.report["inference"]["first_pass"]["box_zyx"] == [[s.start, s.stop] for s in region]
+    assert seg.report["inference"]["skipped_windows"] > 0
+    assert dice(seg.mask.array, monai_bundle(scan, wrapped)[0]) >= 0.9999
