@@ -153,10 +153,9 @@ def _monai_zero_set(array: np.ndarray, oriented: np.ndarray, grid: BundleGrid) -
     near = np.flatnonzero(np.abs(array) <= NEAR_ZERO_HU)
     if near.size == 0:
         return array
-    flat = array.reshape(-1)
-    fast = flat[near]
+    fast = array.reshape(-1)[near]
     theirs = _monai_values_at(oriented, grid, near)
-    flat[near] = np.where(theirs == 0, np.float32(0), np.where(fast == 0, theirs, fast))
+    array.flat[near] = np.where(theirs == 0, np.float32(0), np.where(fast == 0, theirs, fast))  # in place, any layout
     return array
 
 
