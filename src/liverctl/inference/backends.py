@@ -135,7 +135,9 @@ def _runner(name: str, folder: Path) -> Callable[[np.ndarray], np.ndarray]:
     if name == "onnxruntime":
         import onnxruntime as ort
 
-        session = ort.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = torch.get_num_threads()  # --threads, as torch runs
+        session = ort.InferenceSession(str(folder / "model.onnx"), options, providers=["CPUExecutionProvider"])
         return lambda a: session.run(None, {"image": a})[0]
     if name == "openvino":
         import openvino as ov
@@ -144,7 +146,8 @@ def _runner(name: str, folder: Path) -> Callable[[np.ndarray], np.ndarray]:
         source = folder / "model.xml"
         if not source.is_file():
             ov.save_model(core.read_model(str(folder / "model.onnx")), str(source), compress_to_fp16=False)
-        compiled = core.compile_model(str(source), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+        config = {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": torch.get_num_threads()}
+        compiled = core.compile_model(str(source), "CPU", config)
         request = compiled.create_infer_request()
         output = compiled.output(0)
         return lambda a: np.array(request.infer({0: a})[output], copy=True)
