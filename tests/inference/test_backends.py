@@ -93,6 +93,9 @@ def test_auto_takes_the_fastest_installed_runtime() -> None:
     net = _net()
     runner, name = backend_network(net, "auto", torch.device("cpu"), False, "c" * 64, SHAPE)
     assert name == INSTALLED[0] and runner.backend == name
+    # the runtime computes the features; the engine still blends them and applies the 1x1x1 head
+    features, head = runner.split_head()
+    assert features.backend == name and isinstance(head, torch.nn.Conv3d)
     # another window shape than the compiled one (--fast) runs on torch
     x = torch.randn(1, 1, 32, 32, 16)
     with torch.inference_mode():

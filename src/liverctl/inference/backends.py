@@ -189,6 +189,49 @@ def probability_difference(network: torch.nn.Module, runner: Callable[[torch.Ten
     return float((out - ref).abs().max())
 
 
+class _Features(torch.nn.Module):
+    """A network's feature part (``split_head()``'s first item, a bound method) as a module to export."""
+
+    def __init__(self, network: torch.nn.Module, features: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        super().__init__()
+        self.inner = network
+        self.features = features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(x)
+
+
+class _Headed(torch.nn.Module):
+    """A runtime's features followed by the network's 1x1x1 head in torch; offers ``split_head``
+    like the network it stands for, so the engine still blends features, not logits."""
+
+    def __init__(self, features: Any, head: torch.nn.Module, like: torch.nn.Module | None = None) -> None:
+        super().__init__()
+        self.features = features
+        self.head = head
+        self.spatial_dims = 3
+        if like is not None and getattr(like, "min_input_multiple", None) is not None:
+            self.min_input_multiple = like.min_input_multiple
+        self.backend = getattr(features, "backend", "torch")
+
+    def split_head(self) -> tuple[Any, torch.nn.Module]:
+        return self.features, self.head
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+def _features_and_head(network: torch.nn.Module) -> tuple[torch.nn.Module, torch.nn.Module] | None:
+    """``(features as a module, head)`` of a network whose last layer is a 1x1x1 convolution
+    (the engine's own test, :func:`liverctl.inference.networks._split_head`), else ``None``."""
+    from liverctl.inference.networks import _split_head
+
+    parts = _split_head(network)
+    if parts is None:
+        return None
+    return _Features(network, parts[0]), parts[1]
+
+
 def parameters_digest(network: torch.nn.Module) -> str:
     """sha256 of the network's state (names, shapes and bytes): a cache entry made from other
     numbers under the same weights sha256 (an edited file, a test's stand-in) is stale."""
@@ -223,13 +266,25 @@ def _trusted(folder: Path, key: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def cached_network(
-    network: torch.nn.Module, name: str, shape: Sequence[int], sha256: str, cache: Path | None = None
+    network: torch.nn.Module,
+    name: str,
+    shape: Sequence[int],
+    sha256: str,
+    cache: Path | None = None,
+    head: torch.nn.Module | None = None,
 ) -> tuple[RuntimeNetwork, float]:
     """``network`` on runtime ``name`` for windows of ``shape``, from the cache or built into it;
-    with its exactness (largest probability difference from torch on the test window)."""
+    with its exactness (largest probability difference from torch on the test window).
+
+    ``head``: ``network`` is the feature part of a model whose logits are ``head(features)``
+    (the engine blends features and applies the 1x1x1 head itself); exactness is then that of
+    ``head`` after the runtime against ``head`` after torch."""
     version = backend_version(name)
-    folder = (cache or compiled_cache_dir()) / sha256 / f"{name}-{version}" / "x".join(str(int(s)) for s in shape)
+    part = "features" if head is not None else "network"
+    shape_text = "x".join(str(int(s)) for s in shape)
+    folder = (cache or compiled_cache_dir()) / sha256 / f"{name}-{version}" / f"{part}-{shape_text}"
     key = {
+        "part": part,
         "weights_sha256": sha256,
         "parameters_sha256": parameters_digest(network),
         "backend": name,
@@ -248,7 +303,8 @@ def cached_network(
     building = folder.with_name(f"{folder.name}.building-{os.getpid()}")
     shutil.rmtree(building, ignore_errors=True)
     runner = runtime_network(network, name, shape, building)
-    difference = probability_difference(network, runner, shape)
+    full = network if head is None else torch.nn.Sequential(network, head)
+    difference = probability_difference(full, runner if head is None else _Headed(runner, head), shape)
     manifest = {**key, "max_probability_difference": difference, "files": _file_hashes(building)}
     (building / _MANIFEST).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
     try:
@@ -267,11 +323,16 @@ def backend_network(
     candidates = resolve_backend(requested, device, exact)
     if not isinstance(network, torch.nn.Module):
         return network, "torch"
+    split = _features_and_head(network)
     for name in candidates:
         if name == "torch":
             return network, "torch"
         try:
-            runner, difference = cached_network(network, name, shape, sha256)
+            if split is None:
+                runner, difference = cached_network(network, name, shape, sha256)
+            else:
+                runner, difference = cached_network(split[0], name, shape, sha256, head=split[1])
+                runner = _Headed(runner, split[1], network)
         except Exception as exc:  # auto moves on; a named backend says why
             if requested == name:
                 raise ConfigError(f"--backend {name}: cannot run this network: {exc}") from None
