@@ -57,3 +57,24 @@ def test_defaults_equal_nnunet_predictor_on_an_oblique_scan(tmp_path: Path) -> N
     assert dice(labels.array > 0, seg > 0) >= 0.9999
     # nnU-Net's window grid: the preprocessed array's own (per fold)
     assert stats["network_grid_shape"] == list(preprocess(image, read_plans(FOLDER, "3d_fullres")).data.shape[1:])
+
+
+@pytest.mark.slow
+def test_compiled_backends_give_the_torch_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each installed compiled runtime runs the folds' forward: the same liver as torch's defaults
+    (which equal nnUNetPredictor, above and in test_nnunet.py)."""
+    from liverctl.inference.backends import available_backends
+
+    installed = available_backends()
+    if not installed:
+        pytest.skip('no compiled runtime installed (pip install "liverctl[cpu]")')
+    monkeypatch.setenv("LIVERCTL_HOME", str(tmp_path))
+    image = oblique_scan()
+    model = NnUNetModel.load(FOLDER, folds=(0, 1), device="cpu")
+    labels, liver_p, stats = model.predict(image)
+    assert stats["backend"] == "torch" and (labels.array > 0).mean() > 0.01
+    for name in installed:
+        other, other_p, other_stats = model.predict(image, backend=name)
+        assert other_stats["backend"] == name
+        assert dice(other.array > 0, labels.array > 0) >= 0.9999, name
+        assert float(np.abs(other_p.array - liver_p.array).max()) <= 1e-3, name
