@@ -100,3 +100,13 @@ def test_auto_takes_the_fastest_installed_runtime() -> None:
     x = torch.randn(1, 1, 32, 32, 16)
     with torch.inference_mode():
         assert torch.equal(runner(x), net(x))
+
+
+@needs_runtime
+def test_compiling_leaves_a_dropout_network_in_eval_mode() -> None:
+    """The bundle's SegResNet has dropout: compiling its features must not switch it to training."""
+    torch.manual_seed(0)
+    net = build_model("segresnet", in_channels=1, out_channels=4, init_filters=8, dropout_prob=0.2).eval()
+    runner, name = backend_network(net, INSTALLED[0], torch.device("cpu"), False, "d" * 64, SHAPE)
+    assert name == INSTALLED[0] and not net.training
+    assert probability_difference(net, runner, SHAPE) <= TOLERANCE

@@ -229,7 +229,9 @@ def _features_and_head(network: torch.nn.Module) -> tuple[torch.nn.Module, torch
     parts = _split_head(network)
     if parts is None:
         return None
-    return _Features(network, parts[0]), parts[1]
+    # the wrapper takes the network's mode: a fresh module is in training mode, and export_onnx
+    # restores the mode it found, which would put the network itself into training (dropout on)
+    return _Features(network, parts[0]).train(network.training), parts[1]
 
 
 def parameters_digest(network: torch.nn.Module) -> str:
