@@ -32,6 +32,13 @@ from liverctl.predict.monai_grid import ras_affine  # noqa: E402
 N_CLASSES, LIVER, ROI = 4, 2, (32, 32, 32)
 
 
+@pytest.fixture(autouse=True)
+def _compiled_models_in_tmp(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With liverctl[cpu] installed the defaults compile their networks: into a temporary
+    LIVERCTL_HOME, never the user's cache."""
+    monkeypatch.setenv("LIVERCTL_HOME", str(tmp_path_factory.getbasetemp() / "liverctl_home"))
+
+
 def _entry(**changes):
     from liverctl.weights import IntensityRecipe, ModelEntry, WindowRecipe
 
