@@ -32,6 +32,13 @@ from liverctl.predict.monai_grid import ras_affine  # noqa: E402
 N_CLASSES, LIVER, ROI = 4, 2, (32, 32, 32)
 
 
+@pytest.fixture(autouse=True)
+def _compiled_models_in_tmp(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With liverctl[cpu] installed the defaults compile their networks: into a temporary
+    LIVERCTL_HOME, never the user's cache."""
+    monkeypatch.setenv("LIVERCTL_HOME", str(tmp_path_factory.getbasetemp() / "liverctl_home"))
+
+
 def _entry(**changes):
     from liverctl.weights import IntensityRecipe, ModelEntry, WindowRecipe
 
@@ -292,3 +299,146 @@ def test_exact_mode_on_an_oblique_nifti_read_by_monai_itself(
     # near-ties only (0.52 before the stored affine was used)
     fast = model.segment(scan, PredictOptions(postprocess=False))
     assert dice(fast.mask.array, labels) >= 0.995
+
+
+ZERO_GRIDS = {"0.8x0.8x2.0": (0.8, 0.8, 2.0), "0.7x0.7x5.0": (0.7, 0.7, 5.0)}
+
+
+def with_exact_zeros(ct: Image, spacing) -> Image:
+    """The phantom abdomen on a fine or thick grid with voxels that are exactly 0 HU: a padded
+    band of 0 along one side and a water column (a calibration insert) through the body. Where
+    the model grid's voxels fall on scan voxel centres (every 4th at 0.8 -> 3 mm), MONAI's
+    float64 resampling gives exactly 0 next to such voxels and a float32 one a few millionths."""
+    scan = on_grid(ct, spacing)
+    array = scan.array.copy()
+    array[:, :, :25] = 0
+    _, yy, xx = np.indices(array.shape)
+    array[(yy - array.shape[1] // 2) ** 2 + (xx - array.shape[2] // 2) ** 2 < 30**2] = 0
+    return Image(array, scan.geometry)
+
+
+@pytest.mark.filterwarnings("ignore")
+@pytest.mark.parametrize("grid", list(ZERO_GRIDS))
+def test_defaults_have_monais_zero_set(grid: str, abdomen: Image) -> None:
+    """NormalizeIntensity(nonzero=True) leaves exact zeros at 0 and shifts all else: the
+    defaults' model-space zeros must be exactly those of MONAI's own Spacingd."""
+    from monai.data import MetaTensor
+    from monai.transforms import Orientationd, Spacingd
+
+    from liverctl.predict.space import ModelSpace
+
+    scan = with_exact_zeros(abdomen, ZERO_GRIDS[grid])
+    tensor = MetaTensor(
+        torch.as_tensor(scan.array.astype(np.float32).transpose(2, 1, 0)[None].copy()),
+        affine=torch.as_tensor(ras_affine(scan.geometry)),
+    )
+    data = Orientationd("image", "RAS")({"image": tensor})
+    theirs = np.asarray(Spacingd("image", pixdim=(3.0, 3.0, 3.0), mode="bilinear")(data)["image"][0]).transpose(2, 1, 0)
+    ours = ModelSpace.of(scan, _entry()).hu.array
+    assert ours.shape == theirs.shape
+    assert (theirs == 0).sum() > 1000  # the scan does hold exact zeros in model space
+    assert np.array_equal(ours == 0, theirs == 0)
+    assert np.abs(ours - theirs).max() < 1e-3
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore")
+@pytest.mark.parametrize("grid", list(ZERO_GRIDS))
+def test_defaults_are_the_bundle_with_exact_zeros(
+    grid: str, abdomen: Image, weak_model: LiverModel, weak_network
+) -> None:
+    """Masks on scans with exact-zero voxels: the defaults equal MONAI's bundle + its clean-up."""
+    from monai.transforms import FillHoles, KeepLargestConnectedComponent
+
+    scan = with_exact_zeros(abdomen, ZERO_GRIDS[grid])
+    labels, _ = monai_bundle(scan, weak_network)
+    assert labels.mean() > 0.02
+    cleaned = KeepLargestConnectedComponent(applied_labels=[1], connectivity=3)(torch.as_tensor(labels[None]))
+    cleaned = np.asarray(FillHoles(applied_labels=[1])(cleaned))[0]
+    seg = weak_model.segment(scan, PredictOptions())
+    assert dice(seg.mask.array, cleaned) >= 0.9999, grid
+
+
+def _cleaned_bundle(scan: Image, network) -> np.ndarray:
+    from monai.transforms import FillHoles, KeepLargestConnectedComponent
+
+    labels, _ = monai_bundle(scan, network)
+    cleaned = KeepLargestConnectedComponent(applied_labels=[1], connectivity=3)(torch.as_tensor(labels[None]))
+    return np.asarray(FillHoles(applied_labels=[1])(cleaned))[0]
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore")
+@pytest.mark.parametrize("grid", ["native-3mm", "0.8x0.8x2.0"])
+def test_compiled_backends_hold_the_bundle(
+    grid: str, abdomen: Image, weak_model: LiverModel, weak_network, tmp_path: Path, monkeypatch
+) -> None:
+    """Every installed compiled runtime: the defaults' masks equal the bundle + clean-up."""
+    from liverctl.inference.backends import available_backends
+
+    installed = available_backends()
+    if not installed:
+        pytest.skip('no compiled runtime installed (pip install "liverctl[cpu]")')
+    monkeypatch.setenv("LIVERCTL_HOME", str(tmp_path))
+    spacing, direction = GRIDS[grid]
+    scan = on_grid(abdomen, spacing, direction)
+    cleaned = _cleaned_bundle(scan, weak_network)
+    for name in installed:
+        seg = weak_model.segment(scan, PredictOptions(backend=name))
+        assert seg.report["inference"]["backend"] == name
+        assert dice(seg.mask.array, cleaned) >= 0.9999, (grid, name)
+
+
+def long_scan() -> Image:
+    """A 36 cm scan: the phantom abdomen (40 slices at 3 mm) above two copies of its body
+    outline filled with fat (a lower body without liver)."""
+    from liverctl.phantoms import make_phantom
+
+    ct, _ = make_phantom(domain="contrast", seed=2, case=0, shape=(40, 56, 56), spacing=(3.0, 3.0, 3.0))
+    lower = np.where(ct.array > -500, np.int16(-100), ct.array).astype(ct.array.dtype)
+    return Image(np.concatenate([lower, lower, ct.array], axis=0), ct.geometry)  # the abdomen on top
+
+
+class _BrightIsLiver(torch.nn.Module):
+    """The weak network with its liver logit raised where the input is brighter than ``level``
+    and lowered where it is darker: liver only in the abdomen's soft tissue, and probabilities
+    that still depend on every window's content (GroupNorm)."""
+
+    def __init__(self, net: torch.nn.Module, level: float) -> None:
+        super().__init__()
+        self.net, self.level = net, level
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.net(x).clone()
+        out[:, LIVER] += 40.0 * (x[:, 0] - self.level)
+        return out
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore")
+def test_first_pass_keeps_the_liver_probabilities_of_the_full_run(weak_network) -> None:
+    """Windows only where the liver can be: fewer windows, and inside the first pass's box every
+    body voxel's liver probability is the full grid's; the mask is still the bundle's."""
+    scan = long_scan()
+    space = _liverctl_model(weak_network).to_model_space(scan)
+    hu, x = space.hu.array, space.net_input
+    level = 0.5 * (float(np.median(x[(hu > -150) & (hu < -50)])) + float(np.median(x[(hu > 20) & (hu < 200)])))
+    from liverctl.weights import ResolvedWeights
+
+    wrapped = _BrightIsLiver(weak_network, level).eval()
+    model = LiverModel([ResolvedWeights(_entry(), Path("w.pt"), "1" * 64, "local")], [wrapped], torch.device("cpu"))
+    options = PredictOptions(save_probabilities=True)
+    full = model.infer(space.net_input, space.hu, options, None)
+    part, region, info = model._infer_in_region(space, options, None)
+    assert region is not None and info["windows"] >= 1
+    assert part.stats.windows < full.stats.windows  # windows were skipped
+    body = np.zeros(hu.shape, bool)
+    body[region] = hu[region] > -500
+    assert body.any() and body.sum() < (hu > -500).sum()  # the box is not the whole body
+    np.testing.assert_allclose(part.channel(LIVER)[body], full.channel(LIVER)[body], rtol=0, atol=1e-6)
+    # the raw masks (the toy network's "liver" is all soft tissue, where the two clean-ups'
+    # hole filling differs): the bundle's
+    seg = model.segment(scan, PredictOptions(postprocess=False))
+    assert seg.report["inference"]["first_pass"]["box_zyx"] == [[s.start, s.stop] for s in region]
+    assert seg.report["inference"]["skipped_windows"] > 0
+    assert dice(seg.mask.array, monai_bundle(scan, wrapped)[0]) >= 0.9999

@@ -21,6 +21,13 @@ from liverctl.cli._common import (
 from liverctl.cli.app import app
 
 OUTPUT_FORMATS = "nii.gz|nrrd|mha|dicom-seg|rtstruct"
+BACKEND_OPTION = typer.Option(
+    "auto",
+    "--backend",
+    metavar="auto|torch|openvino|onnxruntime",
+    help="What runs the network on the CPU: auto (the fastest installed runtime that passes the exactness "
+    'test, else torch), torch, openvino or onnxruntime (pip install "liverctl[cpu]"). --exact: torch.',
+)
 
 
 def _citation(net: Any) -> str | None:
@@ -131,6 +138,7 @@ def predict(
         help="auto (fp16 on CUDA, fp32 on the CPU), fp32, fp16 or bf16 (2.5x faster on CPUs with native bf16; "
         "flips thin decisions).",
     ),
+    backend: str = BACKEND_OPTION,
     tta: bool = typer.Option(False, "--tta", help="Mirror test-time augmentation (8 passes; slower)."),
     ensemble: str = typer.Option(
         "mean",
@@ -213,6 +221,7 @@ def predict(
         output_format=output_format,
         preview=preview,
         ensemble=ensemble,
+        backend=backend,
     )
 
     loaded, written = _callbacks(as_json)

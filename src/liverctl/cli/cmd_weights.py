@@ -235,3 +235,27 @@ def import_(
     for entry in import_weights(source, name=name, recipe=recipe):
         note(f"imported '{entry.name}'; use it with `liverctl predict --model {entry.name}`")
         typer.echo(entry.name)
+
+
+@weights_app.command(
+    "export",
+    help="Write a registry model's network as ONNX or OpenVINO IR, with its window, intensity recipe and labels "
+    "in a JSON beside it (checked against torch on one window first).",
+)
+@cli_command
+def export(
+    name: str = typer.Argument(..., metavar="NAME", help="Registry name (see `liverctl weights list`)."),
+    fmt: str = typer.Option("onnx", "--format", metavar="onnx|openvino", help="File format to write."),
+    output: Path = typer.Option(..., "-o", "--output", metavar="DIR", help="Folder to write into."),
+    progress: bool | None = progress_option(),
+    quiet: bool = quiet_option(),
+    verbose: bool = verbose_option(),
+) -> None:
+    from liverctl.weights.export import export_weights
+
+    with reporter(progress, quiet, verbose) as callback:
+        written = export_weights(name, fmt, output, progress=callback)
+    for info in written:
+        for file in info["files"]:
+            typer.echo(str(output / file))
+        typer.echo(str(output / f"{Path(info['files'][0]).stem}.json"))

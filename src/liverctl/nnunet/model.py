@@ -105,6 +105,7 @@ class NnUNetModel:
         self.precision = precision
         self.hashes = dict(hashes)
         self.mirror_axes = self.checkpoints[0].mirror_axes
+        self._backends: dict[str, tuple[list[Any], str]] = {}
 
     @classmethod
     def load(
@@ -167,12 +168,34 @@ class NnUNetModel:
             networks.append(net)
         return cls(root, plans, checkpoints, networks, torch_device, exact=exact, precision=used, hashes=hashes)
 
+    def backend_networks(self, backend: str) -> tuple[list[Any], str]:
+        """The folds' networks on ``backend`` (built or read from the cache once per model) and
+        the backend that runs them (``"torch"`` when any fold runs on torch)."""
+        from liverctl.inference.backends import backend_network
+
+        cache = self._backends
+        if backend not in cache:
+            shape = (1, int(getattr(self.plans, "num_input_channels", 1)), *self.plans.patch_size)
+            pairs = [
+                backend_network(net, backend, self.device, self.exact, ckpt.sha256, shape)
+                for net, ckpt in zip(self.networks, self.checkpoints, strict=True)
+            ]
+            names = {name for _, name in pairs}
+            cache[backend] = ([p for p, _ in pairs], names.pop() if len(names) == 1 else "torch")
+        return cache[backend]
+
     @property
     def folds(self) -> list[Fold]:
         return [c.path.parent.name[len("fold_") :] for c in self.checkpoints]  # type: ignore[misc]
 
     def predict(
-        self, image: Image, *, mirroring: bool = True, probabilities: bool = False, accumulate_on: str = "device"
+        self,
+        image: Image,
+        *,
+        mirroring: bool = True,
+        probabilities: bool = False,
+        accumulate_on: str = "device",
+        backend: str = "torch",
     ) -> NnUNetPrediction:
         """Segment one scan; everything comes back on ``image``'s grid.
 
@@ -182,6 +205,8 @@ class NnUNetModel:
             probabilities: also return every class's probabilities (exact mode only).
             accumulate_on: ``"device"`` (the sums where the network runs) or ``"cpu"`` (after an
                 out-of-memory error, as nnUNetPredictor falls back).
+            backend: what runs each fold's forward in the default mode on the CPU
+                (:func:`liverctl.inference.backends.backend_network`; exact mode: torch).
         """
         if probabilities and not self.exact:
             raise ConfigError("all-class probabilities are only computed in exact mode")
@@ -189,9 +214,10 @@ class NnUNetModel:
         pre = preprocess(image, self.plans, exact=self.exact, body=not self.exact)
         t1 = time.perf_counter()
         axes = self.mirror_axes if mirroring else None
+        networks, ran = self.backend_networks(backend)
         logits, stats = predict_logits(
             pre,
-            self.networks,
+            networks,
             self.plans,
             axes,
             self.device,
@@ -223,6 +249,7 @@ class NnUNetModel:
             "export_seconds": round(t3 - t2, 3),
             "seconds": round(t3 - t0, 3),
             "liver_labels": list(self.plans.liver_labels),
+            "backend": ran,
             "sha256": dict(self.hashes),
         }
         labels = Image(out.labels, image.geometry)

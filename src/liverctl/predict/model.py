@@ -57,6 +57,7 @@ class LiverModel(Segmenter):
         self.device = device
         self.dataset_index = dataset_index
         self.entry = self.resolved[0].entry
+        self._compiled: dict[tuple[Any, ...], tuple[list[Any], str]] = {}
 
     # ---- loading
 
@@ -181,13 +182,34 @@ class LiverModel(Segmenter):
         precision = resolve_precision(self.device, self.window_config(options).precision, inference=True)
         return {"device": device_label(self.device), "precision": precision}
 
-    def _predictors(self) -> list[Any]:
-        """The networks as the engine calls them (with the DCM branch chosen)."""
-        if self.dataset_index is None:
-            return list(self.networks)
-        from liverctl.models.dcm import DatasetBranch
+    def _predictors(self, options: PredictOptions | None = None) -> list[Any]:
+        """The networks as the engine calls them (with the DCM branch chosen), on the backend
+        ``options`` ask for (:func:`liverctl.inference.backends.backend_network`)."""
+        if self.dataset_index is not None:
+            from liverctl.models.dcm import DatasetBranch
 
-        return [DatasetBranch(net, self.dataset_index) for net in self.networks]
+            return [DatasetBranch(net, self.dataset_index) for net in self.networks]
+        if options is None:
+            return list(self.networks)
+        return self.backend_predictors(options)[0]
+
+    def backend_predictors(self, options: PredictOptions) -> tuple[list[Any], str]:
+        """The networks on their backend (built or read from the cache once per model) and the
+        backend's name (``"torch"`` when any network runs on torch)."""
+        from liverctl.inference.backends import backend_network
+
+        exact = not options.shortcuts
+        roi = self.window_config(options).roi
+        shape = (1, int(self.entry.kwargs.get("in_channels", 1)), *roi)
+        key = (options.backend, exact, shape)
+        if key not in self._compiled:
+            pairs = [
+                backend_network(net, options.backend, self.device, exact, item.sha256, shape)
+                for net, item in zip(self.networks, self.resolved, strict=True)
+            ]
+            names = {name for _, name in pairs}
+            self._compiled[key] = ([p for p, _ in pairs], names.pop() if len(names) == 1 else "torch")
+        return self._compiled[key]
 
     def predict_raw(
         self, image: Image, options: PredictOptions, prepared: Any, progress: ProgressCallback | None, body: bool
@@ -196,17 +218,54 @@ class LiverModel(Segmenter):
         brought back onto ``image``'s grid (:class:`~liverctl.predict.segmenter.Segmenter` does the rest)."""
         exact = not options.shortcuts
         space = prepared if prepared is not None else self.to_model_space(image, exact=exact)
-        result = self.infer(space.net_input, space.hu, options, progress)
-        liver = space.mask_on(image, self._liver_indicator(result, body), exact=exact)
+        result, region, first_pass = self._infer_in_region(space, options, progress)
+        inside = np.zeros(space.net_input.shape, bool)
+        inside[region if region is not None else ...] = True
+        liver = space.mask_on(image, self._liver_indicator(result, body) & inside, exact=exact)
         tumour = self.tumour_channel
+        backend = self.backend_predictors(options)[1] if self.dataset_index is None else "torch"
+        extra: dict[str, Any] = {"backend": backend}
+        if first_pass is not None:
+            extra["first_pass"] = first_pass
         return RawPrediction(
             liver=liver,
             stats=result.stats,
-            probability=lambda: space.probability_on(image, sum(result.channel(c) for c in self.liver_channels)).array,
+            probability=lambda: (
+                space.probability_on(image, sum(result.channel(c) for c in self.liver_channels) * inside).array
+            ),
             tumour=None
             if tumour is None
-            else space.mask_on(image, self._class_indicator(result, tumour, body), exact=exact),
+            else space.mask_on(image, self._class_indicator(result, tumour, body) & inside, exact=exact),
+            extra=extra,
         )
+
+    def _infer_in_region(
+        self, space: ModelSpace, options: PredictOptions, progress: ProgressCallback | None
+    ) -> tuple[Any, tuple[slice, slice, slice] | None, dict[str, Any] | None]:
+        """:meth:`infer`, in the defaults only where the first pass says the liver can be
+        (:mod:`liverctl.inference.liver_region`): the result, the region ((z, y, x) slices of
+        model space, ``None`` = everywhere) and the first pass's report (``None``: none ran)."""
+        from liverctl.inference.liver_region import liver_region, outside_as_air, worth_it
+        from liverctl.inference.roi import has_coarse_stage
+
+        xyz = self.entry.network_axes == "xyz"
+        config = self.window_config(options)
+        shape = space.net_input.T.shape if xyz else space.net_input.shape
+        plain = options.shortcuts and not options.fast and self.dataset_index is None
+        if not plain or has_coarse_stage(self.networks) or not worth_it(shape, config.roi):
+            return self.infer(space.net_input, space.hu, options, progress), None, None
+        flip = (lambda a: a.T) if xyz else (lambda a: a)
+        predictors = self._predictors(options)
+        box, info = liver_region(
+            flip(space.net_input), flip(space.hu.array), predictors, config, self.device, self.liver_channels
+        )
+        if box is None:
+            return self.infer(space.net_input, space.hu, options, progress), None, info
+        region = box[::-1] if xyz else box  # engine axes -> (z, y, x)
+        info["box_zyx"] = [[s.start, s.stop] for s in region]
+        del info["box"]
+        hu = Image(outside_as_air(space.hu.array, region), space.hu.geometry)
+        return self.infer(space.net_input, hu, options, progress), region, info
 
     def infer(
         self, net_input: np.ndarray, hu: Image, options: PredictOptions, progress: ProgressCallback | None
@@ -226,7 +285,7 @@ class LiverModel(Segmenter):
             )
         result = predict_volume(
             net_input.T if xyz else net_input,
-            self._predictors(),
+            self._predictors(options),
             self.window_config(options),
             self.device,
             hu=hu.array.T if xyz else hu.array,

@@ -206,7 +206,9 @@ class NnUNetLiverModel(Segmenter):
     ) -> RawPrediction:
         """nnU-Net's own prediction of the scan (its preprocessing, windows and export), read as
         the liver labels (:class:`~liverctl.predict.segmenter.Segmenter` does the rest)."""
-        result = self.model.predict(image, mirroring=self.mirroring(options), accumulate_on=options.accumulate_on)
+        result = self.model.predict(
+            image, mirroring=self.mirroring(options), accumulate_on=options.accumulate_on, backend=options.backend
+        )
         empty = np.zeros(image.shape, dtype=bool)
         return RawPrediction(
             liver=np.isin(result.labels.array, self.liver_labels) if body else empty,
@@ -220,6 +222,7 @@ class NnUNetLiverModel(Segmenter):
                     "network_grid_shape",
                     "preprocess_seconds",
                     "export_seconds",
+                    "backend",
                 )
             },
         )

@@ -55,6 +55,10 @@ class PredictOptions:
         accumulate_on: where the weighted window sums are kept: ``"device"`` (where the network
             runs) or ``"cpu"`` (less GPU memory; what a batch retries a scan with after a CUDA
             out-of-memory error, see :mod:`liverctl.predict.retry`).
+        backend: what runs the network forward on the CPU: ``"auto"`` (the fastest installed
+            compiled runtime that passes the exactness test, else torch), ``"torch"``,
+            ``"openvino"`` or ``"onnxruntime"`` (``pip install "liverctl[cpu]"``); exact mode
+            (``shortcuts=False``) and GPUs always run torch. See :mod:`liverctl.inference.backends`.
     """
 
     device: str = "auto"
@@ -72,6 +76,7 @@ class PredictOptions:
     preview: bool = False
     ensemble: str = "mean"
     accumulate_on: str = "device"
+    backend: str = "auto"
 
     def __post_init__(self) -> None:
         from liverctl.device import PRECISIONS  # torch is imported only when a network runs
@@ -93,6 +98,9 @@ class PredictOptions:
             raise ConfigError(f"--ensemble must be mean or vote, got {self.ensemble!r}")
         if self.accumulate_on not in ("device", "cpu"):
             raise ConfigError(f"accumulate_on must be device or cpu, got {self.accumulate_on!r}")
+        from liverctl.inference.backends import check_backend
+
+        check_backend(self.backend)
         from liverctl.predict.outputs import FORMATS
 
         if self.output_format is not None and self.output_format not in FORMATS:

@@ -1,0 +1,80 @@
+"""One 96^3 window of the bundle-layout SegResNet (105 classes, random weights) through each CPU
+backend: torch eager, channels_last_3d, torch.compile, ONNX Runtime and OpenVINO (f32).
+
+    python benchmarks/bench_backends.py [--window 96] [--repeat 3]
+
+Prints best-of-N seconds per window, the speed-up over torch eager and the largest difference
+of the softmax probabilities from torch fp32 (the exactness test of ``--backend auto``: 1e-4).
+The backends that are not installed are reported as such. Issue 24 picked OpenVINO by these.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from liverctl.models import build_model
+
+
+def _segresnet() -> torch.nn.Module:
+    return build_model(
+        "segresnet", in_channels=1, out_channels=105, init_filters=32, blocks_down=(1, 2, 2, 4), blocks_up=(1, 1, 1)
+    ).eval()
+
+
+def _candidates(
+    net: torch.nn.Module, shape: tuple[int, ...], tmp: Path
+) -> dict[str, Callable[[torch.Tensor], torch.Tensor]]:
+    """Each backend as a function of one window (installed runtimes only)."""
+    from liverctl.inference.backends import available_backends, runtime_network
+
+    cl = _segresnet()
+    cl.load_state_dict(net.state_dict())
+    cl = cl.to(memory_format=torch.channels_last_3d)
+    compiled = torch.compile(net)
+    found: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+        "torch eager": net,
+        "channels_last_3d": lambda v: cl(v.to(memory_format=torch.channels_last_3d)),
+        "torch.compile": compiled,
+    }
+    for name in ("onnxruntime", "openvino"):
+        if name in available_backends():
+            found[name] = runtime_network(net, name, shape, tmp / name)
+    return found
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--window", type=int, default=96)
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    net = _segresnet()
+    shape = (1, 1, *(args.window,) * 3)
+    x = torch.randn(shape)
+    with tempfile.TemporaryDirectory() as tmp, torch.inference_mode():
+        runs = _candidates(net, shape, Path(tmp))
+        ref = torch.softmax(net(x).float(), 1)
+        diff = {name: float((torch.softmax(fn(x).float(), 1) - ref).abs().max()) for name, fn in runs.items()}
+        best = dict.fromkeys(runs, float("inf"))
+        for _ in range(args.repeat):  # interleaved rounds: a busy moment of a shared CPU hits all alike
+            for name, fn in runs.items():
+                t0 = time.perf_counter()
+                fn(x)
+                best[name] = min(best[name], time.perf_counter() - t0)
+    base = best["torch eager"]
+    print(
+        f"one {args.window}^3 window, SegResNet 105 classes, {torch.get_num_threads()} threads, best of {args.repeat}"
+    )
+    print(f"{'backend':<18}{'s/window':>10}{'x eager':>9}{'max |dp|':>11}")
+    for name, t in best.items():
+        print(f"{name:<18}{t:>10.2f}{base / t:>9.2f}{diff[name]:>11.1e}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,349 @@
+"""Compiled CPU backends for the network forward: OpenVINO and ONNX Runtime behind ``--backend``.
+
+The sliding window (:mod:`liverctl.inference.engine`) calls a network on one window at a time;
+on the CPU that call is nearly all of ``predict``'s time. :func:`backend_network` gives the
+engine a callable that runs the same network through another runtime:
+
+* ``torch``: the network itself (eager PyTorch, fp32);
+* ``onnxruntime``: the network exported to ONNX (opset 18, fixed window shape) and run by ONNX
+  Runtime's CPU execution provider;
+* ``openvino``: the same ONNX file read by OpenVINO and compiled for the CPU with
+  ``INFERENCE_PRECISION_HINT=f32`` (no bf16/fp16 rewrites, whatever the CPU offers);
+* ``auto`` (the default): the fastest installed runtime of :data:`SPEED_ORDER` that passes
+  the exactness test, else torch. Exact mode (``--exact``) and every non-CPU device are torch.
+
+Exactness test: on one random window, every class's softmax probability within
+:data:`TOLERANCE` (1e-4) of torch fp32. It runs when a compiled model is built; the result is
+written into the cache entry's manifest.
+
+Cache: ``$LIVERCTL_HOME/compiled`` (else ``$XDG_CACHE_HOME/liverctl/compiled``, else
+``~/.cache/liverctl/compiled``), one folder per weights sha256, backend and version, and window
+shape, holding ``model.onnx`` (and OpenVINO's ``model.xml``/``model.bin``) and ``manifest.json``
+with the sha256 of each file. An entry whose manifest is missing, unreadable, for another key,
+or whose files do not hash to it is removed and rebuilt, never used.
+
+Runtimes come with the extra ``pip install "liverctl[cpu]"`` (openvino, onnxruntime, onnx).
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import json
+import os
+import shutil
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from liverctl.errors import ConfigError
+
+__all__ = [
+    "BACKENDS",
+    "SPEED_ORDER",
+    "TOLERANCE",
+    "available_backends",
+    "backend_network",
+    "backend_version",
+    "compiled_cache_dir",
+    "export_onnx",
+    "probability_difference",
+    "resolve_backend",
+    "runtime_network",
+]
+
+BACKENDS = ("auto", "torch", "openvino", "onnxruntime")
+SPEED_ORDER = ("openvino", "onnxruntime")
+"""Runtimes ``auto`` tries, fastest first (benchmarks/bench_backends.py, issue 24)."""
+TOLERANCE = 1e-4
+"""Largest softmax probability difference from torch fp32 a compiled backend may show."""
+OPSET = 18
+_PACKAGES = {"openvino": "openvino", "onnxruntime": "onnxruntime"}
+_MANIFEST = "manifest.json"
+
+
+def available_backends() -> list[str]:
+    """The compiled runtimes importable here (exporting needs ``onnx`` as well)."""
+    if importlib.util.find_spec("onnx") is None:
+        return []
+    return [name for name in SPEED_ORDER if importlib.util.find_spec(_PACKAGES[name]) is not None]
+
+
+def backend_version(name: str) -> str:
+    """``torch`` or a runtime's installed version."""
+    return importlib.metadata.version("torch" if name == "torch" else _PACKAGES[name])
+
+
+def check_backend(name: str) -> None:
+    """Refuse an unknown or uninstalled ``--backend`` (before anything is downloaded or run)."""
+    if name not in BACKENDS:
+        raise ConfigError(f"unknown --backend {name!r}: use one of {', '.join(BACKENDS)}")
+    if name not in ("auto", "torch") and name not in available_backends():
+        raise ConfigError(f'--backend {name}: {name} is not installed; pip install "liverctl[cpu]"')
+
+
+def resolve_backend(requested: str, device: torch.device, exact: bool) -> list[str]:
+    """The one place the backend is chosen: the runtimes to try, in order (``torch`` last, always).
+
+    Exact mode and any device but the CPU run torch; ``auto`` tries the installed runtimes of
+    :data:`SPEED_ORDER`; a named runtime is that runtime."""
+    check_backend(requested)
+    if exact or device.type != "cpu" or requested == "torch":
+        return ["torch"]
+    if requested == "auto":
+        return [*available_backends(), "torch"]
+    return [requested]
+
+
+def compiled_cache_dir() -> Path:
+    """Where compiled models are kept (see the module docs)."""
+    from liverctl.weights.pins import HOME_ENV
+
+    home = os.environ.get(HOME_ENV)
+    if home:
+        return Path(home).expanduser() / "compiled"
+    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(cache).expanduser() / "liverctl" / "compiled"
+
+
+def export_onnx(network: torch.nn.Module, shape: Sequence[int], path: Path) -> Path:
+    """``network`` as an ONNX file for inputs of ``shape`` (B, C, z, y, x), fp32, opset 18."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    was_training = network.training
+    network.eval()
+    try:
+        with torch.no_grad():
+            torch.onnx.export(
+                network,
+                (torch.zeros(tuple(shape)),),
+                str(path),
+                opset_version=OPSET,
+                input_names=["image"],
+                output_names=["logits"],
+                dynamo=False,
+            )
+    finally:
+        network.train(was_training)
+    return path
+
+
+def _runner(name: str, folder: Path) -> Callable[[np.ndarray], np.ndarray]:
+    """A function from a float32 (1, C, z, y, x) array to the runtime's logits."""
+    if name == "onnxruntime":
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = torch.get_num_threads()  # --threads, as torch runs
+        session = ort.InferenceSession(str(folder / "model.onnx"), options, providers=["CPUExecutionProvider"])
+        return lambda a: session.run(None, {"image": a})[0]
+    if name == "openvino":
+        import openvino as ov
+
+        core = ov.Core()
+        source = folder / "model.xml"
+        if not source.is_file():
+            ov.save_model(core.read_model(str(folder / "model.onnx")), str(source), compress_to_fp16=False)
+        config = {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": torch.get_num_threads()}
+        compiled = core.compile_model(str(source), "CPU", config)
+        request = compiled.create_infer_request()
+        output = compiled.output(0)
+        return lambda a: np.array(request.infer({0: a})[output], copy=True)
+    raise ConfigError(f"no compiled runtime called {name!r}")
+
+
+class RuntimeNetwork:
+    """The engine's predictor on a compiled runtime: ``(B, C, z, y, x)`` tensor -> logits tensor.
+
+    Inputs of another window shape than the compiled one (``--fast`` shrinks windows) run on
+    the torch ``network`` it was made from."""
+
+    def __init__(self, run: Callable[[np.ndarray], np.ndarray], shape: Sequence[int], network: Any, name: str):
+        self.run = run
+        self.shape = tuple(int(s) for s in shape)
+        self.network = network
+        self.backend = name
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if tuple(x.shape[1:]) != self.shape[1:] or x.device.type != "cpu":
+            return self.network(x)
+        parts = [self.run(np.ascontiguousarray(x[i : i + 1].detach().float().numpy())) for i in range(x.shape[0])]
+        return torch.from_numpy(np.concatenate(parts, 0))
+
+
+def runtime_network(network: torch.nn.Module, name: str, shape: Sequence[int], folder: Path) -> RuntimeNetwork:
+    """``network`` exported into ``folder`` (no cache checks) and loaded by runtime ``name``."""
+    if not (folder / "model.onnx").is_file():
+        export_onnx(network, shape, folder / "model.onnx")
+    return RuntimeNetwork(_runner(name, folder), shape, network, name)
+
+
+def probability_difference(network: torch.nn.Module, runner: Callable[[torch.Tensor], torch.Tensor], shape) -> float:
+    """Largest softmax probability difference between ``runner`` and torch fp32 on one random window."""
+    x = torch.randn(tuple(shape), generator=torch.Generator().manual_seed(24))
+    with torch.inference_mode():
+        ref = torch.softmax(network(x).float(), 1)
+    out = torch.softmax(runner(x).float(), 1)
+    return float((out - ref).abs().max())
+
+
+class _Features(torch.nn.Module):
+    """A network's feature part (``split_head()``'s first item, a bound method) as a module to export."""
+
+    def __init__(self, network: torch.nn.Module, features: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        super().__init__()
+        self.inner = network
+        self.features = features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(x)
+
+
+class _Headed(torch.nn.Module):
+    """A runtime's features followed by the network's 1x1x1 head in torch; offers ``split_head``
+    like the network it stands for, so the engine still blends features, not logits."""
+
+    def __init__(self, features: Any, head: torch.nn.Module, like: torch.nn.Module | None = None) -> None:
+        super().__init__()
+        self.features = features
+        self.head = head
+        self.spatial_dims = 3
+        if like is not None and getattr(like, "min_input_multiple", None) is not None:
+            self.min_input_multiple = like.min_input_multiple
+        self.backend = getattr(features, "backend", "torch")
+
+    def split_head(self) -> tuple[Any, torch.nn.Module]:
+        return self.features, self.head
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+def _features_and_head(network: torch.nn.Module) -> tuple[torch.nn.Module, torch.nn.Module] | None:
+    """``(features as a module, head)`` of a network whose last layer is a 1x1x1 convolution
+    (the engine's own test, :func:`liverctl.inference.networks._split_head`), else ``None``."""
+    from liverctl.inference.networks import _split_head
+
+    parts = _split_head(network)
+    if parts is None:
+        return None
+    # the wrapper takes the network's mode: a fresh module is in training mode, and export_onnx
+    # restores the mode it found, which would put the network itself into training (dropout on)
+    return _Features(network, parts[0]).train(network.training), parts[1]
+
+
+def parameters_digest(network: torch.nn.Module) -> str:
+    """sha256 of the network's state (names, shapes and bytes): a cache entry made from other
+    numbers under the same weights sha256 (an edited file, a test's stand-in) is stale."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for key, value in network.state_dict().items():
+        digest.update(key.encode())
+        digest.update(str(tuple(value.shape)).encode())
+        digest.update(value.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _file_hashes(folder: Path) -> dict[str, str]:
+    from liverctl.weights.pins import sha256_file
+
+    return {p.name: sha256_file(p) for p in sorted(folder.iterdir()) if p.is_file() and p.name != _MANIFEST}
+
+
+def _trusted(folder: Path, key: dict[str, Any]) -> dict[str, Any] | None:
+    """The manifest of a cache entry if it is for ``key`` and its files hash as it says, else ``None``."""
+    try:
+        manifest = json.loads((folder / _MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(manifest, dict) or any(manifest.get(k) != v for k, v in key.items()):
+        return None
+    files = manifest.get("files")
+    if not isinstance(files, dict) or "model.onnx" not in files or files != _file_hashes(folder):
+        return None
+    return manifest
+
+
+def cached_network(
+    network: torch.nn.Module,
+    name: str,
+    shape: Sequence[int],
+    sha256: str,
+    cache: Path | None = None,
+    head: torch.nn.Module | None = None,
+) -> tuple[RuntimeNetwork, float]:
+    """``network`` on runtime ``name`` for windows of ``shape``, from the cache or built into it;
+    with its exactness (largest probability difference from torch on the test window).
+
+    ``head``: ``network`` is the feature part of a model whose logits are ``head(features)``
+    (the engine blends features and applies the 1x1x1 head itself); exactness is then that of
+    ``head`` after the runtime against ``head`` after torch."""
+    version = backend_version(name)
+    part = "features" if head is not None else "network"
+    shape_text = "x".join(str(int(s)) for s in shape)
+    folder = (cache or compiled_cache_dir()) / sha256 / f"{name}-{version}" / f"{part}-{shape_text}"
+    key = {
+        "part": part,
+        "weights_sha256": sha256,
+        "parameters_sha256": parameters_digest(network),
+        "backend": name,
+        "version": version,
+        "window": [int(s) for s in shape],
+    }
+    manifest = _trusted(folder, key) if folder.is_dir() else None
+    if manifest is not None:
+        try:
+            return RuntimeNetwork(_runner(name, folder), shape, network, name), float(
+                manifest["max_probability_difference"]
+            )
+        except Exception:  # a file the runtime cannot read: rebuilt below
+            pass
+    shutil.rmtree(folder, ignore_errors=True)
+    building = folder.with_name(f"{folder.name}.building-{os.getpid()}")
+    shutil.rmtree(building, ignore_errors=True)
+    runner = runtime_network(network, name, shape, building)
+    full = network if head is None else torch.nn.Sequential(network, head)
+    difference = probability_difference(full, runner if head is None else _Headed(runner, head), shape)
+    manifest = {**key, "max_probability_difference": difference, "files": _file_hashes(building)}
+    (building / _MANIFEST).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+    try:
+        building.rename(folder)
+    except OSError:  # another process built it first: ours is as good, and removed
+        shutil.rmtree(building, ignore_errors=True)
+    return runner, difference
+
+
+def backend_network(
+    network: Any, requested: str, device: torch.device, exact: bool, sha256: str, shape: Sequence[int]
+) -> tuple[Any, str]:
+    """The predictor the engine runs for ``network`` and the backend it runs on (see the module
+    docs: exact mode and non-CPU devices are torch; ``auto`` falls back, in order, to the next
+    runtime and finally torch when one cannot be built or fails the exactness test)."""
+    candidates = resolve_backend(requested, device, exact)
+    if not isinstance(network, torch.nn.Module):
+        return network, "torch"
+    split = _features_and_head(network)
+    for name in candidates:
+        if name == "torch":
+            return network, "torch"
+        try:
+            if split is None:
+                runner, difference = cached_network(network, name, shape, sha256)
+            else:
+                runner, difference = cached_network(split[0], name, shape, sha256, head=split[1])
+                runner = _Headed(runner, split[1], network)
+        except Exception as exc:  # auto moves on; a named backend says why
+            if requested == name:
+                raise ConfigError(f"--backend {name}: cannot run this network: {exc}") from None
+            continue
+        if difference <= TOLERANCE:
+            return runner, name
+        if requested == name:
+            raise ConfigError(
+                f"--backend {name}: probabilities {difference:.1e} from torch fp32 (more than {TOLERANCE:g}); "
+                "use --backend torch"
+            )
+    return network, "torch"

@@ -1,0 +1,101 @@
+"""Windows only where the liver can be: a cheap, conservative first pass (issue 24).
+
+The defaults evaluate MONAI's window grid, but only the windows that can hold liver. Which those
+are is decided by :func:`liver_region`: the same network on the same volume at half the
+resolution (each axis halved by linear interpolation, so a window covers 8x the volume and
+the pass costs about an eighth of the full one), the voxels whose liver probability is at least
+half the largest class probability (:data:`THRESHOLD`; an argmax needs it to be the largest),
+the bounding box of that, brought back to the full grid
+and widened by :data:`MARGIN` of a window on every side.
+
+The full pass then treats everything outside that box as air (the engine's ``skip_empty``):
+a window is evaluated when it touches a body voxel inside the box. Every body voxel of the box
+therefore receives exactly the windows and weights MONAI gives it, so its probabilities are the
+full run's; outside the box the liver decision is "no liver".
+
+When the first pass can miss liver: a network that sees the half-resolution scan so
+differently that its liver probability stays below half the winning class's on part of the
+liver farther than the margin (a quarter window, 24 voxels of a 96^3 window: 72 mm at 3 mm) from everything it does
+call liver. When it finds no liver at all, nothing is skipped (the full grid runs). The report's
+``inference.first_pass`` holds the box (model-space voxels, z, y, x), the windows the first pass
+ran and its seconds; ``windows`` / ``skipped_windows`` count the full grid's windows evaluated and
+skipped (air and outside the box together).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__ = ["MARGIN", "THRESHOLD", "liver_region", "outside_as_air"]
+
+THRESHOLD = 0.5
+"""A coarse voxel may be liver where its liver probability is at least this fraction of the
+largest class probability (argmax models: half of what it takes to win the argmax), or, for a
+sigmoid model, above this times 0.5 (a quarter)."""
+MARGIN = 0.25
+"""Widening of the coarse box on every side, as a fraction of the window."""
+FACTOR = 2
+"""The first pass's voxels are this many of the full grid's along each axis."""
+AIR = -1000.0
+
+
+def _coarse(array: np.ndarray) -> np.ndarray:
+    """``array`` (z, y, x) at half the resolution (linear, align_corners=False)."""
+    t = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))[None, None]
+    size = [max(1, int(np.ceil(n / FACTOR))) for n in array.shape]
+    return torch.nn.functional.interpolate(t, size=size, mode="trilinear", align_corners=False)[0, 0].numpy()
+
+
+def worth_it(shape: Sequence[int], roi: Sequence[int]) -> bool:
+    """A first pass can save windows only where the grid has more than one window along an axis."""
+    return any(int(n) > int(r) for n, r in zip(shape, roi, strict=True))
+
+
+def liver_region(
+    volume: np.ndarray,
+    hu: np.ndarray,
+    predictors: Sequence[Any],
+    config: Any,
+    device: Any,
+    liver_channels: Sequence[int],
+) -> tuple[tuple[slice, slice, slice] | None, dict[str, Any]]:
+    """The box (engine axes, full grid) where the liver can be, or ``None`` (no liver found:
+    evaluate everything), and what the report records of the first pass."""
+    from liverctl.inference import predict_volume
+
+    t0 = time.perf_counter()
+    coarse = replace(config, channels=None if config.argmax else tuple(liver_channels), argmax=False, tta=False)
+    result = predict_volume(_coarse(volume), list(predictors), coarse, device, hu=_coarse(hu))
+    probability = np.sum([result.channel(c) for c in liver_channels], axis=0)
+    if config.argmax:
+        hits = probability >= THRESHOLD * result.probabilities.max(axis=0)
+    else:
+        hits = probability > THRESHOLD * 0.5
+    info: dict[str, Any] = {"windows": int(result.stats.windows), "seconds": round(time.perf_counter() - t0, 3)}
+    if not hits.any():
+        info["box"] = None
+        return None, info
+    box = []
+    for axis in range(3):
+        other = tuple(a for a in range(3) if a != axis)
+        found = np.flatnonzero(hits.any(axis=other))
+        margin = int(np.ceil(MARGIN * config.roi[axis]))
+        lo = max(0, int(found[0]) * FACTOR - margin)
+        hi = min(volume.shape[axis], (int(found[-1]) + 1) * FACTOR + margin)
+        box.append(slice(lo, hi))
+    info["box"] = [[s.start, s.stop] for s in box]
+    return (box[0], box[1], box[2]), info
+
+
+def outside_as_air(hu: np.ndarray, box: tuple[slice, slice, slice]) -> np.ndarray:
+    """``hu`` with every voxel outside ``box`` set to air: the engine's ``skip_empty`` then skips
+    the windows that touch no body voxel inside the box, and only those."""
+    out = np.full(hu.shape, AIR, dtype=np.float32)
+    out[box] = hu[box]
+    return out

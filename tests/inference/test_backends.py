@@ -1,0 +1,112 @@
+"""Compiled CPU backends (liverctl.inference.backends): exactness, the cache, the choice."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from liverctl.errors import ConfigError
+from liverctl.inference.backends import (
+    TOLERANCE,
+    available_backends,
+    backend_network,
+    cached_network,
+    probability_difference,
+    resolve_backend,
+)
+from liverctl.models import build_model
+from liverctl.predict import PredictOptions
+
+SHAPE = (1, 1, 32, 32, 32)
+INSTALLED = available_backends()
+needs_runtime = pytest.mark.skipif(not INSTALLED, reason='no compiled runtime installed (pip install "liverctl[cpu]")')
+
+
+def _net(seed: int = 0) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    return build_model("segresnet", in_channels=1, out_channels=4, init_filters=8).eval()
+
+
+@pytest.fixture(autouse=True)
+def _home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LIVERCTL_HOME", str(tmp_path / "home"))
+
+
+def test_the_choice_is_made_in_one_place() -> None:
+    cpu = torch.device("cpu")
+    assert resolve_backend("auto", cpu, exact=True) == ["torch"]  # --exact stays torch fp32
+    assert resolve_backend("openvino" if "openvino" in INSTALLED else "torch", torch.device("cuda"), False) == ["torch"]
+    assert resolve_backend("auto", cpu, exact=False) == [*INSTALLED, "torch"]
+    assert resolve_backend("torch", cpu, exact=False) == ["torch"]
+    with pytest.raises(ConfigError, match="unknown --backend"):
+        PredictOptions(backend="tensorrt")
+
+
+def test_a_runtime_that_is_not_installed_is_refused_before_anything_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    import liverctl.inference.backends as backends
+
+    monkeypatch.setattr(backends, "available_backends", lambda: [])
+    with pytest.raises(ConfigError, match="not installed"):
+        PredictOptions(backend="openvino")
+    net = _net()
+    assert backend_network(net, "auto", torch.device("cpu"), False, "0" * 64, SHAPE) == (net, "torch")
+
+
+@needs_runtime
+@pytest.mark.parametrize("name", INSTALLED)
+def test_window_probabilities_within_1e4_of_torch(name: str) -> None:
+    net = _net()
+    runner, recorded = cached_network(net, name, SHAPE, "a" * 64)
+    assert recorded <= TOLERANCE
+    measured = probability_difference(net, runner, SHAPE)
+    assert measured <= TOLERANCE
+    x = torch.randn(SHAPE)  # the runner really is the runtime, and it is the same network
+    assert runner.backend == name
+    with torch.inference_mode():
+        assert torch.allclose(torch.softmax(runner(x), 1), torch.softmax(net(x), 1), atol=TOLERANCE)
+
+
+@needs_runtime
+@pytest.mark.parametrize("name", INSTALLED)
+def test_a_corrupt_or_stale_cache_entry_is_rebuilt(name: str, tmp_path: Path) -> None:
+    net = _net()
+    cached_network(net, name, SHAPE, "b" * 64)
+    (entry,) = [p.parent for p in (tmp_path / "home" / "compiled").rglob("manifest.json")]
+    manifest = json.loads((entry / "manifest.json").read_text())
+    (entry / "model.onnx").write_bytes(b"not an onnx file")  # corrupt
+    runner, _ = cached_network(net, name, SHAPE, "b" * 64)
+    rebuilt = json.loads((entry / "manifest.json").read_text())
+    assert rebuilt["files"]["model.onnx"] == manifest["files"]["model.onnx"]  # rebuilt: the same export again
+    assert (entry / "model.onnx").read_bytes() != b"not an onnx file"
+    assert probability_difference(net, runner, SHAPE) <= TOLERANCE
+    other = _net(seed=1)  # stale: other numbers under the same weights sha256
+    runner, _ = cached_network(other, name, SHAPE, "b" * 64)
+    assert probability_difference(other, runner, SHAPE) <= TOLERANCE
+    assert json.loads((entry / "manifest.json").read_text())["parameters_sha256"] != manifest["parameters_sha256"]
+
+
+@needs_runtime
+def test_auto_takes_the_fastest_installed_runtime() -> None:
+    net = _net()
+    runner, name = backend_network(net, "auto", torch.device("cpu"), False, "c" * 64, SHAPE)
+    assert name == INSTALLED[0] and runner.backend == name
+    # the runtime computes the features; the engine still blends them and applies the 1x1x1 head
+    features, head = runner.split_head()
+    assert features.backend == name and isinstance(head, torch.nn.Conv3d)
+    # another window shape than the compiled one (--fast) runs on torch
+    x = torch.randn(1, 1, 32, 32, 16)
+    with torch.inference_mode():
+        assert torch.equal(runner(x), net(x))
+
+
+@needs_runtime
+def test_compiling_leaves_a_dropout_network_in_eval_mode() -> None:
+    """The bundle's SegResNet has dropout: compiling its features must not switch it to training."""
+    torch.manual_seed(0)
+    net = build_model("segresnet", in_channels=1, out_channels=4, init_filters=8, dropout_prob=0.2).eval()
+    runner, name = backend_network(net, INSTALLED[0], torch.device("cpu"), False, "d" * 64, SHAPE)
+    assert name == INSTALLED[0] and not net.training
+    assert probability_difference(net, runner, SHAPE) <= TOLERANCE
