@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from dicom_uids import series_with_uids
 
 from liverctl.io import read_image
 
@@ -117,32 +118,12 @@ def test_recursive_folders_zip_and_a_single_dicom_file(
     assert a.shape == b.shape == (20, 512, 512) and np.array_equal(a.array, b.array)
 
 
-def _series_with_uids(dicom_dir: Path, folder: Path) -> Path:
-    """The test series is anonymised down to no SOP/Study/Series UIDs; give it some."""
-    import pydicom
-    from pydicom.uid import CTImageStorage, generate_uid
-
-    folder.mkdir()
-    study, series = generate_uid(), generate_uid()
-    for f in sorted(dicom_dir.iterdir()):
-        ds = pydicom.dcmread(f)
-        ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, generate_uid()
-        ds.StudyInstanceUID, ds.SeriesInstanceUID = study, series
-        ds.file_meta.MediaStorageSOPClassUID, ds.file_meta.MediaStorageSOPInstanceUID = (
-            CTImageStorage,
-            ds.SOPInstanceUID,
-        )
-        ds.PatientID, ds.PatientName = "TEST", "Test^Patient"
-        ds.save_as(folder / f.name)
-    return folder
-
-
 def test_dicom_seg_references_its_series_and_aligns_with_it(tiny: Path, dicom_dir: Path, tmp_path: Path, cli_env):
     pytest.importorskip("highdicom")
     import highdicom as hd
     import pydicom
 
-    source = _series_with_uids(dicom_dir, tmp_path / "series")
+    source = series_with_uids(dicom_dir, tmp_path / "series")
     out = tmp_path / "out"
     nifti = run([str(source), "--weights", str(tiny), "-o", str(out / "nii")], cli_env)
     seg = run([str(source), "--weights", str(tiny), "-o", str(out / "seg"), "--output-format", "dicom-seg"], cli_env)
@@ -197,7 +178,7 @@ def test_write_dicom_seg_puts_each_plane_on_its_source_slice(dicom_dir: Path, tm
 
     from liverctl.io.dicom_seg import series_files, write_dicom_seg
 
-    source = _series_with_uids(dicom_dir, tmp_path / "series")
+    source = series_with_uids(dicom_dir, tmp_path / "series")
     ct = read_image(source)
     mask = np.zeros(ct.shape, np.uint8)
     mask[4:13, 100:300, 150:260] = 1

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from dicom_uids import series_with_uids
 from scipy import ndimage
 
 from liverctl.io import read_image
@@ -39,22 +40,6 @@ init_filters = 8
 [models.tiny.sliding_window]
 roi = [32, 32, 32]
 """
-
-
-def series_with_uids(dicom_dir: Path, folder: Path) -> Path:
-    """The shared series is anonymised down to no SOP/Study/Series UIDs; a copy that has them."""
-    from pydicom.uid import CTImageStorage, generate_uid
-
-    folder.mkdir()
-    study, series = generate_uid(), generate_uid()
-    for f in sorted(dicom_dir.iterdir()):
-        ds = pydicom.dcmread(f)
-        ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, generate_uid()
-        ds.StudyInstanceUID, ds.SeriesInstanceUID = study, series
-        ds.file_meta.MediaStorageSOPClassUID = CTImageStorage
-        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-        ds.save_as(folder / f.name)
-    return folder
 
 
 @pytest.fixture(scope="module")
