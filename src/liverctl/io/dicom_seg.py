@@ -59,6 +59,16 @@ def _plane_index(ds: Any, origin: np.ndarray, inverse: np.ndarray, n: int, sourc
     return k
 
 
+def source_planes(sources: Sequence[Any], files: Sequence[str | os.PathLike[str]], geometry: Any, n: int) -> list[int]:
+    """The plane ``k`` (z index of an ``n``-plane grid on ``geometry``) each source slice lies on, in the
+    order of ``sources``; a :class:`~liverctl.errors.GeometryError` for a slice that lies on none. DICOM-SEG
+    and RTSTRUCT both place their frames and contours with it."""
+    origin = np.asarray(geometry.origin, float)
+    affine = np.asarray(geometry.direction, float).reshape(3, 3) @ np.diag(np.asarray(geometry.spacing, float))
+    inverse = np.linalg.inv(affine)
+    return [_plane_index(ds, origin, inverse, n, str(f)) for ds, f in zip(sources, files, strict=True)]
+
+
 def write_dicom_seg(
     mask: np.ndarray,
     geometry: Any,
@@ -86,11 +96,8 @@ def write_dicom_seg(
             f"cannot write a DICOM-SEG for {Path(files[0]).parent}: the series has no {', '.join(missing)} "
             "to reference (anonymised too far?); use --output-format nii.gz"
         )
-    origin = np.asarray(geometry.origin, float)
-    affine = np.asarray(geometry.direction, float).reshape(3, 3) @ np.diag(np.asarray(geometry.spacing, float))
-    inverse = np.linalg.inv(affine)
     array = np.asarray(mask) > 0
-    planes = [_plane_index(ds, origin, inverse, array.shape[0], str(f)) for ds, f in zip(sources, files, strict=True)]
+    planes = source_planes(sources, files, geometry, array.shape[0])
     if (int(sources[0].Rows), int(sources[0].Columns)) != array.shape[1:]:
         raise GeometryError(f"mask planes {array.shape[1:]} differ from the DICOM slices' rows x columns")
     frames = np.stack([array[k] for k in planes]).astype(np.uint8)

@@ -111,11 +111,9 @@ def _affine(geometry: Any) -> tuple[np.ndarray, np.ndarray]:
 
 def _slice_of(sources: Sequence[Any], files: Sequence[str | os.PathLike[str]], geometry: Any, n: int) -> dict[int, Any]:
     """Each plane ``k`` of the grid -> the source dataset lying on it."""
-    from liverctl.io.dicom_seg import _plane_index
+    from liverctl.io.dicom_seg import source_planes
 
-    origin, matrix = _affine(geometry)
-    inverse = np.linalg.inv(matrix)
-    return {_plane_index(ds, origin, inverse, n, str(f)): ds for ds, f in zip(sources, files, strict=True)}
+    return dict(zip(source_planes(sources, files, geometry, n), sources, strict=True))
 
 
 def _contour_items(region: np.ndarray, geometry: Any, slices: dict[int, Any]) -> list[Any]:
