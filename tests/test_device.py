@@ -87,7 +87,13 @@ def test_inference_precision_is_fp32_on_the_cpu_even_with_native_bf16(monkeypatc
     assert dev.resolve_precision(cuda, "auto", inference=True) == "fp16"
     assert dev.resolve_precision(mps, "auto", inference=True) == "fp32"
     assert dev.inference_memory_format(cpu, "bf16") == torch.channels_last_3d
-    assert dev.inference_memory_format(cpu, "fp32") == torch.contiguous_format
+    assert dev.inference_memory_format(cpu, "fp32") == torch.contiguous_format  # no network: nothing to judge
+    grouped = torch.nn.Sequential(torch.nn.Conv3d(1, 4, 3), torch.nn.GroupNorm(2, 4))
+    instance = torch.nn.Sequential(torch.nn.Conv3d(1, 4, 3), torch.nn.InstanceNorm3d(4, affine=True))
+    assert dev.inference_memory_format(cpu, "fp32", grouped) == torch.channels_last_3d
+    assert dev.inference_memory_format(cpu, "fp32", grouped, channels_last=False) == torch.contiguous_format
+    assert dev.inference_memory_format(cpu, "fp32", instance) == torch.contiguous_format  # measured slower
+    assert dev.inference_memory_format(cuda, "fp32", grouped) == torch.contiguous_format
     monkeypatch.setattr(dev, "cpu_has_native_bf16", lambda: False)
     assert dev.resolve_precision(cpu, "auto", inference=True) == "fp32"
 
@@ -105,6 +111,10 @@ def test_prepare_network_lays_out_weights_and_restores_them() -> None:
     assert net[1].weight.is_contiguous(memory_format=torch.channels_last) and not net[1].weight.is_contiguous()
     dev.restore_layout(changed)
     assert net[1].weight.is_contiguous()
+    changed = dev.prepare_network(net, cpu, "fp32", channels_last=True)
+    assert net[0].weight.is_contiguous(memory_format=torch.channels_last_3d)
+    dev.restore_layout(changed)
+    assert net[0].weight.is_contiguous(memory_format=torch.channels_last_3d)  # the user's layout, as it was
 
 
 def test_autocast_fp32_is_a_no_op_on_cpu() -> None:

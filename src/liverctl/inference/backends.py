@@ -185,7 +185,7 @@ def probability_difference(network: torch.nn.Module, runner: Callable[[torch.Ten
     x = torch.randn(tuple(shape), generator=torch.Generator().manual_seed(24))
     with torch.inference_mode():
         ref = torch.softmax(network(x).float(), 1)
-    out = torch.softmax(runner(x).float(), 1)
+        out = torch.softmax(runner(x).float(), 1)
     return float((out - ref).abs().max())
 
 

@@ -81,6 +81,10 @@ class SlidingWindow:
             the label with most votes wins, a tie goes to the label with the higher mean
             probability; the returned "probabilities" are then the fractions of votes).
             One model: both are the same. ``"vote"`` needs ``output="probabilities"``.
+        channels_last: on the CPU, run float32 convolutions channels-last
+            (:func:`liverctl.device.inference_memory_format`): the same arithmetic summed in
+            another order (softmax within ~1e-5), 1.3x faster per 96^3 SegResNet window.
+            :meth:`monai` turns it off (MONAI's own layout, bit for bit).
     """
 
     roi: tuple[int, int, int] = (96, 96, 96)
@@ -105,6 +109,7 @@ class SlidingWindow:
     padding_mode: Literal["constant", "replicate", "reflect"] = "constant"
     accumulate_on: Literal["device", "cpu"] = "device"
     ensemble: Literal["mean", "vote"] = "mean"
+    channels_last: bool = True
 
     @classmethod
     def monai(cls, **changes: Any) -> SlidingWindow:
@@ -115,6 +120,7 @@ class SlidingWindow:
             "skip_empty": False,
             "pointwise_head": False,
             "precision": "fp32",
+            "channels_last": False,
         }
         base.update(changes)
         return cls(**base)

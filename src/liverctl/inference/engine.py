@@ -296,7 +296,7 @@ def _prepare_models(
         head = None
         if isinstance(mdl, torch.nn.Module):
             restore.append((mdl, mdl.training))
-            relayout += prepare_network(mdl, device, precision)
+            relayout += prepare_network(mdl, device, precision, channels_last=config.channels_last)
             split = _split_head(mdl) if config.pointwise_head else None
             if split is not None:
                 mdl, head = split[0], _pointwise_weights(split[1], acc_device)
