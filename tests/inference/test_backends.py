@@ -60,9 +60,10 @@ def test_a_runtime_that_is_not_installed_is_refused_before_anything_runs(monkeyp
 def test_window_probabilities_within_1e4_of_torch(name: str) -> None:
     net = _net()
     runner, recorded = cached_network(net, name, SHAPE, "a" * 64)
-    assert recorded <= TOLERANCE
-    measured = probability_difference(net, runner, SHAPE)
-    assert measured <= TOLERANCE
+    assert recorded == probability_difference(net, runner, SHAPE)  # the gate's figure: all test windows
+    assert probability_difference(net, runner, SHAPE, levels=(None,)) <= TOLERANCE  # noise: every runtime
+    # exactly constant windows are the worst case (normalisation divides rounding noise by its epsilon)
+    assert recorded >= probability_difference(net, runner, SHAPE, levels=(None,))
     x = torch.randn(SHAPE)  # the runner really is the runtime, and it is the same network
     assert runner.backend == name
     with torch.inference_mode():
@@ -81,25 +82,48 @@ def test_a_corrupt_or_stale_cache_entry_is_rebuilt(name: str, tmp_path: Path) ->
     rebuilt = json.loads((entry / "manifest.json").read_text())
     assert rebuilt["files"]["model.onnx"] == manifest["files"]["model.onnx"]  # rebuilt: the same export again
     assert (entry / "model.onnx").read_bytes() != b"not an onnx file"
-    assert probability_difference(net, runner, SHAPE) <= TOLERANCE
+    assert probability_difference(net, runner, SHAPE, levels=(None,)) <= TOLERANCE
     other = _net(seed=1)  # stale: other numbers under the same weights sha256
     runner, _ = cached_network(other, name, SHAPE, "b" * 64)
-    assert probability_difference(other, runner, SHAPE) <= TOLERANCE
+    assert probability_difference(other, runner, SHAPE, levels=(None,)) <= TOLERANCE
     assert json.loads((entry / "manifest.json").read_text())["parameters_sha256"] != manifest["parameters_sha256"]
 
 
 @needs_runtime
-def test_auto_takes_the_fastest_installed_runtime() -> None:
-    net = _net()
-    runner, name = backend_network(net, "auto", torch.device("cpu"), False, "c" * 64, SHAPE)
-    assert name == INSTALLED[0] and runner.backend == name
-    # the runtime computes the features; the engine still blends them and applies the 1x1x1 head
-    features, head = runner.split_head()
-    assert features.backend == name and isinstance(head, torch.nn.Conv3d)
-    # another window shape than the compiled one (--fast) runs on torch
-    x = torch.randn(1, 1, 32, 32, 16)
-    with torch.inference_mode():
-        assert torch.equal(runner(x), net(x))
+def test_auto_takes_the_backend_measured_fastest_here(tmp_path: Path) -> None:
+    from liverctl.inference.backend_timing import fastest, machine_id, timing_file
+
+    net, cpu = _net(), torch.device("cpu")
+    passing = [b for b in INSTALLED if cached_network(net, b, SHAPE, "c" * 64)[1] <= TOLERANCE]
+    if not passing:
+        pytest.skip("no installed runtime passes the exactness test on this network here")
+    runner, name = backend_network(net, "auto", cpu, False, "c" * 64, SHAPE)
+    path = timing_file(tmp_path / "home" / "compiled" / ("c" * 64), SHAPE)
+    record = json.loads(path.read_text())
+    assert record["key"]["machine"] == machine_id()
+    assert set(record["seconds"]) == {"torch", *passing}  # every runtime that passes, timed against torch
+    assert name == fastest(record["seconds"])
+    # the recorded figures decide (read, not measured again): each backend in turn made the fastest
+    for winner in ("torch", *passing):
+        record["seconds"] = {b: (0.5 if b == winner else 9.0) for b in record["seconds"]}
+        path.write_text(json.dumps(record))
+        runner, name = backend_network(net, "auto", cpu, False, "c" * 64, SHAPE)
+        assert name == winner
+        assert (runner is net) == (winner == "torch")
+        assert json.loads(path.read_text())["seconds"][winner] == 0.5
+    if name != "torch":  # a runtime computes the features; the engine still blends them and applies the head
+        features, head = runner.split_head()
+        assert features.backend == name and isinstance(head, torch.nn.Conv3d)
+        x = torch.randn(1, 1, 32, 32, 16)  # another window shape than the compiled one (--fast): torch
+        with torch.inference_mode():
+            assert torch.equal(runner(x), net(x))
+    # figures from another machine, or a file that cannot be read, are measured again
+    for stale in (json.dumps({**record, "key": {**record["key"], "machine": "elsewhere"}}), "{not json"):
+        path.write_text(stale)
+        backend_network(net, "auto", cpu, False, "c" * 64, SHAPE)
+        again = json.loads(path.read_text())
+        assert again["key"]["machine"] == machine_id() and 0.5 not in again["seconds"].values()
+    assert not net.training and net.convInit.conv.weight.is_contiguous()  # timing left the network as it was
 
 
 @needs_runtime

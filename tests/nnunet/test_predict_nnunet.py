@@ -89,7 +89,8 @@ def test_defaults_postprocess_mirroring_and_probabilities(scans: dict[str, Path]
     liver = np.isin(raw.labels.array, raw.stats["liver_labels"])
     assert np.array_equal(seg.mask.array, clean_liver_mask(liver)[0])
     assert seg.probabilities is not None and seg.probabilities.geometry == image.geometry
-    assert np.allclose(seg.probabilities.array, raw.liver_probability.array)
+    # the defaults' backend (auto: a compiled runtime where one is installed and faster) within 1e-4
+    assert np.allclose(seg.probabilities.array, raw.liver_probability.array, rtol=0, atol=1e-4)
     assert seg.report["inference"]["mirror_axes"] == raw.stats["mirror_axes"] != []  # mirrored without --tta
     with pytest.raises(ConfigError, match="exact"):
         net.segment(image, PredictOptions(shortcuts=False))

@@ -1,0 +1,92 @@
+"""``--backend auto``'s choice: the fastest of torch and the installed runtimes, measured here.
+
+Which backend is fastest depends on the CPU: on a 2-core AVX2 CPU, one 96^3 window of the
+bundle's SegResNet took 2.19 s in torch channels-last, 2.59 s in OpenVINO and 3.48 s in ONNX
+Runtime (``benchmarks/bench_backends.py``), while other measurements of the same kind on busier
+or wider CPUs put OpenVINO first. So ``auto`` does not rank them by a fixed order: it times one
+window of each candidate that passed the exactness test (after one warm-up run, which pays for
+oneDNN's and the runtime's first-call set-up) and takes the fastest.
+
+The timings are kept beside the compiled models, ``<compiled cache>/<weights sha256>/timings-<window>.json``,
+for this machine (CPU model, torch's thread count) and these versions; another machine, thread
+count or version, or a file that cannot be read, is measured again (a few windows' time, once).
+A timing can only change which backend runs, never a result beyond the exactness tolerance:
+every candidate has passed the exactness test before it is timed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+__all__ = ["fastest", "machine_id", "measured_seconds", "timing_file"]
+
+
+def machine_id() -> str:
+    """The CPU model and the threads torch uses: what the timings are valid for."""
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace").splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{model}; {torch.get_num_threads()} threads"
+
+
+def timing_file(folder: Path, shape: Sequence[int]) -> Path:
+    """Where the timings on windows of ``shape`` are kept in a network's cache ``folder``."""
+    return folder / f"timings-{'x'.join(str(int(s)) for s in shape)}.json"
+
+
+def _read(path: Path, key: Mapping[str, Any], names: Sequence[str]) -> dict[str, float] | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        seconds = {str(k): float(v) for k, v in data["seconds"].items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+    if data.get("key") != key or not set(names) <= set(seconds):
+        return None
+    return {name: seconds[name] for name in names}
+
+
+def measured_seconds(
+    candidates: Mapping[str, Callable[[torch.Tensor], Any]],
+    shape: Sequence[int],
+    folder: Path,
+    versions: Mapping[str, str],
+) -> dict[str, float]:
+    """Seconds per window of each candidate (``{backend: run}``, ``versions``: each one's
+    version), read from :func:`timing_file` in ``folder`` when it holds this machine's and these
+    versions' figures, else measured and written there."""
+    key = {"machine": machine_id(), "versions": dict(sorted(versions.items())), "window": [int(s) for s in shape]}
+    path = timing_file(folder, shape)
+    seconds = _read(path, key, list(candidates))
+    if seconds is not None:
+        return seconds
+    x = torch.randn(tuple(int(s) for s in shape), generator=torch.Generator().manual_seed(24))
+    seconds = {}
+    with torch.inference_mode():
+        for name, run in candidates.items():
+            run(x)  # warm-up
+            t0 = time.perf_counter()
+            run(x)
+            seconds[name] = round(time.perf_counter() - t0, 4)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps({"key": key, "seconds": seconds}, indent=2), encoding="utf-8")
+    os.replace(tmp, path)
+    return seconds
+
+
+def fastest(seconds: Mapping[str, float]) -> str:
+    """The backend with the fewest seconds per window (a tie goes to torch: no runtime needed)."""
+    return min(seconds, key=lambda name: (seconds[name], name != "torch"))
