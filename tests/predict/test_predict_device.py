@@ -132,3 +132,7 @@ def test_reports_and_resume_key_carry_the_resolved_precision_and_device(
     assert report["options"]["device"] == "cpu" and report["options"]["precision"] == "fp32"
     assert report["inference"]["device"] == "cpu" and report["inference"]["tf32"] is False
     assert all(c.skipped for c in predict(scans, out, loaded=model, resume=True).cases)
+    # another backend is not "the same options" either (a runtime is torch within 1e-4, not bit for bit)
+    assert report["options"]["backend"] == "auto"
+    other = predict(scans, out, loaded=model, resume=True, options=PredictOptions(backend="torch"))
+    assert not any(c.skipped for c in other.cases)

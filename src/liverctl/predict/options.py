@@ -131,6 +131,7 @@ class PredictOptions:
             "save_probabilities",
             "dataset",
             "ensemble",
+            "backend",  # a compiled runtime's probabilities are torch's within 1e-4, not bit for bit
         )
         key = {k: getattr(self, k) for k in keep}
         key.update(runs_as or {})
