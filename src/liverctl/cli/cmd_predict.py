@@ -25,8 +25,8 @@ BACKEND_OPTION = typer.Option(
     "auto",
     "--backend",
     metavar="auto|torch|openvino|onnxruntime",
-    help="What runs the network on the CPU: auto (the fastest installed runtime that passes the exactness "
-    'test, else torch), torch, openvino or onnxruntime (pip install "liverctl[cpu]"). --exact: torch.',
+    help="What runs the network on the CPU: auto (of torch and the installed runtimes that pass the "
+    'exactness test, the one measured fastest here), torch, openvino or onnxruntime (pip install "liverctl[cpu]"). --exact: torch.',
 )
 
 

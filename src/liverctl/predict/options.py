@@ -55,8 +55,9 @@ class PredictOptions:
         accumulate_on: where the weighted window sums are kept: ``"device"`` (where the network
             runs) or ``"cpu"`` (less GPU memory; what a batch retries a scan with after a CUDA
             out-of-memory error, see :mod:`liverctl.predict.retry`).
-        backend: what runs the network forward on the CPU: ``"auto"`` (the fastest installed
-            compiled runtime that passes the exactness test, else torch), ``"torch"``,
+        backend: what runs the network forward on the CPU: ``"auto"`` (of torch and the
+            installed compiled runtimes that pass the exactness test, the one measured fastest on
+            this machine), ``"torch"``,
             ``"openvino"`` or ``"onnxruntime"`` (``pip install "liverctl[cpu]"``); exact mode
             (``shortcuts=False``) and GPUs always run torch. See :mod:`liverctl.inference.backends`.
     """
