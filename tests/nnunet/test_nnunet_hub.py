@@ -143,3 +143,39 @@ def test_tampered_files_are_refused_with_one_line_and_removed(hub: HubServer, sc
     assert snapshot_file(env, hub.commit, "plans.json").is_file()  # the good files stay cached
     verify = liverctl(env, "weights", "verify", "phantom")
     assert verify.stdout.strip() == "phantom: not-cached"
+
+
+@pytest.mark.skipif(
+    __import__("importlib").util.find_spec("onnxruntime") is None, reason="needs onnxruntime (liverctl[cpu])"
+)
+def test_weights_export_writes_each_fold_with_its_plans(hub: HubServer, tmp_path: Path):
+    """``weights export`` of an nnU-Net entry: downloaded and verified through the Hub, one ONNX
+    file per fold that ONNX Runtime runs as torch does, and the plans' patch and normalisation beside it."""
+    import onnxruntime
+    import torch
+
+    from liverctl.nnunet import NnUNetModel
+
+    env = client_env(hub.url, tmp_path, pinned_registry(tmp_path, hub.commit))
+    out = tmp_path / "export"
+    proc = liverctl(env, "weights", "export", "phantom", "--format", "onnx", "-o", out)
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(p.name for p in out.iterdir()) == [
+        "phantom_fold_0.json",
+        "phantom_fold_0.onnx",
+        "phantom_fold_1.json",
+        "phantom_fold_1.onnx",
+    ]
+    plans = json.loads((FOLDER / "plans.json").read_text())["configurations"]["3d_fullres"]
+    reference = NnUNetModel.load(FOLDER, folds=(0, 1), device="cpu")
+    x = torch.randn(1, 1, *plans["patch_size"], generator=torch.Generator().manual_seed(3))
+    for fold, net in zip((0, 1), reference.networks, strict=True):
+        side = json.loads((out / f"phantom_fold_{fold}.json").read_text())
+        assert side["window"]["roi"] == plans["patch_size"] and side["architecture"] == "nnunetv2"
+        assert side["normalization"] and side["files_sha256"][f"fold_{fold}/checkpoint_final.pth"]
+        assert side["check"]["max_probability_difference"] <= 1e-4
+        session = onnxruntime.InferenceSession(str(out / f"phantom_fold_{fold}.onnx"))
+        got = torch.from_numpy(session.run(None, {session.get_inputs()[0].name: x.numpy()})[0])
+        with torch.inference_mode():
+            want = net.eval()(x)
+        assert float((got.softmax(1) - want.softmax(1)).abs().max()) <= 1e-4
