@@ -36,6 +36,22 @@ def _share_the_cores() -> None:
 _share_the_cores()
 
 
+def _own_cache() -> None:
+    """The suite never writes into the user's ~/.cache: compiled models, backend timings and
+    anything else liverctl caches go to one temporary folder per test process (tests that need
+    their own set ``LIVERCTL_HOME`` themselves)."""
+    import atexit
+    import shutil
+    import tempfile
+
+    cache = tempfile.mkdtemp(prefix="liverctl-test-cache-")
+    atexit.register(shutil.rmtree, cache, ignore_errors=True)
+    os.environ["XDG_CACHE_HOME"] = cache
+
+
+_own_cache()
+
+
 def _need(path: Path) -> Path:
     if not path.exists():
         pytest.skip(f"real CT test data not found at {path} (set LIVERCTL_TEST_DATA to the shared/data folder)")

@@ -134,3 +134,24 @@ def test_compiling_leaves_a_dropout_network_in_eval_mode() -> None:
     runner, name = backend_network(net, INSTALLED[0], torch.device("cpu"), False, "d" * 64, SHAPE)
     assert name == INSTALLED[0] and not net.training
     assert probability_difference(net, runner, SHAPE) <= TOLERANCE
+
+
+class _TwoClasses(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([torch.zeros_like(x), x], 1)
+
+
+class _ThreeClasses(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([torch.zeros_like(x), x, -x], 1)
+
+
+@needs_runtime
+def test_networks_without_parameters_never_share_a_compiled_model() -> None:
+    """Under one weights sha256, two networks with no parameters (the same empty state) but
+    different forwards get their own cache entries."""
+    cached_network(_TwoClasses(), INSTALLED[0], SHAPE, "e" * 64)
+    runner, _ = cached_network(_ThreeClasses(), INSTALLED[0], SHAPE, "e" * 64)
+    x = torch.randn(SHAPE)
+    with torch.inference_mode():
+        assert torch.allclose(runner(x), _ThreeClasses()(x), atol=1e-6)

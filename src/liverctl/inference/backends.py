@@ -256,11 +256,15 @@ def _features_and_head(network: torch.nn.Module) -> tuple[torch.nn.Module, torch
 
 
 def parameters_digest(network: torch.nn.Module) -> str:
-    """sha256 of the network's state (names, shapes and bytes): a cache entry made from other
-    numbers under the same weights sha256 (an edited file, a test's stand-in) is stale."""
+    """sha256 of the network's class, repr and state (names, shapes and bytes): a cache entry made
+    from another network or other numbers under the same weights sha256 (an edited file, a test's
+    stand-in) is stale."""
     import hashlib
 
     digest = hashlib.sha256()
+    # the class and its repr too: two networks without parameters (or with the same ones but
+    # another forward) under one weights sha256 must not share a compiled model
+    digest.update(f"{type(network).__module__}.{type(network).__qualname__}\n{network!r}".encode())
     for key, value in network.state_dict().items():
         digest.update(key.encode())
         digest.update(str(tuple(value.shape)).encode())
