@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["MARGIN", "THRESHOLD", "liver_region", "outside_as_air"]
+__all__ = ["MARGIN", "THRESHOLD", "box_around", "liver_region", "outside_as_air", "worth_it"]
 
 THRESHOLD = 0.5
 """A coarse voxel may be liver where its liver probability is at least this fraction of the
@@ -74,29 +74,38 @@ def liver_region(
     from liverctl.inference import predict_volume
 
     t0 = time.perf_counter()
-    coarse = replace(
+    first = replace(
         config, channels=None if config.argmax else tuple(liver_channels), argmax=False, tta=False, adaptive_roi=True
     )
-    result = predict_volume(_coarse(volume), list(predictors), coarse, device, hu=_coarse(hu))
+    result = predict_volume(_coarse(volume), list(predictors), first, device, hu=_coarse(hu))
     probability = np.sum([result.channel(c) for c in liver_channels], axis=0)
     if config.argmax:
         hits = probability >= THRESHOLD * result.probabilities.max(axis=0)
     else:
         hits = probability > THRESHOLD * 0.5
     info: dict[str, Any] = {"windows": int(result.stats.windows), "seconds": round(time.perf_counter() - t0, 3)}
+    box = box_around(hits, volume.shape, config.roi)
+    info["box"] = None if box is None else [[s.start, s.stop] for s in box]
+    return box, info
+
+
+def box_around(
+    hits: np.ndarray, shape: Sequence[int], roi: Sequence[int], factor: int = FACTOR
+) -> tuple[slice, slice, slice] | None:
+    """The box on the full grid (``shape``) around the coarse voxels ``hits`` (each ``factor``
+    full voxels along an axis), widened by :data:`MARGIN` of the window ``roi`` on every side;
+    ``None`` when nothing was hit."""
     if not hits.any():
-        info["box"] = None
-        return None, info
+        return None
     box = []
     for axis in range(3):
         other = tuple(a for a in range(3) if a != axis)
         found = np.flatnonzero(hits.any(axis=other))
-        margin = int(np.ceil(MARGIN * config.roi[axis]))
-        lo = max(0, int(found[0]) * FACTOR - margin)
-        hi = min(volume.shape[axis], (int(found[-1]) + 1) * FACTOR + margin)
+        margin = int(np.ceil(MARGIN * roi[axis]))
+        lo = max(0, int(found[0]) * factor - margin)
+        hi = min(int(shape[axis]), (int(found[-1]) + 1) * factor + margin)
         box.append(slice(lo, hi))
-    info["box"] = [[s.start, s.stop] for s in box]
-    return (box[0], box[1], box[2]), info
+    return box[0], box[1], box[2]
 
 
 def outside_as_air(hu: np.ndarray, box: tuple[slice, slice, slice]) -> np.ndarray:

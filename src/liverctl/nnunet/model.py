@@ -25,6 +25,7 @@ from liverctl.device import device_label
 from liverctl.errors import ConfigError, WeightsError
 from liverctl.io import Image
 from liverctl.nnunet.checkpoint import NnUNetCheckpoint, load_checkpoint
+from liverctl.nnunet.first_pass import liver_box
 from liverctl.nnunet.network import build_network, load_weights
 from liverctl.nnunet.plans import NnUNetPlans, read_plans
 from liverctl.nnunet.predictor import exact_precision, export, predict_logits
@@ -196,6 +197,7 @@ class NnUNetModel:
         probabilities: bool = False,
         accumulate_on: str = "device",
         backend: str = "torch",
+        first_pass_allowed: bool = True,
     ) -> NnUNetPrediction:
         """Segment one scan; everything comes back on ``image``'s grid.
 
@@ -207,6 +209,9 @@ class NnUNetModel:
                 out-of-memory error, as nnUNetPredictor falls back).
             backend: what runs each fold's forward in the default mode on the CPU
                 (:func:`liverctl.inference.backends.backend_network`; exact mode: torch).
+            first_pass_allowed: in the default mode, evaluate windows only where a first pass
+                says the liver can be (:mod:`liverctl.nnunet.first_pass`); the report's
+                ``first_pass`` says what it found.
         """
         if probabilities and not self.exact:
             raise ConfigError("all-class probabilities are only computed in exact mode")
@@ -215,6 +220,9 @@ class NnUNetModel:
         t1 = time.perf_counter()
         axes = self.mirror_axes if mirroring else None
         networks, ran = self.backend_networks(backend)
+        region, first_pass = (None, None)
+        if not self.exact and first_pass_allowed:
+            region, first_pass = liver_box(pre, networks, self.plans, self.device, self.precision)
         logits, stats = predict_logits(
             pre,
             networks,
@@ -224,11 +232,23 @@ class NnUNetModel:
             exact=self.exact,
             precision=self.precision,
             accumulate_on=accumulate_on,
+            region=region,
         )
         t2 = time.perf_counter()
         out = export(logits, pre, self.plans, exact=self.exact, probabilities=probabilities)
-        t3 = time.perf_counter()
-        report = {
+        report = self._report(pre, stats, axes, ran, (t0, t1, t2, time.perf_counter()))
+        if first_pass is not None:
+            report["first_pass"] = first_pass
+        labels = Image(out.labels, image.geometry)
+        liver = Image(out.liver_probability, image.geometry)
+        return NnUNetPrediction(labels, liver, report, out.probabilities)
+
+    def _report(
+        self, pre: Any, stats: Any, axes: Sequence[int] | None, ran: str, times: tuple[float, float, float, float]
+    ) -> dict[str, Any]:
+        """What :meth:`predict` reports (``times``: start, preprocessed, predicted, exported)."""
+        t0, t1, t2, t3 = times
+        return {
             "format": "nnunetv2",
             "folder": str(self.folder),
             "configuration": self.plans.configuration,
@@ -252,6 +272,3 @@ class NnUNetModel:
             "backend": ran,
             "sha256": dict(self.hashes),
         }
-        labels = Image(out.labels, image.geometry)
-        liver = Image(out.liver_probability, image.geometry)
-        return NnUNetPrediction(labels, liver, report, out.probabilities)

@@ -254,12 +254,15 @@ def predict_logits(
     precision: str = "fp32",
     step: float = 0.5,
     accumulate_on: str = "device",
+    region: tuple[slice, ...] | None = None,
 ) -> tuple[torch.Tensor, WindowStats]:
     """Fold-mean logits on the preprocessed grid (``(K, *pre.data.shape[1:])``, CPU).
 
     ``precision`` is the resolved precision (``"fp32"``, or ``"fp16"``/``"bf16"`` autocast; with
     ``exact`` it is :func:`exact_precision`'s, whatever is passed). ``exact`` adds float16 sums
     and every window. ``accumulate_on``: ``"device"`` (sums where the network runs) or ``"cpu"``.
+    ``region`` (default mode): a box of the grid (:mod:`liverctl.nnunet.first_pass`); windows that
+    touch no body voxel inside it are skipped and everything outside it is background.
     """
     from liverctl.device import autocast, device_guard, tf32_during_forward
 
@@ -267,7 +270,7 @@ def predict_logits(
         raise ValueError(f"accumulate_on must be 'device' or 'cpu', got {accumulate_on!r}")
     flips = mirror_combinations(mirror_axes)
     data = torch.from_numpy(pre.data)
-    body = None if exact else pre.body
+    body = None if exact else _within(pre.body, region, data.shape[1:])
     used = exact_precision(device) if exact else precision
     stats = WindowStats(precision=used, accumulate_on=accumulate_on, tf32=tf32_during_forward(device, used))
     prediction = None
@@ -280,7 +283,21 @@ def predict_logits(
         assert prediction is not None
         if len(networks) > 1:
             prediction /= len(networks)
+        if region is not None and not exact:
+            outside = torch.ones(prediction.shape[1:], dtype=torch.bool)
+            outside[region] = False
+            prediction[0][outside] = 0
+            prediction[1:, outside] = OUTSIDE_LOGIT
     return prediction, stats
+
+
+def _within(body: np.ndarray | None, region: tuple[slice, ...] | None, shape: Sequence[int]) -> np.ndarray | None:
+    """The body voxels inside ``region`` (all voxels of it without a body map)."""
+    if region is None:
+        return body
+    inside = np.zeros(tuple(shape), dtype=bool)
+    inside[region] = True
+    return inside if body is None else body & inside
 
 
 @dataclass

@@ -210,21 +210,12 @@ class NnUNetLiverModel(Segmenter):
             image, mirroring=self.mirroring(options), accumulate_on=options.accumulate_on, backend=options.backend
         )
         empty = np.zeros(image.shape, dtype=bool)
+        keys = ("mirror_axes", "network_passes", "network_grid_shape", "preprocess_seconds", "export_seconds")
         return RawPrediction(
             liver=np.isin(result.labels.array, self.liver_labels) if body else empty,
             stats=self._stats(result.stats),
             probability=lambda: result.liver_probability.array if body else empty.astype(np.float32),
-            extra={
-                key: result.stats[key]
-                for key in (
-                    "mirror_axes",
-                    "network_passes",
-                    "network_grid_shape",
-                    "preprocess_seconds",
-                    "export_seconds",
-                    "backend",
-                )
-            },
+            extra={key: result.stats[key] for key in (*keys, "backend", "first_pass") if key in result.stats},
         )
 
     def _stats(self, stats: dict[str, Any]) -> NnUNetStats:
