@@ -276,8 +276,8 @@ def test_defaults_agree_with_nnunet_predictor(case: str, scans, reference, defau
     labels, liver_p, stats = default_model.predict(image)
     seg, probs = reference[case]
     assert labels.array.shape == image.shape and labels.geometry == image.geometry
-    assert dice(labels.array > 0, seg > 0) >= 0.995
-    assert float(np.abs(liver_p.array - probs[1:].sum(0)).max()) <= 0.05
+    assert dice(labels.array > 0, seg > 0) >= 0.9999  # measured: at most 1 voxel apart (float16 sums, as nnU-Net)
+    assert float(np.abs(liver_p.array - probs[1:].sum(0)).max()) <= 1e-3  # measured 2.3e-4
     assert stats["windows"] + stats["skipped_windows"] == 2 * int(
         np.prod([len(s) for s in _steps(default_model, image)])
     )

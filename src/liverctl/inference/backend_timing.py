@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["fastest", "machine_id", "measured_seconds", "timing_file"]
+__all__ = ["by_speed", "fastest", "machine_id", "measured_seconds", "record_refused", "recorded_seconds", "timing_file"]
 
 
 def machine_id() -> str:
@@ -47,15 +47,41 @@ def timing_file(folder: Path, shape: Sequence[int]) -> Path:
     return folder / f"timings-{'x'.join(str(int(s)) for s in shape)}.json"
 
 
-def _read(path: Path, key: Mapping[str, Any], names: Sequence[str]) -> dict[str, float] | None:
+def recorded_seconds(shape: Sequence[int], folder: Path, versions: Mapping[str, str]) -> dict[str, float] | None:
+    """The seconds per window :func:`measured_seconds` recorded in ``folder`` for this machine
+    and these versions (``versions``: every backend that may be timed), or ``None``."""
+    path = timing_file(folder, shape)
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
         seconds = {str(k): float(v) for k, v in data["seconds"].items()}
+        key = data["key"]
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
-    if data.get("key") != key or not set(names) <= set(seconds):
+    if not isinstance(key, dict) or key.get("machine") != machine_id() or key.get("window") != [int(s) for s in shape]:
         return None
-    return {name: seconds[name] for name in names}
+    if key.get("versions") != dict(sorted(versions.items())) or "torch" not in seconds:
+        return None  # another backend installed, or another version of one
+    refused = data.get("refused") or {}
+    return {name: t for name, t in seconds.items() if name not in refused}
+
+
+def record_refused(shape: Sequence[int], folder: Path, name: str, difference: float) -> None:
+    """Note in the timings that runtime ``name`` failed the exactness test (by ``difference``),
+    so that ``auto`` does not load it again to find that out."""
+    path = timing_file(folder, shape)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        data.setdefault("refused", {})[name] = difference
+        _write(path, data)
+    except (OSError, ValueError, AttributeError, TypeError):
+        pass
+
+
+def _write(path: Path, data: Mapping[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, indent=2), encoding="utf-8")
+    os.replace(tmp, path)
 
 
 def measured_seconds(
@@ -65,13 +91,10 @@ def measured_seconds(
     versions: Mapping[str, str],
 ) -> dict[str, float]:
     """Seconds per window of each candidate (``{backend: run}``, ``versions``: each one's
-    version), read from :func:`timing_file` in ``folder`` when it holds this machine's and these
-    versions' figures, else measured and written there."""
+    version; a backend that could not be built is in ``versions`` and not in ``candidates``),
+    measured (after one warm-up run each) and written to :func:`timing_file` in ``folder``."""
     key = {"machine": machine_id(), "versions": dict(sorted(versions.items())), "window": [int(s) for s in shape]}
     path = timing_file(folder, shape)
-    seconds = _read(path, key, list(candidates))
-    if seconds is not None:
-        return seconds
     x = torch.randn(tuple(int(s) for s in shape), generator=torch.Generator().manual_seed(24))
     seconds = {}
     with torch.inference_mode():
@@ -80,13 +103,15 @@ def measured_seconds(
             t0 = time.perf_counter()
             run(x)
             seconds[name] = round(time.perf_counter() - t0, 4)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps({"key": key, "seconds": seconds}, indent=2), encoding="utf-8")
-    os.replace(tmp, path)
+    _write(path, {"key": key, "seconds": seconds})
     return seconds
 
 
+def by_speed(seconds: Mapping[str, float]) -> list[str]:
+    """The backends, fewest seconds per window first (a tie goes to torch: no runtime needed)."""
+    return sorted(seconds, key=lambda name: (seconds[name], name != "torch"))
+
+
 def fastest(seconds: Mapping[str, float]) -> str:
-    """The backend with the fewest seconds per window (a tie goes to torch: no runtime needed)."""
-    return min(seconds, key=lambda name: (seconds[name], name != "torch"))
+    """The first of :func:`by_speed`."""
+    return by_speed(seconds)[0]

@@ -299,9 +299,11 @@ def cached_network(
     sha256: str,
     cache: Path | None = None,
     head: torch.nn.Module | None = None,
-) -> tuple[RuntimeNetwork, float]:
+    check: bool = True,
+) -> tuple[RuntimeNetwork, float | None]:
     """``network`` on runtime ``name`` for windows of ``shape``, from the cache or built into it;
-    with its exactness (largest probability difference from torch on the test window).
+    with its exactness (largest probability difference from torch on the test windows), run
+    once and kept in the entry's manifest (``check=False``: not run now, ``None`` unless known).
 
     ``head``: ``network`` is the feature part of a model whose logits are ``head(features)``
     (the engine blends features and applies the 1x1x1 head itself); exactness is then that of
@@ -320,26 +322,58 @@ def cached_network(
         "exactness_test": EXACTNESS_TEST,
     }
     manifest = _trusted(folder, key) if folder.is_dir() else None
+    runner = None
     if manifest is not None:
         try:
-            return RuntimeNetwork(_runner(name, folder), shape, network, name), float(
-                manifest["max_probability_difference"]
-            )
+            runner = RuntimeNetwork(_runner(name, folder), shape, network, name)
         except Exception:  # a file the runtime cannot read: rebuilt below
-            pass
+            manifest = None
+    if manifest is None:
+        runner, manifest = _build(network, name, shape, folder, key)
+    difference = manifest.get("max_probability_difference")
+    if difference is None and check:
+        full = network if head is None else torch.nn.Sequential(network, head)
+        difference = probability_difference(full, runner if head is None else _Headed(runner, head), shape)
+        _write_manifest(folder, {**manifest, "max_probability_difference": difference})
+    return runner, None if difference is None else float(difference)
+
+
+def _build(
+    network: torch.nn.Module, name: str, shape: Sequence[int], folder: Path, key: dict[str, Any]
+) -> tuple[RuntimeNetwork, dict[str, Any]]:
+    """Export and compile into a private folder, then rename it into place (exactness not yet run)."""
     shutil.rmtree(folder, ignore_errors=True)
     building = folder.with_name(f"{folder.name}.building-{os.getpid()}")
     shutil.rmtree(building, ignore_errors=True)
     runner = runtime_network(network, name, shape, building)
-    full = network if head is None else torch.nn.Sequential(network, head)
-    difference = probability_difference(full, runner if head is None else _Headed(runner, head), shape)
-    manifest = {**key, "max_probability_difference": difference, "files": _file_hashes(building)}
+    manifest = {**key, "max_probability_difference": None, "files": _file_hashes(building)}
     (building / _MANIFEST).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
     try:
         building.rename(folder)
     except OSError:  # another process built it first: ours is as good, and removed
         shutil.rmtree(building, ignore_errors=True)
-    return runner, difference
+    return runner, manifest
+
+
+def _write_manifest(folder: Path, manifest: dict[str, Any]) -> None:
+    tmp = folder / f"{_MANIFEST}.{os.getpid()}.tmp"
+    try:
+        tmp.write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+        os.replace(tmp, folder / _MANIFEST)
+    except OSError:  # a read-only cache: the figure is recomputed next time
+        tmp.unlink(missing_ok=True)
+
+
+def _on_runtime(
+    network: torch.nn.Module, name: str, shape: Sequence[int], sha256: str, check: bool
+) -> tuple[Any, float | None]:
+    """``network`` on runtime ``name``: the whole network, or (a network with a 1x1x1 head) its
+    features on the runtime and the head in torch."""
+    split = _features_and_head(network)
+    if split is None:
+        return cached_network(network, name, shape, sha256, check=check)
+    runner, difference = cached_network(split[0], name, shape, sha256, head=split[1], check=check)
+    return _Headed(runner, split[1], network), difference
 
 
 def backend_network(
@@ -347,42 +381,54 @@ def backend_network(
 ) -> tuple[Any, str]:
     """The predictor the engine runs for ``network`` and the backend it runs on (see the module
     docs: exact mode and non-CPU devices are torch; a named runtime that cannot be built or fails
-    the exactness test is refused; ``auto`` times torch and every runtime that passes, once per
-    machine, and takes the fastest: :mod:`liverctl.inference.backend_timing`)."""
+    the exactness test is refused; ``auto`` takes the fastest of torch and the runtimes, timed
+    once per machine (:mod:`liverctl.inference.backend_timing`), that passes the exactness test)."""
     candidates = resolve_backend(requested, device, exact)
     if not isinstance(network, torch.nn.Module) or candidates == ["torch"]:
         return network, "torch"
-    split = _features_and_head(network)
-    passing: dict[str, Any] = {}
-    for name in candidates[:-1] if requested == "auto" else candidates:
-        try:
-            if split is None:
-                runner, difference = cached_network(network, name, shape, sha256)
-            else:
-                runner, difference = cached_network(split[0], name, shape, sha256, head=split[1])
-                runner = _Headed(runner, split[1], network)
-        except Exception as exc:  # auto moves on; a named backend says why
-            if requested == name:
-                raise ConfigError(f"--backend {name}: cannot run this network: {exc}") from None
-            continue
-        if difference <= TOLERANCE:
-            passing[name] = runner
-        elif requested == name:
-            raise ConfigError(
-                f"--backend {name}: probabilities {difference:.1e} from torch fp32 (more than {TOLERANCE:g}); "
-                "use --backend torch"
-            )
-    if requested != "auto":
-        return passing[requested], requested
-    if not passing:
-        return network, "torch"
-    from liverctl.inference.backend_timing import fastest, measured_seconds
+    if requested == "auto":
+        return _auto(network, candidates[:-1], device, sha256, shape)
+    try:
+        runner, difference = _on_runtime(network, requested, shape, sha256, check=True)
+    except Exception as exc:
+        raise ConfigError(f"--backend {requested}: cannot run this network: {exc}") from None
+    if difference is not None and difference > TOLERANCE:
+        raise ConfigError(
+            f"--backend {requested}: probabilities {difference:.1e} from torch fp32 (more than {TOLERANCE:g}); "
+            "use --backend torch"
+        )
+    return runner, requested
 
-    runs = {"torch": _as_the_engine_runs(network, device), **passing}
-    versions = {name: backend_version(name) for name in runs}
-    seconds = measured_seconds(runs, shape, compiled_cache_dir() / sha256, versions)
-    chosen = fastest(seconds)
-    return (network, "torch") if chosen == "torch" else (passing[chosen], chosen)
+
+def _auto(
+    network: torch.nn.Module, runtimes: Sequence[str], device: torch.device, sha256: str, shape: Sequence[int]
+) -> tuple[Any, str]:
+    """``auto``: the recorded (else measured) seconds per window, fastest first; a runtime is
+    loaded only when it is the fastest left, and used only when it passes the exactness test."""
+    from liverctl.inference.backend_timing import by_speed, measured_seconds, record_refused, recorded_seconds
+
+    folder = compiled_cache_dir() / sha256
+    versions = {name: backend_version(name) for name in ("torch", *runtimes)}
+    seconds = recorded_seconds(shape, folder, versions)
+    if seconds is None:
+        runs: dict[str, Callable[[torch.Tensor], Any]] = {"torch": _as_the_engine_runs(network, device)}
+        for name in runtimes:
+            try:
+                runs[name] = _on_runtime(network, name, shape, sha256, check=False)[0]
+            except Exception:  # cannot export or compile this network: not a candidate
+                continue
+        seconds = measured_seconds(runs, shape, folder, versions)
+    for name in by_speed(seconds):
+        if name == "torch":
+            return network, "torch"
+        try:
+            runner, difference = _on_runtime(network, name, shape, sha256, check=True)
+        except Exception:
+            continue
+        if difference is not None and difference <= TOLERANCE:
+            return runner, name
+        record_refused(shape, folder, name, float("inf") if difference is None else difference)
+    return network, "torch"
 
 
 def _as_the_engine_runs(network: torch.nn.Module, device: torch.device) -> Callable[[torch.Tensor], torch.Tensor]:

@@ -36,9 +36,11 @@ Follows ``nnUNetPredictor`` 2.5.1 (``predict_from_raw_data.py``) step by step:
 weights, mirroring and fold mean, but runs the network in the precision asked for (``auto``:
 float32 on the CPU, float16 autocast on CUDA, as nnU-Net on each; ``fp32`` on CUDA is true
 float32, TF32 off; ``bf16`` only when asked for, see :func:`liverctl.device.resolve_precision`),
-accumulates in float32 where the network runs (on the GPU on CUDA, like nnU-Net, with no
-blocking copy per window), skips windows that
-hold only air, and brings back only what the liver decision needs: the liver channels' logits,
+accumulates in float16 as nnUNetPredictor does, where the network runs (on the GPU on CUDA,
+like nnU-Net, with no blocking copy per window; float32 sums, used before, differed from
+nnU-Net's by 2 liver voxels of a phantom scan, Dice 0.9998, and float16 by at most 1, Dice
+0.99994), skips windows that hold only air (and, with the first pass of
+:mod:`liverctl.nnunet.first_pass`, those outside the liver's box), and brings back only what the liver decision needs: the liver channels' logits,
 and the max and the log-sum-exp of the other channels (for a model whose only other channel is
 background, the same decision and probability nnU-Net computes).
 """
@@ -194,7 +196,7 @@ def _sliding_window(
     steps, slicers = _windows(padded.shape[1:], patch, step)
     stats.steps = steps
     k = plans.num_classes
-    dtype = torch.float16 if exact or k > 8 else torch.float32
+    dtype = torch.float16  # nnUNetPredictor's accumulator, in both modes
     results = device if stats.accumulate_on == "device" else torch.device("cpu")
     padded = padded.to(results)
     logits = torch.zeros((k, *padded.shape[1:]), dtype=dtype, device=results)
