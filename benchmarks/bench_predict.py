@@ -561,7 +561,7 @@ def main() -> None:
                 )
             filters = args.proxy_filters if kind == "proxy" else 32
             print(f"\n== weights: {what}", flush=True)
-            if args.issue24:
+            if any(m.startswith("defaults") for m in args.methods):  # not timed: once per machine and weights
                 print(_warm_backends(weights), flush=True)
             for case in args.cases:
                 scan = make_case(case, tmpdir)
