@@ -49,6 +49,10 @@ Cases: ct-example (the shared scan, 122x101x30 at 3 mm), abdomen (122x101x112: t
 scan reflected along z to 112 slices, written at 3 mm with its geometry), and the same anatomy
 stored on the grids clinical scans come in (``GRID_CASES``: 0.8x0.8x2, 0.7x0.7x5 mm LPS,
 oblique 1.5 mm rotated 12 and 8 degrees, LPS-stored 0.9x0.9x2.5 mm), resampled linearly.
+Two 70 cm long scans (122x101x232): ``long``, the abdomen above 4 copies of the scan with its liver
+painted soft tissue (45 HU; a hard case for any first pass: 4 more abdomens whose liver-shaped
+region is not liver), and ``long-fat``, the abdomen above 4 copies of its body outline filled with
+fat (a lower body without liver that a network can tell apart).
 
 With network access, ``--weights bundle --bundle-file "$(liverctl weights path wholebody-ct-3mm)"``
 (after ``liverctl weights download``) runs the same comparison with the trained bundle weights.
@@ -281,6 +285,10 @@ def make_case(name: str, folder: Path) -> Path:
         lower = np.where(liver, np.int16(45), image.array).astype(np.int16)
         abdomen = np.pad(image.array, [(41, 41), (0, 0), (0, 0)], mode="reflect")
         hu = np.concatenate([lower] * 4 + [abdomen], axis=0)  # z grows upwards: the abdomen on top
+    elif name == "long-fat":  # 70 cm: the abdomen above 4 copies of its body outline filled with fat
+        lower = np.where(image.array > -500, np.int16(-100), image.array).astype(np.int16)
+        abdomen = np.pad(image.array, [(41, 41), (0, 0), (0, 0)], mode="reflect")
+        hu = np.concatenate([lower] * 4 + [abdomen], axis=0)
     else:
         raise SystemExit(f"unknown case {name}")
     path = folder / f"{name}.nii.gz"
