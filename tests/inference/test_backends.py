@@ -95,7 +95,8 @@ def test_auto_takes_the_fastest_backend_measured_here_that_passes(tmp_path: Path
 
     net, cpu = _net(), torch.device("cpu")
     runner, name = backend_network(net, "auto", cpu, False, "c" * 64, SHAPE)
-    path = timing_file(tmp_path / "home" / "compiled" / ("c" * 64), SHAPE)
+    (path,) = (tmp_path / "home" / "compiled" / ("c" * 64)).glob("timings-*/timings-*.json")
+    assert path == timing_file(path.parent, SHAPE)
     record = json.loads(path.read_text())
     assert record["key"]["machine"] == machine_id()
     assert set(record["seconds"]) == {"torch", *INSTALLED}  # every installed runtime timed against torch
@@ -147,6 +148,15 @@ class _ThreeClasses(torch.nn.Module):
         return torch.cat([torch.zeros_like(x), x, -x], 1)
 
 
+class _Band(torch.nn.Module):
+    def __init__(self, centre: float) -> None:
+        super().__init__()
+        self.centre = centre
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([torch.zeros_like(x), 4.0 - (x - self.centre) ** 2], 1)
+
+
 @needs_runtime
 def test_networks_without_parameters_never_share_a_compiled_model() -> None:
     """Under one weights sha256, two networks with no parameters (the same empty state) but
@@ -156,3 +166,8 @@ def test_networks_without_parameters_never_share_a_compiled_model() -> None:
     x = torch.randn(SHAPE)
     with torch.inference_mode():
         assert torch.allclose(runner(x), _ThreeClasses()(x), atol=1e-6)
+    # the same class with another plain attribute (a band's centre) is another network too
+    cached_network(_Band(0.0), INSTALLED[0], SHAPE, "f" * 64)
+    runner, _ = cached_network(_Band(1.0), INSTALLED[0], SHAPE, "f" * 64)
+    with torch.inference_mode():
+        assert torch.allclose(runner(x), _Band(1.0)(x), atol=1e-5)

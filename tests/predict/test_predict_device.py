@@ -71,9 +71,10 @@ def scans(ct_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_out_of_memory_is_retried_with_cpu_sums_and_recorded(scans: Path, tmp_path: Path) -> None:
-    plain = predict(scans, tmp_path / "plain", loaded=_model(Band()))
+    torch_only = PredictOptions(backend="torch")  # counting forwards: no runtime export or timing calls
+    plain = predict(scans, tmp_path / "plain", loaded=_model(Band()), options=torch_only)
     net = Band(fail_on=(1,))  # the first forward of the batch runs out of memory
-    result = predict(scans, tmp_path / "out", loaded=_model(net))
+    result = predict(scans, tmp_path / "out", loaded=_model(net), options=torch_only)
     assert [c.ok for c in result.cases] == [True, True, True]
     first, second = result.cases[0].report, result.cases[1].report
     fallback = first["inference"]["out_of_memory_fallback"]
@@ -89,7 +90,7 @@ def test_out_of_memory_is_retried_with_cpu_sums_and_recorded(scans: Path, tmp_pa
 
 def test_a_second_out_of_memory_fails_that_scan_only(scans: Path, tmp_path: Path) -> None:
     net = Band(fail_on=(1, 2))  # the retry runs out of memory too
-    result = predict(scans, tmp_path / "out", loaded=_model(net))
+    result = predict(scans, tmp_path / "out", loaded=_model(net), options=PredictOptions(backend="torch"))
     assert [c.ok for c in result.cases] == [False, True, True]
     assert "out of device memory, also with the window sums on the CPU" in result.cases[0].error
     rows = (tmp_path / "out" / "summary.csv").read_text().splitlines()
@@ -103,11 +104,12 @@ def test_segment_retrying_does_not_retry_other_errors(ct_path: Path) -> None:
             raise RuntimeError("a bug, not memory")
 
     net = Broken()
+    torch_only = PredictOptions(backend="torch")  # counting forwards: no runtime export or timing calls
     with pytest.raises(RuntimeError, match="a bug"):
-        segment_retrying(_model(net), read_image(ct_path), PredictOptions())
+        segment_retrying(_model(net), read_image(ct_path), torch_only)
     assert net.calls == 1
     with pytest.raises(OutOfDeviceMemory):
-        segment_retrying(_model(Band(fail_on=(1, 2))), read_image(ct_path), PredictOptions())
+        segment_retrying(_model(Band(fail_on=(1, 2))), read_image(ct_path), torch_only)
 
 
 def test_reports_and_resume_key_carry_the_resolved_precision_and_device(

@@ -7,7 +7,8 @@ or wider CPUs put OpenVINO first. So ``auto`` does not rank them by a fixed orde
 window of each candidate that passed the exactness test (after one warm-up run, which pays for
 oneDNN's and the runtime's first-call set-up) and takes the fastest.
 
-The timings are kept beside the compiled models, ``<compiled cache>/<weights sha256>/timings-<window>.json``,
+The timings are kept beside the compiled models,
+``<compiled cache>/<weights sha256>/timings-<network digest>/timings-<window>.json``,
 for this machine (CPU model, torch's thread count) and these versions; another machine, thread
 count or version, or a file that cannot be read, is measured again (a few windows' time, once).
 A timing can only change which backend runs, never a result beyond the exactness tolerance:

@@ -256,15 +256,19 @@ def _features_and_head(network: torch.nn.Module) -> tuple[torch.nn.Module, torch
 
 
 def parameters_digest(network: torch.nn.Module) -> str:
-    """sha256 of the network's class, repr and state (names, shapes and bytes): a cache entry made
-    from another network or other numbers under the same weights sha256 (an edited file, a test's
-    stand-in) is stale."""
+    """sha256 of the network's class, repr, plain attributes (numbers, strings, tuples of every
+    submodule) and state (names, shapes and bytes): a cache entry made from another network or
+    other numbers under the same weights sha256 (an edited file, a test's stand-in) is stale."""
     import hashlib
 
     digest = hashlib.sha256()
     # the class and its repr too: two networks without parameters (or with the same ones but
     # another forward) under one weights sha256 must not share a compiled model
     digest.update(f"{type(network).__module__}.{type(network).__qualname__}\n{network!r}".encode())
+    for name, module in network.named_modules():  # plain attributes that shape the forward
+        for key, value in sorted(vars(module).items()):
+            if key != "training" and not key.startswith("_") and isinstance(value, (bool, int, float, str, tuple)):
+                digest.update(f"{name}.{key}={value!r}\n".encode())
     for key, value in network.state_dict().items():
         digest.update(key.encode())
         digest.update(str(tuple(value.shape)).encode())
@@ -407,7 +411,8 @@ def _auto(
     loaded only when it is the fastest left, and used only when it passes the exactness test."""
     from liverctl.inference.backend_timing import by_speed, measured_seconds, record_refused, recorded_seconds
 
-    folder = compiled_cache_dir() / sha256
+    # per weights file and per network built from it (a test's stand-ins share one sha256)
+    folder = compiled_cache_dir() / sha256 / f"timings-{parameters_digest(network)[:16]}"
     versions = {name: backend_version(name) for name in ("torch", *runtimes)}
     seconds = recorded_seconds(shape, folder, versions)
     if seconds is None:

@@ -44,6 +44,8 @@ MARGIN = 0.25
 FACTOR = 2
 """The first pass's voxels are this many of the full grid's along each axis."""
 AIR = -1000.0
+MIN_WINDOW = 16
+"""No first pass for a network whose window is thinner than this along any axis."""
 
 
 def _coarse(array: np.ndarray) -> np.ndarray:
@@ -60,7 +62,13 @@ def worth_it(shape: Sequence[int], roi: Sequence[int]) -> bool:
     the volume's very edge could skip a window of a shorter volume too, but a liver is not a voxel
     thick: an abdomen at 3 mm (122 x 101 x 112 voxels, 2 x 2 x 2 windows of 96) skips nothing, and
     there the pass would cost a quarter window for nothing (measured). Skipping the pass is always
-    safe: every window is then evaluated."""
+    safe: every window is then evaluated.
+
+    Never for a window thinner than :data:`MIN_WINDOW` along an axis (a 2D network's one-slice
+    windows): its margin along that axis would be a voxel, and at half resolution a 2D network
+    sees slices of half the size it was trained on (a PIPO-FAN model's box then cut liver off)."""
+    if min(int(r) for r in roi) < MIN_WINDOW:
+        return False
     return any(int(n) - int(r) >= FACTOR + 2 * int(np.ceil(MARGIN * int(r))) for n, r in zip(shape, roi, strict=True))
 
 
