@@ -84,13 +84,14 @@ def test_cli_exact_mask_is_nnunets_liver_labels(scans: dict[str, Path], tmp_path
 def test_defaults_postprocess_mirroring_and_probabilities(scans: dict[str, Path], tmp_path: Path) -> None:
     image = read_image(scans["native"])
     net = NnUNetLiverModel.load(FOLDER)
-    seg = net.segment(image, PredictOptions(save_probabilities=True))
+    # torch: this compares with nnU-Net's own arithmetic voxel for voxel (auto may pick a runtime
+    # measured faster here, within 1e-4 on the exactness test's windows, not bit for bit)
+    seg = net.segment(image, PredictOptions(save_probabilities=True, backend="torch"))
     raw = NnUNetModel.load(FOLDER, folds=None, device="cpu").predict(image)  # mirrored, nnU-Net's default
     liver = np.isin(raw.labels.array, raw.stats["liver_labels"])
     assert np.array_equal(seg.mask.array, clean_liver_mask(liver)[0])
     assert seg.probabilities is not None and seg.probabilities.geometry == image.geometry
-    # the defaults' backend (auto: a compiled runtime where one is installed and faster) within 1e-4
-    assert np.allclose(seg.probabilities.array, raw.liver_probability.array, rtol=0, atol=1e-4)
+    assert np.array_equal(seg.probabilities.array, raw.liver_probability.array)
     assert seg.report["inference"]["mirror_axes"] == raw.stats["mirror_axes"] != []  # mirrored without --tta
     with pytest.raises(ConfigError, match="exact"):
         net.segment(image, PredictOptions(shortcuts=False))

@@ -13,9 +13,9 @@ engine a callable that runs the same network through another runtime:
   the fastest on this machine, timed once (:mod:`liverctl.inference.backend_timing`). Exact
   mode (``--exact``) and every non-CPU device are torch.
 
-Exactness test: on the test windows (:data:`TEST_LEVELS`: one of Gaussian noise, and constant
-windows, where a normalisation layer divides rounding noise by its epsilon: the worst case
-measured), every class's softmax probability within :data:`TOLERANCE` (1e-4) of torch fp32. It runs when a compiled model is built; the result is
+Exactness test: on the test windows (:data:`TEST_LEVELS`: one of Gaussian noise, and nearly
+flat windows at four levels), every class's softmax probability within :data:`TOLERANCE` (1e-4)
+of torch fp32. It runs when a compiled model is built; the result is
 written into the cache entry's manifest.
 
 Cache: ``$LIVERCTL_HOME/compiled`` (else ``$XDG_CACHE_HOME/liverctl/compiled``, else
@@ -63,11 +63,19 @@ SPEED_ORDER = ("openvino", "onnxruntime")
 TOLERANCE = 1e-4
 """Largest softmax probability difference from torch fp32 a compiled backend may show."""
 TEST_LEVELS = (None, -2.0, -1.0, 0.0, 1.0)
-"""The exactness test's windows: ``None`` is Gaussian noise, a number a window of that value.
-Constant windows are where runtimes differ most: an nnU-Net network (instance norm) in
-OpenVINO passed on noise (9e-6) but was 8e-4 from torch on a constant window, and 2.4e-4 on a
-real scan's probabilities; the bundle-layout SegResNet stays within 7e-5 on all of them."""
-EXACTNESS_TEST = "noise+constant(-2,-1,0,1)"
+"""The exactness test's windows: ``None`` is Gaussian noise, a number a nearly flat window of that
+value (plus noise of standard deviation :data:`FLAT_NOISE`), as flat as CT tissue gets.
+
+Exactly constant windows are left out on purpose: there a normalisation layer divides the
+rounding noise of the sums by its epsilon, and *any* other order of the same float32 sums
+differs, torch's own channels-last layout included. One 96^3 window of the bundle's SegResNet:
+channels-last 3.0e-4 from the default layout, OpenVINO 1.5e-4, ONNX Runtime 2.1e-4; an nnU-Net
+fold (instance norm) in OpenVINO 8e-4. With noise of 0.01 added, all stay within 3e-5. Real CT
+has no constant windows (air windows are skipped); phantoms and synthetic scans do, and there a
+compiled runtime's probabilities may differ by a few 1e-4 (2.4e-4 measured on an nnU-Net phantom
+scan)."""
+FLAT_NOISE = 0.01
+EXACTNESS_TEST = "noise+flat(-2,-1,0,1)+0.01"
 OPSET = 18
 _PACKAGES = {"openvino": "openvino", "onnxruntime": "onnxruntime"}
 _MANIFEST = "manifest.json"
@@ -199,10 +207,8 @@ def probability_difference(
     shape = tuple(int(s) for s in shape)
     worst = 0.0
     for level in levels:
-        if level is None:
-            x = torch.randn(shape, generator=torch.Generator().manual_seed(24))
-        else:
-            x = torch.full(shape, level)
+        noise = torch.randn(shape, generator=torch.Generator().manual_seed(24))
+        x = noise if level is None else level + FLAT_NOISE * noise
         with torch.inference_mode():
             ref = torch.softmax(network(x).float(), 1)
             out = torch.softmax(runner(x).float(), 1)
