@@ -171,3 +171,12 @@ def test_networks_without_parameters_never_share_a_compiled_model() -> None:
     runner, _ = cached_network(_Band(1.0), INSTALLED[0], SHAPE, "f" * 64)
     with torch.inference_mode():
         assert torch.allclose(runner(x), _Band(1.0)(x), atol=1e-5)
+
+
+@needs_runtime
+def test_auto_keeps_torch_for_a_network_without_weights(tmp_path: Path) -> None:
+    """A parameterless network (a test's pointwise stand-in) is not exported, compiled or timed:
+    no runtime computes it faster, and one computed a HU band's edges differently (OpenVINO)."""
+    net = _Band(150.0)
+    assert backend_network(net, "auto", torch.device("cpu"), False, "9" * 64, SHAPE) == (net, "torch")
+    assert not (tmp_path / "home" / "compiled").exists()

@@ -397,6 +397,8 @@ def backend_network(
     if not isinstance(network, torch.nn.Module) or candidates == ["torch"]:
         return network, "torch"
     if requested == "auto":
+        if next(network.parameters(), None) is None:  # no weights: nothing a runtime could compute faster
+            return network, "torch"
         return _auto(network, candidates[:-1], device, sha256, shape)
     try:
         runner, difference = _on_runtime(network, requested, shape, sha256, check=True)
