@@ -18,7 +18,6 @@ every candidate has passed the exactness test before it is timed.
 from __future__ import annotations
 
 import json
-import os
 import platform
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -27,7 +26,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["by_speed", "fastest", "machine_id", "measured_seconds", "record_refused", "recorded_seconds", "timing_file"]
+__all__ = ["by_speed", "machine_id", "measured_seconds", "record_refused", "recorded_seconds", "timing_file"]
 
 
 def machine_id() -> str:
@@ -79,10 +78,9 @@ def record_refused(shape: Sequence[int], folder: Path, name: str, difference: fl
 
 
 def _write(path: Path, data: Mapping[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=2), encoding="utf-8")
-    os.replace(tmp, path)
+    from liverctl.io import write_text_atomic
+
+    write_text_atomic(path, json.dumps(data, indent=2))
 
 
 def measured_seconds(
@@ -111,8 +109,3 @@ def measured_seconds(
 def by_speed(seconds: Mapping[str, float]) -> list[str]:
     """The backends, fewest seconds per window first (a tie goes to torch: no runtime needed)."""
     return sorted(seconds, key=lambda name: (seconds[name], name != "torch"))
-
-
-def fastest(seconds: Mapping[str, float]) -> str:
-    """The first of :func:`by_speed`."""
-    return by_speed(seconds)[0]

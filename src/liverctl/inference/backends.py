@@ -366,12 +366,12 @@ def _build(
 
 
 def _write_manifest(folder: Path, manifest: dict[str, Any]) -> None:
-    tmp = folder / f"{_MANIFEST}.{os.getpid()}.tmp"
-    try:
-        tmp.write_text(json.dumps(manifest, indent=2), encoding="utf-8")
-        os.replace(tmp, folder / _MANIFEST)
-    except OSError:  # a read-only cache: the figure is recomputed next time
-        tmp.unlink(missing_ok=True)
+    import contextlib
+
+    from liverctl.io import write_text_atomic
+
+    with contextlib.suppress(OSError):  # a read-only cache: the figure is recomputed next time
+        write_text_atomic(folder / _MANIFEST, json.dumps(manifest, indent=2))
 
 
 def _on_runtime(
