@@ -53,9 +53,9 @@ def test_openvino_export_writes_ir(tmp_path: Path) -> None:
 
 @pytest.mark.skipif(not INSTALLED, reason="needs a compiled runtime (liverctl[cpu])")
 def test_an_export_that_disagrees_with_torch_writes_nothing(tmp_path: Path, monkeypatch) -> None:
-    import liverctl.inference.backends as backends
+    import liverctl.inference.exactness as exactness
 
-    monkeypatch.setattr(backends, "probability_difference", lambda *a, **k: 0.3)
+    monkeypatch.setattr(exactness, "probability_difference", lambda *a, **k: 0.3)
     fmt = "onnx" if "onnxruntime" in INSTALLED else "openvino"
     with pytest.raises(WeightsError, match="differs from torch"):
         export_network(_net(), SHAPE, fmt, tmp_path, "m", {})

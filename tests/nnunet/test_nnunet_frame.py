@@ -85,7 +85,7 @@ def test_compiled_backends_give_the_torch_defaults(tmp_path: Path, monkeypatch: 
         assert other_stats["backend"] == name
         assert dice(other.array > 0, labels.array > 0) >= 0.9999, name
         # within 1e-3 on this phantom: its exactly flat regions are where any other order of the sums
-        # differs by a few 1e-4 (see liverctl.inference.backends.TEST_LEVELS); CT has none
+        # differs by a few 1e-4 (see liverctl.inference.exactness.FLAT_LEVELS); CT has none
         assert float(np.abs(other_p.array - liver_p.array).max()) <= 1e-3, name
     _, auto_p, auto_stats = model.predict(image, backend="auto")  # auto never picks a refused runtime
     assert auto_stats["backend"] not in refused

@@ -373,8 +373,10 @@ def _cleaned_bundle(scan: Image, network) -> np.ndarray:
 def test_compiled_backends_hold_the_bundle(
     grid: str, abdomen: Image, weak_model: LiverModel, weak_network, tmp_path: Path, monkeypatch
 ) -> None:
-    """Every installed compiled runtime: the defaults' masks equal the bundle + clean-up."""
-    from liverctl.inference.backends import available_backends
+    """Every installed compiled runtime, and ``auto`` with each candidate made the fastest: the
+    defaults' masks equal the bundle + clean-up; channels-last runs exactly when auto chose it."""
+    import liverctl.inference.backend_timing as backend_timing
+    from liverctl.inference.backends import CHANNELS_LAST, available_backends
 
     installed = available_backends()
     if not installed:
@@ -387,6 +389,14 @@ def test_compiled_backends_hold_the_bundle(
         seg = weak_model.segment(scan, PredictOptions(backend=name))
         assert seg.report["inference"]["backend"] == name
         assert dice(seg.mask.array, cleaned) >= 0.9999, (grid, name)
+    for first in (CHANNELS_LAST, *installed):
+        monkeypatch.setattr(backend_timing, "by_speed", lambda s, first=first: sorted(s, key=lambda b: b != first))
+        model = _liverctl_model(weak_network)  # a fresh model: the choice is made once per model
+        seg = model.segment(scan, PredictOptions())
+        ran = seg.report["inference"]["backend"]
+        assert ran in (first, "torch"), (first, ran)  # the first that passes the test, else the reference
+        assert model.engine_config(PredictOptions()).channels_last == (ran == CHANNELS_LAST)
+        assert dice(seg.mask.array, cleaned) >= 0.9999, (grid, first, ran)
 
 
 def long_scan() -> Image:

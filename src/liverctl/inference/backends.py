@@ -9,14 +9,15 @@ engine a callable that runs the same network through another runtime:
   Runtime's CPU execution provider;
 * ``openvino``: the same ONNX file read by OpenVINO and compiled for the CPU with
   ``INFERENCE_PRECISION_HINT=f32`` (no bf16/fp16 rewrites, whatever the CPU offers);
-* ``auto`` (the default): of torch and the installed runtimes that pass the exactness test,
-  the fastest on this machine, timed once (:mod:`liverctl.inference.backend_timing`). Exact
-  mode (``--exact``) and every non-CPU device are torch.
+* ``auto`` (the default): of torch, torch with channels-last weights (where the caller's engine
+  can run them so) and the installed runtimes, the fastest on this machine (timed once,
+  :mod:`liverctl.inference.backend_timing`) that passes the exactness test. Exact mode
+  (``--exact``) and every non-CPU device are torch.
 
-Exactness test: on the test windows (:data:`TEST_LEVELS`: one of Gaussian noise, and nearly
-flat windows at four levels), every class's softmax probability within :data:`TOLERANCE` (1e-4)
-of torch fp32. It runs when a compiled model is built; the result is
-written into the cache entry's manifest.
+Exactness test (:mod:`liverctl.inference.exactness`): on the test windows, every class's softmax
+probability within 1e-4 of torch fp32. It runs when a compiled model is built; the result is
+written into the cache entry's manifest. ``auto`` holds torch's channels-last layout to the same
+test (:data:`CHANNELS_LAST`).
 
 Cache: ``$LIVERCTL_HOME/compiled`` (else ``$XDG_CACHE_HOME/liverctl/compiled``, else
 ``~/.cache/liverctl/compiled``), one folder per weights sha256, backend and version, and window
@@ -42,17 +43,17 @@ import numpy as np
 import torch
 
 from liverctl.errors import ConfigError
+from liverctl.inference.exactness import GENERIC, TOLERANCE, TestWindows, probability_difference
 
 __all__ = [
     "BACKENDS",
+    "CHANNELS_LAST",
     "SPEED_ORDER",
-    "TOLERANCE",
     "available_backends",
     "backend_network",
     "backend_version",
     "compiled_cache_dir",
     "export_onnx",
-    "probability_difference",
     "resolve_backend",
     "runtime_network",
 ]
@@ -60,22 +61,10 @@ __all__ = [
 BACKENDS = ("auto", "torch", "openvino", "onnxruntime")
 SPEED_ORDER = ("openvino", "onnxruntime")
 """The runtimes ``auto`` builds and times against torch, in this order."""
-TOLERANCE = 1e-4
-"""Largest softmax probability difference from torch fp32 a compiled backend may show."""
-TEST_LEVELS = (None, -2.0, -1.0, 0.0, 1.0)
-"""The exactness test's windows: ``None`` is Gaussian noise, a number a nearly flat window of that
-value (plus noise of standard deviation :data:`FLAT_NOISE`), as flat as CT tissue gets.
-
-Exactly constant windows are left out on purpose: there a normalisation layer divides the
-rounding noise of the sums by its epsilon, and *any* other order of the same float32 sums
-differs, torch's own channels-last layout included. One 96^3 window of the bundle's SegResNet:
-channels-last 3.0e-4 from the default layout, OpenVINO 1.5e-4, ONNX Runtime 2.1e-4; an nnU-Net
-fold (instance norm) in OpenVINO 8e-4. With noise of 0.01 added, all stay within 3e-5. Real CT
-has no constant windows (air windows are skipped); phantoms and synthetic scans do, and there a
-compiled runtime's probabilities may differ by a few 1e-4 (2.4e-4 measured on an nnU-Net phantom
-scan)."""
-FLAT_NOISE = 0.01
-EXACTNESS_TEST = "noise+flat(-2,-1,0,1)+0.01"
+CHANNELS_LAST = "torch:channels-last"
+"""What ``auto`` returns when torch with channels-last convolution weights is the fastest that
+passes the exactness test: the caller then runs the network with
+``SlidingWindow.channels_last``."""
 OPSET = 18
 _PACKAGES = {"openvino": "openvino", "onnxruntime": "onnxruntime"}
 _MANIFEST = "manifest.json"
@@ -196,26 +185,6 @@ def runtime_network(network: torch.nn.Module, name: str, shape: Sequence[int], f
     return RuntimeNetwork(_runner(name, folder), shape, network, name)
 
 
-def probability_difference(
-    network: torch.nn.Module,
-    runner: Callable[[torch.Tensor], torch.Tensor],
-    shape: Sequence[int],
-    levels: Sequence[float | None] = TEST_LEVELS,
-) -> float:
-    """Largest softmax probability difference between ``runner`` and torch fp32 over the test
-    windows (``levels``, see :data:`TEST_LEVELS`)."""
-    shape = tuple(int(s) for s in shape)
-    worst = 0.0
-    for level in levels:
-        noise = torch.randn(shape, generator=torch.Generator().manual_seed(24))
-        x = noise if level is None else level + FLAT_NOISE * noise
-        with torch.inference_mode():
-            ref = torch.softmax(network(x).float(), 1)
-            out = torch.softmax(runner(x).float(), 1)
-        worst = max(worst, float((out - ref).abs().max()))
-    return worst
-
-
 class _Features(torch.nn.Module):
     """A network's feature part (``split_head()``'s first item, a bound method) as a module to export."""
 
@@ -310,10 +279,11 @@ def cached_network(
     cache: Path | None = None,
     head: torch.nn.Module | None = None,
     check: bool = True,
+    test: TestWindows = GENERIC,
 ) -> tuple[RuntimeNetwork, float | None]:
     """``network`` on runtime ``name`` for windows of ``shape``, from the cache or built into it;
-    with its exactness (largest probability difference from torch on the test windows), run
-    once and kept in the entry's manifest (``check=False``: not run now, ``None`` unless known).
+    with its exactness (largest probability difference from torch on the windows of ``test``),
+    run once and kept in the entry's manifest (``check=False``: not run now, ``None`` unless known).
 
     ``head``: ``network`` is the feature part of a model whose logits are ``head(features)``
     (the engine blends features and applies the 1x1x1 head itself); exactness is then that of
@@ -329,7 +299,6 @@ def cached_network(
         "backend": name,
         "version": version,
         "window": [int(s) for s in shape],
-        "exactness_test": EXACTNESS_TEST,
     }
     manifest = _trusted(folder, key) if folder.is_dir() else None
     runner = None
@@ -340,11 +309,12 @@ def cached_network(
             manifest = None
     if manifest is None:
         runner, manifest = _build(network, name, shape, folder, key)
-    difference = manifest.get("max_probability_difference")
+    tested = manifest.get("exactness") if isinstance(manifest.get("exactness"), dict) else {}
+    difference = tested.get(test.name)
     if difference is None and check:
         full = network if head is None else torch.nn.Sequential(network, head)
-        difference = probability_difference(full, runner if head is None else _Headed(runner, head), shape)
-        _write_manifest(folder, {**manifest, "max_probability_difference": difference})
+        difference = probability_difference(full, runner if head is None else _Headed(runner, head), shape, test)
+        _write_manifest(folder, {**manifest, "exactness": {**tested, test.name: difference}})
     return runner, None if difference is None else float(difference)
 
 
@@ -356,7 +326,7 @@ def _build(
     building = folder.with_name(f"{folder.name}.building-{os.getpid()}")
     shutil.rmtree(building, ignore_errors=True)
     runner = runtime_network(network, name, shape, building)
-    manifest = {**key, "max_probability_difference": None, "files": _file_hashes(building)}
+    manifest = {**key, "exactness": {}, "files": _file_hashes(building)}
     (building / _MANIFEST).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
     try:
         building.rename(folder)
@@ -375,33 +345,43 @@ def _write_manifest(folder: Path, manifest: dict[str, Any]) -> None:
 
 
 def _on_runtime(
-    network: torch.nn.Module, name: str, shape: Sequence[int], sha256: str, check: bool
+    network: torch.nn.Module, name: str, shape: Sequence[int], sha256: str, check: bool, test: TestWindows
 ) -> tuple[Any, float | None]:
     """``network`` on runtime ``name``: the whole network, or (a network with a 1x1x1 head) its
     features on the runtime and the head in torch."""
     split = _features_and_head(network)
     if split is None:
-        return cached_network(network, name, shape, sha256, check=check)
-    runner, difference = cached_network(split[0], name, shape, sha256, head=split[1], check=check)
+        return cached_network(network, name, shape, sha256, check=check, test=test)
+    runner, difference = cached_network(split[0], name, shape, sha256, head=split[1], check=check, test=test)
     return _Headed(runner, split[1], network), difference
 
 
 def backend_network(
-    network: Any, requested: str, device: torch.device, exact: bool, sha256: str, shape: Sequence[int]
+    network: Any,
+    requested: str,
+    device: torch.device,
+    exact: bool,
+    sha256: str,
+    shape: Sequence[int],
+    *,
+    test: TestWindows = GENERIC,
+    channels_last: bool = False,
 ) -> tuple[Any, str]:
     """The predictor the engine runs for ``network`` and the backend it runs on (see the module
     docs: exact mode and non-CPU devices are torch; a named runtime that cannot be built or fails
-    the exactness test is refused; ``auto`` takes the fastest of torch and the runtimes, timed
-    once per machine (:mod:`liverctl.inference.backend_timing`), that passes the exactness test)."""
+    the exactness test on the windows of ``test`` is refused; ``auto`` takes the fastest of torch,
+    torch channels-last (when ``channels_last``: the caller can run it so) and the runtimes,
+    timed once per machine (:mod:`liverctl.inference.backend_timing`), that passes the test).
+    Channels-last comes back as ``(network, CHANNELS_LAST)``."""
     candidates = resolve_backend(requested, device, exact)
     if not isinstance(network, torch.nn.Module) or candidates == ["torch"]:
         return network, "torch"
     if requested == "auto":
         if next(network.parameters(), None) is None:  # no weights: nothing a runtime could compute faster
             return network, "torch"
-        return _auto(network, candidates[:-1], device, sha256, shape)
+        return _auto(network, candidates[:-1], device, sha256, shape, test, channels_last)
     try:
-        runner, difference = _on_runtime(network, requested, shape, sha256, check=True)
+        runner, difference = _on_runtime(network, requested, shape, sha256, True, test)
     except Exception as exc:
         raise ConfigError(f"--backend {requested}: cannot run this network: {exc}") from None
     if difference is not None and difference > TOLERANCE:
@@ -413,45 +393,76 @@ def backend_network(
 
 
 def _auto(
-    network: torch.nn.Module, runtimes: Sequence[str], device: torch.device, sha256: str, shape: Sequence[int]
+    network: torch.nn.Module,
+    runtimes: Sequence[str],
+    device: torch.device,
+    sha256: str,
+    shape: Sequence[int],
+    test: TestWindows,
+    channels_last: bool,
 ) -> tuple[Any, str]:
     """``auto``: the recorded (else measured) seconds per window, fastest first; a runtime is
-    loaded only when it is the fastest left, and used only when it passes the exactness test."""
-    from liverctl.inference.backend_timing import by_speed, measured_seconds, record_refused, recorded_seconds
+    loaded only when it is the fastest left, and each is used only when it passes the test."""
+    from liverctl.device import inference_memory_format
+    from liverctl.inference.backend_timing import (
+        by_speed,
+        measured_seconds,
+        record_exactness,
+        recorded_exactness,
+        recorded_seconds,
+    )
 
     # per weights file and per network built from it (a test's stand-ins share one sha256)
     folder = compiled_cache_dir() / sha256 / f"timings-{parameters_digest(network)[:16]}"
+    layout = channels_last and inference_memory_format(device, "fp32", network) == torch.channels_last_3d
     versions = {name: backend_version(name) for name in ("torch", *runtimes)}
-    seconds = recorded_seconds(shape, folder, versions)
+    seconds = recorded_seconds(shape, folder, versions, test.name)
     if seconds is None:
-        runs: dict[str, Callable[[torch.Tensor], Any]] = {"torch": _as_the_engine_runs(network, device)}
+        runs: dict[str, Callable[[torch.Tensor], Any]] = {"torch": _as_the_engine_runs(network, device, False)}
+        if layout:
+            runs[CHANNELS_LAST] = _as_the_engine_runs(network, device, True)
         for name in runtimes:
             try:
-                runs[name] = _on_runtime(network, name, shape, sha256, check=False)[0]
+                runs[name] = _on_runtime(network, name, shape, sha256, False, test)[0]
             except Exception:  # cannot export or compile this network: not a candidate
                 continue
-        seconds = measured_seconds(runs, shape, folder, versions)
+        seconds = measured_seconds(runs, shape, folder, versions, test.name)
+    tested = recorded_exactness(shape, folder)
     for name in by_speed(seconds):
         if name == "torch":
             return network, "torch"
-        try:
-            runner, difference = _on_runtime(network, name, shape, sha256, check=True)
-        except Exception:
+        if name == CHANNELS_LAST and not layout:  # timed for a caller that could run it; this one cannot
             continue
+        try:
+            if name == CHANNELS_LAST:
+                runner, difference = network, tested.get(name)
+                if difference is None:
+                    laid_out = _as_the_engine_runs(network, device, True)
+                    difference = probability_difference(
+                        _as_the_engine_runs(network, device, False), laid_out, shape, test
+                    )
+            else:
+                runner, difference = _on_runtime(network, name, shape, sha256, True, test)
+        except Exception:
+            difference = None
+        if name not in tested:
+            record_exactness(shape, folder, name, float("inf") if difference is None else difference)
         if difference is not None and difference <= TOLERANCE:
             return runner, name
-        record_refused(shape, folder, name, float("inf") if difference is None else difference)
     return network, "torch"
 
 
-def _as_the_engine_runs(network: torch.nn.Module, device: torch.device) -> Callable[[torch.Tensor], torch.Tensor]:
-    """``network`` as the engine runs it in the defaults (weights in the layout of
-    :func:`liverctl.device.prepare_network` with channels-last asked for), for timing."""
+def _as_the_engine_runs(
+    network: torch.nn.Module, device: torch.device, channels_last: bool
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``network`` as the engine runs it, in eval mode, its weights in the layout of
+    :func:`liverctl.device.prepare_network` (with ``channels_last`` or not): for timing and
+    the exactness test."""
     from liverctl.device import prepare_network, restore_layout
 
     def run(x: torch.Tensor) -> torch.Tensor:
         was_training = network.training
-        changed = prepare_network(network, device, "fp32", channels_last=True)
+        changed = prepare_network(network, device, "fp32", channels_last=channels_last)
         try:
             return network(x)
         finally:

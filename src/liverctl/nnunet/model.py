@@ -177,13 +177,28 @@ class NnUNetModel:
         cache = self._backends
         if backend not in cache:
             shape = (1, int(getattr(self.plans, "num_input_channels", 1)), *self.plans.patch_size)
+            test = self.exactness_test()
             pairs = [
-                backend_network(net, backend, self.device, self.exact, ckpt.sha256, shape)
+                backend_network(net, backend, self.device, self.exact, ckpt.sha256, shape, test=test)
                 for net, ckpt in zip(self.networks, self.checkpoints, strict=True)
             ]
             names = {name for _, name in pairs}
             cache[backend] = ([p for p, _ in pairs], names.pop() if len(names) == 1 else "torch")
         return cache[backend]
+
+    def exactness_test(self) -> Any:
+        """The windows a compiled runtime is tested on for this model
+        (:func:`~liverctl.inference.exactness.phantom_windows`): a synthetic abdomen at the plans'
+        spacing through nnU-Net's preprocessing (transposition, normalisation), patch-sized."""
+        from liverctl.inference.exactness import phantom_windows
+
+        p = self.plans
+        spacing_zyx, shape_zyx = [0.0] * 3, [0] * 3
+        for axis, source in enumerate(p.transpose_forward):  # transposed axis -> the (z, y, x) axis it comes from
+            spacing_zyx[source] = float(p.spacing[axis])
+            shape_zyx[source] = (5 * int(p.patch_size[axis]) + 3) // 4
+        key = repr((p.normalization, p.use_mask_for_norm, sorted(p.intensity.items()), p.spacing, p.transpose_forward))
+        return phantom_windows(key, lambda image: preprocess(image, p, exact=False).data, spacing_zyx[::-1], shape_zyx)
 
     @property
     def folds(self) -> list[Fold]:

@@ -174,6 +174,17 @@ class LiverModel(Segmenter):
             return SlidingWindow.fast(**fields)
         return SlidingWindow(**fields)
 
+    def engine_config(self, options: PredictOptions) -> Any:
+        """:meth:`window_config` with the weights' layout the backend choice asks for:
+        channels-last where ``auto`` found torch channels-last the fastest candidate that passes
+        the exactness test (:func:`~liverctl.inference.backends.backend_network`)."""
+        from liverctl.inference.backends import CHANNELS_LAST
+
+        config = self.window_config(options)
+        if self.dataset_index is not None or not options.shortcuts:
+            return config
+        return replace(config, channels_last=self.backend_predictors(options)[1] == CHANNELS_LAST)
+
     def runs_as(self, options: PredictOptions) -> dict[str, str]:
         """The resolved ``device`` (with a GPU's index and name) and ``precision`` that ``options``
         run with on this model (for reports and the ``--resume`` key)."""
@@ -195,7 +206,8 @@ class LiverModel(Segmenter):
 
     def backend_predictors(self, options: PredictOptions) -> tuple[list[Any], str]:
         """The networks on their backend (built or read from the cache once per model) and the
-        backend's name (``"torch"`` when any network runs on torch)."""
+        backend's name (``"torch"`` when the networks run on different ones;
+        :data:`~liverctl.inference.backends.CHANNELS_LAST` when every one runs channels-last)."""
         from liverctl.inference.backends import backend_network
 
         exact = not options.shortcuts
@@ -203,13 +215,33 @@ class LiverModel(Segmenter):
         shape = (1, int(self.entry.kwargs.get("in_channels", 1)), *roi)
         key = (options.backend, exact, shape)
         if key not in self._compiled:
+            test = self.exactness_test(roi)
             pairs = [
-                backend_network(net, options.backend, self.device, exact, item.sha256, shape)
+                backend_network(
+                    net, options.backend, self.device, exact, item.sha256, shape, test=test, channels_last=True
+                )
                 for net, item in zip(self.networks, self.resolved, strict=True)
             ]
             names = {name for _, name in pairs}
             self._compiled[key] = ([p for p, _ in pairs], names.pop() if len(names) == 1 else "torch")
         return self._compiled[key]
+
+    def exactness_test(self, roi: Sequence[int]) -> Any:
+        """The windows a faster backend is tested on for this model
+        (:func:`~liverctl.inference.exactness.phantom_windows`): a synthetic abdomen through this
+        model's grid, orientation and intensity recipe, windows of ``roi`` (engine axes)."""
+        from liverctl.inference.exactness import phantom_windows
+
+        e = self.entry
+        xyz = e.network_axes == "xyz"
+        roi_zyx = tuple(roi)[::-1] if xyz else tuple(roi)
+        key = repr((e.grid, e.orientation, tuple(e.spacing), e.intensity, e.interpolation, e.network_axes))
+
+        def to_input(image: Image) -> np.ndarray:
+            net_input = ModelSpace.of(image, e).net_input
+            return net_input.T if xyz else net_input
+
+        return phantom_windows(key, to_input, e.spacing, [(5 * int(r) + 3) // 4 for r in roi_zyx])
 
     def predict_raw(
         self, image: Image, options: PredictOptions, prepared: Any, progress: ProgressCallback | None, body: bool
@@ -249,7 +281,7 @@ class LiverModel(Segmenter):
         from liverctl.inference.roi import has_coarse_stage
 
         xyz = self.entry.network_axes == "xyz"
-        config = self.window_config(options)
+        config = self.engine_config(options)
         shape = space.net_input.T.shape if xyz else space.net_input.shape
         plain = options.shortcuts and not options.fast and self.dataset_index is None
         if not plain or has_coarse_stage(self.networks) or not worth_it(shape, config.roi):
@@ -286,7 +318,7 @@ class LiverModel(Segmenter):
         result = predict_volume(
             net_input.T if xyz else net_input,
             self._predictors(options),
-            self.window_config(options),
+            self.engine_config(options),
             self.device,
             hu=hu.array.T if xyz else hu.array,
             progress=progress,

@@ -49,14 +49,8 @@ def export_network(
 ) -> dict[str, Any]:
     """Export one network for windows of ``shape``, check it, write it and ``sidecar`` (+ the
     check and the file names) as ``<stem>.json``; returns the sidecar as written."""
-    from liverctl.inference.backends import (
-        TOLERANCE,
-        RuntimeNetwork,
-        _runner,
-        backend_version,
-        export_onnx,
-        probability_difference,
-    )
+    from liverctl.inference.backends import RuntimeNetwork, _runner, backend_version, export_onnx
+    from liverctl.inference.exactness import TOLERANCE, noise_window, probability_difference
 
     runtime = _check_runtime(fmt)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -65,7 +59,7 @@ def export_network(
     try:
         export_onnx(network, shape, building / "model.onnx")
         runner = RuntimeNetwork(_runner(runtime, building), shape, network, runtime)
-        difference = probability_difference(network, runner, shape, levels=(None,))  # one window of noise
+        difference = probability_difference(network, runner, shape, [noise_window(shape)])
         if difference > TOLERANCE:
             raise WeightsError(
                 f"the {fmt} export of {stem} differs from torch fp32 by {difference:.1e} in probability "
