@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
+from band import BandNet  # tests/support
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -37,20 +38,6 @@ from liverctl.predict import (
 )
 from liverctl.preprocessing.intensity import normalise
 from liverctl.spatial import orientation_of, reorient, resample, resample_to_reference
-
-
-class BandNet(torch.nn.Module):
-    """Two-class pointwise 'network': liver where the HU value lies within ``width`` of ``centre``."""
-
-    min_input_multiple = 1
-
-    def __init__(self, centre: float, width: float) -> None:
-        super().__init__()
-        self.centre, self.width = centre, width
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        liver = 4.0 * (1.0 - ((x - self.centre) / self.width) ** 2)
-        return torch.cat([torch.zeros_like(liver), liver], dim=1)
 
 
 def entry(**changes) -> lw.ModelEntry:

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from band import BandNet  # tests/support
 
 from liverctl import weights as lw
 from liverctl.io import Image, read_image, write_image
@@ -17,23 +18,9 @@ from liverctl.predict import LiverModel, PredictOptions, predict
 from liverctl.predict.retry import OutOfDeviceMemory, result_key, segment_retrying
 
 
-class Band(torch.nn.Module):
-    """Pointwise two-class 'network' (liver where the normalised value is near ``centre``) that
-    raises ``torch.OutOfMemoryError`` on the forward calls listed in ``fail_on`` (1-based)."""
-
-    min_input_multiple = 1
-
-    def __init__(self, fail_on: tuple[int, ...] = ()) -> None:
-        super().__init__()
-        self.calls = 0
-        self.fail_on = set(fail_on)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.calls += 1
-        if self.calls in self.fail_on:
-            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (simulated)")
-        liver = 4.0 * (1.0 - ((x - 0.05) / 0.02) ** 2)
-        return torch.cat([torch.zeros_like(liver), liver], dim=1)
+def _band(fail_on: tuple[int, ...] = ()) -> BandNet:
+    """Liver where the normalised value is near 0.05; out of memory on the forwards in ``fail_on``."""
+    return BandNet(0.05, 0.02, fail_on)
 
 
 def _model(net: torch.nn.Module) -> LiverModel:
@@ -72,8 +59,8 @@ def scans(ct_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_out_of_memory_is_retried_with_cpu_sums_and_recorded(scans: Path, tmp_path: Path) -> None:
     torch_only = PredictOptions(backend="torch")  # counting forwards: no runtime export or timing calls
-    plain = predict(scans, tmp_path / "plain", loaded=_model(Band()), options=torch_only)
-    net = Band(fail_on=(1,))  # the first forward of the batch runs out of memory
+    plain = predict(scans, tmp_path / "plain", loaded=_model(_band()), options=torch_only)
+    net = _band(fail_on=(1,))  # the first forward of the batch runs out of memory
     result = predict(scans, tmp_path / "out", loaded=_model(net), options=torch_only)
     assert [c.ok for c in result.cases] == [True, True, True]
     first, second = result.cases[0].report, result.cases[1].report
@@ -89,7 +76,7 @@ def test_out_of_memory_is_retried_with_cpu_sums_and_recorded(scans: Path, tmp_pa
 
 
 def test_a_second_out_of_memory_fails_that_scan_only(scans: Path, tmp_path: Path) -> None:
-    net = Band(fail_on=(1, 2))  # the retry runs out of memory too
+    net = _band(fail_on=(1, 2))  # the retry runs out of memory too
     result = predict(scans, tmp_path / "out", loaded=_model(net), options=PredictOptions(backend="torch"))
     assert [c.ok for c in result.cases] == [False, True, True]
     assert "out of device memory, also with the window sums on the CPU" in result.cases[0].error
@@ -98,24 +85,24 @@ def test_a_second_out_of_memory_fails_that_scan_only(scans: Path, tmp_path: Path
 
 
 def test_segment_retrying_does_not_retry_other_errors(ct_path: Path) -> None:
-    class Broken(Band):
+    class Broken(BandNet):
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             self.calls += 1
             raise RuntimeError("a bug, not memory")
 
-    net = Broken()
+    net = Broken(0.05, 0.02)
     torch_only = PredictOptions(backend="torch")  # counting forwards: no runtime export or timing calls
     with pytest.raises(RuntimeError, match="a bug"):
         segment_retrying(_model(net), read_image(ct_path), torch_only)
     assert net.calls == 1
     with pytest.raises(OutOfDeviceMemory):
-        segment_retrying(_model(Band(fail_on=(1, 2))), read_image(ct_path), torch_only)
+        segment_retrying(_model(_band(fail_on=(1, 2))), read_image(ct_path), torch_only)
 
 
 def test_reports_and_resume_key_carry_the_resolved_precision_and_device(
     scans: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    model = _model(Band())
+    model = _model(_band())
     key = result_key(model, PredictOptions())
     assert key["precision"] == "fp32" and key["device"] == "cpu"  # never "auto"
     out = tmp_path / "out"
