@@ -4,9 +4,11 @@ backend: torch eager, channels_last_3d, torch.compile, ONNX Runtime and OpenVINO
     python benchmarks/bench_backends.py [--window 96] [--repeat 3]
 
 Prints best-of-N seconds per window, the speed-up over torch eager, the largest difference of
-the softmax probabilities from torch fp32 on a noise window, and on the exactness test's windows
-(noise and nearly flat windows; ``--backend auto`` uses a runtime only within 1e-4 there).
-The backends that are not installed are reported as such. Issue 24 picked OpenVINO by these.
+the softmax probabilities from torch fp32 on a noise window, on the generic test windows (noise
+and nearly flat windows: a bare network's test) and on the test ``predict`` runs for the default
+registry entry (noise and two windows of a phantom abdomen through the entry's own recipe;
+``--backend auto`` uses a candidate only within 1e-4 there). The backends that are not installed
+are left out.
 """
 
 from __future__ import annotations
@@ -19,8 +21,18 @@ from pathlib import Path
 
 import torch
 
-from liverctl.inference.backends import TOLERANCE, probability_difference
+from liverctl.inference.exactness import GENERIC, TOLERANCE, probability_difference
 from liverctl.models import build_model
+
+
+def _model_test(net: torch.nn.Module, window: int):
+    """The exactness test ``predict`` runs for the default registry entry (its recipe) on ``net``."""
+    from liverctl import weights as lw
+    from liverctl.predict import LiverModel
+
+    entry = lw.get_entry()
+    model = LiverModel([lw.ResolvedWeights(entry, Path("bench.pt"), "0" * 64, "local")], [net], torch.device("cpu"))
+    return model.exactness_test((window,) * 3), entry.name
 
 
 def _segresnet() -> torch.nn.Module:
@@ -63,8 +75,10 @@ def main() -> None:
         runs = _candidates(net, shape, Path(tmp))
         ref = torch.softmax(net(x).float(), 1)
         diff = {name: float((torch.softmax(fn(x).float(), 1) - ref).abs().max()) for name, fn in runs.items()}
-        # the exactness test of --backend auto: the noise window and nearly flat windows
-        gate = {name: probability_difference(net, fn, shape) for name, fn in runs.items()}
+        generic = {name: probability_difference(net, fn, shape, GENERIC) for name, fn in runs.items()}
+        test, entry = _model_test(net, args.window)
+        windows = test.windows(shape)  # built once for all candidates
+        gate = {name: probability_difference(net, fn, shape, windows) for name, fn in runs.items()}
         best = dict.fromkeys(runs, float("inf"))
         for _ in range(args.repeat):  # interleaved rounds: a busy moment of a shared CPU hits all alike
             for name, fn in runs.items():
@@ -76,11 +90,14 @@ def main() -> None:
         f"one {args.window}^3 window, SegResNet 105 classes, {torch.get_num_threads()} threads, best of {args.repeat}"
     )
     print(
-        f"{'backend':<18}{'s/window':>10}{'x eager':>9}{'max |dp|':>11}{'test':>10}  (test: noise + nearly flat windows)"
+        f"{'backend':<18}{'s/window':>10}{'x eager':>9}{'max |dp|':>11}{'generic':>10}{'test':>10}"
+        f"  (generic: noise + nearly flat windows; test: noise + phantom through {entry}'s recipe)"
     )
     for name, t in best.items():
         verdict = "pass" if gate[name] <= TOLERANCE else "fail"
-        print(f"{name:<18}{t:>10.2f}{base / t:>9.2f}{diff[name]:>11.1e}{gate[name]:>10.1e}  {verdict}")
+        print(
+            f"{name:<18}{t:>10.2f}{base / t:>9.2f}{diff[name]:>11.1e}{generic[name]:>10.1e}{gate[name]:>10.1e}  {verdict}"
+        )
 
 
 if __name__ == "__main__":
