@@ -271,51 +271,14 @@ def check_engine(monai_net: torch.nn.Module) -> None:
 
 
 def monai_bundle(image, network: torch.nn.Module, amp: bool) -> tuple[np.ndarray, np.ndarray]:
-    """The bundle's pipeline on ``image`` on DEV (tests/predict/test_predict_bundle.py's, plus
-    the device and amp): (liver mask, liver probability) on the image's grid, (z, y, x)."""
-    import warnings
+    """The bundle's pipeline (tests/support/monai_bundle.py, as the parity tests run it) on DEV,
+    with the bundle's ``amp`` or in fp32 with TF32 off: (liver mask, liver probability) on the
+    image's grid, (z, y, x)."""
+    sys.path.insert(0, str(REPO / "tests" / "support"))
+    from monai_bundle import monai_bundle as reference
 
-    from monai.data import MetaTensor
-    from monai.inferers import SlidingWindowInferer
-    from monai.transforms import Compose, Invertd, NormalizeIntensityd, Orientationd, ScaleIntensityd, Spacingd
-
-    from liverctl.predict.monai_grid import ras_affine
-
-    tensor = MetaTensor(
-        torch.as_tensor(image.array.astype(np.float32).transpose(2, 1, 0)[None].copy()),
-        affine=torch.as_tensor(ras_affine(image.geometry)),
-    )
-    pre = Compose(
-        [
-            Orientationd("image", "RAS"),
-            Spacingd("image", pixdim=(3.0, 3.0, 3.0), mode="bilinear"),
-            NormalizeIntensityd("image", nonzero=True),
-            ScaleIntensityd("image", minv=-1.0, maxv=1.0),
-        ]
-    )
-    data = pre({"image": tensor})
-    inferer = SlidingWindowInferer(
-        roi_size=SIZES["roi"],
-        sw_batch_size=4,
-        overlap=0.25,
-        mode="gaussian",
-        padding_mode="replicate",
-        sw_device=DEV,
-        device=DEV,
-    )
-    amp_ctx = torch.autocast(DEV.type) if amp else tf32(False)
-    with torch.inference_mode(), amp_ctx:
-        logits = inferer(data["image"][None].to(DEV), network)[0]
-    prob = torch.softmax(logits.float(), 0).cpu()
-    model_img = data["image"]
-    for key, value in (("pred", prob.argmax(0, keepdim=True).float()), ("prob", prob[LIVER : LIVER + 1])):
-        data[key] = MetaTensor(value, affine=model_img.affine, meta=model_img.meta)
-        data[key].applied_operations = list(model_img.applied_operations)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        out = Invertd(keys=["pred", "prob"], transform=pre, orig_keys="image", nearest_interp=[True, False])(data)
-    labels = np.asarray(out["pred"][0]).transpose(2, 1, 0)
-    return labels == LIVER, np.asarray(out["prob"][0], dtype=np.float32).transpose(2, 1, 0)
+    mask, prob = reference(image, network, roi=SIZES["roi"], liver=LIVER, device=DEV, sw_batch_size=4, amp=amp)
+    return mask.astype(bool), prob
 
 
 def check_monai(monai_net: torch.nn.Module) -> None:

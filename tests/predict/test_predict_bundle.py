@@ -15,7 +15,6 @@ is the same; the real scans of ../shared/data (NIfTI and the DICOM series) where
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +23,7 @@ import pytest
 monai = pytest.importorskip("monai")
 pytest.importorskip("nibabel", reason="MONAI's Orientationd needs nibabel")
 import torch  # noqa: E402
+from monai_bundle import monai_bundle as reference_bundle  # noqa: E402  (tests/support)
 
 from liverctl.io import Geometry, Image, read_image, write_image  # noqa: E402
 from liverctl.predict import LiverModel, PredictOptions  # noqa: E402
@@ -133,53 +133,8 @@ def weak_model(weak_network) -> LiverModel:
 
 
 def monai_bundle(image: Image, network, path: Path | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """The bundle's pipeline on ``image`` (as LoadImaged would hand it over, or read from
-    ``path`` by MONAI's own ``LoadImage``): ``(labels, liver probability)`` on the image's own
-    grid, arrays (z, y, x)."""
-    from monai.data import MetaTensor
-    from monai.inferers import SlidingWindowInferer
-    from monai.transforms import (
-        Compose,
-        Invertd,
-        NormalizeIntensityd,
-        Orientationd,
-        ScaleIntensityd,
-        Spacingd,
-    )
-
-    if path is not None:
-        from monai.transforms import LoadImage
-
-        tensor = LoadImage(image_only=True, ensure_channel_first=True)(str(path))
-    else:
-        tensor = MetaTensor(
-            torch.as_tensor(image.array.astype(np.float32).transpose(2, 1, 0)[None].copy()),
-            affine=torch.as_tensor(ras_affine(image.geometry)),
-        )
-    pre = Compose(
-        [
-            Orientationd("image", "RAS"),
-            Spacingd("image", pixdim=(3.0, 3.0, 3.0), mode="bilinear"),
-            NormalizeIntensityd("image", nonzero=True),
-            ScaleIntensityd("image", minv=-1.0, maxv=1.0),
-        ]
-    )
-    data = pre({"image": tensor})
-    inferer = SlidingWindowInferer(
-        roi_size=ROI, sw_batch_size=1, overlap=0.25, mode="gaussian", padding_mode="replicate"
-    )
-    with torch.inference_mode():
-        logits = inferer(data["image"][None], network)[0]
-    prob = torch.softmax(logits, 0)
-    model_img = data["image"]
-    for key, value in (("pred", prob.argmax(0, keepdim=True).float()), ("prob", prob[LIVER : LIVER + 1])):
-        data[key] = MetaTensor(value, affine=model_img.affine, meta=model_img.meta)
-        data[key].applied_operations = list(model_img.applied_operations)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        out = Invertd(keys=["pred", "prob"], transform=pre, orig_keys="image", nearest_interp=[True, False])(data)
-    labels = np.asarray(out["pred"][0]).transpose(2, 1, 0)
-    return (labels == LIVER).astype(np.uint8), np.asarray(out["prob"][0], dtype=np.float32).transpose(2, 1, 0)
+    """The bundle's pipeline (tests/support/monai_bundle.py) with this file's window and classes."""
+    return reference_bundle(image, network, roi=ROI, liver=LIVER, path=path)
 
 
 def dice(a: np.ndarray, b: np.ndarray) -> float:
