@@ -16,6 +16,11 @@ load checkpoints under torch >= 2.6 without ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1
 log holds numpy scalars); the benchmark sets it for nnU-Net's process only. Usage::
 
     python benchmarks/bench_nnunet.py [--repeat 1] [--threads 2]
+    python benchmarks/bench_nnunet.py --folder RESULTS/Dataset.../nnUNetTrainer__nnUNetPlans__3d_fullres \
+        --folds 0 1 2 3 4 --scans ct1.nii.gz ct2.nii.gz   # a clinical-size model on your own scans
+
+With ``--folder`` and ``--scans`` the model and scans are yours (the scans' liver label is then the
+model's own: Dice is against nnU-Net's map, as always).
 """
 
 from __future__ import annotations
@@ -46,8 +51,9 @@ LIVERCTL = textwrap.dedent(
     from liverctl.nnunet import NnUNetModel
 
     folder, inputs, out, mode = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3]), sys.argv[5]
+    folds = tuple(f if f == "all" else int(f) for f in sys.argv[6].split(","))
     exact = mode == "exact"
-    model = NnUNetModel.load(folder, folds=(0, 1), device="cpu", exact=exact)
+    model = NnUNetModel.load(folder, folds=folds, device="cpu", exact=exact)
     for scan in sorted(inputs.glob("*_0000.nii.gz")):
         stem = scan.name[: -len("_0000.nii.gz")]
         image = read_image(scan)
@@ -100,14 +106,24 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=1, help="copies of the three scans")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--folder", type=Path, default=None, help="an nnU-Net v2 results folder (default: the test's)")
+    parser.add_argument("--folds", nargs="+", default=["0", "1"], help="folds to run (default: 0 1)")
+    parser.add_argument("--scans", nargs="+", type=Path, default=None, help="scans to run (default: the three tests')")
     args = parser.parse_args()
 
     from nnunet_cases import FOLDER, dice, write_cases
 
     from liverctl.io import read_image
 
+    folder = args.folder or FOLDER
     work = Path(tempfile.mkdtemp(prefix="bench_nnunet_"))
-    scans = write_cases(work / "base")
+    if args.scans:
+        missing = [str(p) for p in args.scans if not p.is_file()]
+        if missing:
+            raise SystemExit(f"no such scan: {', '.join(missing)}")
+        scans = {p.name.split(".")[0]: p for p in args.scans}
+    else:
+        scans = write_cases(work / "base")
     inputs = work / "in"
     inputs.mkdir()
     for r in range(args.repeat):
@@ -124,12 +140,13 @@ def main() -> None:
     nnunet_cli = str(Path(sys.executable).with_name("nnUNetv2_predict_from_modelfolder"))
     timings = {}
     nn_env = dict(env, TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD="1")
-    cmd = [nnunet_cli, "-i", str(inputs), "-o", str(outs["nnunet"]), "-m", str(FOLDER), "-f", "0", "1"]
+    cmd = [nnunet_cli, "-i", str(inputs), "-o", str(outs["nnunet"]), "-m", str(folder), "-f", *args.folds]
     timings["nnUNetPredictor (CLI)"] = run(
         [*cmd, "-device", "cpu", "--save_probabilities", "--disable_progress_bar"], nn_env
     )
     for mode in ("exact", "default"):
-        cmd = [sys.executable, str(script), str(FOLDER), str(inputs), str(outs[mode]), str(args.threads), mode]
+        folds = ",".join(args.folds)
+        cmd = [sys.executable, str(script), str(folder), str(inputs), str(outs[mode]), str(args.threads), mode, folds]
         timings[f"liverctl {mode}"] = run(cmd, env)
 
     rows = []
@@ -149,7 +166,8 @@ def main() -> None:
 
     n = len(list(inputs.glob("*_0000.nii.gz")))
     base = rows[0][1]
-    print(f"{n} scans (native, anisotropic, oblique x {args.repeat}), folds 0+1, mirroring, {args.threads} threads")
+    what = ", ".join(scans) + f" x {args.repeat}"
+    print(f"{n} scans ({what}) of {folder.name}, folds {'+'.join(args.folds)}, mirroring, {args.threads} threads")
     print(
         f"{'run':24} {'wall s':>8} {'speed-up':>9} {'peak RSS MB':>12} {'min Dice':>9} {'min agree':>10} {'max |dp|':>9}"
     )
