@@ -58,6 +58,7 @@ import numpy as np
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests" / "support"))  # monai_bundle.py, nnunet_cases.py
 N_CLASSES, LIVER = 4, 2
 DEV = torch.device("cpu")  # set in main()
 SIZES = {"engine": (96, 160, 160), "scan": (80, 200, 200), "batch": (48, 96, 96), "roi": (64, 64, 64)}
@@ -274,7 +275,6 @@ def monai_bundle(image, network: torch.nn.Module, amp: bool) -> tuple[np.ndarray
     """The bundle's pipeline (tests/support/monai_bundle.py, as the parity tests run it) on DEV,
     with the bundle's ``amp`` or in fp32 with TF32 off: (liver mask, liver probability) on the
     image's grid, (z, y, x)."""
-    sys.path.insert(0, str(REPO / "tests" / "support"))
     from monai_bundle import monai_bundle as reference
 
     mask, prob = reference(image, network, roi=SIZES["roi"], liver=LIVER, device=DEV, sw_batch_size=4, amp=amp)
@@ -341,8 +341,6 @@ def nnunet_reference(folder: Path, scans: dict[str, Path]) -> dict[str, tuple[np
 
 
 def check_nnunet(tmp: Path) -> None:
-    for helpers in ("support", "nnunet"):  # nnunet_cases.py: tests/support/ (or tests/nnunet/ before issue 20)
-        sys.path.insert(0, str(REPO / "tests" / helpers))
     from nnunet_cases import FOLDER, write_cases
 
     from liverctl.io import read_image
